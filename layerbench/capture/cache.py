@@ -1,0 +1,62 @@
+"""Content-addressed activation cache on disk.
+
+One file per (text, pooling) under ``<cache>/activations/<k[:2]>/<k>.lbc``,
+where ``k`` is the sha256 of everything that determines the pooled states:
+model weights fingerprint, tokenizer fingerprint, max_length, dtype, pooling
+and the text itself. A file is ``MAGIC + sha256(payload) + payload`` with the
+payload an ``.npy`` float32 array ``[L+1, D]``: a truncated or corrupt file
+fails the digest check and is recomputed, never trusted. Writes are atomic.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from layerbench.storage import atomic_write_bytes
+
+MAGIC = b"LBC1"
+_HEADER = len(MAGIC) + 32
+
+
+@dataclass(frozen=True)
+class ActivationCache:
+    """Pooled per-text activations keyed by content; ``root`` is the cache folder."""
+
+    root: Path
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.lbc"
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The stored array, or None when missing, truncated or corrupt."""
+        try:
+            blob = self.path(key).read_bytes()
+        except OSError:
+            return None
+        payload = blob[_HEADER:]
+        if len(blob) < _HEADER or blob[:4] != MAGIC or hashlib.sha256(payload).digest() != blob[4:_HEADER]:
+            return None
+        return np.load(io.BytesIO(payload), allow_pickle=False)
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def put(self, key: str, array: np.ndarray) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+        payload = buffer.getvalue()
+        atomic_write_bytes(self.path(key), MAGIC + hashlib.sha256(payload).digest() + payload)
+
+
+def key_prefix(model_fingerprint: str, tokenizer_fingerprint: str, max_length: int, dtype: str) -> bytes:
+    """The part of every key shared by one capture call (hashed once, not per text)."""
+    return hashlib.sha256(f"{model_fingerprint}|{tokenizer_fingerprint}|{max_length}|{dtype}".encode()).digest()
+
+
+def text_key(prefix: bytes, pooling: str, text: str) -> str:
+    """Cache key of one text's pooled states."""
+    return hashlib.sha256(prefix + pooling.encode() + b"\0" + text.encode()).hexdigest()

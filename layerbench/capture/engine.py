@@ -1,0 +1,245 @@
+"""The one-pass capture engine: every layer of every text from a single forward pass.
+
+Texts are tokenized once, sorted by length (longest first, so an
+out-of-memory error shows up on the first batch rather than the last) and
+packed into right-padded batches under a token budget. Each batch goes
+through the model's base module once with ``output_hidden_states=True``; all
+poolings are computed from that pass and written to the activation cache, so
+a later request for another pooling of the same texts runs no forward pass.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from layerbench.capture.cache import ActivationCache, key_prefix, text_key
+from layerbench.capture.pooling import POOLINGS, pool_layers
+from layerbench.config import cache_dir, progress_disabled
+from layerbench.errors import UserError
+from layerbench.models.loading import ModelHandle, available_memory
+
+# Upper bound on texts per batch: beyond it CPU throughput stops improving and
+# GPU batches only add latency to the first result.
+MAX_AUTO_BATCH = 256
+
+
+@dataclass
+class CaptureStats:
+    """Counters one run accumulates across capture calls (goes into the manifest)."""
+
+    forward_passes: int = 0
+    texts_computed: int = 0
+    cache_hits: int = 0
+    cache_rejected: int = 0
+    forward_seconds: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+def resolve_max_length(handle: ModelHandle, max_length: int | None) -> int:
+    """``max_length`` or the model's own limit (tokenizer's, else position embeddings)."""
+    if max_length is not None:
+        if max_length < 1:
+            raise UserError(f"max_length must be a positive number of tokens, got {max_length}")
+        return max_length
+    limit = getattr(handle.tokenizer, "model_max_length", None)
+    if limit is None or limit > 1_000_000:  # transformers' "no limit" sentinel is ~1e30
+        limit = getattr(handle.model.config, "max_position_embeddings", 2048)
+    return int(limit)
+
+
+def _tokenize(handle: ModelHandle, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    ids = handle.tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+    for text, row in zip(texts, ids):
+        if len(row) == 0:
+            raise UserError(f"text {text[:40]!r} has no tokens; drop empty texts from the data")
+    return ids
+
+
+def _pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists into ``[B, T]`` ids and mask tensors."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _token_budget(handle: ModelHandle) -> int:
+    """Tokens per batch for ``batch_size="auto"``.
+
+    The captured states alone take (L+1)·D·4 bytes per token in float32; the
+    model's own intermediates (attention, MLP) are a few times that. A quarter
+    of free memory, divided by ten times the per-token state size, leaves
+    room for both; out-of-memory errors then halve it.
+    """
+    per_token = (handle.n_layers + 1) * handle.hidden_size * 4 * 10
+    budget = available_memory(handle.device) // 4 // per_token
+    if handle.device.type == "cpu":
+        budget = min(budget, 8192)  # CPU throughput is flat past a few thousand tokens
+    return max(int(budget), 1)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _forward(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """All hidden states of one batch: a tuple of L+1 ``[B, T, D]`` tensors.
+
+    Runs the base module (``LlamaModel`` rather than ``LlamaForCausalLM``):
+    the language-model head would compute vocabulary logits for every token,
+    a fifth of SmolLM2's compute, that no capture reads.
+    """
+    kwargs = {"use_cache": False} if handle.is_causal else {}
+    with torch.inference_mode():
+        out = handle.model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True, **kwargs)
+    return out.hidden_states
+
+
+def iter_batches(
+    handle: ModelHandle,
+    texts: Sequence[str],
+    batch_size: int | str = "auto",
+    max_length: int | None = None,
+    stats: CaptureStats | None = None,
+    desc: str = "capture",
+) -> Iterator[tuple[list[int], tuple[torch.Tensor, ...], torch.Tensor]]:
+    """Run every text through the model once, in length-sorted right-padded batches.
+
+    Yields:
+        ``(indices, hidden_states, mask)`` per batch: positions of the batch's
+        texts in ``texts``, a tuple of L+1 ``[B, T, D]`` tensors, ``[B, T]`` mask.
+
+    ``batch_size="auto"`` packs batches under a token budget and halves it on
+    an out-of-memory error; an explicit integer is used as given.
+    """
+    stats = stats if stats is not None else CaptureStats()
+    length = resolve_max_length(handle, max_length)
+    token_ids = _tokenize(handle, texts, length)
+    order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
+    auto = batch_size == "auto"
+    if not auto and (not isinstance(batch_size, int) or batch_size < 1):
+        raise UserError(f"batch size must be a positive integer or 'auto', got {batch_size!r}")
+    budget = _token_budget(handle) if auto else None
+    pad_id = handle.tokenizer.pad_token_id
+    pad_id = 0 if pad_id is None else pad_id
+    start = 0
+    with tqdm(total=len(texts), desc=desc, unit="text", disable=progress_disabled(), leave=False) as bar:
+        while start < len(order):
+            longest = len(token_ids[order[start]])
+            size = min(MAX_AUTO_BATCH, max(1, budget // longest)) if auto else batch_size
+            chunk = order[start : start + size]
+            ids, mask = _pad([token_ids[i] for i in chunk], pad_id, handle.device)
+            began = time.perf_counter()
+            try:
+                hidden = _forward(handle, ids, mask)
+            except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+                if not _is_oom(exc):
+                    raise
+                if not auto or size == 1:
+                    raise UserError(f"out of memory at a batch of {size} texts of {longest} tokens; use a smaller --batch-size or --max-length") from exc
+                del exc
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                budget = max(1, (size // 2) * longest)
+                continue
+            stats.forward_passes += 1
+            stats.forward_seconds += time.perf_counter() - began
+            stats.texts_computed += len(chunk)
+            stats.batch_sizes.append(len(chunk))
+            yield chunk, hidden, mask
+            start += len(chunk)
+            bar.update(len(chunk))
+
+
+def embed_layers(
+    handle: ModelHandle,
+    texts: Sequence[str],
+    pooling: str = "mean",
+    batch_size: int | str = "auto",
+    max_length: int | None = None,
+    cache: bool | str | Path = True,
+    stats: CaptureStats | None = None,
+) -> np.ndarray:
+    """Pooled states of every layer for every text.
+
+    Args:
+        handle: from :func:`layerbench.load_model`.
+        texts: N strings.
+        pooling: ``mean`` over real tokens, ``last`` real token, or ``cls`` (position 0).
+        batch_size: texts per forward pass, or ``"auto"``.
+        max_length: truncate to this many tokens (default: the model's limit).
+        cache: True for the default cache folder, a path for another, False for none.
+        stats: counters to add this call's work to.
+
+    Returns:
+        float32 array ``[L+1, N, D]``; layer 0 is the embedding output, layer l
+        the output of block l. For decoders whose ``anatomy.norm_on_last_layer``
+        is true, layer L carries the final norm (Hugging Face's convention);
+        layers 0..L-1 are the raw residual stream.
+    """
+    if pooling not in POOLINGS:
+        raise UserError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLINGS)}")
+    texts = list(texts)
+    if not texts:
+        raise UserError("no texts to embed: the data set is empty")
+    stats = stats if stats is not None else CaptureStats()
+    length = resolve_max_length(handle, max_length)
+    store = None
+    if cache:
+        store = ActivationCache(Path(cache) if not isinstance(cache, bool) else cache_dir() / "activations")
+    prefix = key_prefix(handle.checkpoint.fingerprint, handle.tokenizer_fingerprint, length, str(handle.dtype))
+
+    out = np.empty((handle.n_layers + 1, len(texts), handle.hidden_size), dtype=np.float32)
+    unique: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        unique.setdefault(text, []).append(i)
+    missing: list[str] = []
+    for text, positions in unique.items():
+        hit = store.get(text_key(prefix, pooling, text)) if store else None
+        if hit is not None and hit.shape == out[:, 0].shape:
+            out[:, positions] = hit[:, None, :]
+            stats.cache_hits += 1
+        else:
+            if store and store.exists(text_key(prefix, pooling, text)):
+                stats.cache_rejected += 1  # present but truncated or corrupt: recompute
+            missing.append(text)
+
+    for chunk, hidden, mask in iter_batches(handle, missing, batch_size, length, stats, desc=f"{handle.name} forward"):
+        pooled = {k: v.cpu().numpy() for k, v in pool_layers(torch.stack(hidden), mask).items()}
+        for j, idx in enumerate(chunk):
+            text = missing[idx]
+            out[:, unique[text]] = pooled[pooling][:, j, None, :]
+            if store:
+                for name, array in pooled.items():
+                    store.put(text_key(prefix, name, text), array[:, j])
+    return out
+
+
+def iter_token_states(
+    handle: ModelHandle,
+    texts: Sequence[str],
+    batch_size: int | str = "auto",
+    max_length: int | None = None,
+    stats: CaptureStats | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Token-level states of every layer, one text at a time, streamed.
+
+    Yields:
+        ``(index, states)`` with ``states`` float32 ``[L+1, T_i, D]`` for
+        ``texts[index]`` (its real tokens only), in length-sorted order. Only
+        one batch is held in memory at a time.
+    """
+    for chunk, hidden, mask in iter_batches(handle, list(texts), batch_size, max_length, stats, desc=f"{handle.name} tokens"):
+        stacked = torch.stack(hidden).float().cpu()
+        counts = mask.sum(dim=1).tolist()
+        for j, idx in enumerate(chunk):
+            yield idx, stacked[:, j, : counts[j], :].numpy()

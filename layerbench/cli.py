@@ -1,0 +1,146 @@
+"""The ``layerbench`` command: parses arguments and calls :mod:`layerbench.api`, nothing more.
+
+Every user mistake (a bad option value, an unknown model or task, a
+malformed spec) ends as one ``error:`` line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from layerbench.errors import UserError
+from layerbench.models.loading import DEVICES, DTYPES
+
+
+class BatchSize(click.ParamType):
+    """A positive integer or ``auto``."""
+
+    name = "batch size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            self.fail(f"'{value}' is not a positive integer or 'auto'", param, ctx)
+        return number
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="layerbench")
+def app() -> None:
+    """Layer-wise representation quality: every layer of every model from one forward pass."""
+
+
+@app.command()
+@click.option("--model", "-m", "models", multiple=True, required=True, help="Registry alias, Hugging Face id or local folder; repeat for several.")
+@click.option("--revision", default=None, help="Hub branch, tag or commit of the model.")
+@click.option("--tasks", "-t", "tasks", multiple=True, help="Comma-separated task names (see `layerbench list tasks`).")
+@click.option("--suite", default=None, help="A named set of tasks (default: 'default').")
+@click.option("--output", "-o", default="results", show_default=True, type=click.Path(file_okay=False), help="Results folder.")
+@click.option("--limit", type=click.IntRange(min=2), default=None, help="At most N examples per task (a seeded subsample).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds python, numpy, torch and every subsample.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True, help="auto: float32 on CPU, the checkpoint's dtype on GPUs.")
+@click.option("--device-map", type=click.Choice(["auto"]), default=None, help="'auto' spreads a model too big for one device over all GPUs (needs accelerate).")
+@click.option("--batch-size", type=BatchSize(), default="auto", show_default=True, help="Texts per forward pass, or 'auto' (largest that fits, backs off on out-of-memory).")
+@click.option("--max-length", type=click.IntRange(min=1), default=None, help="Truncate inputs to N tokens (default: the task's, else the model's limit).")
+@click.option("--overwrite", is_flag=True, help="Redo tasks whose results already exist.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the activation cache.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def run(models, revision, tasks, suite, output, limit, seed, device, dtype, device_map, batch_size, max_length, overwrite, no_cache, quiet) -> None:
+    """Run tasks on models; write tidy rows and a manifest per model under --output."""
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"
+    from layerbench import api
+
+    summary = api.run(
+        list(models),
+        tasks=_split(tasks) or None,
+        suite=suite,
+        output=output,
+        revision=revision,
+        limit=limit,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+        device_map=device_map,
+        batch_size=batch_size,
+        max_length=max_length,
+        overwrite=overwrite,
+        cache=not no_cache,
+    )
+    done = sum(s == "done" for per in summary.status.values() for s in per.values())
+    skipped = sum(s == "skipped" for per in summary.status.values() for s in per.values())
+    click.echo(f"{done} task(s) run, {skipped} skipped, {summary.forward_passes} forward passes; results in {summary.output}/")
+    click.echo(f"load them with: python -c \"import layerbench; print(layerbench.load_results('{summary.output}'))\"")
+
+
+@app.group(name="list")
+def list_() -> None:
+    """List registered models, tasks or metrics."""
+
+
+@list_.command(name="models")
+def list_models() -> None:
+    """Models in the registry (any Hub id or local folder works too)."""
+    from layerbench.models import registry_entries
+
+    for entry in registry_entries():
+        aliases = f" (aliases: {', '.join(entry.aliases)})" if entry.aliases else ""
+        click.echo(f"{entry.name}{aliases}\n    {entry.notes}")
+
+
+@list_.command(name="tasks")
+def list_tasks() -> None:
+    """Tasks and suites: name, family, data source."""
+    from layerbench.specs import all_suites, all_tasks
+
+    for spec in all_tasks().values():
+        source = getattr(spec.data, "dataset", None) or getattr(spec.data, "path", "")
+        click.echo(f"{spec.name:28} {spec.family:22} {spec.data.source}:{source}  {spec.description}")
+    for suite in all_suites().values():
+        limit = f", {suite.limit} examples each" if suite.limit else ""
+        click.echo(f"suite {suite.name:22} {', '.join(suite.tasks)}{limit}")
+
+
+@list_.command(name="metrics")
+def list_metrics() -> None:
+    """Metrics: name, input kind, direction, cost."""
+    from layerbench.metrics import list_metrics as metrics
+
+    direction = {True: "higher is better", False: "lower is better", None: "descriptive"}
+    for info in metrics():
+        click.echo(f"{info.name:16} {info.input_kind:7} {direction[info.higher_is_better]:17} {info.cost:8} {info.description}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app; user errors become one line and exit code 2."""
+    try:
+        app.main(args=argv, prog_name="layerbench", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except click.UsageError as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return 2
+    except click.Abort:
+        click.echo("interrupted; finished tasks are kept and a re-run resumes", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("interrupted; finished tasks are kept and a re-run resumes", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Content hashes: of files (memoised on disk by path, size and mtime) and of small values."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pathlib import Path
+from typing import Any
+
+from layerbench.config import cache_dir
+from layerbench.storage import atomic_write_bytes
+
+
+def hash_value(value: Any) -> str:
+    """sha256 hex digest of ``value`` as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _memo_path() -> Path:
+    return cache_dir() / "file-sha256.json"
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex digest of a file's bytes.
+
+    Reading a large checkpoint costs seconds, so digests are memoised in the
+    cache folder under (absolute path, size, mtime): a changed file is hashed
+    again, an unchanged one is not.
+    """
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    memo_file = _memo_path()
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if key in memo:
+        return memo[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    memo[key] = digest.hexdigest()
+    atomic_write_bytes(memo_file, json.dumps(memo, indent=0).encode())
+    return memo[key]
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+
+
+def weights_fingerprint(folder: str | Path) -> str:
+    """sha256 over the names and contents of every weights file in ``folder``."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    return hash_value([[str(p.relative_to(folder)), file_sha256(p)] for p in files])
+
+
+def folder_bytes(folder: str | Path) -> int:
+    """Total size in bytes of the weights files in ``folder``."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+
+

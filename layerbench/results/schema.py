@@ -1,0 +1,61 @@
+"""The tidy result row: one per (model, revision, task, subset, split, metric, layer)."""
+from __future__ import annotations
+
+import pandas as pd
+
+# Column -> pandas dtype. Nullable types keep "unknown" (a descriptive metric's
+# higher_is_better, a missing revision) distinct from a value.
+COLUMNS: dict[str, str] = {
+    "model": "string",
+    "revision": "string",
+    "task": "string",
+    "subset": "string",
+    "split": "string",
+    "metric": "string",
+    "layer": "int64",
+    "n_layers": "int64",
+    "depth": "float64",
+    "value": "float64",
+    "stderr": "float64",
+    "n": "int64",
+    "higher_is_better": "boolean",
+    "run_id": "string",
+}
+
+KEY = ["model", "revision", "task", "subset", "split", "metric", "layer"]
+
+
+def complete_rows(
+    scores: pd.DataFrame,
+    *,
+    model: str,
+    revision: str | None,
+    task: str,
+    subset: str,
+    split: str,
+    n_layers: int,
+    run_id: str,
+) -> pd.DataFrame:
+    """An evaluator's ``metric, layer, value, stderr, n, higher_is_better`` rows made tidy.
+
+    Adds the identifying columns and ``depth = layer / n_layers`` (0 for the
+    embedding output, 1 for the last block), and fixes the column order and dtypes.
+    """
+    frame = scores.copy()
+    frame["model"] = model
+    frame["revision"] = revision
+    frame["task"] = task
+    frame["subset"] = frame["subset"] if "subset" in frame else subset
+    frame["split"] = frame["split"] if "split" in frame else split
+    frame["n_layers"] = n_layers
+    frame["depth"] = frame["layer"] / n_layers
+    frame["run_id"] = run_id
+    return conform(frame)
+
+
+def conform(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with exactly the schema's columns, in order, with its dtypes."""
+    missing = [c for c in COLUMNS if c not in frame]
+    if missing:
+        raise ValueError(f"result rows lack columns {missing}")
+    return frame[list(COLUMNS)].astype(COLUMNS).reset_index(drop=True)

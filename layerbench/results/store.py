@@ -1,0 +1,100 @@
+"""The results folder: the single source of truth for everything downstream.
+
+Layout::
+
+    <output>/<model slug>/<task>.parquet        tidy rows of one task
+    <output>/<model slug>/runs/<run_id>.json    the manifest of each run
+
+Every file is written to a temporary name and renamed, so a crash leaves the
+previous file or the new one. A task's parquet carries the hash of the config
+that made it; a re-run with the same config skips the task, one with another
+config refuses to overwrite it without ``--overwrite``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from layerbench.errors import UserError
+from layerbench.results.schema import conform
+from layerbench.storage import atomic_write_bytes
+
+_HASH_KEY = b"layerbench.config_hash"
+
+
+def model_slug(model: str, revision: str | None) -> str:
+    """A folder name for a model: ``org/name`` -> ``org__name``, plus ``@revision`` if pinned."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model.replace("/", "__"))
+    return f"{slug}@{re.sub(r'[^A-Za-z0-9._-]+', '_', revision)}" if revision else slug
+
+
+class ResultStore:
+    """Reads and writes one results folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def task_path(self, model: str, revision: str | None, task: str) -> Path:
+        return self.root / model_slug(model, revision) / f"{task}.parquet"
+
+    def stored_hash(self, model: str, revision: str | None, task: str) -> str | None:
+        """Config hash of a finished task, or None when it has not run (or its file is unreadable)."""
+        path = self.task_path(model, revision, task)
+        if not path.is_file():
+            return None
+        try:
+            meta = pq.read_schema(path).metadata or {}
+        except (OSError, pa.ArrowException):
+            return None  # a corrupt file is as good as none: the task runs again
+        return meta.get(_HASH_KEY, b"").decode() or None
+
+    def write_task(self, rows: pd.DataFrame, model: str, revision: str | None, task: str, config_hash: str) -> Path:
+        """Write one task's rows atomically, tagged with the config hash that made them."""
+        table = pa.Table.from_pandas(conform(rows), preserve_index=False)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), _HASH_KEY: config_hash.encode()})
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        path = self.task_path(model, revision, task)
+        atomic_write_bytes(path, buffer.getvalue())
+        return path
+
+    def write_manifest(self, model: str, revision: str | None, run_id: str, manifest: dict[str, Any]) -> Path:
+        path = self.root / model_slug(model, revision) / "runs" / f"{run_id}.json"
+        atomic_write_bytes(path, json.dumps(manifest, indent=2, default=str).encode())
+        return path
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """Every result row under ``path`` as one tidy DataFrame.
+
+    Args:
+        path: a results folder (all models), one model's folder, or one ``.parquet`` file.
+
+    Returns:
+        Columns ``model, revision, task, subset, split, metric, layer, n_layers,
+        depth, value, stderr, n, higher_is_better, run_id``, one row per
+        (model, revision, task, subset, split, metric, layer).
+
+    Raises:
+        UserError: ``path`` does not exist, holds no results, or a file is corrupt.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no results at '{path}'")
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    if not files:
+        raise UserError(f"no result files (*.parquet) under '{path}'; run `layerbench run` first")
+    frames = []
+    for file in files:
+        try:
+            frames.append(conform(pd.read_parquet(file)))
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise UserError(f"corrupt result file '{file}' ({str(exc).splitlines()[0]}); delete it and re-run that task") from None
+    return pd.concat(frames, ignore_index=True)
