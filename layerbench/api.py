@@ -22,9 +22,9 @@ from layerbench.errors import UserError
 from layerbench.evaluators import get_evaluator
 from layerbench.fingerprint import hash_value
 from layerbench.manifest import environment
-from layerbench.models import ModelHandle, load_model
-from layerbench.models.loading import DEVICES, DTYPES
-from layerbench.models.resolve import canonical_name
+from layerbench.models import ModelHandle
+from layerbench.models.resolve import resolve_checkpoint
+from layerbench.models.loading import DTYPES, load_checkpoint, resolve_device
 from layerbench.results import ResultStore, complete_rows, load_results
 from layerbench.specs import TaskSpec, get_suite, get_task
 from layerbench.specs.schema import PackagedSource
@@ -138,8 +138,7 @@ def run(
     models = [models] if isinstance(models, str) else list(models)
     if not models:
         raise UserError("no model given; pass --model (see `layerbench list models`)")
-    if device not in DEVICES:
-        raise UserError(f"unknown device '{device}'; use one of {', '.join(DEVICES)}")
+    resolve_device(device)  # an unknown or absent device fails here, before any work
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
     if limit is not None and limit < 2:
@@ -152,6 +151,7 @@ def run(
     store = ResultStore(output)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     summary = RunSummary(Path(output), run_id)
+    checkpoints = {model: resolve_checkpoint(model, revision) for model in models}
     env = environment()
     seed_everything(seed)
 
@@ -161,7 +161,7 @@ def run(
         timings: dict[str, float] = {}
         task_records: dict[str, Any] = {}
         summary.status[model] = {}
-        stored_name = canonical_name(model)
+        stored_name = checkpoints[model].name
         for t_index, spec in enumerate(specs, 1):
             prefix = f"[model {m_index}/{len(models)} · task {t_index}/{len(specs)}] {model} · {spec.name}"
             config_hash = task_config_hash(spec, config, model, limit)
@@ -178,7 +178,7 @@ def run(
             if handle is None:
                 began = time.perf_counter()
                 _log(f"{prefix}: loading model")
-                handle = load_model(model, revision=revision, device=device, dtype=dtype, device_map=device_map)
+                handle = load_checkpoint(checkpoints[model], device=device, dtype=dtype, device_map=device_map)
                 timings["load_model"] = time.perf_counter() - began
             began = time.perf_counter()
             data = load_data(spec).subsample(limit, seed)

@@ -6,14 +6,17 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, make_parent: bool = True) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
     The rename is atomic on POSIX file systems, so an interrupted write leaves
-    at most a stray ``.tmp`` file, never a truncated ``path``.
+    at most a stray ``.tmp`` file, never a truncated ``path``. ``make_parent``
+    False skips creating the folder, for callers that write thousands of
+    files into folders they know exist.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_parent:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -23,7 +23,7 @@ from transformers import (
 from layerbench import UserError, load_model
 from layerbench.models import find_entry, get_anatomy, registry_entries
 from layerbench.models import loading, registry
-from layerbench.models.resolve import canonical_name, resolve_checkpoint
+from layerbench.models.resolve import resolve_checkpoint
 
 SMALL = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=3, vocab_size=101, max_position_embeddings=64, num_key_value_heads=4)
 
@@ -33,7 +33,7 @@ def test_registry_ships_the_two_offline_models():
     assert {"sentence-transformers/all-MiniLM-L6-v2", "smollm2-135m-q4"} <= names
     assert find_entry("MINILM-L6").name == "sentence-transformers/all-MiniLM-L6-v2"
     assert find_entry("nope") is None
-    assert canonical_name("minilm-l6") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert resolve_checkpoint("minilm-l6").name == "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def test_minilm_resolves_to_the_checksummed_packaged_copy_offline(minilm):

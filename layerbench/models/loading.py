@@ -178,6 +178,11 @@ def load_model(
     Raises:
         UserError: for anything the user can fix (unknown model, no Hub, too big...).
     """
+    return load_checkpoint(resolve_checkpoint(name, revision), device, dtype, device_map)
+
+
+def load_checkpoint(checkpoint: Checkpoint, device: str = "auto", dtype: str = "auto", device_map: str | None = None) -> ModelHandle:
+    """Load an already resolved checkpoint (see :func:`load_model` for the arguments)."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -187,7 +192,6 @@ def load_model(
     if progress_disabled():
         hf_logging.disable_progress_bar()
     torch_device = resolve_device(device)
-    checkpoint = resolve_checkpoint(name, revision)
     config = AutoConfig.from_pretrained(checkpoint.path)
     checkpoint_dtype = getattr(config, "dtype", None)
     torch_dtype = resolve_dtype(dtype, torch_device, checkpoint_dtype)

@@ -196,17 +196,3 @@ def resolve_checkpoint(name: str, revision: str | None = None) -> Checkpoint:
             ) from exc
     raise UserError(f"unknown model '{name}': not a local folder, a registry alias (see `layerbench list models`) or a Hub id (org/name)")
 
-
-def canonical_name(name: str) -> str:
-    """The name results are stored under, known without loading anything.
-
-    A registry alias becomes the entry's name, a folder or ``.gguf`` file its
-    base name; a Hub id stays as it is. Equals ``load_model(name).name``.
-    """
-    local = Path(name).expanduser()
-    if local.is_dir():
-        return local.resolve().name
-    if local.is_file() and local.suffix == ".gguf":
-        return local.stem
-    entry = find_entry(name)
-    return entry.name if entry is not None else name

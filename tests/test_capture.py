@@ -1,0 +1,191 @@
+"""The one-pass capture engine: equivalence with references, mask-awareness, caching, back-off."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+from layerbench import UserError, embed_layers, iter_token_states
+from layerbench.capture import CaptureStats, engine, pool_layers
+
+SHORT = ["The cat sat on the mat.", "Stocks fell sharply on Monday.", "Hi"]
+LONG = [
+    "A much longer sentence about the economy of France and its many regions, rivers and mountains, "
+    "which goes on for a while so that the short texts in its batch get a lot of padding after them.",
+    "Another long one: the committee met on Tuesday to discuss the budget, the schedule, the staffing "
+    "plan and, after a lengthy debate that ran well into the evening, the location of the next meeting.",
+]
+
+
+class ForwardCounter:
+    """Counts forward calls of a module with a pre-hook (independent of the engine's own counter)."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.calls = 0
+        self._hook = module.register_forward_pre_hook(self._count)
+
+    def _count(self, module, args):
+        self.calls += 1
+
+    def close(self):
+        self._hook.remove()
+
+
+def test_pool_layers_closed_form_and_padding_never_leaks():
+    hidden = torch.arange(2 * 2 * 3 * 1, dtype=torch.float32).reshape(2, 2, 3, 1)  # [L+1=2, B=2, T=3, D=1]
+    hidden[:, 1, 2] = float("nan")  # a padded position of row 1, as all-masked attention rows can produce
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    pooled = pool_layers(hidden, mask)
+    np.testing.assert_allclose(pooled["mean"][:, :, 0], [[1.0, 3.5], [7.0, 9.5]])
+    np.testing.assert_allclose(pooled["last"][:, :, 0], [[2.0, 4.0], [8.0, 10.0]])
+    np.testing.assert_allclose(pooled["cls"][:, :, 0], [[0.0, 3.0], [6.0, 9.0]])
+    assert all(v.dtype == torch.float32 for v in pooled.values())
+
+
+def test_minilm_last_layer_equals_sentence_transformers_before_normalize(minilm, tmp_path):
+    states = embed_layers(minilm, SHORT + LONG, pooling="mean", cache=tmp_path)
+    assert states.shape == (7, 5, 384) and states.dtype == np.float32
+    full = SentenceTransformer(str(minilm.checkpoint.path), device="cpu")
+    assert type(full[-1]).__name__ == "Normalize"
+    before_normalize = SentenceTransformer(modules=list(full)[:-1], device="cpu")
+    reference = before_normalize.encode(SHORT + LONG, convert_to_numpy=True)
+    assert np.abs(states[-1] - reference).max() < 1e-5
+
+
+def test_layer_zero_is_the_embedding_output(minilm, tmp_path):
+    states = embed_layers(minilm, ["Paris is lovely."], pooling="cls", cache=False)
+    ids = minilm.tokenizer(["Paris is lovely."], return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        embedded = minilm.model.embeddings(input_ids=ids)[0, 0].numpy()
+    np.testing.assert_allclose(states[0, 0], embedded, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last", "cls"])
+@pytest.mark.parametrize("model_name", ["minilm", "smollm"])
+def test_pooling_is_invariant_to_batching_and_padding(model_name, pooling, request):
+    """A text's vectors alone equal its vectors in a batch with much longer texts.
+
+    Bound: 1e-5 relative to the largest magnitude in each layer. SmolLM2's
+    residual stream reaches values in the thousands, where one float32 ulp is
+    ~5e-4, so an absolute 1e-5 is below float32 resolution there; MiniLM's
+    values are O(1), where the relative bound is about the absolute one.
+    """
+    handle = request.getfixturevalue(model_name)
+    batched = embed_layers(handle, SHORT + LONG, pooling=pooling, cache=False)
+    for i, text in enumerate(SHORT):
+        alone = embed_layers(handle, [text], pooling=pooling, cache=False)[:, 0]
+        scale = np.abs(alone).max(axis=1, keepdims=True)
+        assert (np.abs(batched[:, i] - alone) / scale).max() < 1e-5, (text, pooling)
+
+
+def test_a_cache_hit_runs_no_forward_pass_and_one_pass_serves_every_pooling(minilm, tmp_path):
+    counter = ForwardCounter(minilm.model.base_model)
+    try:
+        first = embed_layers(minilm, SHORT, pooling="mean", cache=tmp_path)
+        assert counter.calls == 1
+        stats = CaptureStats()
+        again = embed_layers(minilm, SHORT, pooling="mean", cache=tmp_path, stats=stats)
+        last = embed_layers(minilm, SHORT, pooling="last", cache=tmp_path, stats=stats)
+        assert counter.calls == 1 and stats.forward_passes == 0 and stats.cache_hits == 6  # 3 texts x 2 calls
+        np.testing.assert_array_equal(first, again)
+        np.testing.assert_array_equal(last, embed_layers(minilm, SHORT, pooling="last", cache=False))
+    finally:
+        counter.close()
+
+
+def test_a_truncated_or_corrupt_cache_entry_is_recomputed(minilm, tmp_path):
+    reference = embed_layers(minilm, SHORT, pooling="mean", cache=tmp_path)
+    files = sorted(tmp_path.rglob("*.lbc"))
+    assert len(files) == 3  # one per text, holding every pooling
+    files[0].write_bytes(files[0].read_bytes()[:100])  # truncated
+    blob = bytearray(files[1].read_bytes())
+    blob[-1] ^= 0xFF  # one flipped bit in the payload
+    files[1].write_bytes(bytes(blob))
+    stats = CaptureStats()
+    again = embed_layers(minilm, SHORT, pooling="mean", cache=tmp_path, stats=stats)
+    assert stats.cache_rejected == 2 and stats.cache_hits == 1 and stats.texts_computed == 2
+    np.testing.assert_array_equal(again, reference)
+    assert embed_layers(minilm, SHORT, pooling="mean", cache=tmp_path, stats=stats) is not None
+    assert stats.cache_hits == 4  # the rewritten entries are trusted again
+
+
+def test_an_interrupted_capture_keeps_what_it_computed(minilm, tmp_path, monkeypatch):
+    real_forward = engine._forward
+    calls = []
+
+    def dies_on_second_batch(handle, ids, mask):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_forward(handle, ids, mask)
+
+    monkeypatch.setattr(engine, "_forward", dies_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        embed_layers(minilm, SHORT + LONG, batch_size=2, cache=tmp_path)
+    monkeypatch.setattr(engine, "_forward", real_forward)
+    stats = CaptureStats()
+    embed_layers(minilm, SHORT + LONG, batch_size=2, cache=tmp_path, stats=stats)
+    assert stats.cache_hits == 2 and stats.texts_computed == 3
+
+
+def test_duplicate_texts_are_computed_once(minilm):
+    stats = CaptureStats()
+    states = embed_layers(minilm, ["same", "same", "other"], cache=False, stats=stats)
+    assert stats.texts_computed == 2
+    np.testing.assert_array_equal(states[:, 0], states[:, 1])
+
+
+def test_token_states_stream_and_average_to_the_mean_pooling(smollm):
+    texts = SHORT + LONG[:1]
+    pooled = embed_layers(smollm, texts, pooling="mean", cache=False)
+    seen = set()
+    for index, tokens in iter_token_states(smollm, texts, batch_size=2):
+        n_tokens = len(smollm.tokenizer(texts[index])["input_ids"])
+        assert tokens.shape == (31, n_tokens, 576) and tokens.dtype == np.float32
+        scale = np.abs(pooled[:, index]).max()
+        assert np.abs(tokens.mean(axis=1) - pooled[:, index]).max() / scale < 1e-5
+        seen.add(index)
+    assert seen == set(range(len(texts)))
+
+
+def test_auto_batch_size_backs_off_on_out_of_memory(minilm, monkeypatch):
+    real_forward = engine._forward
+    sizes = []
+
+    def small_device(handle, ids, mask):
+        sizes.append(ids.shape[0])
+        if ids.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(handle, ids, mask)
+
+    texts = [f"sentence number {i} about something" for i in range(9)]
+    reference = embed_layers(minilm, texts, cache=False)
+    monkeypatch.setattr(engine, "_forward", small_device)
+    stats = CaptureStats()
+    backed_off = embed_layers(minilm, texts, cache=False, stats=stats)
+    assert sizes[0] == 9 and max(stats.batch_sizes) <= 2 and sum(stats.batch_sizes) == 9
+    np.testing.assert_allclose(backed_off, reference, atol=1e-5)
+
+
+def test_an_explicit_batch_size_that_does_not_fit_is_a_user_error(minilm, monkeypatch):
+    def no_memory(handle, ids, mask):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(engine, "_forward", no_memory)
+    with pytest.raises(UserError, match="out of memory at a batch of 4 texts"):
+        embed_layers(minilm, SHORT + ["x"], batch_size=4, cache=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(texts=[]), "no texts to embed"),
+        (dict(texts=["a"], pooling="max"), "unknown pooling 'max'"),
+        (dict(texts=["a"], batch_size=0), "batch size must be a positive integer"),
+        (dict(texts=["a"], max_length=0), "max_length must be a positive"),
+    ],
+)
+def test_bad_capture_arguments_are_user_errors(minilm, kwargs, message):
+    with pytest.raises(UserError, match=message):
+        embed_layers(minilm, cache=False, **kwargs)

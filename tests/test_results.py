@@ -1,0 +1,77 @@
+"""The tidy schema, the atomic store and loading."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from layerbench import UserError, load_results
+from layerbench.results import COLUMNS, ResultStore, complete_rows, model_slug
+from layerbench.storage import atomic_write_bytes
+
+
+def scores(n_layers: int = 3) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "metric": "anisotropy",
+            "layer": range(n_layers + 1),
+            "value": [0.1 * i for i in range(n_layers + 1)],
+            "stderr": float("nan"),
+            "n": 10,
+            "higher_is_better": None,
+        }
+    )
+
+
+def test_complete_rows_adds_depth_and_identity():
+    rows = complete_rows(scores(), model="org/m", revision=None, task="t", subset="s", split="test", n_layers=3, run_id="r1")
+    assert list(rows.columns) == list(COLUMNS)
+    assert rows["depth"].tolist() == [0.0, 1 / 3, 2 / 3, 1.0]
+    assert rows["higher_is_better"].isna().all() and rows["revision"].isna().all()
+
+
+def test_store_round_trip_with_config_hash(tmp_path):
+    store = ResultStore(tmp_path)
+    rows = complete_rows(scores(), model="org/m", revision="v2", task="t", subset="s", split="test", n_layers=3, run_id="r1")
+    path = store.write_task(rows, "org/m", "v2", "t", "hash-1")
+    assert path == tmp_path / "org__m@v2" / "t.parquet"
+    assert store.stored_hash("org/m", "v2", "t") == "hash-1"
+    assert store.stored_hash("org/m", None, "t") is None
+    loaded = load_results(tmp_path)
+    pd.testing.assert_frame_equal(loaded, rows)
+    assert model_slug("a/b c", None) == "a__b_c"
+
+
+def test_a_corrupt_result_file_is_a_user_error_naming_it(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "t.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(UserError, match="corrupt result file .*t.parquet"):
+        load_results(tmp_path)
+    assert ResultStore(tmp_path).stored_hash("m", None, "t") is None  # so the task runs again
+
+
+def test_load_results_of_nothing_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no results at"):
+        load_results(tmp_path / "missing")
+    with pytest.raises(UserError, match="no result files"):
+        load_results(tmp_path)
+
+
+def test_atomic_write_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatch):
+    target = tmp_path / "f.bin"
+    atomic_write_bytes(target, b"old")
+
+
+    import os
+
+    real_fdopen = os.fdopen
+
+    def failing_fdopen(fd, mode):
+        handle = real_fdopen(fd, mode)
+        handle.write = lambda data: (_ for _ in ()).throw(OSError("disk full"))
+        return handle
+
+    monkeypatch.setattr(os, "fdopen", failing_fdopen)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(target, b"new contents")
+    assert target.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [target]  # no stray temporary file
