@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The torch pin for this project's machines (DESIGN §5); `make CONSTRAINTS= ...` drops it.
 CONSTRAINTS ?= constraints.txt
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
-DEMO_OUTPUT ?= results
+DEMO_OUTPUT ?= demo-results
 
 .PHONY: demo test bench venv clean
 

@@ -82,9 +82,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--repeats", type=int, default=3, help="best of N for each timing")
+    parser.add_argument("--models", nargs="*", help="models to time instead of the packaged two (any name load_model takes)")
     args = parser.parse_args()
     headlines = load_packaged("bbc-news", {"field": "headline"}).texts
     sizes = {"sentence-transformers/all-MiniLM-L6-v2": 1024, "smollm2-135m-q4": 256}
+    if args.models:
+        sizes = {name: 512 for name in args.models}
     print(f"{'model':40} {'device':7} {'texts':>5} {'ours t/s':>9} {'bare t/s':>9} {'ours/bare':>9} {'no-cache/bare':>13} {'naive/ours':>10} {'warm x':>7}")
     scratch = tempfile.mkdtemp(prefix="layerbench-bench-")
     for name, n in sizes.items():

@@ -3,14 +3,18 @@
 Texts are tokenized once, sorted by length (longest first, so an
 out-of-memory error shows up on the first batch rather than the last) and
 packed into right-padded batches under a token budget. Each batch goes
-through the model's base module once with ``output_hidden_states=True``; all
-poolings are computed from that pass and written to the activation cache, so
-a later request for another pooling of the same texts runs no forward pass.
+through the model's base module once with ``output_hidden_states=True``; the
+pooled states of every layer are computed on the device and written to the
+activation cache, so a later request for the same texts and pooling runs no
+forward pass. On a GPU, batches are pipelined: while the host scatters batch
+k's pooled states, the device already runs batch k+1.
 """
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +33,8 @@ from layerbench.models.loading import ModelHandle, available_memory
 MAX_AUTO_BATCH = 256
 CPU_TOKEN_BUDGET = 1536
 CPU_MAX_BATCH = 64
+# Threads writing cache files next to a GPU; file writes release the GIL.
+CACHE_WRITERS = 4
 
 
 @dataclass
@@ -64,14 +70,20 @@ def _tokenize(handle: ModelHandle, texts: Sequence[str], max_length: int) -> lis
 
 
 def _pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id lists into ``[B, T]`` ids and mask tensors."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids.to(device), mask.to(device)
+    """Right-pad token id lists into ``[B, T]`` ids and mask tensors on ``device``.
+
+    On a GPU the host tensors are pinned and copied without blocking, so the
+    copy overlaps the previous batch's kernels.
+    """
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    width = int(lengths.max())
+    mask = np.arange(width)[None, :] < lengths[:, None]
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    ids[mask] = np.fromiter((t for r in rows for t in r), dtype=np.int64, count=int(lengths.sum()))
+    ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))
+    if device.type == "cuda":
+        return ids_t.pin_memory().to(device, non_blocking=True), mask_t.pin_memory().to(device, non_blocking=True)
+    return ids_t.to(device), mask_t.to(device)
 
 
 def _token_budget(handle: ModelHandle) -> int:
@@ -207,41 +219,67 @@ def embed_layers(
     prefix = key_prefix(handle.checkpoint.fingerprint, handle.tokenizer_fingerprint, length, str(handle.dtype))
 
     out = np.empty((handle.n_layers + 1, len(texts), handle.hidden_size), dtype=np.float32)
-    which = POOLINGS.index(pooling)
     unique: dict[str, list[int]] = {}
     for i, text in enumerate(texts):
         unique.setdefault(text, []).append(i)
     missing: list[str] = []
-    expected_shape = (len(POOLINGS), handle.n_layers + 1, handle.hidden_size)
     for text, positions in unique.items():
-        key = text_key(prefix, text) if store else ""
+        key = text_key(prefix, pooling, text) if store else ""
         hit = store.get(key) if store else None
-        if hit is not None and hit.shape == expected_shape:
-            out[:, positions] = hit[which][:, None, :]
+        if hit is not None and hit.shape == out[:, 0].shape:
+            out[:, positions] = hit[:, None, :]
             stats.cache_hits += 1
         else:
             if store and store.exists(key):
                 stats.cache_rejected += 1  # present but truncated or corrupt: recompute
             missing.append(text)
 
-    # Cache writes wait until the forward passes are done: right after a
-    # forward, torch's OpenMP threads still spin on the cores, and thousands
-    # of small file writes interleaved with batches ran 5x slower on 2 cores.
-    # The finally clause keeps what was computed when a run is interrupted.
-    computed: list[tuple[str, np.ndarray]] = []
+    # Cache files are written by a few threads while the model computes the
+    # next batches; the finally clause waits for them, so an interrupted run
+    # keeps every batch it finished and a failed write (disk full) is raised.
+    writers = CACHE_WRITERS if handle.device.type == "cuda" else 1  # on a CPU more writers only contend with torch
+    writer = ThreadPoolExecutor(max_workers=writers) if store else None
+    writes = []
+    pending: deque[tuple[list[int], torch.Tensor, torch.cuda.Event | None]] = deque()
+
+    def finish(chunk: list[int], pooled: torch.Tensor, ready: torch.cuda.Event | None) -> None:
+        if ready is not None:
+            ready.synchronize()
+        array = pooled.numpy()  # [L+1, B, D]
+        firsts = [unique[missing[idx]][0] for idx in chunk]
+        out[:, firsts] = array
+        if writer is not None:
+            for j, idx in enumerate(chunk):
+                writes.append(writer.submit(store.put, text_key(prefix, pooling, missing[idx]), array[:, j].copy()))
+
     try:
         for chunk, hidden, mask in iter_batches(handle, missing, batch_size, length, stats, desc=f"{handle.name} forward"):
-            pooled = pool_layers(torch.stack(hidden), mask)
-            every = torch.stack([pooled[name] for name in POOLINGS]).cpu().numpy()  # [P, L+1, B, D]
-            for j, idx in enumerate(chunk):
-                text = missing[idx]
-                out[:, unique[text]] = every[which, :, j, None, :]
-                if store:
-                    computed.append((text, every[:, :, j]))
+            pooled = pool_layers(torch.stack(hidden), mask, pooling)
+            ready = None
+            if pooled.is_cuda:
+                # Copy into pinned memory without blocking and finish the batch
+                # one step later, while the GPU already runs the next forward.
+                host = torch.empty(pooled.shape, dtype=pooled.dtype, pin_memory=True)
+                host.copy_(pooled, non_blocking=True)
+                ready = torch.cuda.Event()
+                ready.record()
+                pooled = host
+            pending.append((chunk, pooled, ready))
+            del hidden
+            while len(pending) > 1:
+                finish(*pending.popleft())
     finally:
-        if store:
-            for text, array in computed:
-                store.put(text_key(prefix, text), array)
+        try:
+            while pending:  # also after an interrupt: these batches are complete
+                finish(*pending.popleft())
+        finally:
+            if writer is not None:
+                writer.shutdown(wait=True)
+                for write in writes:
+                    write.result()
+    for positions in unique.values():  # repeated texts were computed once
+        if len(positions) > 1:
+            out[:, positions[1:]] = out[:, positions[:1]]
     return out
 
 
@@ -260,7 +298,7 @@ def iter_token_states(
         one batch is held in memory at a time.
     """
     for chunk, hidden, mask in iter_batches(handle, list(texts), batch_size, max_length, stats, desc=f"{handle.name} tokens"):
-        stacked = torch.stack(hidden).float().cpu()
+        stacked = torch.stack(hidden).float().cpu()  # one batch at a time
         counts = mask.sum(dim=1).tolist()
         for j, idx in enumerate(chunk):
             yield idx, stacked[:, j, : counts[j], :].numpy()
