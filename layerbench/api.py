@@ -107,6 +107,51 @@ def task_config_hash(spec: TaskSpec, config: RunConfig, model: str, limit: int |
     )
 
 
+def _run_task(handle: ModelHandle, spec: TaskSpec, config: RunConfig, model_name: str, run_id: str, stats: CaptureStats, prefix: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Data -> capture -> evaluator -> tidy rows for one (model, task), and its manifest record."""
+    began = time.perf_counter()
+    data = load_data(spec).subsample(config.limit, config.seed)
+    t_data = time.perf_counter() - began
+    pooling = handle.default_pooling if spec.pooling == "model" else spec.pooling
+    _log(f"{prefix}: {len(data)} texts, {pooling} pooling, {handle.n_layers + 1} layers")
+    began = time.perf_counter()
+    passes_before = stats.forward_passes
+    states = embed_layers(handle, data.texts, pooling, config.batch_size, config.max_length or spec.max_length, cache=config.cache, stats=stats)
+    t_capture = time.perf_counter() - began
+    began = time.perf_counter()
+    scores = get_evaluator(spec.family)(states, data, spec)
+    rows = complete_rows(scores, model=model_name, revision=config.revision, task=spec.name, subset=spec.subset, split=spec.split, n_layers=handle.n_layers, run_id=run_id)
+    t_eval = time.perf_counter() - began
+    record = {
+        "family": spec.family,
+        "version": spec.version,
+        "pooling": pooling,
+        "n": len(data),
+        "rows": len(rows),
+        "forward_passes": stats.forward_passes - passes_before,
+        "data": data.provenance,
+        "seconds": {"data": t_data, "capture": t_capture, "evaluate": t_eval},
+    }
+    return rows, record
+
+
+def _manifest(run_id: str, status: str, config: RunConfig, handle: ModelHandle, env: dict[str, Any], tasks: dict[str, Any], timings: dict[str, float], stats: CaptureStats) -> dict[str, Any]:
+    """The JSON record of one model's part of a run."""
+    return {
+        "run_id": run_id,
+        "status": status,
+        "written_at": datetime.now(timezone.utc).isoformat(),
+        "config": asdict(config),
+        "config_hash": hash_value(asdict(config)),
+        "model": handle.provenance(),
+        "environment": env,
+        "tasks": tasks,
+        "timings_seconds": timings,
+        "capture": {k: v for k, v in asdict(stats).items() if k != "batch_sizes"} | {"batches": len(stats.batch_sizes)},
+        "forward_passes": stats.forward_passes,
+    }
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -164,7 +209,7 @@ def run(
         stored_name = checkpoints[model].name
         for t_index, spec in enumerate(specs, 1):
             prefix = f"[model {m_index}/{len(models)} · task {t_index}/{len(specs)}] {model} · {spec.name}"
-            config_hash = task_config_hash(spec, config, model, limit)
+            config_hash = task_config_hash(spec, config, stored_name, limit)
             stored = store.stored_hash(stored_name, revision, spec.name)
             if stored == config_hash and not overwrite:
                 _log(f"{prefix}: already done, skipped (--overwrite to redo)")
@@ -180,52 +225,18 @@ def run(
                 _log(f"{prefix}: loading model")
                 handle = load_checkpoint(checkpoints[model], device=device, dtype=dtype, device_map=device_map)
                 timings["load_model"] = time.perf_counter() - began
-            began = time.perf_counter()
-            data = load_data(spec).subsample(limit, seed)
-            t_data = time.perf_counter() - began
-            pooling = handle.default_pooling if spec.pooling == "model" else spec.pooling
-            _log(f"{prefix}: {len(data)} texts, {pooling} pooling, {handle.n_layers + 1} layers")
-            began = time.perf_counter()
-            passes_before = stats.forward_passes
-            states = embed_layers(handle, data.texts, pooling, batch_size, max_length or spec.max_length, cache=cache, stats=stats)
-            t_capture = time.perf_counter() - began
-            began = time.perf_counter()
-            scores = get_evaluator(spec.family)(states, data, spec)
-            rows = complete_rows(scores, model=stored_name, revision=revision, task=spec.name, subset=spec.subset, split=spec.split, n_layers=handle.n_layers, run_id=run_id)
-            t_eval = time.perf_counter() - began
+            rows, record = _run_task(handle, spec, config, stored_name, run_id, stats, prefix)
             store.write_task(rows, stored_name, revision, spec.name, config_hash)
-            for stage, seconds in (("data", t_data), ("capture", t_capture), ("evaluate", t_eval)):
+            task_records[spec.name] = {"config_hash": config_hash, **record}
+            for stage, seconds in record["seconds"].items():
                 timings[stage] = timings.get(stage, 0.0) + seconds
-            task_records[spec.name] = {
-                "config_hash": config_hash,
-                "family": spec.family,
-                "version": spec.version,
-                "pooling": pooling,
-                "n": len(data),
-                "rows": len(rows),
-                "forward_passes": stats.forward_passes - passes_before,
-                "data": data.provenance,
-                "seconds": {"data": t_data, "capture": t_capture, "evaluate": t_eval},
-            }
             summary.status[model][spec.name] = "done"
-            # The manifest is rewritten after every task so an interrupted run
-            # still documents what it finished.
-            manifest = {
-                "run_id": run_id,
-                "status": "complete" if t_index == len(specs) else "running",
-                "written_at": datetime.now(timezone.utc).isoformat(),
-                "config": asdict(config),
-                "config_hash": hash_value(asdict(config)),
-                "model": handle.provenance(),
-                "environment": env,
-                "tasks": task_records,
-                "timings_seconds": timings,
-                "capture": {k: v for k, v in asdict(stats).items() if k != "batch_sizes"} | {"batches": len(stats.batch_sizes)},
-                "forward_passes": stats.forward_passes,
-            }
-            path = store.write_manifest(stored_name, revision, run_id, manifest)
+            # Rewritten after every task, so an interrupted run still documents what it finished.
+            path = store.write_manifest(stored_name, revision, run_id, _manifest(run_id, "running", config, handle, env, task_records, timings, stats))
             if path not in summary.manifests:
                 summary.manifests.append(path)
+        if handle is not None:
+            store.write_manifest(stored_name, revision, run_id, _manifest(run_id, "complete", config, handle, env, task_records, timings, stats))
         summary.forward_passes += stats.forward_passes
     return summary
 

@@ -89,8 +89,9 @@ def test_quick_suite_on_both_packaged_models_then_resume_and_overwrite(capsys, t
     assert {"config_hash", "environment", "timings_seconds", "model"} <= set(manifest)
     assert manifest["environment"]["packages"]["torch"]
 
-    # The same config again: every task is skipped and no forward pass runs.
-    code, out, _ = run_cli(capsys, "run", "-m", "minilm-l6", "--suite", "quick", "-o", str(out_dir), "--quiet")
+    # The same config again, the model named by its full name this time:
+    # every task is skipped and no forward pass runs.
+    code, out, _ = run_cli(capsys, "run", "-m", "sentence-transformers/all-MiniLM-L6-v2", "--suite", "quick", "-o", str(out_dir), "--quiet")
     assert code == 0 and "0 task(s) run, 1 skipped, 0 forward passes" in out
 
     # Another config over existing results is refused, and the results survive.
@@ -127,6 +128,18 @@ def test_an_interrupted_run_resumes_where_it_stopped(capsys, tmp_path, monkeypat
     assert code == 0 and "1 task(s) run, 1 skipped" in out
     assert "a-good: already done, skipped" in err
     assert set(load_results(out_dir)["task"]) == {"a-good", "b-broken"}
+    # The resumed run's manifest ends complete although its first task was skipped.
+    statuses = {json.loads(p.read_text())["status"] for p in out_dir.glob("*/runs/*.json")}
+    assert statuses == {"complete", "running"}  # the interrupted run's stays "running"
+
+
+def test_empty_data_is_a_user_error(capsys, tmp_path, monkeypatch):
+    (tmp_path / "empty.csv").write_text("text\n")
+    write_task(tmp_path, "empty-task", "empty.csv")
+    monkeypatch.setenv("LAYERBENCH_TASKS", str(tmp_path))
+    code, _, err = run_cli(capsys, "run", "-m", "minilm-l6", "--tasks", "empty-task", "-o", str(tmp_path / "out"))
+    assert code == 2 and "task 'empty-task': its data set is empty" in error_lines(err)[-1]
+    assert not list((tmp_path / "out").rglob("*.parquet"))
 
 
 @pytest.mark.parametrize(
