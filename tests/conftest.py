@@ -1,13 +1,33 @@
 """Shared fixtures: offline Hub, a per-session cache folder, and the two packaged models."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
 # Before anything imports huggingface_hub, which reads these once.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TQDM_DISABLE"] = "1"
-os.environ.setdefault("LAYERBENCH_CACHE", tempfile.mkdtemp(prefix="layerbench-test-cache-"))
+
+
+def _session_cache() -> str:
+    """A cache folder for this test session, removed at exit.
+
+    Activations stay private to the session (tests count forward passes), but
+    ``models/`` links to ``.cache/models`` in the checkout, so the packaged
+    SmolLM2 GGUF is dequantized once per checkout, not once per session.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="layerbench-test-cache-"))
+    models = Path(__file__).resolve().parents[1] / ".cache" / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (folder / "models").symlink_to(models, target_is_directory=True)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return str(folder)
+
+
+os.environ["LAYERBENCH_CACHE"] = _session_cache()
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

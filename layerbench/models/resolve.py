@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,7 @@ def dequantized_gguf(gguf: Path, sha256: str) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    print(f"dequantizing {gguf.name} once (about 30 s on 2 cores); cached in {target}", file=sys.stderr, flush=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # save_pretrained refuses a model that still says it is GGUF-quantized;
