@@ -24,6 +24,7 @@ def evaluate(states: np.ndarray, data: TextDataset, spec: TaskSpec) -> pd.DataFr
         metric is a mean of per-text values (``mean_norm``), else NaN.
     """
     n = states.shape[1]
+    states = geometry.as_float64(states)  # once here; the metrics then take it as it is
     frames = []
     for name in spec.metrics:
         info = registry.get(name)
@@ -32,7 +33,7 @@ def evaluate(states: np.ndarray, data: TextDataset, spec: TaskSpec) -> pd.DataFr
         values = np.asarray(info.fn(states), dtype=np.float64)
         stderr = np.full(values.shape, np.nan)
         if name == "mean_norm":
-            stderr = np.linalg.norm(geometry.as_float64(states), axis=-1).std(axis=1, ddof=1) / np.sqrt(n)
+            stderr = np.linalg.norm(states, axis=-1).std(axis=1, ddof=1) / np.sqrt(n)
         frames.append(
             pd.DataFrame(
                 {
