@@ -39,7 +39,11 @@ CACHE_WRITERS = 4
 
 @dataclass
 class CaptureStats:
-    """Counters one run accumulates across capture calls (goes into the manifest)."""
+    """Counters one run accumulates across capture calls (goes into the manifest).
+
+    ``forward_seconds`` is host time spent in forward calls; on a GPU, where
+    kernels run asynchronously, it measures launching rather than computing.
+    """
 
     forward_passes: int = 0
     texts_computed: int = 0
@@ -139,14 +143,14 @@ def iter_batches(
     an out-of-memory error; an explicit integer is used as given.
     """
     stats = stats if stats is not None else CaptureStats()
+    auto = batch_size == "auto"
+    if not auto and (not isinstance(batch_size, int) or batch_size < 1):
+        raise UserError(f"batch size must be a positive integer or 'auto', got {batch_size!r}")
     if not texts:  # everything came from the cache
         return
     length = resolve_max_length(handle, max_length)
     token_ids = _tokenize(handle, texts, length)
     order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
-    auto = batch_size == "auto"
-    if not auto and (not isinstance(batch_size, int) or batch_size < 1):
-        raise UserError(f"batch size must be a positive integer or 'auto', got {batch_size!r}")
     budget = _token_budget(handle) if auto else None
     max_batch = CPU_MAX_BATCH if handle.device.type == "cpu" else MAX_AUTO_BATCH
     pad_id = handle.tokenizer.pad_token_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -46,7 +46,6 @@ class ModelHandle:
     checkpoint: Checkpoint
     is_causal: bool
     device_map: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_layers(self) -> int:
