@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from layerbench import embed_layers, load_model  # noqa: E402
+from layerbench.capture import CaptureStats  # noqa: E402
 from layerbench.data import load_packaged  # noqa: E402
 
 TEXTS = [
@@ -59,8 +60,6 @@ def check(name: str) -> bool:
     ok &= report(f"device_map=auto ({mapped.device}) vs plain", relative(embed_layers(mapped, TEXTS, cache=False), fp32), 1e-5)
     many = load_packaged("bbc-news", {"field": "headline"}).texts if _has_bbc() else TEXTS * 500
     stats_texts = [f"{t} ({i})" for i, t in enumerate(many[:2000])]
-    from layerbench.capture import CaptureStats
-
     stats = CaptureStats()
     embed_layers(gpu, stats_texts, cache=False, stats=stats)
     print(f"  auto batch sizes for {len(stats_texts)} texts: {sorted(set(stats.batch_sizes), reverse=True)[:5]}, {stats.forward_passes} passes")

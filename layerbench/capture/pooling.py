@@ -23,14 +23,14 @@ def pool_layers(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch
         multiplied, so a NaN in a padded position, which some attention
         kernels produce for all-masked query rows, cannot leak into the mean).
     """
-    if mask.device.type == "cpu" and bool((mask.sum(dim=1) == 0).any()):
+    real = mask.to(torch.bool)
+    counts = real.sum(dim=1)  # [B]
+    if mask.device.type == "cpu" and bool((counts == 0).any()):
         # Checked on the CPU only: on a GPU the check would stall the batch
         # pipeline with a device sync; the engine never builds an empty row.
         raise ValueError("a text has no tokens after tokenization; pooling is undefined")
-    real = mask.to(torch.bool)
     if pooling == "cls":
         return hidden[:, :, 0, :].float()
-    counts = real.sum(dim=1)  # [B]
     if pooling == "last":
         rows = torch.arange(hidden.shape[1], device=hidden.device)
         return hidden[:, rows, counts - 1, :].float()
