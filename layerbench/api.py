@@ -1,6 +1,8 @@
 """The runner: what the CLI and Python users call.
 
-Data flows one way: spec -> data -> capture -> evaluator -> rows -> store.
+Data flows one way: spec -> data -> capture -> evaluator and metrics -> rows -> store.
+Each (model, task) has up to two parts, stored and resumed separately: the
+evaluator's scores and the label-free metric suite's rows.
 """
 from __future__ import annotations
 
@@ -16,10 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from layerbench.capture import CaptureStats, embed_layers
+from layerbench.capture import CaptureStats, capture_layers
 from layerbench.data import TextDataset, load_local, load_packaged
+from layerbench.data.augment import make_views
+from layerbench.data.dataset import sample_indices
 from layerbench.errors import UserError
 from layerbench.evaluators import get_evaluator
+from layerbench.evaluators.label_free import METRICS_VERSION, MetricPlan, evaluate_metrics
 from layerbench.fingerprint import hash_value
 from layerbench.manifest import environment
 from layerbench.models import ModelHandle
@@ -49,6 +54,8 @@ class RunConfig:
     max_length: int | None = None
     overwrite: bool = False
     cache: bool = True
+    metrics: tuple[str, ...] = ()
+    metric_samples: int = 512
 
 
 @dataclass
@@ -92,46 +99,90 @@ def load_data(spec: TaskSpec) -> TextDataset:
     return data
 
 
-def task_config_hash(spec: TaskSpec, config: RunConfig, model: str, limit: int | None) -> str:
-    """Identity of one (model, task) result: what would change its numbers."""
-    return hash_value(
-        {
-            "task": spec.model_dump(),
-            "model": model,
-            "revision": config.revision,
-            "limit": limit,
-            "seed": config.seed,
-            "dtype": config.dtype,
-            "max_length": config.max_length,
-        }
-    )
+def task_config_hash(spec: TaskSpec, config: RunConfig, model: str, limit: int | None, part: str = "scores") -> str:
+    """Identity of one (model, task) part's rows: what would change its numbers.
+
+    The ``metrics`` part also depends on the chosen metrics, the prompt sample
+    size and the metric code's version; the ``scores`` part on none of them.
+    """
+    identity: dict[str, Any] = {
+        "task": spec.model_dump(),
+        "model": model,
+        "revision": config.revision,
+        "limit": limit,
+        "seed": config.seed,
+        "dtype": config.dtype,
+        "max_length": config.max_length,
+    }
+    if part == "metrics":
+        identity |= {"part": part, "metrics": list(config.metrics), "metric_samples": config.metric_samples, "metrics_version": METRICS_VERSION}
+    return hash_value(identity)
 
 
-def _run_task(handle: ModelHandle, spec: TaskSpec, config: RunConfig, model_name: str, run_id: str, stats: CaptureStats, prefix: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Data -> capture -> evaluator -> tidy rows for one (model, task), and its manifest record."""
+def _run_task(
+    handle: ModelHandle,
+    spec: TaskSpec,
+    config: RunConfig,
+    plan: MetricPlan,
+    parts: list[str],
+    model_name: str,
+    run_id: str,
+    stats: CaptureStats,
+    prefix: str,
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Data -> one capture -> evaluator and metrics -> tidy rows per part, and the manifest record.
+
+    One capture serves both parts: the task's texts, the augmented views of
+    the metric sample, and the per-prompt kernels on that sample's token
+    states all go through the same batched forward passes.
+    """
     began = time.perf_counter()
     data = load_data(spec).subsample(config.limit, config.seed)
     t_data = time.perf_counter() - began
     pooling = handle.default_pooling if spec.pooling == "model" else spec.pooling
-    _log(f"{prefix}: {len(data)} texts, {pooling} pooling, {handle.n_layers + 1} layers")
+    with_metrics = "metrics" in parts
+    sample = sample_indices(len(data), config.metric_samples, config.seed).tolist() if with_metrics and plan.needs_sample else []
+    n_views = plan.n_views if with_metrics and sample else 0
+    view_texts = [v for views in make_views([data.texts[i] for i in sample], n_views, config.seed) for v in views] if n_views else []
+    _log(
+        f"{prefix}: {len(data)} texts, {pooling} pooling, {handle.n_layers + 1} layers"
+        + (f"; metrics on {len(sample)} sampled texts, {n_views} augmented views each" if sample else "")
+    )
     began = time.perf_counter()
-    passes_before = stats.forward_passes
-    states = embed_layers(handle, data.texts, pooling, config.batch_size, config.max_length or spec.max_length, cache=config.cache, stats=stats)
-    t_capture = time.perf_counter() - began
-    began = time.perf_counter()
-    scores = get_evaluator(spec.family)(states, data, spec)
-    rows = complete_rows(scores, model=model_name, revision=config.revision, task=spec.name, subset=spec.subset, split=spec.split, n_layers=handle.n_layers, run_id=run_id)
-    t_eval = time.perf_counter() - began
-    record = {
-        "family": spec.family,
-        "version": spec.version,
-        "pooling": pooling,
-        "n": len(data),
-        "rows": len(rows),
-        "forward_passes": stats.forward_passes - passes_before,
-        "data": data.provenance,
-        "seconds": {"data": t_data, "capture": t_capture, "evaluate": t_eval},
-    }
+    passes_before, kernel_seconds = stats.forward_passes, stats.per_prompt_seconds
+    captured = capture_layers(
+        handle,
+        data.texts + view_texts,
+        pooling,
+        config.batch_size,
+        config.max_length or spec.max_length,
+        cache=config.cache,
+        stats=stats,
+        per_prompt=plan.kernels if with_metrics else None,
+        per_prompt_texts=sample,
+    )
+    t_kernels = stats.per_prompt_seconds - kernel_seconds  # token metrics, computed inside the capture
+    t_capture = time.perf_counter() - began - t_kernels
+    pooled = captured.pooled[:, : len(data)]
+    complete = dict(model=model_name, revision=config.revision, task=spec.name, subset=spec.subset, split=spec.split, n_layers=handle.n_layers, run_id=run_id)
+    rows: dict[str, pd.DataFrame] = {}
+    seconds = {"data": t_data, "capture": t_capture}
+    record: dict[str, Any] = {"family": spec.family, "version": spec.version, "pooling": pooling, "n": len(data), "data": data.provenance}
+    if "scores" in parts:
+        began = time.perf_counter()
+        rows["scores"] = complete_rows(get_evaluator(spec.family)(pooled, data, spec), **complete)
+        seconds["evaluate"] = time.perf_counter() - began
+    if with_metrics:
+        began = time.perf_counter()
+        _log(f"{prefix}: {len(plan.metrics)} label-free metrics")
+        views = captured.pooled[:, len(data) :].reshape(pooled.shape[0], len(sample), n_views, -1) if n_views else None
+        metric_rows, notes = evaluate_metrics(plan, pooled, captured.per_prompt, views)
+        rows["metrics"] = complete_rows(metric_rows, **complete)
+        seconds["metrics"] = time.perf_counter() - began + t_kernels
+        record["metrics"] = {"names": plan.names, "sampled_texts": len(sample), "views_per_text": n_views, "notes": notes}
+        for name, note in notes.items():
+            _log(f"{prefix}: {name}: {note}")
+    record |= {"rows": {part: len(frame) for part, frame in rows.items()}, "forward_passes": stats.forward_passes - passes_before, "seconds": seconds}
     return rows, record
 
 
@@ -172,10 +223,17 @@ def run(
     max_length: int | None = None,
     overwrite: bool = False,
     cache: bool = True,
+    metrics: list[str] | None = None,
+    metric_samples: int = 512,
 ) -> RunSummary:
     """Run tasks on models and write tidy rows and a manifest per model under ``output``.
 
-    A (model, task) whose results already exist with the same config is
+    Every task gets its evaluator's scores (label-free tasks have none) and
+    the label-free metric suite: ``metrics`` names the metrics (None: all
+    registered, ``[]``: none); token and view metrics read a seeded sample of
+    at most ``metric_samples`` texts per task.
+
+    A (model, task) part whose results already exist with the same config is
     skipped, so an interrupted run resumes where it stopped; existing results
     from another config are an error unless ``overwrite``. Every bad input is
     rejected before any model is loaded or file written.
@@ -188,11 +246,18 @@ def run(
         raise UserError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
     if limit is not None and limit < 2:
         raise UserError(f"--limit must be at least 2 examples, got {limit}")
+    if metric_samples < 2:
+        raise UserError(f"--metric-samples must be at least 2 texts, got {metric_samples}")
+    plan = MetricPlan.from_names(metrics)
     specs, suite_limit = resolve_tasks(tasks, suite)
-    for spec in specs:
-        get_evaluator(spec.family)
+    evaluators = {spec.name: get_evaluator(spec.family) for spec in specs}
+    if not plan.metrics and all(e is None for e in evaluators.values()):
+        raise UserError("nothing to run: every chosen task is label-free and --no-metrics (or an empty --metrics) turns the metrics off")
     limit = limit if limit is not None else suite_limit
-    config = RunConfig(tuple(models), tuple(s.name for s in specs), str(output), revision, limit, seed, device, dtype, device_map, batch_size, max_length, overwrite, cache)
+    config = RunConfig(
+        tuple(models), tuple(s.name for s in specs), str(output), revision, limit, seed, device, dtype, device_map,
+        batch_size, max_length, overwrite, cache, tuple(plan.names), metric_samples,
+    )
     store = ResultStore(output)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     summary = RunSummary(Path(output), run_id)
@@ -209,25 +274,22 @@ def run(
         stored_name = checkpoints[model].name
         for t_index, spec in enumerate(specs, 1):
             prefix = f"[model {m_index}/{len(models)} · task {t_index}/{len(specs)}] {model} · {spec.name}"
-            config_hash = task_config_hash(spec, config, stored_name, limit)
-            stored = store.stored_hash(stored_name, revision, spec.name)
-            if stored == config_hash and not overwrite:
-                _log(f"{prefix}: already done, skipped (--overwrite to redo)")
+            wanted = [part for part, on in (("scores", evaluators[spec.name] is not None), ("metrics", bool(plan.metrics))) if on]
+            hashes = {part: task_config_hash(spec, config, stored_name, limit, part) for part in wanted}
+            parts = [part for part in wanted if _needs_run(store, stored_name, revision, spec.name, part, hashes[part], overwrite)]
+            if not parts:
+                _log(f"{prefix}: " + ("already done, skipped (--overwrite to redo)" if wanted else "label-free task and no metrics chosen, skipped"))
                 summary.status[model][spec.name] = "skipped"
                 continue
-            if stored is not None and not overwrite:
-                raise UserError(
-                    f"{store.task_path(stored_name, revision, spec.name)} holds results of '{spec.name}' from another config; "
-                    "pass --overwrite to replace them or choose another --output"
-                )
             if handle is None:
                 began = time.perf_counter()
                 _log(f"{prefix}: loading model")
                 handle = load_checkpoint(checkpoints[model], device=device, dtype=dtype, device_map=device_map)
                 timings["load_model"] = time.perf_counter() - began
-            rows, record = _run_task(handle, spec, config, stored_name, run_id, stats, prefix)
-            store.write_task(rows, stored_name, revision, spec.name, config_hash)
-            task_records[spec.name] = {"config_hash": config_hash, **record}
+            rows, record = _run_task(handle, spec, config, plan, parts, stored_name, run_id, stats, prefix)
+            for part, frame in rows.items():
+                store.write_task(frame, stored_name, revision, spec.name, hashes[part], part)
+            task_records[spec.name] = {"config_hashes": {part: hashes[part] for part in parts}, **record}
             for stage, seconds in record["seconds"].items():
                 timings[stage] = timings.get(stage, 0.0) + seconds
             summary.status[model][spec.name] = "done"
@@ -241,3 +303,14 @@ def run(
     return summary
 
 
+def _needs_run(store: ResultStore, model: str, revision: str | None, task: str, part: str, config_hash: str, overwrite: bool) -> bool:
+    """Whether a task part must run: not stored yet, or stored and ``overwrite``; stored from another config is an error."""
+    stored = store.stored_hash(model, revision, task, part)
+    if stored is None or overwrite:
+        return True
+    if stored != config_hash:
+        raise UserError(
+            f"{store.task_path(model, revision, task, part)} holds {part} of '{task}' from another config; "
+            "pass --overwrite to replace them or choose another --output"
+        )
+    return False

@@ -56,9 +56,15 @@ def app() -> None:
 @click.option("--max-length", type=click.IntRange(min=1), default=None, help="Truncate inputs to N tokens (default: the task's, else the model's limit).")
 @click.option("--overwrite", is_flag=True, help="Redo tasks whose results already exist.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the activation cache.")
+@click.option("--metrics", "metrics", multiple=True, help="Comma-separated label-free metrics to compute on every task (default: all; see `layerbench list metrics`).")
+@click.option("--no-metrics", is_flag=True, help="Compute no label-free metrics (only the tasks' own scores).")
+@click.option("--metric-samples", type=click.IntRange(min=2), default=512, show_default=True,
+              help="Texts per task that token metrics (prompt entropy, curvature) and view metrics (InfoNCE, DiME, LiDAR) read.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def run(models, revision, tasks, suite, output, limit, seed, device, dtype, device_map, batch_size, max_length, overwrite, no_cache, quiet) -> None:
+def run(models, revision, tasks, suite, output, limit, seed, device, dtype, device_map, batch_size, max_length, overwrite, no_cache, metrics, no_metrics, metric_samples, quiet) -> None:
     """Run tasks on models; write tidy rows and a manifest per model under --output."""
+    if metrics and no_metrics:
+        raise click.UsageError("give --metrics or --no-metrics, not both")
     if quiet:
         os.environ["TQDM_DISABLE"] = "1"
     from layerbench import api
@@ -78,6 +84,8 @@ def run(models, revision, tasks, suite, output, limit, seed, device, dtype, devi
         max_length=max_length,
         overwrite=overwrite,
         cache=not no_cache,
+        metrics=[] if no_metrics else (_split(metrics) or None),
+        metric_samples=metric_samples,
     )
     done = sum(s == "done" for per in summary.status.values() for s in per.values())
     skipped = sum(s == "skipped" for per in summary.status.values() for s in per.values())
@@ -115,12 +123,13 @@ def list_tasks() -> None:
 
 @list_.command(name="metrics")
 def list_metrics() -> None:
-    """Metrics: name, input kind, direction, cost."""
+    """Label-free metrics: name, input kind, direction, unit, cost."""
     from layerbench.metrics import list_metrics as metrics
 
     direction = {True: "higher is better", False: "lower is better", None: "descriptive"}
+    click.echo(f"{'name':27} {'input':7} {'direction':17} {'unit':11} description (cost per layer)")
     for info in metrics():
-        click.echo(f"{info.name:16} {info.input_kind:7} {direction[info.higher_is_better]:17} {info.cost:8} {info.description}")
+        click.echo(f"{info.name:27} {info.input_kind:7} {direction[info.higher_is_better]:17} {info.unit:11} {info.description} ({info.cost})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,8 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from layerbench import UserError, embed_layers, iter_token_states
-from layerbench.capture import CaptureStats, engine, pool_layers
+from layerbench import metrics
+from layerbench.capture import CaptureStats, capture_layers, engine, pool_layers
 
 SHORT = ["The cat sat on the mat.", "Stocks fell sharply on Monday.", "Hi"]
 LONG = [
@@ -152,6 +153,40 @@ def test_token_states_stream_and_average_to_the_mean_pooling(smollm):
         assert np.abs(tokens.mean(axis=1) - pooled[:, index]).max() / scale < 1e-5
         seen.add(index)
     assert seen == set(range(len(texts)))
+
+
+def test_per_prompt_metrics_come_from_the_same_forward_pass_and_the_cache(smollm, tmp_path):
+    """Token metrics add no forward pass, equal the metric on streamed token states, and are cached."""
+    texts = SHORT + LONG[:1] + ["Hi"]
+    kernels = {"prompt_entropy": metrics.prompt_entropies, "curvature": metrics.curvatures}
+    plain, with_kernels = CaptureStats(), CaptureStats()
+    pooled = embed_layers(smollm, texts, cache=False, stats=plain)
+    captured = capture_layers(smollm, texts, cache=tmp_path, stats=with_kernels, per_prompt=kernels, per_prompt_texts=[4, 0, 2, 4])
+    assert with_kernels.forward_passes == plain.forward_passes and with_kernels.texts_computed == len(set(texts))
+    np.testing.assert_array_equal(captured.pooled, pooled)
+    tokens = dict(iter_token_states(smollm, texts))
+    for column, index in enumerate([4, 0, 2, 4]):
+        states = tokens[index]
+        entropy = captured.per_prompt["prompt_entropy"][:, column]
+        angle = captured.per_prompt["curvature"][:, column]
+        if states.shape[1] >= 2:
+            np.testing.assert_allclose(entropy, metrics.matrix_entropy(states), rtol=1e-5)
+        else:
+            assert np.isnan(entropy).all()
+        if states.shape[1] >= 3:
+            np.testing.assert_allclose(angle, metrics.curvature(states), rtol=1e-5)
+        else:
+            assert np.isnan(angle).all()
+
+    stats = CaptureStats()
+    again = capture_layers(smollm, texts, cache=tmp_path, stats=stats, per_prompt=kernels, per_prompt_texts=[4, 0, 2, 4])
+    assert stats.forward_passes == 0
+    for name in kernels:
+        np.testing.assert_array_equal(again.per_prompt[name], captured.per_prompt[name])
+    # A kernel not cached yet for a text runs a forward pass for that text only.
+    stats = CaptureStats()
+    capture_layers(smollm, texts, cache=tmp_path, stats=stats, per_prompt={"entropy2": lambda h, n: metrics.prompt_entropies(h, n, alpha=2.0)}, per_prompt_texts=[1])
+    assert stats.texts_computed == 1
 
 
 def test_auto_batch_size_backs_off_on_out_of_memory(minilm, monkeypatch):

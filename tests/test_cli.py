@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from layerbench import load_results
 from layerbench.cli import main
+from layerbench.metrics import list_metrics
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -34,6 +36,10 @@ def error_lines(err: str) -> list[str]:
         (["run", "--model", "minilm-l6", "--dtype", "int3"], "'int3' is not one of"),
         (["run", "--model", "minilm-l6", "--batch-size", "zero"], "'zero' is not a positive integer or 'auto'"),
         (["run", "--model", "minilm-l6", "--limit", "1"], "1 is not in the range x>=2"),
+        (["run", "--model", "minilm-l6", "--metrics", "anisotropy,entropy9"], "unknown metric 'entropy9'"),
+        (["run", "--model", "minilm-l6", "--no-metrics"], "nothing to run: every chosen task is label-free"),
+        (["run", "--model", "minilm-l6", "--no-metrics", "--metrics", "anisotropy"], "give --metrics or --no-metrics, not both"),
+        (["run", "--model", "minilm-l6", "--metric-samples", "1"], "1 is not in the range x>=2"),
         (["run"], "Missing option '--model'"),
         (["list", "things"], "No such command 'things'"),
     ],
@@ -78,10 +84,17 @@ def test_quick_suite_on_both_packaged_models_then_resume_and_overwrite(capsys, t
     df = load_results(out_dir)
     assert set(df["model"]) == {"sentence-transformers/all-MiniLM-L6-v2", "smollm2-135m-q4"}
     per_model = df.groupby("model").size().to_dict()
-    assert per_model == {"sentence-transformers/all-MiniLM-L6-v2": 2 * 7, "smollm2-135m-q4": 2 * 31}
-    assert (df["n"] == 64).all() and df["depth"].between(0, 1).all()
-    aniso = df[(df.metric == "anisotropy")].set_index(["model", "layer"])["value"]
-    assert aniso.between(-1, 1).all()
+    n_metrics = len(list_metrics())
+    assert per_model == {"sentence-transformers/all-MiniLM-L6-v2": n_metrics * 7, "smollm2-135m-q4": n_metrics * 31}
+    assert (out_dir / "smollm2-135m-q4" / "metrics" / "bbc-news-layer-stats.parquet").is_file()
+    whole_set = df[df.metric.isin([m.name for m in list_metrics() if m.input_kind != "tokens"])]
+    assert (whole_set["n"] == 64).all() and df["depth"].between(0, 1).all()
+    tokens = df[df.metric == "prompt_entropy"]
+    assert tokens["n"].between(60, 64).all() and (tokens["stderr"] > 0).all()  # a few headlines may be one token
+    assert df[(df.metric == "anisotropy")]["value"].between(-1, 1).all()
+    assert df[df.metric == "dataset_entropy_normalized"]["value"].between(0, 1).all()
+    assert df[df.metric == "curvature"]["value"].between(0, np.pi).all()
+    assert df[df.metric.isin(["infonce", "dime", "lidar", "intrinsic_dimension"])]["value"].gt(0).all()
     manifests = list(out_dir.glob("*/runs/*.json"))
     assert len(manifests) == 2
     manifest = json.loads(manifests[0].read_text())
@@ -95,10 +108,10 @@ def test_quick_suite_on_both_packaged_models_then_resume_and_overwrite(capsys, t
     assert code == 0 and "0 task(s) run, 1 skipped, 0 forward passes" in out
 
     # Another config over existing results is refused, and the results survive.
-    before = (out_dir / "sentence-transformers__all-MiniLM-L6-v2" / "bbc-news-layer-stats.parquet").read_bytes()
+    before = (out_dir / "sentence-transformers__all-MiniLM-L6-v2" / "metrics" / "bbc-news-layer-stats.parquet").read_bytes()
     code, _, err = run_cli(capsys, "run", "-m", "minilm-l6", "--suite", "quick", "--limit", "32", "-o", str(out_dir))
     assert code == 2 and "from another config; pass --overwrite" in err
-    assert (out_dir / "sentence-transformers__all-MiniLM-L6-v2" / "bbc-news-layer-stats.parquet").read_bytes() == before
+    assert (out_dir / "sentence-transformers__all-MiniLM-L6-v2" / "metrics" / "bbc-news-layer-stats.parquet").read_bytes() == before
     code, out, _ = run_cli(capsys, "run", "-m", "minilm-l6", "--suite", "quick", "--limit", "32", "-o", str(out_dir), "--overwrite", "--quiet")
     assert code == 0 and "1 task(s) run" in out
     assert (load_results(out_dir / "sentence-transformers__all-MiniLM-L6-v2")["n"] == 32).all()
@@ -106,8 +119,8 @@ def test_quick_suite_on_both_packaged_models_then_resume_and_overwrite(capsys, t
 
 def write_task(folder: Path, name: str, data_path: str) -> None:
     (folder / f"{name}.yaml").write_text(
-        f"name: {name}\nfamily: representation-stats\ndescription: test task\n"
-        f"data: {{source: local, path: {data_path}}}\nmetrics: [anisotropy]\nmain_score: anisotropy\n"
+        f"name: {name}\nfamily: label-free\ndescription: test task\n"
+        f"data: {{source: local, path: {data_path}}}\nmain_score: anisotropy\n"
     )
 
 
@@ -159,3 +172,34 @@ def test_a_malformed_spec_names_file_and_field_and_exits_2(capsys, tmp_path, mon
     assert code == 2
     lines = error_lines(err)
     assert len(lines) == 1 and "broken.yaml" in lines[0] and message in lines[0], err
+
+
+def test_chosen_metrics_their_sample_and_a_changed_choice(capsys, tmp_path, monkeypatch):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "sentences.jsonl").write_text("".join(json.dumps({"text": f"sentence number {i} is about topic {i % 5}"}) + "\n" for i in range(40)))
+    write_task(tasks, "sentences", "sentences.jsonl")
+    monkeypatch.setenv("LAYERBENCH_TASKS", str(tasks))
+    out_dir = tmp_path / "results"
+    code, _, err = run_cli(capsys, "run", "-m", "minilm-l6", "--tasks", "sentences", "-o", str(out_dir), "--metrics", "anisotropy,dataset_entropy", "--no-cache")
+    assert code == 0, err
+    df = load_results(out_dir)
+    assert sorted(set(df["metric"])) == ["anisotropy", "dataset_entropy"] and len(df) == 2 * 7
+    manifest = json.loads(next(out_dir.glob("*/runs/*.json")).read_text())
+    record = manifest["tasks"]["sentences"]
+    assert record["metrics"]["sampled_texts"] == 0 and manifest["capture"]["texts_computed"] == 40  # pooled metrics: no extra pass
+
+    # Another choice of metrics is another config: refused, then redone with --overwrite.
+    args = ["run", "-m", "minilm-l6", "--tasks", "sentences", "-o", str(out_dir), "--metrics", "lidar,prompt_entropy", "--metric-samples", "8", "--no-cache"]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and "holds metrics of 'sentences' from another config" in err
+    code, _, err = run_cli(capsys, *args, "--overwrite")
+    assert code == 0, err
+    df = load_results(out_dir)
+    assert sorted(set(df["metric"])) == ["lidar", "prompt_entropy"]
+    assert (df[df.metric == "lidar"]["n"] == 8).all() and (df[df.metric == "prompt_entropy"]["n"] == 8).all()
+    manifest = json.loads(max(out_dir.glob("*/runs/*.json"), key=lambda p: p.stat().st_mtime).read_text())
+    record = manifest["tasks"]["sentences"]
+    assert record["metrics"]["sampled_texts"] == 8 and record["metrics"]["views_per_text"] == 8
+    # The only extra forward passes are the 8 x 8 views (a few may repeat); token metrics ride on the pass.
+    assert 40 < manifest["capture"]["texts_computed"] <= 40 + 64

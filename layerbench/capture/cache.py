@@ -4,7 +4,8 @@ One file per (text, pooling) under ``<cache>/activations/<k[:2]>/<k>.lbc``,
 where ``k`` is the sha256 of everything that determines the pooled states:
 model weights fingerprint, tokenizer fingerprint, max_length, dtype, pooling
 and the text itself. A file is ``MAGIC + sha256(payload) + payload`` with the
-payload a float32 ``[L+1, D]`` array in ``.npy`` format: a truncated or
+payload a float32 ``[L+1, D]`` array in ``.npy`` format (or, for a
+per-prompt metric, a float64 ``[L+1]`` array keyed by the metric instead of the pooling): a truncated or
 corrupt file fails the digest check and is recomputed, never trusted. Writes
 are atomic. Entries stay float32 so that a hit equals a fresh computation
 bit for bit.
@@ -53,8 +54,10 @@ class ActivationCache:
         return self.path(key).is_file()
 
     def put(self, key: str, array: np.ndarray) -> None:
+        """Store ``array`` under ``key``: float64 stays float64 (metric values), anything else becomes float32."""
         buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+        dtype = np.float64 if array.dtype == np.float64 else np.float32
+        np.save(buffer, np.ascontiguousarray(array, dtype=dtype), allow_pickle=False)
         payload = buffer.getvalue()
         path = self.path(key)
         if path.parent not in self._made:  # one mkdir per shard folder, not per file
@@ -68,6 +71,6 @@ def key_prefix(model_fingerprint: str, tokenizer_fingerprint: str, max_length: i
     return hashlib.sha256(f"{model_fingerprint}|{tokenizer_fingerprint}|{max_length}|{dtype}".encode()).digest()
 
 
-def text_key(prefix: bytes, pooling: str, text: str) -> str:
-    """Cache key of one text's states under one pooling."""
-    return hashlib.sha256(prefix + pooling.encode() + b"\0" + text.encode()).hexdigest()
+def text_key(prefix: bytes, kind: str, text: str) -> str:
+    """Cache key of one text's entry of one ``kind``: a pooling, or a per-prompt metric's tag."""
+    return hashlib.sha256(prefix + kind.encode() + b"\0" + text.encode()).hexdigest()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,7 @@ class CaptureStats:
 
     ``forward_seconds`` is host time spent in forward calls; on a GPU, where
     kernels run asynchronously, it measures launching rather than computing.
+    ``per_prompt_seconds`` is time spent in per-prompt metric kernels.
     """
 
     forward_passes: int = 0
@@ -50,6 +51,7 @@ class CaptureStats:
     cache_hits: int = 0
     cache_rejected: int = 0
     forward_seconds: float = 0.0
+    per_prompt_seconds: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
 
 
@@ -184,7 +186,28 @@ def iter_batches(
             bar.update(len(chunk))
 
 
-def embed_layers(
+PerPromptKernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``(states [L+1, B, T, D] float64, lengths [B]) -> [L+1, B]``: a statistic of each prompt's token states."""
+
+# Part of the cache key of per-prompt statistics; bump when a kernel's numbers change.
+PER_PROMPT_VERSION = 1
+
+
+@dataclass
+class Capture:
+    """What one pass over a set of texts produced.
+
+    Attributes:
+        pooled: float32 ``[L+1, N, D]``, the pooled states of every text.
+        per_prompt: kernel name -> float64 ``[L+1, P]``, that kernel on the
+            token states of each of the P texts asked for (in the order asked).
+    """
+
+    pooled: np.ndarray
+    per_prompt: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def capture_layers(
     handle: ModelHandle,
     texts: Sequence[str],
     pooling: str = "mean",
@@ -192,8 +215,10 @@ def embed_layers(
     max_length: int | None = None,
     cache: bool | str | Path = True,
     stats: CaptureStats | None = None,
-) -> np.ndarray:
-    """Pooled states of every layer for every text.
+    per_prompt: Mapping[str, PerPromptKernel] | None = None,
+    per_prompt_texts: Sequence[int] = (),
+) -> Capture:
+    """Pooled states of every layer for every text and, from the same forward pass, per-prompt statistics.
 
     Args:
         handle: from :func:`layerbench.load_model`.
@@ -203,39 +228,64 @@ def embed_layers(
         max_length: truncate to this many tokens (default: the model's limit).
         cache: True for the default cache folder, a path for another, False for none.
         stats: counters to add this call's work to.
+        per_prompt: name -> kernel run on the token states ``[L+1, B, T, D]``
+            (float64, real tokens first, padding after ``lengths``) of the
+            texts in ``per_prompt_texts``; token states are never stored,
+            only the kernels' ``[L+1]`` values, which are cached like pooled states.
+        per_prompt_texts: positions in ``texts`` that the kernels run on.
 
     Returns:
-        float32 array ``[L+1, N, D]``; layer 0 is the embedding output, layer l
-        the output of block l. For decoders whose ``anatomy.norm_on_last_layer``
-        is true, layer L carries the final norm (Hugging Face's convention);
-        layers 0..L-1 are the raw residual stream.
+        A :class:`Capture`. Layer 0 is the embedding output, layer l the output
+        of block l. For decoders whose ``anatomy.norm_on_last_layer`` is true,
+        layer L carries the final norm (Hugging Face's convention); layers
+        0..L-1 are the raw residual stream.
     """
     if pooling not in POOLINGS:
         raise UserError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLINGS)}")
     texts = list(texts)
     if not texts:
         raise UserError("no texts to embed: the data set is empty")
+    kernels = dict(per_prompt or {})
     stats = stats if stats is not None else CaptureStats()
     length = resolve_max_length(handle, max_length)
     store = None
     if cache:
         store = ActivationCache(Path(cache) if not isinstance(cache, bool) else cache_dir() / "activations")
     prefix = key_prefix(handle.checkpoint.fingerprint, handle.tokenizer_fingerprint, length, str(handle.dtype))
+    kernel_tags = {name: f"per-prompt:v{PER_PROMPT_VERSION}:{name}" for name in kernels}
 
     out = np.empty((handle.n_layers + 1, len(texts), handle.hidden_size), dtype=np.float32)
     unique: dict[str, list[int]] = {}
     for i, text in enumerate(texts):
         unique.setdefault(text, []).append(i)
+    token_texts = {texts[i] for i in per_prompt_texts} if kernels else set()
+    prompt_values: dict[str, dict[str, np.ndarray]] = {}  # text -> kernel name -> [L+1]
     missing: list[str] = []
-    for text, positions in unique.items():
-        key = text_key(prefix, pooling, text) if store else ""
-        hit = store.get(key) if store else None
-        if hit is not None and hit.shape == out[:, 0].shape:
-            out[:, positions] = hit[:, None, :]
+    pooled_missing: set[str] = set()
+
+    def lookup(tag: str, text: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        if store is None:
+            return None
+        key = text_key(prefix, tag, text)
+        hit = store.get(key)
+        if hit is not None and hit.shape == shape:
             stats.cache_hits += 1
+            return hit
+        if store.exists(key):
+            stats.cache_rejected += 1  # present but truncated or corrupt: recompute
+        return None
+
+    for text, positions in unique.items():
+        hit = lookup(pooling, text, out[:, 0].shape)
+        if hit is not None:
+            out[:, positions] = hit[:, None, :]
         else:
-            if store and store.exists(key):
-                stats.cache_rejected += 1  # present but truncated or corrupt: recompute
+            pooled_missing.add(text)
+        if text in token_texts:
+            found = {name: lookup(tag, text, (out.shape[0],)) for name, tag in kernel_tags.items()}
+            if all(v is not None for v in found.values()):
+                prompt_values[text] = found
+        if text in pooled_missing or (text in token_texts and text not in prompt_values):
             missing.append(text)
 
     # Cache files are written by a few threads while the model computes the
@@ -254,11 +304,32 @@ def embed_layers(
         out[:, firsts] = array
         if writer is not None:
             for j, idx in enumerate(chunk):
-                writes.append(writer.submit(store.put, text_key(prefix, pooling, missing[idx]), array[:, j].copy()))
+                if missing[idx] in pooled_missing:
+                    writes.append(writer.submit(store.put, text_key(prefix, pooling, missing[idx]), array[:, j].copy()))
+
+    def run_kernels(chunk: list[int], stacked: torch.Tensor, mask: torch.Tensor) -> None:
+        rows = [j for j, idx in enumerate(chunk) if missing[idx] in token_texts and missing[idx] not in prompt_values]
+        if not rows:
+            return
+        began = time.perf_counter()
+        lengths = mask[rows].sum(dim=1)
+        width = int(lengths.max())
+        states = stacked[:, rows, :width].to("cpu", torch.float64).numpy()  # [L+1, b, T, D]
+        lengths = lengths.cpu().numpy()
+        values = {name: kernel(states, lengths) for name, kernel in kernels.items()}
+        for j, row in enumerate(rows):
+            text = missing[chunk[row]]
+            prompt_values[text] = {name: v[:, j].copy() for name, v in values.items()}
+            if writer is not None:
+                for name, tag in kernel_tags.items():
+                    writes.append(writer.submit(store.put, text_key(prefix, tag, text), prompt_values[text][name]))
+        stats.per_prompt_seconds += time.perf_counter() - began
 
     try:
         for chunk, hidden, mask in iter_batches(handle, missing, batch_size, length, stats, desc=f"{handle.name} forward"):
-            pooled = pool_layers(torch.stack(hidden), mask, pooling)
+            stacked = torch.stack(hidden)
+            del hidden
+            pooled = pool_layers(stacked, mask, pooling)
             ready = None
             if pooled.is_cuda:
                 # Copy into pinned memory without blocking and finish the batch
@@ -269,7 +340,8 @@ def embed_layers(
                 ready.record()
                 pooled = host
             pending.append((chunk, pooled, ready))
-            del hidden
+            run_kernels(chunk, stacked, mask)
+            del stacked
             while len(pending) > 1:
                 finish(*pending.popleft())
     finally:
@@ -284,7 +356,27 @@ def embed_layers(
     for positions in unique.values():  # repeated texts were computed once
         if len(positions) > 1:
             out[:, positions[1:]] = out[:, positions[:1]]
-    return out
+    per_prompt_out = {
+        name: np.stack([prompt_values[texts[i]][name] for i in per_prompt_texts], axis=1) if len(per_prompt_texts) else np.empty((out.shape[0], 0))
+        for name in kernels
+    }
+    return Capture(out, per_prompt_out)
+
+
+def embed_layers(
+    handle: ModelHandle,
+    texts: Sequence[str],
+    pooling: str = "mean",
+    batch_size: int | str = "auto",
+    max_length: int | None = None,
+    cache: bool | str | Path = True,
+    stats: CaptureStats | None = None,
+) -> np.ndarray:
+    """Pooled states of every layer for every text: float32 ``[L+1, N, D]``.
+
+    :func:`capture_layers` without per-prompt statistics; see it for the arguments and layer convention.
+    """
+    return capture_layers(handle, texts, pooling, batch_size, max_length, cache, stats).pooled
 
 
 def iter_token_states(

@@ -29,6 +29,13 @@ class TextDataset:
         """At most ``limit`` items, chosen by a permutation seeded with ``seed``, in their original order."""
         if limit is None or limit >= len(self.texts):
             return self
-        keep = np.sort(np.random.default_rng(seed).permutation(len(self.texts))[:limit])
+        keep = sample_indices(len(self.texts), limit, seed)
         labels = [self.labels[i] for i in keep] if self.labels is not None else None
         return TextDataset([self.texts[i] for i in keep], labels, {**self.provenance, "limit": limit, "subsample_seed": seed})
+
+
+def sample_indices(n: int, limit: int | None, seed: int) -> np.ndarray:
+    """Sorted positions of at most ``limit`` of ``n`` items, chosen by a permutation seeded with ``seed`` (all n if fewer)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:limit])

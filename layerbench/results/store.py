@@ -2,8 +2,12 @@
 
 Layout::
 
-    <output>/<model slug>/<task>.parquet        tidy rows of one task
-    <output>/<model slug>/runs/<run_id>.json    the manifest of each run
+    <output>/<model slug>/<task>.parquet          the evaluator's scores of one task
+    <output>/<model slug>/metrics/<task>.parquet  the label-free metrics on that task's data
+    <output>/<model slug>/runs/<run_id>.json      the manifest of each run
+
+Scores and metrics are separate parts, each with its own config hash, so a
+run that adds metrics (or changes ``--metrics``) leaves the scores alone.
 
 Every file is written to a temporary name and renamed, so a crash leaves the
 previous file or the new one. A task's parquet carries the hash of the config
@@ -27,6 +31,7 @@ from layerbench.results.schema import conform
 from layerbench.storage import atomic_write_bytes
 
 _HASH_KEY = b"layerbench.config_hash"
+PARTS = ("scores", "metrics")
 
 
 def model_slug(model: str, revision: str | None) -> str:
@@ -41,12 +46,16 @@ class ResultStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    def task_path(self, model: str, revision: str | None, task: str) -> Path:
-        return self.root / model_slug(model, revision) / f"{task}.parquet"
+    def task_path(self, model: str, revision: str | None, task: str, part: str = "scores") -> Path:
+        """Where one part (``scores`` or ``metrics``) of one task's rows lives."""
+        if part not in PARTS:
+            raise ValueError(f"unknown result part '{part}'; use one of {', '.join(PARTS)}")
+        folder = self.root / model_slug(model, revision)
+        return folder / f"{task}.parquet" if part == "scores" else folder / part / f"{task}.parquet"
 
-    def stored_hash(self, model: str, revision: str | None, task: str) -> str | None:
-        """Config hash of a finished task, or None when it has not run (or its file is unreadable)."""
-        path = self.task_path(model, revision, task)
+    def stored_hash(self, model: str, revision: str | None, task: str, part: str = "scores") -> str | None:
+        """Config hash of a finished task part, or None when it has not run (or its file is unreadable)."""
+        path = self.task_path(model, revision, task, part)
         if not path.is_file():
             return None
         try:
@@ -55,13 +64,13 @@ class ResultStore:
             return None  # a corrupt file is as good as none: the task runs again
         return meta.get(_HASH_KEY, b"").decode() or None
 
-    def write_task(self, rows: pd.DataFrame, model: str, revision: str | None, task: str, config_hash: str) -> Path:
-        """Write one task's rows atomically, tagged with the config hash that made them."""
+    def write_task(self, rows: pd.DataFrame, model: str, revision: str | None, task: str, config_hash: str, part: str = "scores") -> Path:
+        """Write one task part's rows atomically, tagged with the config hash that made them."""
         table = pa.Table.from_pandas(conform(rows), preserve_index=False)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), _HASH_KEY: config_hash.encode()})
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
-        path = self.task_path(model, revision, task)
+        path = self.task_path(model, revision, task, part)
         atomic_write_bytes(path, buffer.getvalue())
         return path
 

@@ -45,8 +45,11 @@ class TaskSpec(_Strict):
         data: where the texts come from.
         pooling: ``mean``, ``last``, ``cls``, or ``model`` for the model's registry default.
         max_length: truncate inputs to this many tokens (None: the model's limit).
-        metrics: what the evaluator reports per layer.
-        main_score: the metric the leaderboard headlines.
+        metrics: the scores the evaluator reports per layer (none for
+            ``label-free`` tasks: their rows are the label-free metric suite's,
+            which ``layerbench run --metrics`` computes on every task).
+        main_score: the metric the leaderboard headlines (an evaluator score
+            or a label-free metric).
         subset: the rows' ``subset`` column (a data set's variant).
         split: the rows' ``split`` column.
     """
@@ -58,7 +61,7 @@ class TaskSpec(_Strict):
     data: DataSource
     pooling: Literal["mean", "last", "cls", "model"] = "model"
     max_length: int | None = Field(default=None, ge=1)
-    metrics: list[str] = Field(min_length=1)
+    metrics: list[str] = []
     main_score: str
     subset: str = "default"
     split: str = "test"

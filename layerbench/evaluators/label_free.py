@@ -1,0 +1,127 @@
+"""The label-free metric suite on one task's capture: one row per (metric, layer).
+
+It runs on every task (``layerbench run --metrics``): pooled metrics on the
+pooled states of all the task's texts; token metrics on per-prompt values
+that the capture computed from the token states of a sample of prompts;
+view metrics on the pooled states of augmented views of that sample.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from layerbench.errors import UserError
+from layerbench.metrics import MetricInfo, get, list_metrics
+from layerbench.metrics.arrays import as_float64, mean_and_stderr
+
+# Bumped when a metric's definition changes, so stored metric rows are recomputed.
+METRICS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MetricPlan:
+    """Which metrics to compute and what inputs they need.
+
+    Attributes:
+        metrics: the registered metrics, in the order given.
+    """
+
+    metrics: tuple[MetricInfo, ...]
+
+    @classmethod
+    def from_names(cls, names: Sequence[str] | None) -> "MetricPlan":
+        """The metrics named (None: every registered metric); an unknown name is a :class:`UserError`."""
+        if names is None:
+            return cls(tuple(list_metrics()))
+        if len(set(names)) != len(names):
+            raise UserError(f"--metrics names a metric twice: {', '.join(names)}")
+        return cls(tuple(get(name) for name in names))
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.metrics]
+
+    def of_kind(self, kind: str) -> list[MetricInfo]:
+        return [m for m in self.metrics if m.input_kind == kind]
+
+    @property
+    def kernels(self) -> dict[str, object]:
+        """Per-prompt kernels the capture must run (token metrics)."""
+        return {m.name: m.per_prompt for m in self.of_kind("tokens")}
+
+    @property
+    def n_views(self) -> int:
+        """Views per sampled text the view metrics need (0 if none is chosen)."""
+        return max((m.n_views for m in self.of_kind("views")), default=0)
+
+    @property
+    def needs_sample(self) -> bool:
+        return bool(self.kernels) or self.n_views > 0
+
+
+def _frame(info: MetricInfo, values: np.ndarray, stderr: np.ndarray, n: np.ndarray | int) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "metric": info.name,
+            "layer": np.arange(values.shape[0]),
+            "value": values,
+            "stderr": stderr,
+            "n": n,
+            "higher_is_better": info.higher_is_better,
+        }
+    )
+
+
+def evaluate_metrics(
+    plan: MetricPlan,
+    pooled: np.ndarray,
+    per_prompt: dict[str, np.ndarray],
+    views: np.ndarray | None,
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Rows of every planned metric at every layer, and notes on what was skipped.
+
+    Args:
+        plan: the metrics.
+        pooled: ``[L+1, N, D]`` pooled states of all the task's texts.
+        per_prompt: token metric name -> ``[L+1, P]`` per-prompt values (NaN where undefined).
+        views: ``[L+1, S, V, D]`` pooled states of V augmented views of S sampled
+            texts, or None when no view metric is planned.
+
+    Returns:
+        Rows with columns ``metric, layer, value, stderr, n, higher_is_better``
+        and metric name -> a note (prompts or layers left out, or why a
+        metric was skipped entirely: fewer texts than it needs).
+        ``stderr`` is the standard error over prompts for token metrics and
+        over texts for ``mean_norm``; NaN for whole-set statistics.
+    """
+    frames, notes = [], {}
+    pooled64 = as_float64(pooled) if plan.of_kind("pooled") else None  # converted once, shared by every pooled metric
+    for info in plan.metrics:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if info.input_kind == "tokens":
+                values = per_prompt[info.name]  # [L+1, P]
+                mean, stderr, count = mean_and_stderr(values)
+                left_out = values.shape[1] - int(count.min(initial=values.shape[1]))
+                if left_out:
+                    notes[info.name] = f"{left_out} of {values.shape[1]} prompts too short for it (at the worst layer), left out"
+                frames.append(_frame(info, mean, stderr, count))
+                continue
+            data = pooled64 if info.input_kind == "pooled" else views[..., : info.n_views, :]
+            n = data.shape[1]
+            if n < info.min_texts:
+                notes[info.name] = f"skipped: needs at least {info.min_texts} texts, got {n}"
+                continue
+            values = np.asarray(info.fn(data), dtype=np.float64)
+            stderr = np.full(values.shape, np.nan)
+            if info.name == "mean_norm":
+                stderr = np.linalg.norm(data, axis=-1).std(axis=1, ddof=1) / np.sqrt(n)
+            frames.append(_frame(info, values, stderr, n))
+        if caught:
+            notes[info.name] = "; ".join(filter(None, [notes.get(info.name), *(str(w.message) for w in caught)]))
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["metric", "layer", "value", "stderr", "n", "higher_is_better"])
+    return rows, notes

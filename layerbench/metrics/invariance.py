@@ -1,0 +1,112 @@
+"""Invariance metrics: how much a layer's representation of a text survives noise in the text.
+
+Each text comes in several augmented views (see :mod:`layerbench.data.augment`);
+a layer is invariant when the views of one text stay close and distinct texts
+stay apart. Inputs are ``[N, D]`` view matrices (row i of A and of B are two
+views of text i) or ``[N, V, D]`` stacks, each optionally with a leading layer
+axis. Arithmetic is float64.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from layerbench.metrics.arrays import layer_chunks, per_layer, unit_rows, with_layer_axis
+from layerbench.metrics.entropy import gram_entropy, spectral_entropy
+
+
+def _paired(A: Any, B: Any, name: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    A, stacked = with_layer_axis(A, 2, name, min_rows=2)
+    B, stacked_b = with_layer_axis(B, 2, name, min_rows=2)
+    if A.shape != B.shape or stacked != stacked_b:
+        raise ValueError(f"{name}: the two views must have the same shape, got {A.shape} and {B.shape}")
+    return A, B, stacked
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    peak = x.max(axis=axis, keepdims=True)
+    return np.squeeze(peak, axis=axis) + np.log(np.exp(x - peak).sum(axis=axis))
+
+
+def infonce(A: Any, B: Any, temperature: float = 0.1) -> float | np.ndarray:
+    """Symmetric InfoNCE loss between two views ``A``, ``B`` ``[N, D]`` (or ``[L, N, D]`` -> ``[L]``), in nats.
+
+    Rows are scaled to unit norm; logits = A Bᵀ / temperature ``[N, N]``;
+    the loss is the mean of the two cross-entropies (rows: A -> B, columns:
+    B -> A) with the matching pair (the diagonal) as the target.
+    Lower means more invariant; log N is chance, 0 is perfect identification.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    A, B, stacked = _paired(A, B, "infonce")
+    L, n, d = A.shape
+    out = np.empty(L)
+    for chunk in layer_chunks(L, 8.0 * (2 * n * d + 3 * n * n)):
+        logits = unit_rows(A[chunk]) @ np.swapaxes(unit_rows(B[chunk]), 1, 2) / temperature  # [l, N, N]
+        matching = np.diagonal(logits, axis1=1, axis2=2)  # [l, N]
+        a_to_b = (_logsumexp(logits, axis=2) - matching).mean(axis=1)
+        b_to_a = (_logsumexp(logits, axis=1) - matching).mean(axis=1)
+        out[chunk] = 0.5 * (a_to_b + b_to_a)
+    return per_layer(out, stacked)
+
+
+def lidar(views: Any, delta: float = 1e-4) -> float | np.ndarray:
+    """LiDAR (Thilak et al., 2023) of ``views`` ``[N, V, D]`` (or ``[L, N, V, D]`` -> ``[L]``): N texts, V views each.
+
+    Each text is a class of its V views. With class means μ_i and grand mean μ:
+    S_b = Σ_i (μ_i - μ)(μ_i - μ)ᵀ / (N - 1), S_w = Σ_i Σ_v (x_iv - μ_i)(x_iv - μ_i)ᵀ / (N (V - 1)) + delta·I,
+    Λ = S_w^{-1/2} S_b S_w^{-1/2}; LiDAR = exp(-Σ p log p) with p = λ / Σ λ over Λ's eigenvalues λ.
+    The effective rank of the directions that separate texts relative to
+    the noise within a text: higher means more distinguishable structure.
+    ``delta`` is in squared units of the states, so LiDAR is not scale-invariant.
+    """
+    X, stacked = with_layer_axis(views, 3, "lidar", min_rows=2)
+    L, n, v, d = X.shape
+    if v < 2:
+        raise ValueError(f"lidar needs at least 2 views per text, got {v}")
+    out = np.empty(L)
+    for chunk in layer_chunks(L, 8.0 * (2 * n * v * d + 6 * d * d)):
+        block = X[chunk]
+        means = block.mean(axis=2)  # [l, N, D]
+        between = means - means.mean(axis=1, keepdims=True)
+        S_b = np.swapaxes(between, 1, 2) @ between / (n - 1)
+        within = (block - means[:, :, None]).reshape(block.shape[0], n * v, d)
+        S_w = np.swapaxes(within, 1, 2) @ within / (n * (v - 1)) + delta * np.eye(d)
+        s, U = np.linalg.eigh(S_w)
+        W = (U / np.sqrt(np.clip(s, delta, None))[:, None, :]) @ np.swapaxes(U, 1, 2)  # S_w^{-1/2}
+        eigenvalues = np.clip(np.linalg.eigvalsh(W @ S_b @ W), 0.0, None)
+        total = eigenvalues.sum(axis=-1, keepdims=True)
+        p = np.divide(eigenvalues, total, out=np.zeros_like(eigenvalues), where=total > 0)
+        out[chunk] = np.exp(spectral_entropy(p, 1.0))
+    return per_layer(out, stacked)
+
+
+def dime(A: Any, B: Any, alpha: float = 1.0, n_permutations: int = 10, seed: int = 0) -> float | np.ndarray:
+    """DiME (Skean et al., 2023): matrix-based mutual information between two views ``[N, D]`` (or ``[L, N, D]`` -> ``[L]``), in nats.
+
+    K_A = A Aᵀ and K_B = B Bᵀ are N×N Gram matrices of the unit-norm rows
+    (always sample Gram matrices, never D×D covariances: the Hadamard
+    product pairs text i's two views). With H the matrix entropy of a
+    trace-normalized PSD matrix and P seeded random permutations,
+    DiME = mean_P H(K_A ∘ P K_B Pᵀ) - H(K_A ∘ K_B): how much more joint
+    entropy mismatched pairs have than matched ones. Higher means the views
+    share more information. The same ``n_permutations`` permutations from
+    ``seed`` are used for every layer.
+    """
+    if n_permutations < 1:
+        raise ValueError(f"n_permutations must be at least 1, got {n_permutations}")
+    A, B, stacked = _paired(A, B, "dime")
+    L, n, d = A.shape
+    rng = np.random.default_rng(seed)
+    permutations = np.stack([rng.permutation(n) for _ in range(n_permutations)])  # [P, N]
+    out = np.empty(L)
+    for chunk in layer_chunks(L, 8.0 * (2 * n * d + (n_permutations + 4) * n * n)):
+        Ua, Ub = unit_rows(A[chunk]), unit_rows(B[chunk])
+        K_a = Ua @ np.swapaxes(Ua, 1, 2)  # [l, N, N]
+        K_b = Ub @ np.swapaxes(Ub, 1, 2)
+        joint = gram_entropy(K_a * K_b, alpha)  # [l]
+        shuffled = K_b[:, permutations[:, :, None], permutations[:, None, :]]  # [l, P, N, N]: P K_B Pᵀ
+        mismatched = gram_entropy(K_a[:, None] * shuffled, alpha).mean(axis=1)
+        out[chunk] = mismatched - joint
+    return per_layer(out, stacked)
