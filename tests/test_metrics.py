@@ -364,3 +364,27 @@ def test_the_registry_declares_kind_direction_and_cost():
     assert M.get("dataset_entropy").higher_is_better is None
     with pytest.raises(UserError, match="unknown metric 'entropy9'"):
         M.get("entropy9")
+
+
+def test_derived_metrics_equal_their_own_functions():
+    X = rng(4).normal(size=(3, 50, 20))
+    for info in M.list_metrics():
+        if info.derived_from is not None:
+            source = M.get(info.derived_from).fn(X)
+            np.testing.assert_allclose(info.derive(source, 50, 20), info.fn(X), rtol=1e-12, err_msg=info.name)
+
+
+def test_duplicate_detection_survives_hash_collisions(monkeypatch):
+    from layerbench.metrics import geometry
+
+    X = rng(5).normal(size=(2, 40, 3))
+    X[:, 30:] = X[:, 5:15]
+    X[1, 20] = -0.0 * X[1, 0] + X[1, 0]
+    expected = np.zeros((2, 40), dtype=bool)
+    for layer in range(2):
+        _, first = np.unique(X[layer], axis=0, return_index=True)
+        expected[layer] = True
+        expected[layer, first] = False
+    np.testing.assert_array_equal(geometry.duplicate_rows(X), expected)
+    monkeypatch.setattr(geometry, "row_hashes", lambda X: np.zeros(X.shape[:2], dtype=np.uint64))  # every row collides
+    np.testing.assert_array_equal(geometry.duplicate_rows(X), expected)

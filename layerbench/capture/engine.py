@@ -187,7 +187,7 @@ def iter_batches(
 
 
 PerPromptKernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""``(states [L+1, B, T, D] float64, lengths [B]) -> [L+1, B]``: a statistic of each prompt's token states."""
+"""``(states [L+1, B, T, D] float32, lengths [B]) -> [L+1, B]``: a statistic of each prompt's token states."""
 
 # Part of the cache key of per-prompt statistics; bump when a kernel's numbers change.
 PER_PROMPT_VERSION = 1
@@ -229,7 +229,7 @@ def capture_layers(
         cache: True for the default cache folder, a path for another, False for none.
         stats: counters to add this call's work to.
         per_prompt: name -> kernel run on the token states ``[L+1, B, T, D]``
-            (float64, real tokens first, padding after ``lengths``) of the
+            (float32, real tokens first, padding after ``lengths``) of the
             texts in ``per_prompt_texts``; token states are never stored,
             only the kernels' ``[L+1]`` values, which are cached like pooled states.
         per_prompt_texts: positions in ``texts`` that the kernels run on.
@@ -314,7 +314,7 @@ def capture_layers(
         began = time.perf_counter()
         lengths = mask[rows].sum(dim=1)
         width = int(lengths.max())
-        states = stacked[:, rows, :width].to("cpu", torch.float64).numpy()  # [L+1, b, T, D]
+        states = stacked[:, rows, :width].to("cpu", torch.float32).numpy()  # [L+1, b, T, D]; kernels go float64 chunk by chunk
         lengths = lengths.cpu().numpy()
         values = {name: kernel(states, lengths) for name, kernel in kernels.items()}
         for j, row in enumerate(rows):

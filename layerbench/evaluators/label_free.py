@@ -16,7 +16,8 @@ import pandas as pd
 
 from layerbench.errors import UserError
 from layerbench.metrics import MetricInfo, get, list_metrics
-from layerbench.metrics.arrays import as_float64, mean_and_stderr
+from layerbench.metrics.arrays import mean_and_stderr
+from layerbench.metrics.geometry import row_norms
 
 # Bumped when a metric's definition changes, so stored metric rows are recomputed.
 METRICS_VERSION = 1
@@ -99,7 +100,7 @@ def evaluate_metrics(
         over texts for ``mean_norm``; NaN for whole-set statistics.
     """
     frames, notes = [], {}
-    pooled64 = as_float64(pooled) if plan.of_kind("pooled") else None  # converted once, shared by every pooled metric
+    computed: dict[str, np.ndarray] = {}  # pooled values by name, for metrics derived from them
     for info in plan.metrics:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -111,15 +112,21 @@ def evaluate_metrics(
                     notes[info.name] = f"{left_out} of {values.shape[1]} prompts too short for it (at the worst layer), left out"
                 frames.append(_frame(info, mean, stderr, count))
                 continue
-            data = pooled64 if info.input_kind == "pooled" else views[..., : info.n_views, :]
+            data = pooled if info.input_kind == "pooled" else views[..., : info.n_views, :]
             n = data.shape[1]
             if n < info.min_texts:
                 notes[info.name] = f"skipped: needs at least {info.min_texts} texts, got {n}"
                 continue
-            values = np.asarray(info.fn(data), dtype=np.float64)
+            if info.derived_from is not None:
+                source = get(info.derived_from)
+                if source.name not in computed:
+                    computed[source.name] = np.asarray(source.fn(data), dtype=np.float64)
+                values = info.derive(computed[source.name], n, data.shape[-1])
+            else:
+                values = computed.setdefault(info.name, np.asarray(info.fn(data), dtype=np.float64))
             stderr = np.full(values.shape, np.nan)
             if info.name == "mean_norm":
-                stderr = np.linalg.norm(data, axis=-1).std(axis=1, ddof=1) / np.sqrt(n)
+                stderr = row_norms(data).std(axis=1, ddof=1) / np.sqrt(n)
             frames.append(_frame(info, values, stderr, n))
         if caught:
             notes[info.name] = "; ".join(filter(None, [notes.get(info.name), *(str(w.message) for w in caught)]))

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from layerbench.metrics.arrays import (
-    as_float64,
+    as_numpy,
+    chunk64,
     has_layer_axis,
     layer_chunks,
     nanmean_rows,
@@ -88,7 +89,7 @@ def matrix_entropy(X: Any, alpha: float = 1.0) -> float | np.ndarray:
     m = min(n, d)
     out = np.empty(L)
     for chunk in layer_chunks(L, 8.0 * (3 * n * d + 2 * m * m)):
-        block = X[chunk]
+        block = chunk64(X[chunk])
         Z = unit_rows(block - block.mean(axis=1, keepdims=True))
         out[chunk] = gram_entropy(_centred_unit_gram(Z), alpha)
     return per_layer(out, stacked)
@@ -138,23 +139,25 @@ def prompt_entropies(hidden: Any, lengths: Sequence[int] | np.ndarray, alpha: fl
     Each prompt is centred over its own real tokens; padded rows are set to
     zero, which adds only zero eigenvalues and so leaves the entropy unchanged.
     """
-    H = as_float64(hidden)
+    H = as_numpy(hidden)
     if H.ndim != 4:
         raise ValueError(f"prompt_entropies takes [L, B, T, D] states, got shape {H.shape}")
     L, B, T, D = H.shape
     lengths = np.asarray(lengths, dtype=np.int64)
     out = np.full((L, B), np.nan)
-    real = np.arange(T)[None, :] < lengths[:, None]  # [B, T]
+    padding = ~(np.arange(T)[None, :] < lengths[:, None])  # [B, T]
     m = min(T, D)
-    # Chunk over prompts rather than layers: T varies, and one prompt's layers belong together.
-    per_prompt_bytes = 8.0 * L * (2 * T * D + 2 * m * m)
-    for chunk in layer_chunks(B, per_prompt_bytes):
-        X = H[:, chunk]
-        mask = real[chunk][None, :, :, None]
-        counts = np.maximum(lengths[chunk], 1)[None, :, None, None]
-        mean = np.where(mask, X, 0.0).sum(axis=2, keepdims=True) / counts
-        Z = unit_rows(np.where(mask, X - mean, 0.0))
-        out[:, chunk] = gram_entropy(_centred_unit_gram(Z), alpha)
+    # Chunks of prompts (a prompt's layers stay together); each is converted to
+    # float64 on its own and then worked on in place.
+    for chunk in layer_chunks(B, 8.0 * L * (T * D + 2 * m * m)):
+        X = H[:, chunk].astype(np.float64)  # [L, b, T, D], our own copy
+        pad = padding[chunk][None, :, :, None]
+        np.copyto(X, 0.0, where=pad)  # not a multiplication: padding may hold NaN
+        X -= X.sum(axis=2, keepdims=True) / np.maximum(lengths[chunk], 1)[None, :, None, None]
+        np.copyto(X, 0.0, where=pad)
+        norms = np.linalg.norm(X, axis=-1, keepdims=True)
+        np.divide(X, norms, out=X, where=norms > 0)
+        out[:, chunk] = gram_entropy(_centred_unit_gram(X), alpha)
     if normalize:
         out = out / np.log(np.maximum(np.minimum(lengths, D), 2))[None, :]
     out[:, lengths < 2] = np.nan

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from layerbench.metrics.arrays import (
-    as_float64,
+    as_numpy,
+    chunk64,
     has_layer_axis,
     layer_chunks,
     nanmean_rows,
@@ -27,7 +28,15 @@ from layerbench.metrics.arrays import (
 def mean_norm(X: Any) -> float | np.ndarray:
     """Mean Euclidean norm of the rows: (1/N) Σ_i ||x_i||₂, in the units of X."""
     X, stacked = with_layer_axis(X, 2, "mean_norm")
-    return per_layer(np.linalg.norm(X, axis=-1).mean(axis=-1), stacked)
+    return per_layer(row_norms(X).mean(axis=-1), stacked)
+
+
+def row_norms(X: np.ndarray) -> np.ndarray:
+    """Euclidean norms of the rows of ``X`` ``[L, N, D]`` in float64: ``[L, N]``."""
+    out = np.empty(X.shape[:2])
+    for chunk in layer_chunks(X.shape[0], 8.0 * X.shape[1] * X.shape[2]):
+        out[chunk] = np.linalg.norm(chunk64(X[chunk]), axis=-1)
+    return out
 
 
 def anisotropy(X: Any) -> float | np.ndarray:
@@ -39,11 +48,14 @@ def anisotropy(X: Any) -> float | np.ndarray:
     In [-1/(N-1), 1]; 1 means every vector points the same way.
     """
     X, stacked = with_layer_axis(X, 2, "anisotropy", min_rows=2)
-    U = unit_rows(X)
-    n = X.shape[1]
-    total = np.square(U.sum(axis=1)).sum(axis=-1)
-    self_terms = np.square(U).sum(axis=(1, 2))
-    return per_layer((total - self_terms) / (n * (n - 1)), stacked)
+    L, n, d = X.shape
+    out = np.empty(L)
+    for chunk in layer_chunks(L, 8.0 * 2 * n * d):
+        U = unit_rows(chunk64(X[chunk]))
+        total = np.square(U.sum(axis=1)).sum(axis=-1)
+        self_terms = np.square(U).sum(axis=(1, 2))
+        out[chunk] = (total - self_terms) / (n * (n - 1))
+    return per_layer(out, stacked)
 
 
 def curvatures(hidden: Any, lengths: Any) -> np.ndarray:
@@ -59,26 +71,31 @@ def curvatures(hidden: Any, lengths: Any) -> np.ndarray:
         (a token state repeated exactly) have no direction; angles touching
         them are left out. NaN where no angle is defined (T < 3).
     """
-    H = as_float64(hidden)
+    H = as_numpy(hidden)
     if H.ndim != 4:
         raise ValueError(f"curvatures takes [L, B, T, D] states, got shape {H.shape}")
+    L, B, T, D = H.shape
     lengths = np.asarray(lengths, dtype=np.int64)
-    T = H.shape[2]
+    out = np.full((L, B), np.nan)
     if T < 3:
-        return np.full(H.shape[:2], np.nan)
-    steps = np.diff(H, axis=2)  # [L, B, T-1, D]
-    norms = np.linalg.norm(steps, axis=-1)  # [L, B, T-1]
-    unit = np.divide(steps, norms[..., None], out=np.zeros_like(steps), where=norms[..., None] > 0)
+        return out
     # Angle t joins steps t and t+1, both inside the prompt when t + 2 < length.
-    inside = (np.arange(T - 2)[None, :] + 2 < lengths[:, None])[None]  # [1, B, T-2]
-    defined = inside & (norms[:, :, :-1] > 0) & (norms[:, :, 1:] > 0)
-    # 2·atan2(|u - v|, |u + v|) is the angle between unit vectors u and v, accurate
-    # near 0 and π where arccos(u·v) loses half its digits.
-    apart = np.linalg.norm(unit[:, :, 1:] - unit[:, :, :-1], axis=-1)
-    together = np.linalg.norm(unit[:, :, 1:] + unit[:, :, :-1], axis=-1)
-    angles = np.where(defined, 2.0 * np.arctan2(apart, together), 0.0)
-    count = defined.sum(axis=-1)
-    return np.divide(angles.sum(axis=-1), count, out=np.full(count.shape, np.nan), where=count > 0)
+    inside = np.arange(T - 2)[None, :] + 2 < lengths[:, None]  # [B, T-2]
+    for chunk in layer_chunks(B, 8.0 * L * 3 * T * D):
+        steps = np.diff(H[:, chunk].astype(np.float64), axis=2)  # [L, b, T-1, D]
+        norms = np.linalg.norm(steps, axis=-1)  # [L, b, T-1]
+        np.divide(steps, norms[..., None], out=steps, where=norms[..., None] > 0)
+        defined = inside[chunk][None] & (norms[:, :, :-1] > 0) & (norms[:, :, 1:] > 0)
+        # 2·atan2(|u - v|, |u + v|) is the angle between unit vectors u and v, accurate
+        # near 0 and π where arccos(u·v) loses half its digits.
+        pair = steps[:, :, 1:] - steps[:, :, :-1]
+        apart = np.linalg.norm(pair, axis=-1)
+        np.add(steps[:, :, 1:], steps[:, :, :-1], out=pair)
+        together = np.linalg.norm(pair, axis=-1)
+        angles = np.where(defined, 2.0 * np.arctan2(apart, together), 0.0)
+        count = defined.sum(axis=-1)
+        out[:, chunk] = np.divide(angles.sum(axis=-1), count, out=np.full(count.shape, np.nan), where=count > 0)
+    return out
 
 
 def curvature(tokens: Any) -> float | np.ndarray:
@@ -95,24 +112,42 @@ def curvature(tokens: Any) -> float | np.ndarray:
     return per_layer(values, stacked)
 
 
+def row_hashes(X: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of float64 ``X`` ``[L, N, D]``: ``[L, N]``; equal rows (0.0 and -0.0 alike) hash alike."""
+    bits = np.ascontiguousarray(X + 0.0).view(np.uint64)  # + 0.0 turns -0.0 into 0.0
+    multipliers = np.random.default_rng(0).integers(1, 2**63, size=X.shape[-1], dtype=np.uint64) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        return (bits * multipliers).sum(axis=-1, dtype=np.uint64)  # wraps modulo 2^64
+
+
 def duplicate_rows(X: np.ndarray) -> np.ndarray:
     """Which rows of ``X`` ``[L, N, D]`` repeat an earlier row of the same layer exactly: bool ``[L, N]``.
 
     Rows are hashed (their float64 bit patterns times random odd multipliers,
-    summed modulo 2⁶⁴), sorted per layer in one batched sort, and equal
-    neighbours compared exactly, so a hash collision cannot merge distinct rows.
+    summed modulo 2⁶⁴) and sorted per layer in one batched sort; only rows
+    whose hashes collide are compared exactly, so a collision cannot merge
+    distinct rows and distinct data costs one hash per row.
     """
     L, n, _ = X.shape
-    bits = np.ascontiguousarray(X + 0.0).view(np.uint64)  # + 0.0 turns -0.0 into 0.0
-    multipliers = np.random.default_rng(0).integers(1, 2**63, size=X.shape[-1], dtype=np.uint64) | np.uint64(1)
-    with np.errstate(over="ignore"):
-        hashes = (bits * multipliers).sum(axis=-1, dtype=np.uint64)  # [L, N], wraps modulo 2^64
-    order = np.argsort(hashes, axis=1, kind="stable")
-    sorted_rows = np.take_along_axis(X, order[:, :, None], axis=1)
-    same = np.zeros((L, n), dtype=bool)
-    same[:, 1:] = np.all(sorted_rows[:, 1:] == sorted_rows[:, :-1], axis=-1)
+    hashes = row_hashes(X)
+    order = np.argsort(hashes, axis=1, kind="stable")  # equal hashes stay in index order
+    sorted_hashes = np.take_along_axis(hashes, order, axis=1)
     duplicate = np.zeros((L, n), dtype=bool)
-    np.put_along_axis(duplicate, order, same, axis=1)
+    starts = np.ones((L, n), dtype=bool)
+    starts[:, 1:] = sorted_hashes[:, 1:] != sorted_hashes[:, :-1]
+    if starts.all():
+        return duplicate
+    # Compare every row with the first (lowest-index) row of its hash run.
+    positions = np.maximum.accumulate(np.where(starts, np.arange(n)[None, :], 0), axis=1)
+    first = np.take_along_axis(order, positions, axis=1)
+    layer, position = np.nonzero(~starts)
+    row, lead = order[layer, position], first[layer, position]
+    equal = np.all(X[layer, row] == X[layer, lead], axis=-1)
+    duplicate[layer[equal], row[equal]] = True
+    for collided in np.unique(layer[~equal]):  # a true hash collision: settle that layer exactly
+        _, kept = np.unique(X[collided], axis=0, return_index=True)
+        duplicate[collided] = True
+        duplicate[collided, kept] = False
     return duplicate
 
 
@@ -131,15 +166,21 @@ def intrinsic_dimension(X: Any, discard_fraction: float = 0.1) -> float | np.nda
     if not 0 <= discard_fraction < 1:
         raise ValueError(f"discard_fraction must be in [0, 1), got {discard_fraction}")
     L, n, _ = X.shape
-    duplicate = duplicate_rows(X)
+    duplicate = np.zeros((L, n), dtype=bool)
     ratios = np.full((L, n), np.inf)
     for chunk in layer_chunks(L, 8.0 * 3 * n * n):
-        block = X[chunk]
+        block = chunk64(X[chunk])
+        duplicate[chunk] = duplicate_rows(block)
+        # Distances do not change under translation; centring first keeps |x|² + |y|² - 2x·y
+        # from cancelling when all points share a large common component (SmolLM2's
+        # middle layers: norms ~3,000, nearest-neighbour distances ~10).
+        block = block - block.mean(axis=1, keepdims=True)
         squared = np.einsum("lnd,lnd->ln", block, block)
         d2 = squared[:, :, None] + squared[:, None, :] - 2.0 * block @ np.swapaxes(block, 1, 2)
         np.maximum(d2, 0.0, out=d2)
         d2[:, np.arange(n), np.arange(n)] = np.inf
-        d2[np.broadcast_to(duplicate[chunk][:, None, :], d2.shape)] = np.inf  # a dropped point is nobody's neighbour
+        if duplicate[chunk].any():
+            d2[np.broadcast_to(duplicate[chunk][:, None, :], d2.shape)] = np.inf  # a dropped point is nobody's neighbour
         nearest = np.partition(d2, 1, axis=-1)[..., :2]  # [l, N, 2] squared r1, r2
         with np.errstate(divide="ignore", invalid="ignore"):
             mu = np.sqrt(nearest[..., 1] / nearest[..., 0])

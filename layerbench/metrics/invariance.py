@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from layerbench.metrics.arrays import layer_chunks, per_layer, unit_rows, with_layer_axis
+from layerbench.metrics.arrays import chunk64, layer_chunks, per_layer, unit_rows, with_layer_axis
 from layerbench.metrics.entropy import gram_entropy, spectral_entropy
 
 
@@ -43,7 +43,7 @@ def infonce(A: Any, B: Any, temperature: float = 0.1) -> float | np.ndarray:
     L, n, d = A.shape
     out = np.empty(L)
     for chunk in layer_chunks(L, 8.0 * (2 * n * d + 3 * n * n)):
-        logits = unit_rows(A[chunk]) @ np.swapaxes(unit_rows(B[chunk]), 1, 2) / temperature  # [l, N, N]
+        logits = unit_rows(chunk64(A[chunk])) @ np.swapaxes(unit_rows(chunk64(B[chunk])), 1, 2) / temperature  # [l, N, N]
         matching = np.diagonal(logits, axis1=1, axis2=2)  # [l, N]
         a_to_b = (_logsumexp(logits, axis=2) - matching).mean(axis=1)
         b_to_a = (_logsumexp(logits, axis=1) - matching).mean(axis=1)
@@ -66,16 +66,20 @@ def lidar(views: Any, delta: float = 1e-4) -> float | np.ndarray:
     if v < 2:
         raise ValueError(f"lidar needs at least 2 views per text, got {v}")
     out = np.empty(L)
-    for chunk in layer_chunks(L, 8.0 * (2 * n * v * d + 6 * d * d)):
-        block = X[chunk]
+    m = min(n, d)
+    for chunk in layer_chunks(L, 8.0 * (2 * n * v * d + 3 * d * d + n * d + m * m)):
+        block = chunk64(X[chunk])
         means = block.mean(axis=2)  # [l, N, D]
-        between = means - means.mean(axis=1, keepdims=True)
-        S_b = np.swapaxes(between, 1, 2) @ between / (n - 1)
+        between = (means - means.mean(axis=1, keepdims=True)) / np.sqrt(n - 1)  # S_b = betweenᵀ between
         within = (block - means[:, :, None]).reshape(block.shape[0], n * v, d)
         S_w = np.swapaxes(within, 1, 2) @ within / (n * (v - 1)) + delta * np.eye(d)
-        s, U = np.linalg.eigh(S_w)
-        W = (U / np.sqrt(np.clip(s, delta, None))[:, None, :]) @ np.swapaxes(U, 1, 2)  # S_w^{-1/2}
-        eigenvalues = np.clip(np.linalg.eigvalsh(W @ S_b @ W), 0.0, None)
+        # Λ = S_w^{-1/2} S_b S_w^{-1/2} has the non-zero eigenvalues of Mᵀ M with
+        # M = R⁻¹ betweenᵀ and S_w = R Rᵀ (Cholesky): no D×D eigendecomposition,
+        # and only an N×N one when the N texts are fewer than the D dimensions.
+        R = np.linalg.cholesky(S_w)
+        M = np.linalg.solve(R, np.swapaxes(between, 1, 2))  # [l, D, N]
+        gram = np.swapaxes(M, 1, 2) @ M if n <= d else M @ np.swapaxes(M, 1, 2)
+        eigenvalues = np.clip(np.linalg.eigvalsh(gram), 0.0, None)
         total = eigenvalues.sum(axis=-1, keepdims=True)
         p = np.divide(eigenvalues, total, out=np.zeros_like(eigenvalues), where=total > 0)
         out[chunk] = np.exp(spectral_entropy(p, 1.0))
@@ -101,12 +105,13 @@ def dime(A: Any, B: Any, alpha: float = 1.0, n_permutations: int = 10, seed: int
     rng = np.random.default_rng(seed)
     permutations = np.stack([rng.permutation(n) for _ in range(n_permutations)])  # [P, N]
     out = np.empty(L)
-    for chunk in layer_chunks(L, 8.0 * (2 * n * d + (n_permutations + 4) * n * n)):
-        Ua, Ub = unit_rows(A[chunk]), unit_rows(B[chunk])
+    for chunk in layer_chunks(L, 8.0 * (2 * n * d + 6 * n * n)):
+        Ua, Ub = unit_rows(chunk64(A[chunk])), unit_rows(chunk64(B[chunk]))
         K_a = Ua @ np.swapaxes(Ua, 1, 2)  # [l, N, N]
         K_b = Ub @ np.swapaxes(Ub, 1, 2)
         joint = gram_entropy(K_a * K_b, alpha)  # [l]
-        shuffled = K_b[:, permutations[:, :, None], permutations[:, None, :]]  # [l, P, N, N]: P K_B Pᵀ
-        mismatched = gram_entropy(K_a[:, None] * shuffled, alpha).mean(axis=1)
-        out[chunk] = mismatched - joint
+        # One permutation at a time, batched over the chunk's layers: a [l, P, N, N]
+        # stack measured 20% slower (its temporaries fall out of the caches).
+        mismatched = sum(gram_entropy(K_a * K_b[:, p[:, None], p[None, :]], alpha) for p in permutations)  # P K_B Pᵀ
+        out[chunk] = mismatched / n_permutations - joint
     return per_layer(out, stacked)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Literal
 
+import numpy as np
+
 from layerbench.errors import UserError
 from layerbench.metrics import entropy, geometry, invariance
 
@@ -30,6 +32,10 @@ class MetricInfo:
             that the capture runs on each batch; the metric is its mean over prompts.
         n_views: ``views`` metrics only: how many views per text it reads.
         min_texts: the fewest texts (rows) on which it is defined.
+        derived_from: ``pooled`` metrics only: another metric whose values
+            this one is a closed-form function of; a run computes that one
+            once and applies ``derive`` instead of calling ``fn`` again.
+        derive: ``(values [L], N, D) -> [L]``, the function of ``derived_from``'s values.
     """
 
     name: str
@@ -42,6 +48,8 @@ class MetricInfo:
     per_prompt: Callable | None = None
     n_views: int = 0
     min_texts: int = 2
+    derived_from: str | None = None
+    derive: Callable | None = None
 
 
 def _views_pair(fn: Callable) -> Callable:
@@ -60,8 +68,10 @@ _METRICS: dict[str, MetricInfo] = {
         MetricInfo("mean_norm", geometry.mean_norm, "pooled", None, "O(N·D)", "state units", "mean L2 norm of the pooled vectors"),
         MetricInfo("anisotropy", geometry.anisotropy, "pooled", None, "O(N·D)", "cosine", "mean cosine similarity over distinct pairs (uncentred)"),
         MetricInfo("dataset_entropy", entropy.dataset_entropy, "pooled", None, "O(N·D·m + m³), m = min(N, D)", "nats", "matrix entropy of the whole data set's pooled vectors (alpha = 1)"),
-        MetricInfo("dataset_entropy_normalized", entropy.dataset_entropy_normalized, "pooled", None, "O(N·D·m + m³), m = min(N, D)", "fraction", "dataset_entropy / log min(N, D)"),
-        MetricInfo("effective_rank", entropy.effective_rank, "pooled", None, "O(N·D·m + m³), m = min(N, D)", "directions", "exp(dataset_entropy): equally used directions"),
+        MetricInfo("dataset_entropy_normalized", entropy.dataset_entropy_normalized, "pooled", None, "O(N·D·m + m³), m = min(N, D)", "fraction",
+                   "dataset_entropy / log min(N, D)", derived_from="dataset_entropy", derive=lambda h, n, d: h / np.log(min(n, d))),
+        MetricInfo("effective_rank", entropy.effective_rank, "pooled", None, "O(N·D·m + m³), m = min(N, D)", "directions",
+                   "exp(dataset_entropy): equally used directions", derived_from="dataset_entropy", derive=lambda h, n, d: np.exp(h)),
         MetricInfo("intrinsic_dimension", geometry.intrinsic_dimension, "pooled", None, "O(N²·D)", "dimensions", "TwoNN estimate (Facco et al., 2017), duplicates dropped", min_texts=3),
         MetricInfo("prompt_entropy", entropy.prompt_entropy, "tokens", None, "O(T²·D + T³) per prompt", "nats",
                    "mean matrix entropy of each prompt's token states (alpha = 1)", per_prompt=entropy.prompt_entropies),
