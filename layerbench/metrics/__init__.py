@@ -34,6 +34,7 @@ __all__ = [
     "infonce",
     "intrinsic_dimension",
     "lidar",
+    "list_metrics",
     "matrix_entropy",
     "mean_curvature",
     "mean_norm",

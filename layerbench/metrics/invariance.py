@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from layerbench.metrics.arrays import chunk64, layer_chunks, per_layer, unit_rows, with_layer_axis
-from layerbench.metrics.entropy import gram_entropy, spectral_entropy
+from layerbench.metrics.entropy import gram_entropy
 
 
 def _paired(A: Any, B: Any, name: str) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -79,10 +79,7 @@ def lidar(views: Any, delta: float = 1e-4) -> float | np.ndarray:
         R = np.linalg.cholesky(S_w)
         M = np.linalg.solve(R, np.swapaxes(between, 1, 2))  # [l, D, N]
         gram = np.swapaxes(M, 1, 2) @ M if n <= d else M @ np.swapaxes(M, 1, 2)
-        eigenvalues = np.clip(np.linalg.eigvalsh(gram), 0.0, None)
-        total = eigenvalues.sum(axis=-1, keepdims=True)
-        p = np.divide(eigenvalues, total, out=np.zeros_like(eigenvalues), where=total > 0)
-        out[chunk] = np.exp(spectral_entropy(p, 1.0))
+        out[chunk] = np.exp(gram_entropy(gram, 1.0))  # p = λ / Σλ, the same normalization as any Gram entropy
     return per_layer(out, stacked)
 
 
