@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt requirements/packaged.txt
 
 demo: venv
 	$(BIN)/layerbench run --model sentence-transformers/all-MiniLM-L6-v2 --model smollm2-135m-q4 --suite default --output $(DEMO_OUTPUT)
-	@echo "Results: $(DEMO_OUTPUT)/<model>/metrics/<task>.parquet (label-free metrics), manifests in $(DEMO_OUTPUT)/<model>/runs/"
+	@echo "Results: $(DEMO_OUTPUT)/<model>/<task>.parquet (probe and mteb scores per layer), $(DEMO_OUTPUT)/<model>/metrics/<task>.parquet (label-free metrics), manifests in $(DEMO_OUTPUT)/<model>/runs/"
 
 test: venv
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python -m pytest
@@ -29,6 +29,7 @@ test: venv
 bench: venv
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_capture.py
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_metrics.py
+	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_mteb.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

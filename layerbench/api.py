@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from layerbench.capture import CaptureStats, capture_layers
-from layerbench.data import TextDataset, load_local, load_packaged
-from layerbench.data.augment import make_views
+from layerbench.data import TextDataset, load_task_data
+from layerbench.data.augment import make_views, noise_prefix
 from layerbench.data.dataset import sample_indices
 from layerbench.errors import UserError
 from layerbench.evaluators import get_evaluator
@@ -29,12 +29,15 @@ from layerbench.fingerprint import hash_value
 from layerbench.manifest import environment
 from layerbench.models import ModelHandle
 from layerbench.models.resolve import resolve_checkpoint
-from layerbench.models.loading import DTYPES, load_checkpoint, resolve_device
+from layerbench.models.loading import DTYPES, load_checkpoint, quantization_kwargs, resolve_device
 from layerbench.results import ResultStore, complete_rows, load_results
-from layerbench.specs import TaskSpec, get_suite, get_task
-from layerbench.specs.schema import PackagedSource
+from layerbench.specs import SuiteSpec, TaskSpec, get_suite, get_task
 
-__all__ = ["RunConfig", "RunSummary", "load_results", "resolve_tasks", "run"]
+__all__ = ["ROBUSTNESS", "RunConfig", "RunSummary", "load_results", "resolve_tasks", "run"]
+
+# Robustness variants of probe tasks (Jin et al. 2024), each adding rows with subset "<subset>+<variant>":
+# noise: a seeded random-letter prefix on every text; bfloat16 / int8: the model loaded in that precision.
+ROBUSTNESS = ("noise", "bfloat16", "int8")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class RunConfig:
     cache: bool = True
     metrics: tuple[str, ...] = ()
     metric_samples: int = 512
+    pooling: str | None = None
+    robustness: tuple[str, ...] = ()
 
 
 @dataclass
@@ -69,14 +74,32 @@ class RunSummary:
     manifests: list[Path] = field(default_factory=list)
 
 
-def resolve_tasks(tasks: list[str] | None, suite: str | None) -> tuple[list[TaskSpec], int | None]:
-    """Task specs named directly or by a suite, and the suite's example limit."""
+def resolve_tasks(tasks: list[str] | None, suite: str | None) -> tuple[list[TaskSpec], SuiteSpec | None]:
+    """Task specs named directly or by a suite (None: the ``default`` suite), and that suite.
+
+    A name ``mteb:NAME`` is any mteb task by its mteb name, run per layer
+    with mean pooling (mteb's built-in tasks need the network).
+    """
     if tasks and suite:
         raise UserError("give --tasks or --suite, not both")
     if tasks:
-        return [get_task(name) for name in tasks], None
+        return [task_spec(name) for name in tasks], None
     chosen = get_suite(suite or "default")
-    return [get_task(name) for name in chosen.tasks], chosen.limit
+    return [task_spec(name) for name in chosen.tasks], chosen
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The spec of a registered task, or an ad-hoc one for ``mteb:NAME``."""
+    return mteb_task_spec(name[5:]) if name.startswith("mteb:") else get_task(name)
+
+
+def mteb_task_spec(name: str) -> TaskSpec:
+    """An ad-hoc spec for the mteb task ``name`` (``--tasks mteb:NAME``): per-layer mteb, mean pooling, mteb's main score."""
+    if not name:
+        raise UserError("give an mteb task name after 'mteb:', e.g. --tasks mteb:STS12")
+    slug = "mteb-" + "".join(c if c.isalnum() or c in "._-" else "-" for c in name.lower())
+    return TaskSpec(name=slug, family="mteb", description=f"mteb task {name}, every layer", data={"source": "mteb", "task": name},
+                    pooling="mean", main_score="main_score")
 
 
 def seed_everything(seed: int) -> None:
@@ -86,17 +109,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def load_data(spec: TaskSpec) -> TextDataset:
-    source = spec.data
-    if isinstance(source, PackagedSource):
-        data = load_packaged(source.dataset, source.options)
-    else:
-        data = load_local(source.path, source.text_field, source.label_field)
-    if len(data) == 0:
-        raise UserError(f"task '{spec.name}': its data set is empty")
-    return data
 
 
 def task_config_hash(spec: TaskSpec, config: RunConfig, model: str, limit: int | None, part: str = "scores") -> str:
@@ -113,7 +125,10 @@ def task_config_hash(spec: TaskSpec, config: RunConfig, model: str, limit: int |
         "seed": config.seed,
         "dtype": config.dtype,
         "max_length": config.max_length,
+        "pooling": config.pooling,
     }
+    if part == "scores" and spec.family == "probe" and config.robustness:
+        identity["robustness"] = list(config.robustness)
     if part == "metrics":
         identity |= {"part": part, "metrics": list(config.metrics), "metric_samples": config.metric_samples, "metrics_version": METRICS_VERSION}
     return hash_value(identity)
@@ -129,53 +144,71 @@ def _run_task(
     run_id: str,
     stats: CaptureStats,
     prefix: str,
+    variant_handles: dict[str, ModelHandle],
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """Data -> one capture -> evaluator and metrics -> tidy rows per part, and the manifest record.
 
-    One capture serves both parts: the task's texts, the augmented views of
-    the metric sample, and the per-prompt kernels on that sample's token
-    states all go through the same batched forward passes.
+    One capture serves both parts: the task's texts, their noisy copies (the
+    ``noise`` robustness variant), the augmented views of the metric sample,
+    and the per-prompt kernels on that sample's token states all go through
+    the same batched forward passes. A precision variant is one more capture
+    of the task's texts with the model loaded in that precision.
     """
     began = time.perf_counter()
-    data = load_data(spec).subsample(config.limit, config.seed)
+    data = load_task_data(spec, config.limit, config.seed)
     t_data = time.perf_counter() - began
-    pooling = handle.default_pooling if spec.pooling == "model" else spec.pooling
+    pooling = config.pooling or (handle.default_pooling if spec.pooling == "model" else spec.pooling)
     with_metrics = "metrics" in parts
+    with_scores = "scores" in parts
+    variants = [v for v in config.robustness if spec.family == "probe"] if with_scores else []
+    noise_texts = [noise_prefix(text, config.seed) + text for text in data.texts] if "noise" in variants else []
     sample = sample_indices(len(data), config.metric_samples, config.seed).tolist() if with_metrics and plan.needs_sample else []
     n_views = plan.n_views if with_metrics and sample else 0
     view_texts = [v for views in make_views([data.texts[i] for i in sample], n_views, config.seed) for v in views] if n_views else []
     _log(
         f"{prefix}: {len(data)} texts, {pooling} pooling, {handle.n_layers + 1} layers"
+        + (f"; robustness variants {', '.join(variants)}" if variants else "")
         + (f"; metrics on {len(sample)} sampled texts, {n_views} augmented views each" if sample else "")
     )
     began = time.perf_counter()
     passes_before, kernel_seconds = stats.forward_passes, stats.per_prompt_seconds
+    max_length = config.max_length or spec.max_length
     captured = capture_layers(
         handle,
-        data.texts + view_texts,
+        data.texts + noise_texts + view_texts,
         pooling,
         config.batch_size,
-        config.max_length or spec.max_length,
+        max_length,
         cache=config.cache,
         stats=stats,
         per_prompt=plan.kernels if with_metrics else None,
         per_prompt_texts=sample,
     )
+    n = len(data)
+    states = {"clean": captured.pooled[:, :n]}
+    if noise_texts:
+        states["noise"] = captured.pooled[:, n : 2 * n]
+    for variant in variants:
+        if variant in variant_handles:
+            states[variant] = capture_layers(variant_handles[variant], data.texts, pooling, config.batch_size, max_length, cache=config.cache, stats=stats).pooled
     t_kernels = stats.per_prompt_seconds - kernel_seconds  # token metrics, computed inside the capture
     t_capture = time.perf_counter() - began - t_kernels
-    pooled = captured.pooled[:, : len(data)]
+    pooled = states["clean"]
     complete = dict(model=model_name, revision=config.revision, task=spec.name, subset=spec.subset, split=spec.split, n_layers=handle.n_layers, run_id=run_id)
     rows: dict[str, pd.DataFrame] = {}
     seconds = {"data": t_data, "capture": t_capture}
-    record: dict[str, Any] = {"family": spec.family, "version": spec.version, "pooling": pooling, "n": len(data), "data": data.provenance}
-    if "scores" in parts:
+    record: dict[str, Any] = {"family": spec.family, "version": spec.version, "pooling": pooling, "n": n, "data": data.provenance}
+    if with_scores:
         began = time.perf_counter()
-        rows["scores"] = complete_rows(get_evaluator(spec.family)(pooled, data, spec), **complete)
+        _log(f"{prefix}: {spec.family} evaluator on {handle.n_layers + 1} layers")
+        rows["scores"] = complete_rows(get_evaluator(spec.family)(states, data, spec, config.seed), **complete)
         seconds["evaluate"] = time.perf_counter() - began
+        if variants:
+            record["robustness"] = variants
     if with_metrics:
         began = time.perf_counter()
         _log(f"{prefix}: {len(plan.metrics)} label-free metrics")
-        views = captured.pooled[:, len(data) :].reshape(pooled.shape[0], len(sample), n_views, -1) if n_views else None
+        views = captured.pooled[:, n + len(noise_texts) :].reshape(pooled.shape[0], len(sample), n_views, -1) if n_views else None
         metric_rows, notes = evaluate_metrics(plan, pooled, captured.per_prompt, views)
         rows["metrics"] = complete_rows(metric_rows, **complete)
         seconds["metrics"] = time.perf_counter() - began + t_kernels
@@ -224,14 +257,22 @@ def run(
     overwrite: bool = False,
     cache: bool = True,
     metrics: list[str] | None = None,
-    metric_samples: int = 512,
+    metric_samples: int | None = None,
+    pooling: str | None = None,
+    robustness: list[str] | None = None,
 ) -> RunSummary:
     """Run tasks on models and write tidy rows and a manifest per model under ``output``.
 
     Every task gets its evaluator's scores (label-free tasks have none) and
     the label-free metric suite: ``metrics`` names the metrics (None: all
     registered, ``[]``: none); token and view metrics read a seeded sample of
-    at most ``metric_samples`` texts per task.
+    at most ``metric_samples`` texts per task (None: the suite's choice, else 512).
+
+    ``pooling`` overrides every task's pooling (``mean``, ``last``, ``cls``).
+    ``robustness`` names variants of probe tasks that add rows (see
+    :data:`ROBUSTNESS`): ``noise`` captures every text again behind a seeded
+    random-letter prefix; ``bfloat16`` and ``int8`` load the model again in
+    that precision and capture the task's texts with it.
 
     A (model, task) part whose results already exist with the same config is
     skipped, so an interrupted run resumes where it stopped; existing results
@@ -246,17 +287,33 @@ def run(
         raise UserError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
     if limit is not None and limit < 2:
         raise UserError(f"--limit must be at least 2 examples, got {limit}")
-    if metric_samples < 2:
+    if metric_samples is not None and metric_samples < 2:
         raise UserError(f"--metric-samples must be at least 2 texts, got {metric_samples}")
+    if pooling is not None and pooling not in ("mean", "last", "cls"):
+        raise UserError(f"unknown pooling '{pooling}'; use mean, last or cls")
+    robustness = list(dict.fromkeys(robustness or []))
+    unknown = [v for v in robustness if v not in ROBUSTNESS]
+    if unknown:
+        raise UserError(f"unknown robustness variant(s) {', '.join(unknown)}; use {', '.join(ROBUSTNESS)}")
+    if "int8" in robustness:
+        quantization_kwargs("int8", resolve_device(device))  # no bitsandbytes or no GPU fails here, before any work
     plan = MetricPlan.from_names(metrics)
-    specs, suite_limit = resolve_tasks(tasks, suite)
+    specs, chosen_suite = resolve_tasks(tasks, suite)
     evaluators = {spec.name: get_evaluator(spec.family) for spec in specs}
+    for spec in specs:
+        if spec.data.source == "mteb":  # an unknown mteb name fails here, before any model loads
+            from layerbench.data.mteb_tasks import check_mteb_task
+
+            check_mteb_task(spec.data.task)
     if not plan.metrics and all(e is None for e in evaluators.values()):
         raise UserError("nothing to run: every chosen task is label-free and --no-metrics (or an empty --metrics) turns the metrics off")
-    limit = limit if limit is not None else suite_limit
+    if limit is None and chosen_suite is not None:
+        limit = chosen_suite.limit
+    if metric_samples is None:
+        metric_samples = (chosen_suite.metric_samples if chosen_suite is not None else None) or 512
     config = RunConfig(
         tuple(models), tuple(s.name for s in specs), str(output), revision, limit, seed, device, dtype, device_map,
-        batch_size, max_length, overwrite, cache, tuple(plan.names), metric_samples,
+        batch_size, max_length, overwrite, cache, tuple(plan.names), metric_samples, pooling, tuple(robustness),
     )
     store = ResultStore(output)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
@@ -267,6 +324,7 @@ def run(
 
     for m_index, model in enumerate(models, 1):
         handle: ModelHandle | None = None
+        variant_handles: dict[str, ModelHandle] = {}
         stats = CaptureStats()
         timings: dict[str, float] = {}
         task_records: dict[str, Any] = {}
@@ -286,7 +344,14 @@ def run(
                 _log(f"{prefix}: loading model")
                 handle = load_checkpoint(checkpoints[model], device=device, dtype=dtype, device_map=device_map)
                 timings["load_model"] = time.perf_counter() - began
-            rows, record = _run_task(handle, spec, config, plan, parts, stored_name, run_id, stats, prefix)
+            if spec.family == "probe" and "scores" in parts:
+                for variant in set(robustness) & {"bfloat16", "int8"} - set(variant_handles):
+                    _log(f"{prefix}: loading model again in {variant} (robustness variant)")
+                    variant_handles[variant] = load_checkpoint(
+                        checkpoints[model], device=device, device_map=device_map,
+                        dtype="bfloat16" if variant == "bfloat16" else "float16", quantization="int8" if variant == "int8" else None,
+                    )
+            rows, record = _run_task(handle, spec, config, plan, parts, stored_name, run_id, stats, prefix, variant_handles)
             for part, frame in rows.items():
                 store.write_task(frame, stored_name, revision, spec.name, hashes[part], part)
             task_records[spec.name] = {"config_hashes": {part: hashes[part] for part in parts}, **record}

@@ -58,11 +58,18 @@ def app() -> None:
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the activation cache.")
 @click.option("--metrics", "metrics", multiple=True, help="Comma-separated label-free metrics to compute on every task (default: all; see `layerbench list metrics`).")
 @click.option("--no-metrics", is_flag=True, help="Compute no label-free metrics (only the tasks' own scores).")
-@click.option("--metric-samples", type=click.IntRange(min=2), default=512, show_default=True,
-              help="Texts per task that token metrics (prompt entropy, curvature) and view metrics (InfoNCE, DiME, LiDAR) read.")
+@click.option("--metric-samples", type=click.IntRange(min=2), default=None,
+              help="Texts per task that token metrics (prompt entropy, curvature) and view metrics (InfoNCE, DiME, LiDAR) read [default: the suite's, else 512].")
+@click.option("--pooling", type=click.Choice(["mean", "last", "cls"]), default=None, help="Pool every task this way (default: each task's own).")
+@click.option("--robustness", "robustness", multiple=True,
+              help="Comma-separated robustness variants of probe tasks, each adding rows: noise, bfloat16, int8 (needs bitsandbytes and a GPU).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def run(models, revision, tasks, suite, output, limit, seed, device, dtype, device_map, batch_size, max_length, overwrite, no_cache, metrics, no_metrics, metric_samples, quiet) -> None:
-    """Run tasks on models; write tidy rows and a manifest per model under --output."""
+def run(models, revision, tasks, suite, output, limit, seed, device, dtype, device_map, batch_size, max_length, overwrite, no_cache, metrics, no_metrics,
+        metric_samples, pooling, robustness, quiet) -> None:
+    """Run tasks on models; write tidy rows and a manifest per model under --output.
+
+    --tasks takes task names (`layerbench list tasks`) and mteb:NAME for any mteb task (those need the network).
+    """
     if metrics and no_metrics:
         raise click.UsageError("give --metrics or --no-metrics, not both")
     if quiet:
@@ -86,6 +93,8 @@ def run(models, revision, tasks, suite, output, limit, seed, device, dtype, devi
         cache=not no_cache,
         metrics=[] if no_metrics else (_split(metrics) or None),
         metric_samples=metric_samples,
+        pooling=pooling,
+        robustness=_split(robustness),
     )
     done = sum(s == "done" for per in summary.status.values() for s in per.values())
     skipped = sum(s == "skipped" for per in summary.status.values() for s in per.values())
@@ -108,17 +117,41 @@ def list_models() -> None:
         click.echo(f"{entry.name}{aliases}\n    {entry.notes}")
 
 
+def _source_name(spec) -> str:
+    data = spec.data
+    return f"{data.source}:" + str(next(getattr(data, f) for f in ("dataset", "generator", "task", "path", "url") if hasattr(data, f)))
+
+
 @list_.command(name="tasks")
-def list_tasks() -> None:
-    """Tasks and suites: name, family, data source."""
+@click.option("--family", default=None, help="Only tasks of this family (probe, mteb, label-free).")
+def list_tasks(family) -> None:
+    """Tasks and suites: name, family, size (items evaluated) and data source."""
+    from layerbench.data import task_size
     from layerbench.specs import all_suites, all_tasks
 
+    click.echo(f"{'task':36} {'family':10} {'size':>7}  source")
     for spec in all_tasks().values():
-        source = getattr(spec.data, "dataset", None) or getattr(spec.data, "path", "")
-        click.echo(f"{spec.name:28} {spec.family:22} {spec.data.source}:{source}  {spec.description}")
+        if family and spec.family != family:
+            continue
+        click.echo(f"{spec.name:36} {spec.family:10} {task_size(spec):>7}  {_source_name(spec)}")
+    click.echo("")
     for suite in all_suites().values():
-        limit = f", {suite.limit} examples each" if suite.limit else ""
-        click.echo(f"suite {suite.name:22} {', '.join(suite.tasks)}{limit}")
+        extra = [f"{suite.limit} examples each" if suite.limit else "", "needs the network" if suite.needs_network else ""]
+        click.echo(f"suite {suite.name:20} {len(suite.tasks):3} tasks{''.join(f'; {e}' for e in extra if e)}: {', '.join(suite.tasks)}")
+
+
+@app.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+def validate(paths) -> None:
+    """Check task and suite specs (files, or folders of them with their suites/); exit 2 if any is malformed."""
+    from layerbench.specs import validate_path
+
+    problems = [problem for path in paths for _, problem in validate_path(path)]
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if problems:
+        raise UserError(f"{len(problems)} malformed spec(s)")
+    click.echo(f"all specs valid: {', '.join(paths)}")
 
 
 @list_.command(name="metrics")

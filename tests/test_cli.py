@@ -37,7 +37,12 @@ def error_lines(err: str) -> list[str]:
         (["run", "--model", "minilm-l6", "--batch-size", "zero"], "'zero' is not a positive integer or 'auto'"),
         (["run", "--model", "minilm-l6", "--limit", "1"], "1 is not in the range x>=2"),
         (["run", "--model", "minilm-l6", "--metrics", "anisotropy,entropy9"], "unknown metric 'entropy9'"),
-        (["run", "--model", "minilm-l6", "--no-metrics"], "nothing to run: every chosen task is label-free"),
+        (["run", "--model", "minilm-l6", "--tasks", "bbc-news-layer-stats", "--no-metrics"], "nothing to run: every chosen task is label-free"),
+        (["run", "--model", "minilm-l6", "--robustness", "noise,fp4"], "unknown robustness variant(s) fp4"),
+        (["run", "--model", "minilm-l6", "--robustness", "int8"], "int8 needs the bitsandbytes package and a CUDA GPU"),
+        (["run", "--model", "minilm-l6", "--pooling", "max"], "'max' is not one of"),
+        (["run", "--model", "minilm-l6", "--tasks", "mteb:NoSuchMtebTask"], "unknown mteb task 'NoSuchMtebTask'"),
+        (["validate", "no/such/folder"], "'no/such/folder' does not exist"),
         (["run", "--model", "minilm-l6", "--no-metrics", "--metrics", "anisotropy"], "give --metrics or --no-metrics, not both"),
         (["run", "--model", "minilm-l6", "--metric-samples", "1"], "1 is not in the range x>=2"),
         (["run"], "Missing option '--model'"),
@@ -69,6 +74,11 @@ def test_list_commands(capsys):
     assert code == 0 and "smollm2-135m-q4" in out and "sentence-transformers/all-MiniLM-L6-v2" in out
     code, out, _ = run_cli(capsys, "list", "tasks")
     assert code == 0 and "bbc-news-layer-stats" in out and "suite quick" in out
+    sizes = {line.split()[0]: line.split()[2] for line in out.splitlines() if line.startswith(("concept-", "mteb-", "jin2024-"))}
+    assert sizes["concept-capitals"] == "498" and sizes["mteb-lee-sts"] == "1225" and sizes["jin2024-cities"] == "network"
+    assert sum(name.startswith("concept-") for name in sizes) == 9 and sum(name.startswith("jin2024-") for name in sizes) == 9
+    code, out, _ = run_cli(capsys, "validate", str(Path(__file__).resolve().parents[1] / "tasks"))
+    assert code == 0 and "all specs valid" in out
     code, out, _ = run_cli(capsys, "list", "metrics")
     assert code == 0 and "anisotropy" in out and "descriptive" in out
     code, out, _ = run_cli(capsys, "run", "--help")
@@ -80,17 +90,26 @@ def test_quick_suite_on_both_packaged_models_then_resume_and_overwrite(capsys, t
     out_dir = tmp_path / "results"
     code, out, err = run_cli(capsys, "run", "-m", "minilm-l6", "-m", "smollm2-135m-q4", "--suite", "quick", "-o", str(out_dir), "--quiet")
     assert code == 0, err
-    assert "2 task(s) run" in out
+    assert "6 task(s) run" in out
     df = load_results(out_dir)
     assert set(df["model"]) == {"sentence-transformers/all-MiniLM-L6-v2", "smollm2-135m-q4"}
-    per_model = df.groupby("model").size().to_dict()
+    assert set(df["task"]) == {"bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts"}
     n_metrics = len(list_metrics())
-    assert per_model == {"sentence-transformers/all-MiniLM-L6-v2": n_metrics * 7, "smollm2-135m-q4": n_metrics * 31}
+    label_free = df[df.metric.isin([m.name for m in list_metrics()])]
+    assert label_free.groupby("model").size().to_dict() == {"sentence-transformers/all-MiniLM-L6-v2": 3 * n_metrics * 7, "smollm2-135m-q4": 3 * n_metrics * 31}
     assert (out_dir / "smollm2-135m-q4" / "metrics" / "bbc-news-layer-stats.parquet").is_file()
-    whole_set = df[df.metric.isin([m.name for m in list_metrics() if m.input_kind != "tokens"])]
-    assert (whole_set["n"] == 64).all() and df["depth"].between(0, 1).all()
-    tokens = df[df.metric == "prompt_entropy"]
-    assert tokens["n"].between(60, 64).all() and (tokens["stderr"] > 0).all()  # a few headlines may be one token
+    assert (out_dir / "smollm2-135m-q4" / "concept-capitals.parquet").is_file() and (out_dir / "smollm2-135m-q4" / "mteb-lee-sts.parquet").is_file()
+    headlines = label_free[label_free.task == "bbc-news-layer-stats"]
+    whole_set = headlines[headlines.metric.isin([m.name for m in list_metrics() if m.input_kind != "tokens"])]
+    assert (whole_set["n"] == 64).all() and df[df.layer >= 0]["depth"].between(0, 1).all()
+    tokens = headlines[headlines.metric == "prompt_entropy"]
+    assert (tokens["n"] == 32).all() and (tokens["stderr"] > 0).all()  # the quick suite's metric_samples
+    probe = df[(df.task == "concept-capitals") & (df.metric == "accuracy")]
+    assert len(probe) == 7 + 31 and probe["value"].between(0, 1).all() and (probe["stderr"] > 0).all()
+    summary = df[(df.task == "concept-capitals") & (df.layer == -1)]
+    assert set(summary.metric) >= {"peak_layer", "peak_depth", "jumping_layer", "converging_layer", "converging_depth"} and summary["depth"].isna().all()
+    lee = df[(df.task == "mteb-lee-sts") & (df.metric == "main_score")]
+    assert len(lee) == 7 + 31 and lee["value"].between(-1, 1).all()
     assert df[(df.metric == "anisotropy")]["value"].between(-1, 1).all()
     assert df[df.metric == "dataset_entropy_normalized"]["value"].between(0, 1).all()
     assert df[df.metric == "curvature"]["value"].between(0, np.pi).all()
@@ -105,7 +124,7 @@ def test_quick_suite_on_both_packaged_models_then_resume_and_overwrite(capsys, t
     # The same config again, the model named by its full name this time:
     # every task is skipped and no forward pass runs.
     code, out, _ = run_cli(capsys, "run", "-m", "sentence-transformers/all-MiniLM-L6-v2", "--suite", "quick", "-o", str(out_dir), "--quiet")
-    assert code == 0 and "0 task(s) run, 1 skipped, 0 forward passes" in out
+    assert code == 0 and "0 task(s) run, 3 skipped, 0 forward passes" in out
 
     # Another config over existing results is refused, and the results survive.
     before = (out_dir / "sentence-transformers__all-MiniLM-L6-v2" / "metrics" / "bbc-news-layer-stats.parquet").read_bytes()
@@ -113,8 +132,9 @@ def test_quick_suite_on_both_packaged_models_then_resume_and_overwrite(capsys, t
     assert code == 2 and "from another config; pass --overwrite" in err
     assert (out_dir / "sentence-transformers__all-MiniLM-L6-v2" / "metrics" / "bbc-news-layer-stats.parquet").read_bytes() == before
     code, out, _ = run_cli(capsys, "run", "-m", "minilm-l6", "--suite", "quick", "--limit", "32", "-o", str(out_dir), "--overwrite", "--quiet")
-    assert code == 0 and "1 task(s) run" in out
-    assert (load_results(out_dir / "sentence-transformers__all-MiniLM-L6-v2")["n"] == 32).all()
+    assert code == 0 and "3 task(s) run" in out
+    redone = load_results(out_dir / "sentence-transformers__all-MiniLM-L6-v2")
+    assert (redone[redone.task != "mteb-lee-sts"]["n"] == 32).all()
 
 
 def write_task(folder: Path, name: str, data_path: str) -> None:
@@ -158,9 +178,13 @@ def test_empty_data_is_a_user_error(capsys, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "body, message",
     [
-        ("name: x\nfamily: representation-stats\n", "field 'description': Field required"),
-        ("name: Bad Name\nfamily: f\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nmetrics: [a]\nmain_score: a\n", "field 'name': String should match pattern"),
-        ("name: x\nfamily: f\ndescription: d\ndata: {source: ftp, path: p}\nmetrics: [a]\nmain_score: a\n", "field 'data'"),
+        ("name: x\nfamily: probe\n", "field 'description': Field required"),
+        ("name: Bad Name\nfamily: probe\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nmetrics: [a]\nmain_score: a\n", "field 'name': String should match pattern"),
+        ("name: x\nfamily: probe\ndescription: d\ndata: {source: ftp, path: p}\nmetrics: [a]\nmain_score: a\n", "field 'data'"),
+        ("name: x\nfamily: probing\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nmain_score: a\n", "field 'family': Input should be 'probe', 'mteb' or 'label-free'"),
+        ("name: x\nfamily: probe\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nevaluator: {protocol: loo}\nmain_score: a\n", "field 'evaluator.protocol': Input should be 'cv' or 'jin2024'"),
+        ("name: x\nfamily: probe\ndescription: d\ndata: {source: hub, path: imdb}\nmain_score: a\n", "field 'data.hub.revision': Field required"),
+        ("name: x\nfamily: mteb\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nmain_score: a\n", "field 'data.source': an mteb task reads an mteb task"),
         ("- just\n- a list\n", "expected a mapping of fields"),
         ("name: [unclosed\n", "not valid YAML"),
     ],
@@ -203,3 +227,40 @@ def test_chosen_metrics_their_sample_and_a_changed_choice(capsys, tmp_path, monk
     assert record["metrics"]["sampled_texts"] == 8 and record["metrics"]["views_per_text"] == 8
     # The only extra forward passes are the 8 x 8 views (a few may repeat); token metrics ride on the pass.
     assert 40 < manifest["capture"]["texts_computed"] <= 40 + 64
+
+
+def test_validate_reports_every_bad_spec_and_exits_2(capsys, tmp_path):
+    (tmp_path / "good.yaml").write_text("name: good\nfamily: probe\ndescription: d\ndata: {source: generator, generator: coinflip}\nmain_score: accuracy\n")
+    (tmp_path / "bad.yaml").write_text("name: bad\nfamily: probe\ndescription: d\ndata: {source: generator, generator: coinflip}\nevaluator: {folds: 1}\nmain_score: accuracy\n")
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "mine.yaml").write_text("name: mine\ndescription: d\ntasks: [good, bad, missing-task]\n")
+    code, out, err = run_cli(capsys, "validate", str(tmp_path))
+    assert code == 2
+    lines = error_lines(err)
+    assert any("bad.yaml: field 'evaluator.folds'" in line for line in lines)
+    assert any("mine.yaml: field 'tasks': unknown task(s) bad, missing-task" in line for line in lines)
+    assert lines[-1] == "error: 2 malformed spec(s)"
+    code, out, _ = run_cli(capsys, "validate", str(tmp_path / "good.yaml"))
+    assert code == 0
+
+
+def test_a_task_added_as_a_file_runs_with_no_code_change(capsys, tmp_path, monkeypatch):
+    """A user's own probe task: a local CSV and a YAML spec with a prompt template; the noise variant adds rows."""
+    rows = ["text,label"] + [f"the number {i} is {'even' if i % 2 == 0 else 'odd'},{'even' if i % 2 == 0 else 'odd'}" for i in range(40)]
+    (tmp_path / "parity.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "parity.yaml").write_text(
+        "name: parity\nfamily: probe\ndescription: parity words\n"
+        "data: {source: local, path: parity.csv, label_field: label}\nlabels: [odd, even]\n"
+        "prompt: 'Claim: {text}'\npooling: mean\nevaluator: {folds: 4}\nmain_score: accuracy\n"
+    )
+    monkeypatch.setenv("LAYERBENCH_TASKS", str(tmp_path))
+    out_dir = tmp_path / "results"
+    code, out, err = run_cli(capsys, "run", "-m", "minilm-l6", "--tasks", "parity", "--no-metrics", "--robustness", "noise", "-o", str(out_dir), "-q")
+    assert code == 0, err
+    df = load_results(out_dir)
+    assert set(df["subset"]) == {"default", "default+noise"}
+    accuracy = df[(df.metric == "accuracy") & (df.subset == "default")].sort_values("layer")["value"].to_numpy()
+    assert len(accuracy) == 7 and accuracy.max() > 0.9  # the label word is in the text: every layer can read it
+    manifest = json.loads(next(out_dir.glob("*/runs/*.json")).read_text())
+    assert manifest["capture"]["texts_computed"] == 80  # 40 texts and their 40 noisy copies, one pass
+    assert manifest["tasks"]["parity"]["data"]["source"] == "local"

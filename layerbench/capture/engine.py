@@ -251,7 +251,8 @@ def capture_layers(
     store = None
     if cache:
         store = ActivationCache(Path(cache) if not isinstance(cache, bool) else cache_dir() / "activations")
-    prefix = key_prefix(handle.checkpoint.fingerprint, handle.tokenizer_fingerprint, length, str(handle.dtype))
+    numerics = str(handle.dtype) + (f"+{handle.quantization}" if handle.quantization else "")
+    prefix = key_prefix(handle.checkpoint.fingerprint, handle.tokenizer_fingerprint, length, numerics)
     kernel_tags = {name: f"per-prompt:v{PER_PROMPT_VERSION}:{name}" for name in kernels}
 
     out = np.empty((handle.n_layers + 1, len(texts), handle.hidden_size), dtype=np.float32)

@@ -98,3 +98,14 @@ def make_views(texts: Sequence[str], n_views: int, seed: int = 0, rate: float = 
         raise ValueError(f"n_views must be at least 1, got {n_views}")
     view_seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_views)]
     return [[augment(text, view_seed, rate) for view_seed in view_seeds] for text in texts]
+
+
+def noise_prefix(text: str, seed: int) -> str:
+    """The input-noise prefix of Jin et al. (2024): one letter, ``a`` or ``b`` at random, three times (``"aaa"``).
+
+    The authors draw it with an unseeded ``np.random.choice(2)`` per text;
+    here it depends only on (seed, text), so a run is repeatable. It is glued
+    to the text with no space, as in their code.
+    """
+    letter = "ab"[int(np.random.default_rng([seed, _text_seed(text)]).integers(2))]
+    return letter * 3

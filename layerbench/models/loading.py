@@ -46,6 +46,7 @@ class ModelHandle:
     checkpoint: Checkpoint
     is_causal: bool
     device_map: str | None = None
+    quantization: str | None = None
 
     @property
     def n_layers(self) -> int:
@@ -180,8 +181,13 @@ def load_model(
     return load_checkpoint(resolve_checkpoint(name, revision), device, dtype, device_map)
 
 
-def load_checkpoint(checkpoint: Checkpoint, device: str = "auto", dtype: str = "auto", device_map: str | None = None) -> ModelHandle:
-    """Load an already resolved checkpoint (see :func:`load_model` for the arguments)."""
+def load_checkpoint(checkpoint: Checkpoint, device: str = "auto", dtype: str = "auto", device_map: str | None = None,
+                    quantization: str | None = None) -> ModelHandle:
+    """Load an already resolved checkpoint (see :func:`load_model` for the arguments).
+
+    ``quantization="int8"`` loads the linear layers in 8 bits with
+    bitsandbytes (LLM.int8(); needs the package and a CUDA GPU).
+    """
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -197,12 +203,16 @@ def load_checkpoint(checkpoint: Checkpoint, device: str = "auto", dtype: str = "
     if device_map is None:
         _check_fits(checkpoint, torch_dtype, checkpoint_dtype, torch_device)
 
+    extra: dict[str, Any] = {}
+    if quantization is not None:
+        extra = quantization_kwargs(quantization, torch_device)
+        device_map = device_map or "auto"
     is_causal = _is_causal(config)
     auto_class = AutoModelForCausalLM if is_causal else AutoModel
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if device_map is not None:
-            model = auto_class.from_pretrained(checkpoint.path, dtype=torch_dtype, device_map=device_map)
+            model = auto_class.from_pretrained(checkpoint.path, dtype=torch_dtype, device_map=device_map, **extra)
             torch_device = model.get_input_embeddings().weight.device
         else:
             model = auto_class.from_pretrained(checkpoint.path, dtype=torch_dtype).to(torch_device)
@@ -222,4 +232,18 @@ def load_checkpoint(checkpoint: Checkpoint, device: str = "auto", dtype: str = "
         checkpoint=checkpoint,
         is_causal=is_causal,
         device_map=device_map,
+        quantization=quantization,
     )
+
+
+def quantization_kwargs(quantization: str, device: torch.device) -> dict[str, Any]:
+    """``from_pretrained`` arguments for ``quantization``; a missing package or GPU is a :class:`UserError`."""
+    if quantization != "int8":
+        raise UserError(f"unknown quantization '{quantization}'; use 'int8'")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None or device.type != "cuda":
+        raise UserError("int8 needs the bitsandbytes package and a CUDA GPU (pip install bitsandbytes; --device cuda)")
+    from transformers import BitsAndBytesConfig
+
+    return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}

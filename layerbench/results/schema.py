@@ -39,7 +39,8 @@ def complete_rows(
     """An evaluator's ``metric, layer, value, stderr, n, higher_is_better`` rows made tidy.
 
     Adds the identifying columns and ``depth = layer / n_layers`` (0 for the
-    embedding output, 1 for the last block), and fixes the column order and dtypes.
+    embedding output, 1 for the last block; NaN for summary rows, whose
+    ``layer`` is -1), and fixes the column order and dtypes.
     """
     frame = scores.copy()
     frame["model"] = model
@@ -48,7 +49,7 @@ def complete_rows(
     frame["subset"] = frame["subset"] if "subset" in frame else subset
     frame["split"] = frame["split"] if "split" in frame else split
     frame["n_layers"] = n_layers
-    frame["depth"] = frame["layer"] / n_layers
+    frame["depth"] = (frame["layer"] / n_layers).where(frame["layer"] >= 0)  # layer -1: a summary of all layers
     frame["run_id"] = run_id
     return conform(frame)
 

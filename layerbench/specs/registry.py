@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from layerbench.errors import UserError
-from layerbench.specs.schema import SuiteSpec, TaskSpec
+from layerbench.specs.schema import FAMILY_SETTINGS, SuiteSpec, TaskSpec
 
 BUILTIN_TASKS = Path(__file__).resolve().parents[2] / "tasks"
 
@@ -24,20 +24,27 @@ def task_dirs() -> list[Path]:
     return [d for d in [*extra, BUILTIN_TASKS] if d.is_dir()]
 
 
+def _field_error(path: Path, exc: ValidationError, prefix: str = "") -> UserError:
+    """The first problem of ``exc`` as one line: file, dotted field, what is expected."""
+    err = exc.errors()[0]
+    where = ".".join([prefix] * bool(prefix) + [str(p) for p in err["loc"]]) or "(top level)"
+    return UserError(f"{path}: field '{where}': {err['msg']}")
+
+
 def _parse(path: Path, model: type[BaseModel]) -> BaseModel:
     """``path`` validated as ``model``; any problem is one line naming file, field and expectation."""
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise UserError(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', None) or str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of fields, got {type(raw).__name__}")
     try:
         return model(**raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise UserError(f"{path}: field '{where}': {err['msg']}") from None
+        raise _field_error(path, exc) from None
 
 
 def load_task_file(path: str | Path) -> TaskSpec:
@@ -45,6 +52,14 @@ def load_task_file(path: str | Path) -> TaskSpec:
     path = Path(path)
     spec = _parse(path, TaskSpec)
     assert isinstance(spec, TaskSpec)
+    try:
+        FAMILY_SETTINGS[spec.family](**spec.evaluator)
+    except ValidationError as exc:
+        raise _field_error(path, exc, "evaluator") from None
+    if spec.family == "mteb" and spec.data.source != "mteb":
+        raise UserError(f"{path}: field 'data.source': an mteb task reads an mteb task (source: mteb), not '{spec.data.source}'")
+    if spec.data.source == "mteb" and spec.prompt != "{text}":
+        raise UserError(f"{path}: field 'prompt': mteb tasks take no template (mteb builds their texts); remove it")
     if spec.data.source == "local" and not Path(spec.data.path).expanduser().is_absolute():
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": str(path.parent / spec.data.path)})})
     return spec
@@ -65,10 +80,55 @@ def all_suites() -> dict[str, SuiteSpec]:
     found: dict[str, SuiteSpec] = {}
     for folder in task_dirs():
         for path in sorted((folder / "suites").glob("*.yaml")):
-            suite = _parse(path, SuiteSpec)
-            assert isinstance(suite, SuiteSpec)
+            suite = load_suite_file(path)
             found.setdefault(suite.name, suite)
     return found
+
+
+def load_suite_file(path: str | Path) -> SuiteSpec:
+    """Parse one suite spec file."""
+    suite = _parse(Path(path), SuiteSpec)
+    assert isinstance(suite, SuiteSpec)
+    return suite
+
+
+def validate_path(path: str | Path) -> list[tuple[Path, str]]:
+    """Check every spec at ``path`` (a task or suite file, or a folder of them and its ``suites/``).
+
+    Returns:
+        ``(file, problem)`` pairs, one per bad file (empty: all good). A
+        suite naming a task that neither ``path`` nor the registry holds is a problem.
+
+    Raises:
+        UserError: ``path`` does not exist or holds no ``.yaml`` file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"'{path}' does not exist; give a task spec (.yaml) or a folder of them")
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(path.glob("*.yaml")) + sorted((path / "suites").glob("*.yaml"))
+    if not files:
+        raise UserError(f"no .yaml specs in '{path}'")
+    problems: list[tuple[Path, str]] = []
+    tasks: dict[str, TaskSpec] = {}
+    suites: list[tuple[Path, SuiteSpec]] = []
+    for file in files:
+        try:
+            if file.parent.name == "suites":
+                suites.append((file, load_suite_file(file)))
+            else:
+                spec = load_task_file(file)
+                tasks[spec.name] = spec
+        except UserError as exc:
+            problems.append((file, str(exc)))
+    known = set(tasks) | set(all_tasks()) if suites else set()
+    for file, suite in suites:
+        unknown = [name for name in suite.tasks if name not in known and not name.startswith("mteb:")]
+        if unknown:
+            problems.append((file, f"{file}: field 'tasks': unknown task(s) {', '.join(unknown)}"))
+    return problems
 
 
 def get_task(name: str) -> TaskSpec:

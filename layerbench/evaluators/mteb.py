@@ -1,0 +1,106 @@
+"""MTEB per layer (Skean et al. 2025): how good is each layer as a text embedding, scored by mteb's own evaluators.
+
+The runner captures every text the task encodes once, all layers from one
+forward pass (the data loader found the texts with a recording run). Here a
+:class:`LayerEncoder` hands mteb layer l's rows of that capture, and mteb
+evaluates it as it would any model, so the scores are mteb's. L+1 layers
+cost L+1 mteb evaluations (classifiers, k-means, ranking) and no forward pass.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from layerbench.data.dataset import TextDataset
+from layerbench.data.mteb_tasks import model_meta, run_mteb
+from layerbench.errors import UserError
+from layerbench.specs.schema import TaskSpec
+
+# Fields of mteb's score dicts that are not scores.
+_NOT_SCORES = {"hf_subset", "languages", "mteb_version", "evaluation_time", "scores_per_experiment"}
+
+
+def layer_encoder(pooled: np.ndarray, texts: list[str], normalize: bool = False) -> Any:
+    """An mteb encoder serving captured states.
+
+    Args:
+        pooled: ``[L+1, N, D]`` pooled states of ``texts``.
+        texts: the N texts, in the capture's order.
+        normalize: L2-normalize rows before mteb sees them (mteb's cosine scores are unchanged by it; classifiers are not).
+
+    Set ``encoder.layer`` before each evaluation.
+    """
+    from mteb.models.abs_encoder import AbsEncoder
+
+    index = {text: i for i, text in enumerate(texts)}
+
+    class LayerEncoder(AbsEncoder):
+        def __init__(self) -> None:
+            self.layer = pooled.shape[0] - 1
+            self.mteb_model_meta = model_meta("layer-encoder")
+
+        def encode(self, inputs: Any, *, task_metadata: Any, hf_split: str, hf_subset: str, prompt_type: Any = None, **kwargs: Any) -> np.ndarray:
+            asked = [text for batch in inputs for text in batch["text"]]
+            try:
+                rows = pooled[self.layer, [index[text] for text in asked]]
+            except KeyError as exc:  # mteb asked for a text the recording run did not see
+                raise RuntimeError(f"mteb asked for a text outside the capture: {str(exc)[:80]}") from None
+            rows = rows.astype(np.float32)
+            if normalize:
+                rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+            return rows
+
+    return LayerEncoder()
+
+
+def score_rows(scores: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """mteb's ``TaskResult.scores`` as rows ``subset, split, metric, value, stderr``.
+
+    Every numeric score becomes its own metric (nested dicts joined with
+    dots); ``main_score`` is mteb's headline score. A score reported per
+    experiment (classification) gets the standard error over experiments.
+    """
+    rows = []
+    for split, entries in scores.items():
+        for entry in entries:
+            experiments = entry.get("scores_per_experiment") or []
+            for name, value in _flatten(entry):
+                spread = [e.get(name) for e in experiments if isinstance(e, dict) and isinstance(e.get(name), (int, float))]
+                stderr = float(np.std(spread, ddof=1) / math.sqrt(len(spread))) if len(spread) > 1 else float("nan")
+                rows.append(dict(subset=entry.get("hf_subset", "default"), split=split, metric=name, value=float(value), stderr=stderr))
+    return rows
+
+
+def _flatten(entry: Mapping[str, Any], prefix: str = "") -> list[tuple[str, float]]:
+    out = []
+    for key, value in entry.items():
+        if key in _NOT_SCORES:
+            continue
+        if isinstance(value, Mapping):
+            out += _flatten(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None and not math.isnan(value):
+            out.append((f"{prefix}{key}", float(value)))
+    return out
+
+
+def evaluate_mteb(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int = 0) -> pd.DataFrame:
+    """mteb's scores of every layer: rows ``subset, split, metric, layer, value, stderr, n, higher_is_better``."""
+    task = data.payload
+    if task is None:
+        raise UserError(f"task '{spec.name}': an mteb task needs data from an mteb source")
+    settings = spec.settings
+    pooled = states["clean"]
+    encoder = layer_encoder(pooled, data.texts, settings.normalize)
+    rows = []
+    for layer in range(pooled.shape[0]):
+        encoder.layer = layer
+        result = run_mteb(encoder, task, settings.eval_splits)
+        for task_result in result.task_results:
+            rows += [row | dict(layer=layer, n=len(data.texts), higher_is_better=True) for row in score_rows(task_result.scores)]
+    if not rows:
+        raise UserError(f"mteb reported no scores for task '{spec.name}'")
+    return pd.DataFrame(rows)

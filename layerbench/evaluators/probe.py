@@ -1,0 +1,173 @@
+"""Concept-depth probing (Jin et al. 2024, "Exploring Concept Depth"): where does a concept become linearly decodable?
+
+Per layer, a logistic-regression probe reads the pooled states and predicts
+the label. Two protocols:
+
+- ``cv`` (default): stratified k-fold cross-validation (shuffled, seeded),
+  features standardized on each training fold, L2-penalized logistic
+  regression; accuracy, F1 and AUROC as the mean over folds with the standard
+  error ``std(ddof=1) / sqrt(k)``.
+- ``jin2024``: the authors' released code: one
+  ``train_test_split(test_size=0.4, random_state=42)``, no scaling,
+  scikit-learn's default ``LogisticRegression()``; scores on the test part,
+  no standard error.
+
+Summary rows (``layer = -1``) place the concept in depth: the peak layer,
+the jumping point (the first layer whose accuracy rises by at least
+``jump_delta`` over the layer before) and the converging point (the first
+layer within ``converge_epsilon`` of the best accuracy). The two thresholds
+are our reading of the paper's figures, not numbers the paper fixes.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from layerbench.data.dataset import TextDataset
+from layerbench.errors import UserError
+from layerbench.specs.schema import ProbeSettings, TaskSpec
+
+SCORES = ("accuracy", "f1", "auroc")
+SUMMARY_LAYER = -1  # rows about all layers of a task, not one
+
+
+def encode_labels(labels: Sequence[Any], expected: Sequence[Any] | None) -> np.ndarray:
+    """Class ids ``[N]`` of ``labels``: positions in ``expected`` (the positive class last) or in their sorted set.
+
+    Raises:
+        UserError: fewer than two classes, or a label outside ``expected``.
+    """
+    classes = list(expected) if expected is not None else sorted(set(labels), key=str)
+    lookup = {str(c): i for i, c in enumerate(classes)}
+    unknown = sorted({str(v) for v in labels} - set(lookup))
+    if unknown:
+        raise UserError(f"labels {unknown} are not among the spec's labels {classes}")
+    y = np.array([lookup[str(v)] for v in labels])
+    if len(np.unique(y)) < 2:
+        raise UserError(f"a probe needs two classes or more; the data has only {classes[int(y[0])]!r}")
+    return y
+
+
+def _scores(y_true: np.ndarray, scores: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Accuracy, F1 (of the positive class, or macro over classes) and AUROC (one-vs-rest macro) from decision scores."""
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+    if n_classes == 2:
+        predicted = (scores > 0).astype(int)
+        f1 = f1_score(y_true, predicted, zero_division=0.0)
+        auroc = roc_auc_score(y_true, scores) if len(np.unique(y_true)) == 2 else np.nan
+    else:
+        predicted = scores.argmax(axis=1)
+        f1 = f1_score(y_true, predicted, average="macro", zero_division=0.0)
+        shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+        auroc = roc_auc_score(y_true, shifted / shifted.sum(axis=1, keepdims=True), multi_class="ovr", labels=np.arange(n_classes))
+    return {"accuracy": float(accuracy_score(y_true, predicted)), "f1": float(f1), "auroc": float(auroc)}
+
+
+def cv_probe(X: np.ndarray, y: np.ndarray, folds: int = 5, C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Stratified k-fold probe on one layer.
+
+    Args:
+        X: ``[N, D]`` features. y: ``[N]`` class ids.
+
+    Returns:
+        score name -> (mean over folds, standard error over folds).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    n_classes = int(y.max()) + 1
+    if np.bincount(y).min() < folds:
+        raise UserError(f"{folds}-fold cross-validation needs at least {folds} examples of every class; the smallest class has {np.bincount(y).min()}")
+    per_fold: dict[str, list[float]] = {name: [] for name in SCORES}
+    for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(X, y):
+        probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a separable layer warns about convergence; its scores are still right
+            probe.fit(X[train], y[train])
+        for name, value in _scores(y[test], probe.decision_function(X[test]), n_classes).items():
+            per_fold[name].append(value)
+    return {name: (float(np.mean(v)), float(np.std(v, ddof=1) / np.sqrt(len(v)))) for name, v in per_fold.items()}
+
+
+def jin2024_probe(X: np.ndarray, y: np.ndarray) -> dict[str, tuple[float, float]]:
+    """The authors' protocol on one layer: ``train_test_split(test_size=0.4, random_state=42)``, ``LogisticRegression()``.
+
+    Returns:
+        score name -> (test score, NaN): one split has no standard error.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.4, random_state=42)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the default max_iter=100 often stops early, as in the authors' runs
+        probe = LogisticRegression().fit(X_train, y_train)
+    return {name: (value, float("nan")) for name, value in _scores(y_test, probe.decision_function(X_test), int(y.max()) + 1).items()}
+
+
+def concept_depth(accuracy: np.ndarray, jump_delta: float = 0.1, converge_epsilon: float = 0.01) -> dict[str, float]:
+    """Where a concept appears along the layers.
+
+    Args:
+        accuracy: ``[L+1]`` probe accuracy per layer (layer 0 = embeddings).
+
+    Returns:
+        ``peak_layer`` (first argmax), ``peak_accuracy``, ``jumping_layer``
+        (first l >= 1 with accuracy[l] - accuracy[l-1] >= jump_delta; NaN if
+        none) and ``converging_layer`` (first l with accuracy[l] >= max - converge_epsilon).
+    """
+    accuracy = np.asarray(accuracy, dtype=np.float64)
+    rises = np.flatnonzero(np.diff(accuracy) >= jump_delta)
+    return {
+        "peak_layer": float(np.argmax(accuracy)),
+        "peak_accuracy": float(accuracy.max()),
+        "jumping_layer": float(rises[0] + 1) if len(rises) else float("nan"),
+        "converging_layer": float(np.flatnonzero(accuracy >= accuracy.max() - converge_epsilon)[0]),
+    }
+
+
+def probe_layers(pooled: np.ndarray, y: np.ndarray, settings: ProbeSettings, seed: int = 0) -> pd.DataFrame:
+    """Probe scores of every layer and the concept-depth summary.
+
+    Args:
+        pooled: ``[L+1, N, D]`` pooled states. y: ``[N]`` class ids.
+
+    Returns:
+        Rows ``metric, layer, value, stderr, n, higher_is_better``: accuracy,
+        f1 and auroc per layer; ``peak_*``, ``jumping_*`` and ``converging_*``
+        at ``layer = -1`` (``*_depth`` = layer / L).
+    """
+    n_layers = pooled.shape[0] - 1
+    rows = []
+    for layer in range(pooled.shape[0]):
+        X = pooled[layer].astype(np.float64)
+        scores = jin2024_probe(X, y) if settings.protocol == "jin2024" else cv_probe(X, y, settings.folds, settings.C, settings.max_iter, seed)
+        rows += [dict(metric=name, layer=layer, value=mean, stderr=err, n=len(y), higher_is_better=True) for name, (mean, err) in scores.items()]
+    frame = pd.DataFrame(rows)
+    accuracy = frame[frame.metric == "accuracy"].sort_values("layer")["value"].to_numpy()
+    summary = concept_depth(accuracy, settings.jump_delta, settings.converge_epsilon)
+    for point in ("peak", "jumping", "converging"):
+        summary[f"{point}_depth"] = summary[f"{point}_layer"] / n_layers
+    described = [dict(metric=name, layer=SUMMARY_LAYER, value=value, stderr=np.nan, n=len(y), higher_is_better=(True if name == "peak_accuracy" else pd.NA))
+                 for name, value in summary.items()]
+    return pd.concat([frame, pd.DataFrame(described)], ignore_index=True)
+
+
+def evaluate_probe(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int = 0) -> pd.DataFrame:
+    """Probe rows for every variant of the states (``clean``, and robustness variants as subsets ``<subset>+<variant>``)."""
+    if data.labels is None:
+        raise UserError(f"task '{spec.name}': a probe needs labels; its data has none (set label_field)")
+    y = encode_labels(data.labels, spec.labels)
+    frames = []
+    for variant, pooled in states.items():
+        frame = probe_layers(pooled, y, spec.settings, seed)
+        frame["subset"] = spec.subset if variant == "clean" else f"{spec.subset}+{variant}"
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)

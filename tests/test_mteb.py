@@ -1,0 +1,73 @@
+"""Per-layer MTEB: our scores are mteb's scores, from one forward pass for all layers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from layerbench import capture_layers
+from layerbench.data import load_task_data
+from layerbench.data.mteb_tasks import OFFLINE_TASKS, evaluation_items, get_mteb_task, run_mteb
+from layerbench.errors import UserError
+from layerbench.evaluators.mteb import evaluate_mteb, score_rows
+from layerbench.specs import get_task
+
+
+def test_offline_tasks_have_honest_metadata():
+    sizes = {name: evaluation_items(get_mteb_task(name, {})) for name in OFFLINE_TASKS}
+    assert sizes["LeeDocumentSTS"] == 1225 and sizes["WordSim353"] == 353 and sizes["SimLex999"] == 999
+    for name in OFFLINE_TASKS:
+        meta = get_mteb_task(name, {}).metadata
+        assert meta.name == name and meta.main_score and "==" in meta.dataset["revision"] and meta.reference
+
+
+def test_an_unknown_mteb_task_is_a_user_error():
+    with pytest.raises(UserError, match="unknown mteb task 'NoSuchTask'"):
+        get_mteb_task("NoSuchTask", {})
+    with pytest.raises(UserError, match="options .* apply only"):
+        get_mteb_task("STS12", {"n": 3})
+
+
+def test_score_rows_flatten_every_score_and_keep_the_spread_of_experiments():
+    scores = {"test": [{"accuracy": 0.5, "f1": 0.4, "main_score": 0.5, "hf_subset": "default", "languages": ["eng-Latn"],
+                        "nested": {"a": 1.0}, "ap": float("nan"),
+                        "scores_per_experiment": [{"accuracy": 0.4}, {"accuracy": 0.6}]}]}
+    rows = {row["metric"]: row for row in score_rows(scores)}
+    assert set(rows) == {"accuracy", "f1", "main_score", "nested.a"}
+    assert np.isclose(rows["accuracy"]["stderr"], 0.1) and np.isnan(rows["f1"]["stderr"])
+
+
+@pytest.mark.slow
+def test_minilm_last_layer_equals_mteb_on_the_sentence_transformer(minilm):
+    """The acceptance test: Lee STS, last layer, mean pooling and normalization = mteb evaluating the model itself."""
+    from sentence_transformers import SentenceTransformer
+
+    spec = get_task("mteb-lee-sts").model_copy(update={"evaluator": {"normalize": True}})
+    data = load_task_data(spec)
+    pooled = capture_layers(minilm, data.texts, "mean", max_length=256, cache=False).pooled
+    rows = evaluate_mteb({"clean": pooled}, data, spec)
+    ours = rows[(rows.metric == "main_score") & (rows.layer == 6)]["value"].item()
+
+    model = SentenceTransformer(str(minilm.checkpoint.path), device="cpu")
+    assert model.max_seq_length == 256
+    theirs = run_mteb(model, get_mteb_task("LeeDocumentSTS", {})).task_results[0].get_score()
+    assert abs(ours - theirs) < 1e-4, (ours, theirs)
+    assert 0.5 < theirs < 0.9  # a real correlation, not a degenerate one
+    per_layer = rows[rows.metric == "main_score"].sort_values("layer")["value"].to_numpy()
+    assert len(per_layer) == 7 and per_layer.argmax() == 6
+
+
+@pytest.mark.slow
+def test_every_layer_of_every_offline_task_costs_one_pass_per_unique_text(minilm):
+    from layerbench.capture import CaptureStats
+
+    stats, unique = CaptureStats(), set()
+    for name in ["mteb-wordsim353", "mteb-bbc-retrieval", "mteb-rt-classification"]:
+        spec = get_task(name)
+        data = load_task_data(spec, limit=60)
+        assert data.texts and not unique & set(data.texts)
+        unique |= set(data.texts)
+        pooled = capture_layers(minilm, data.texts, "mean", max_length=spec.max_length, cache=False, stats=stats).pooled
+        rows = evaluate_mteb({"clean": pooled}, data, spec)
+        main = rows[rows.metric == "main_score"]
+        assert len(main) == 7 and main["value"].notna().all()
+    assert stats.texts_computed == len(unique)  # each text once, for all 7 layers and all of mteb's evaluations

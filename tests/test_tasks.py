@@ -1,0 +1,80 @@
+"""Task data: the nine offline concept data sets and the generators, deterministic and balanced, with answers we can check."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pytest
+
+from layerbench.data import load_task_data
+from layerbench.data.generators import arithmetic_comparison, coinflip, syllogisms
+from layerbench.errors import UserError
+from layerbench.specs import all_tasks, get_task
+
+CONCEPT_TASKS = [name for name in all_tasks() if name.startswith("concept-")]
+
+
+def test_nine_offline_concept_tasks_three_per_domain():
+    domains = Counter(get_task(name).subset for name in CONCEPT_TASKS)
+    assert domains == {"factual": 3, "emotional": 3, "inferential": 3}
+
+
+@pytest.mark.parametrize("name", CONCEPT_TASKS)
+def test_concept_data_is_balanced_deterministic_and_labelled_as_the_spec_says(name):
+    spec = get_task(name)
+    first, second = load_task_data(spec), load_task_data(spec)
+    assert first.texts == second.texts and first.labels == second.labels
+    counts = Counter(map(str, first.labels))
+    assert len(counts) == 2 and len(set(counts.values())) == 1, counts
+    assert set(counts) == {str(v) for v in spec.labels}
+    assert len(set(first.texts)) >= 0.95 * len(first.texts)  # (Pang-Lee repeats a sentence or two)
+    assert first.provenance["licence"] and first.provenance["source"] in ("packaged", "generator")
+
+
+def test_a_limit_keeps_the_classes_balanced():
+    data = load_task_data(get_task("concept-rt-sentiment"), limit=64, seed=3)
+    assert Counter(data.labels) == {"fresh": 32, "rotten": 32}
+
+
+def test_coinflip_answers_are_the_parity_of_the_flips():
+    data = coinflip(n=200, people=5, seed=7)
+    for text, label in zip(data.texts, data.labels):
+        flips = len(re.findall(r"\bflips the coin", text))
+        assert text.count("the coin.") == 5 and label == (flips % 2 == 0)
+
+
+def test_syllogism_answers_follow_the_chain():
+    data = syllogisms(n=100, depth=4, shuffle=True, seed=1)
+    for text, label in zip(data.texts, data.labels):
+        rules = dict(re.findall(r"Every (\w+) is (?:a|not a) (\w+)\.", text))
+        negated = set(re.findall(r"Every (\w+) is not a", text))
+        name, start = re.search(r"(\w+) is a (\w+)\. True or false", text).groups()
+        target = re.search(r"True or false: \w+ is a (\w+)\.", text).group(1)
+        category, truth, hops = start, True, 0
+        while category in rules:
+            truth = category not in negated
+            category, hops = rules[category], hops + 1
+        assert category == target and hops == 4 and truth == label
+
+
+def test_arithmetic_answers_are_the_comparison():
+    data = arithmetic_comparison(n=100, seed=2)
+    for text, label in zip(data.texts, data.labels):
+        a, b, c = map(int, re.match(r"(\d+) plus (\d+) is greater than (\d+)\.", text).groups())
+        assert label == (a + b > c) and 1 <= abs(a + b - c) <= 5
+
+
+def test_factual_statements_are_true_exactly_when_labelled_true():
+    capitals = load_task_data(get_task("concept-capitals"))
+    truth = dict(zip(capitals.texts, capitals.labels))
+    assert truth["The capital of France is Paris."] is True and truth["The capital of Japan is Tokyo."] is True
+    cities = load_task_data(get_task("concept-city-in-state"))
+    assert dict(zip(cities.texts, cities.labels))["Chicago is a city in Illinois."] is True
+
+
+@pytest.mark.parametrize("options, message", [({"n": 3}, "even number"), ({"people": 0}, "people must be"), ({"colour": "red"}, "bad options")])
+def test_bad_generator_options_are_user_errors(options, message):
+    from layerbench.data.generators import load_generated
+
+    with pytest.raises(UserError, match=message):
+        load_generated("coinflip", options)
