@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from layerbench.data.dataset import TextDataset, balanced
+from layerbench.data.dataset import TextDataset, balanced, sample_indices
 from layerbench.data.packaged import bbc_news, gensim_file, rotten_tomatoes_sentiment
 from layerbench.errors import UserError
 
@@ -61,12 +61,6 @@ def _task(base: type, name: str, *, type_: str, main_score: str, description: st
     return type(name, (base,), {"metadata": metadata, "load_data": load_data, **attributes})()
 
 
-def _sample(n_items: int, limit: int | None, seed: int) -> np.ndarray:
-    if limit is None or limit >= n_items:
-        return np.arange(n_items)
-    return np.sort(np.random.default_rng(seed).permutation(n_items)[:limit])
-
-
 @lru_cache(maxsize=1)
 def _lee() -> tuple[list[str], np.ndarray, str]:
     """Lee's 50 news documents and their 50 x 50 mean human similarity (upper triangle), and gensim's version."""
@@ -82,7 +76,7 @@ def _lee() -> tuple[list[str], np.ndarray, str]:
 def _lee_pairs(limit: int | None, seed: int) -> tuple[list[str], list[str], np.ndarray]:
     docs, sims, _ = _lee()
     rows, cols = np.triu_indices(len(docs), 1)
-    keep = _sample(len(rows), limit, seed)
+    keep = sample_indices(len(rows), limit, seed)
     return [docs[i] for i in rows[keep]], [docs[j] for j in cols[keep]], sims[rows[keep], cols[keep]]
 
 
@@ -127,7 +121,7 @@ def lee_pairs(limit: int | None = None, seed: int = 0, threshold: float = 0.5) -
 def _word_pairs(file: str, limit: int | None, seed: int) -> tuple[list[str], list[str], list[float], str]:
     path, version = gensim_file(file)
     rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
-    keep = _sample(len(rows), limit, seed)
+    keep = sample_indices(len(rows), limit, seed)
     return [rows[i][0] for i in keep], [rows[i][1] for i in keep], [float(rows[i][2]) for i in keep], version
 
 
@@ -260,7 +254,8 @@ def bbc_retrieval(n: int | None = 1000, seed: int = 0, limit: int | None = None)
 
 def check_mteb_task(name: str) -> None:
     """Raise :class:`UserError` unless ``name`` is an offline task or one mteb knows (a metadata lookup, no download)."""
-    get_mteb_task(name, {}) if name not in OFFLINE_TASKS else None
+    if name not in OFFLINE_TASKS:
+        get_mteb_task(name, {})
 
 
 def get_mteb_task(name: str, options: dict[str, Any], limit: int | None = None, seed: int = 0) -> Any:
