@@ -32,6 +32,7 @@ from layerbench.models.resolve import resolve_checkpoint
 from layerbench.models.loading import DTYPES, load_checkpoint, quantization_kwargs, resolve_device
 from layerbench.results import ResultStore, complete_rows, load_results
 from layerbench.specs import SuiteSpec, TaskSpec, get_suite, get_task
+from layerbench.specs.schema import INTERVENTION_FAMILIES
 
 __all__ = ["ROBUSTNESS", "RunConfig", "RunSummary", "load_results", "resolve_tasks", "run"]
 
@@ -173,6 +174,8 @@ def _run_task(
     began = time.perf_counter()
     passes_before, kernel_seconds = stats.forward_passes, stats.per_prompt_seconds
     max_length = config.max_length or spec.max_length
+    intervention = spec.family in INTERVENTION_FAMILIES
+    # An intervention family runs the model itself; its texts are captured only for the metrics.
     captured = capture_layers(
         handle,
         data.texts + noise_texts + view_texts,
@@ -183,9 +186,9 @@ def _run_task(
         stats=stats,
         per_prompt=plan.kernels if with_metrics else None,
         per_prompt_texts=sample,
-    )
+    ) if with_metrics or not intervention else None
     n = len(data)
-    states = {"clean": captured.pooled[:, :n]}
+    states = {"clean": captured.pooled[:, :n]} if captured is not None else {}
     if noise_texts:
         states["noise"] = captured.pooled[:, n : 2 * n]
     for variant in variants:
@@ -193,7 +196,7 @@ def _run_task(
             states[variant] = capture_layers(variant_handles[variant], data.texts, pooling, config.batch_size, max_length, cache=config.cache, stats=stats).pooled
     t_kernels = stats.per_prompt_seconds - kernel_seconds  # token metrics, computed inside the capture
     t_capture = time.perf_counter() - began - t_kernels
-    pooled = states["clean"]
+    pooled = states.get("clean")
     complete = dict(model=model_name, revision=config.revision, task=spec.name, subset=spec.subset, split=spec.split, n_layers=handle.n_layers, run_id=run_id)
     rows: dict[str, pd.DataFrame] = {}
     seconds = {"data": t_data, "capture": t_capture}
@@ -201,7 +204,9 @@ def _run_task(
     if with_scores:
         began = time.perf_counter()
         _log(f"{prefix}: {spec.family} evaluator on {handle.n_layers + 1} layers")
-        rows["scores"] = complete_rows(get_evaluator(spec.family)(states, data, spec, config.seed), **complete)
+        evaluator = get_evaluator(spec.family)
+        scores = evaluator(handle, data, spec, config.seed) if intervention else evaluator(states, data, spec, config.seed)
+        rows["scores"] = complete_rows(scores, **complete)
         seconds["evaluate"] = time.perf_counter() - began
         if variants:
             record["robustness"] = variants
@@ -344,6 +349,13 @@ def run(
                 _log(f"{prefix}: loading model")
                 handle = load_checkpoint(checkpoints[model], device=device, dtype=dtype, device_map=device_map)
                 timings["load_model"] = time.perf_counter() - began
+            if spec.family in INTERVENTION_FAMILIES and not handle.is_causal and "scores" in parts:
+                # Patching and the logit lens need a causal language model: an encoder skips them, with a reason.
+                _log(f"{prefix}: {spec.family} skipped: it needs a causal language model with an unembedding; {model} is not one")
+                parts.remove("scores")
+                summary.status[model][spec.name] = "skipped"
+                if not parts:
+                    continue
             if spec.family == "probe" and "scores" in parts:
                 for variant in set(robustness) & {"bfloat16", "int8"} - set(variant_handles):
                     _log(f"{prefix}: loading model again in {variant} (robustness variant)")

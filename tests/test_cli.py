@@ -181,7 +181,7 @@ def test_empty_data_is_a_user_error(capsys, tmp_path, monkeypatch):
         ("name: x\nfamily: probe\n", "field 'description': Field required"),
         ("name: Bad Name\nfamily: probe\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nmetrics: [a]\nmain_score: a\n", "field 'name': String should match pattern"),
         ("name: x\nfamily: probe\ndescription: d\ndata: {source: ftp, path: p}\nmetrics: [a]\nmain_score: a\n", "field 'data'"),
-        ("name: x\nfamily: probing\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nmain_score: a\n", "field 'family': Input should be 'probe', 'mteb' or 'label-free'"),
+        ("name: x\nfamily: probing\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nmain_score: a\n", "field 'family': Input should be 'probe', 'mteb', 'label-free', 'backpatch' or 'consistency'"),
         ("name: x\nfamily: probe\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nevaluator: {protocol: loo}\nmain_score: a\n", "field 'evaluator.protocol': Input should be 'cv' or 'jin2024'"),
         ("name: x\nfamily: probe\ndescription: d\ndata: {source: hub, path: imdb}\nmain_score: a\n", "field 'data.hub.revision': Field required"),
         ("name: x\nfamily: mteb\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nmain_score: a\n", "field 'data.source': an mteb task reads an mteb task"),

@@ -78,3 +78,25 @@ def test_bad_generator_options_are_user_errors(options, message):
 
     with pytest.raises(UserError, match=message):
         load_generated("coinflip", options)
+
+
+def test_builders_blame_the_spec_only_for_options_that_do_not_fit():
+    from layerbench.data.builders import Builders
+
+    builders: Builders[int] = Builders("thing")
+
+    @builders.register("double")
+    def double(n: int = 1) -> int:
+        return 2 * n
+
+    @builders.register("broken")
+    def broken() -> int:
+        return len(None)  # a bug inside a builder, not a bad option
+
+    assert builders.build("double", {"n": 4}) == 8 and list(builders) == ["broken", "double"]
+    with pytest.raises(UserError, match="unknown thing 'triple'; known: broken, double"):
+        builders.build("triple", {})
+    with pytest.raises(UserError, match="bad options"):
+        builders.build("double", {"m": 1})
+    with pytest.raises(TypeError):
+        builders.build("broken", {})

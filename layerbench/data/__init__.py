@@ -1,10 +1,13 @@
 """Data sources. Each returns a TextDataset with its provenance; :func:`load_task_data` picks one from a task spec."""
 from __future__ import annotations
 
+import dataclasses
+
 from layerbench.data.dataset import TextDataset
 from layerbench.data.generators import GENERATORS, load_generated
 from layerbench.data.local import load_local
 from layerbench.data.packaged import PACKAGED, load_packaged, packaged_dataset
+from layerbench.data import two_hop  # noqa: F401  (registers the two-hop-queries data set)
 from layerbench.errors import UserError
 from layerbench.specs.schema import GeneratorSource, HubSource, LocalSource, MtebSource, PackagedSource, TaskSpec, UrlSource
 
@@ -44,7 +47,7 @@ def load_task_data(spec: TaskSpec, limit: int | None = None, seed: int = 0) -> T
             raise UserError(f"task '{spec.name}': unknown data source {source!r}")
         data = data.subsample(limit, seed)
         if spec.prompt != "{text}":
-            data = TextDataset([spec.prompt.replace("{text}", text) for text in data.texts], data.labels, data.provenance, data.payload)
+            data = dataclasses.replace(data, texts=[spec.prompt.replace("{text}", text) for text in data.texts])
     if len(data) == 0:
         raise UserError(f"task '{spec.name}': its data set is empty")
     if spec.labels is not None and data.labels is not None:

@@ -18,12 +18,15 @@ class TextDataset:
             as stated; copied into the run manifest.
         payload: what an evaluator needs beyond texts and labels (the mteb
             task object of an mteb source), or None.
+        records: per-item fields beyond text and label, aligned with ``texts``
+            (a two-hop query's entities and templates, a worked rationale), or None.
     """
 
     texts: list[str]
     labels: list[Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     payload: Any = None
+    records: list[dict[str, Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -34,7 +37,8 @@ class TextDataset:
             return self
         keep = stratified_indices(self.labels, limit, seed) if self.labels is not None else sample_indices(len(self.texts), limit, seed)
         labels = [self.labels[i] for i in keep] if self.labels is not None else None
-        return TextDataset([self.texts[i] for i in keep], labels, {**self.provenance, "limit": limit, "subsample_seed": seed})
+        records = [self.records[i] for i in keep] if self.records is not None else None
+        return TextDataset([self.texts[i] for i in keep], labels, {**self.provenance, "limit": limit, "subsample_seed": seed}, self.payload, records)
 
 
 def sample_indices(n: int, limit: int | None, seed: int) -> np.ndarray:

@@ -6,15 +6,17 @@ balanced exactly: half the items of a binary set are true.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from layerbench.data.builders import Builders
 from layerbench.data.dataset import TextDataset
 from layerbench.errors import UserError
 
-GENERATORS: dict[str, Callable[..., TextDataset]] = {}
+GENERATORS: Builders[TextDataset] = Builders("generator")
+# What ``data: {source: generator, generator: NAME}`` calls.
+generator = GENERATORS.register
 
 _NAMES = (
     "Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory", "Niaj",
@@ -25,16 +27,6 @@ _CATEGORIES = (
     "wumpus", "yumpus", "zumpus", "dumpus", "rompus", "numpus", "tumpus", "vumpus", "impus", "jompus",
     "gorpus", "shumpus", "lempus", "sterpus", "grimpus", "lorpus", "brimpus", "felpus", "quimpus", "wexpus",
 )
-
-
-def generator(name: str) -> Callable[[Callable[..., TextDataset]], Callable[..., TextDataset]]:
-    """Register a generator under ``name`` (what ``data: {source: generator, generator: NAME}`` calls)."""
-
-    def register(fn: Callable[..., TextDataset]) -> Callable[..., TextDataset]:
-        GENERATORS[name] = fn
-        return fn
-
-    return register
 
 
 def _provenance(name: str, **options: Any) -> dict[str, Any]:
@@ -60,7 +52,7 @@ def coinflip(n: int = 400, people: int = 4, seed: int = 0) -> TextDataset:
     if not 1 <= people <= len(_NAMES):
         raise UserError(f"people must be between 1 and {len(_NAMES)}, got {people}")
     rng = np.random.default_rng(seed)
-    texts, labels = [], []
+    texts, labels, rationales = [], [], []
     for i in range(n):
         want_heads = i % 2 == 0  # exact balance
         while True:
@@ -71,7 +63,10 @@ def coinflip(n: int = 400, people: int = 4, seed: int = 0) -> TextDataset:
         steps = [f"{_NAMES[k]} {'flips' if f else 'does not flip'} the coin." for k, f in zip(names, flips)]
         texts.append(" ".join(["A coin is heads up.", *steps, "Is the coin still heads up?"]))
         labels.append(want_heads)
-    return _shuffled(texts, labels, rng, _provenance("coinflip", n=n, people=people, seed=seed))
+        k = int(flips.sum())
+        rationales.append(f"The coin was flipped {k} time{'s' if k != 1 else ''}. {k} is {'an even' if k % 2 == 0 else 'an odd'} number, "
+                          f"so the coin is {'still heads' if k % 2 == 0 else 'tails'} up.")
+    return _shuffled(texts, labels, rng, _provenance("coinflip", n=n, people=people, seed=seed), rationales)
 
 
 @generator("syllogisms")
@@ -90,7 +85,7 @@ def syllogisms(n: int = 400, depth: int = 3, shuffle: bool = False, seed: int = 
     if not 1 <= depth <= len(_CATEGORIES) - 1:
         raise UserError(f"depth must be between 1 and {len(_CATEGORIES) - 1}, got {depth}")
     rng = np.random.default_rng(seed)
-    texts, labels = [], []
+    texts, labels, rationales = [], [], []
     for i in range(n):
         truth = i % 2 == 0
         chain = [_CATEGORIES[k] for k in rng.choice(len(_CATEGORIES), size=depth + 1, replace=False)]
@@ -101,7 +96,11 @@ def syllogisms(n: int = 400, depth: int = 3, shuffle: bool = False, seed: int = 
         name = _NAMES[int(rng.integers(len(_NAMES)))]
         texts.append(" ".join([*rules, f"{name} is a {chain[0]}.", f"True or false: {name} is a {chain[-1]}."]))
         labels.append(truth)
-    return _shuffled(texts, labels, rng, _provenance("syllogisms", n=n, depth=depth, shuffle=shuffle, seed=seed))
+        steps = [f"{name} is a {a}. Every {a} is a {b}, so {name} is a {b}." for a, b in zip(chain[:-2], chain[1:-1])]
+        steps.append(f"{name} is a {chain[-2]}. Every {chain[-2]} is {'a' if truth else 'not a'} {chain[-1]}, "
+                     f"so {name} is {'a' if truth else 'not a'} {chain[-1]}.")
+        rationales.append(" ".join(steps))
+    return _shuffled(texts, labels, rng, _provenance("syllogisms", n=n, depth=depth, shuffle=shuffle, seed=seed), rationales)
 
 
 @generator("arithmetic-comparison")
@@ -116,7 +115,7 @@ def arithmetic_comparison(n: int = 400, max_value: int = 99, max_gap: int = 5, s
     if max_value < 2 or max_gap < 1:
         raise UserError(f"max_value must be at least 2 and max_gap at least 1, got {max_value} and {max_gap}")
     rng = np.random.default_rng(seed)
-    texts, labels = [], []
+    texts, labels, rationales = [], [], []
     for i in range(n):
         truth = i % 2 == 0
         a, b = (int(v) for v in rng.integers(1, max_value + 1, size=2))
@@ -124,19 +123,16 @@ def arithmetic_comparison(n: int = 400, max_value: int = 99, max_gap: int = 5, s
         c = a + b - gap if truth else a + b + gap
         texts.append(f"{a} plus {b} is greater than {c}.")
         labels.append(truth)
-    return _shuffled(texts, labels, rng, _provenance("arithmetic-comparison", n=n, max_value=max_value, max_gap=max_gap, seed=seed))
+        rationales.append(f"{a} plus {b} is {a + b}, which is {'greater' if truth else 'less'} than {c}.")
+    return _shuffled(texts, labels, rng, _provenance("arithmetic-comparison", n=n, max_value=max_value, max_gap=max_gap, seed=seed), rationales)
 
 
-def _shuffled(texts: list[str], labels: list[Any], rng: np.random.Generator, provenance: dict[str, Any]) -> TextDataset:
+def _shuffled(texts: list[str], labels: list[Any], rng: np.random.Generator, provenance: dict[str, Any], rationales: list[str]) -> TextDataset:
+    """The items in a seeded order; each record carries its worked ``rationale`` (a chain of thought that stops before the answer)."""
     order = rng.permutation(len(texts))
-    return TextDataset([texts[i] for i in order], [labels[i] for i in order], provenance)
+    return TextDataset([texts[i] for i in order], [labels[i] for i in order], provenance, records=[{"rationale": rationales[i]} for i in order])
 
 
 def load_generated(name: str, options: dict[str, Any]) -> TextDataset:
     """The data set generator ``name`` builds with ``options``."""
-    if name not in GENERATORS:
-        raise UserError(f"unknown generator '{name}'; known: {', '.join(sorted(GENERATORS))}")
-    try:
-        return GENERATORS[name](**options)
-    except TypeError as exc:
-        raise UserError(f"bad options {options} for generator '{name}': {exc}") from None
+    return GENERATORS.build(name, options)

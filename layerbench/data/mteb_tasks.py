@@ -22,26 +22,19 @@ from typing import Any
 
 import numpy as np
 
+from layerbench.data.builders import Builders
 from layerbench.data.dataset import TextDataset, balanced, sample_indices
 from layerbench.data.packaged import bbc_news, gensim_file, rotten_tomatoes_sentiment
 from layerbench.errors import UserError
 
-OFFLINE_TASKS: dict[str, Callable[..., Any]] = {}
+# Builders ``(**options, limit, seed) -> mteb task``.
+OFFLINE_TASKS: Builders[Any] = Builders("offline mteb task")
+offline_task = OFFLINE_TASKS.register
 
 _COMMON = dict(
     category="t2t", modalities=["text"], eval_langs=["eng-Latn"], dialect=[], license="not specified",
     annotations_creators="human-annotated", sample_creation="found", bibtex_citation="",
 )
-
-
-def offline_task(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a builder ``(**options) -> mteb task`` under ``name``."""
-
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        OFFLINE_TASKS[name] = fn
-        return fn
-
-    return register
 
 
 def _task(base: type, name: str, *, type_: str, main_score: str, description: str, reference: str,
@@ -261,18 +254,15 @@ def check_mteb_task(name: str) -> None:
 def get_mteb_task(name: str, options: dict[str, Any], limit: int | None = None, seed: int = 0) -> Any:
     """The mteb task ``name``: an offline one built with ``options`` (and ``limit``, ``seed``), else mteb's own (from the Hub)."""
     if name in OFFLINE_TASKS:
-        try:
-            return OFFLINE_TASKS[name](**options, limit=limit, seed=seed)
-        except TypeError as exc:
-            raise UserError(f"bad options {options} for mteb task '{name}': {exc}") from None
+        return OFFLINE_TASKS.build(name, options, limit=limit, seed=seed)
     if options:
-        raise UserError(f"options {options} apply only to layerbench's offline mteb tasks ({', '.join(sorted(OFFLINE_TASKS))}), not to '{name}'")
+        raise UserError(f"options {options} apply only to layerbench's offline mteb tasks ({OFFLINE_TASKS.names()}), not to '{name}'")
     import mteb
 
     try:
         return mteb.get_task(name)
     except (KeyError, ValueError):
-        raise UserError(f"unknown mteb task '{name}'; offline tasks: {', '.join(sorted(OFFLINE_TASKS))}; "
+        raise UserError(f"unknown mteb task '{name}'; offline tasks: {OFFLINE_TASKS.names()}; "
                         "or any name `mteb.get_tasks()` lists (those need the network)") from None
 
 

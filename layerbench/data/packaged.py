@@ -10,28 +10,19 @@ from __future__ import annotations
 import bz2
 import json
 import re
-from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from layerbench.data.builders import Builders
 from layerbench.data.dataset import TextDataset, balanced
 from layerbench.errors import UserError
 from layerbench.packaged import package_folder
 
-PACKAGED: dict[str, Callable[..., TextDataset]] = {}
-
-
-def packaged_dataset(name: str) -> Callable[[Callable[..., TextDataset]], Callable[..., TextDataset]]:
-    """Register a loader under ``name``."""
-
-    def register(fn: Callable[..., TextDataset]) -> Callable[..., TextDataset]:
-        PACKAGED[name] = fn
-        return fn
-
-    return register
+PACKAGED: Builders[TextDataset] = Builders("packaged data set")
+packaged_dataset = PACKAGED.register
 
 
 @packaged_dataset("bbc-news")
@@ -113,24 +104,27 @@ def _countryinfo_provenance(dataset: str, version: str, **extra: Any) -> dict[st
 
 
 @packaged_dataset("capitals-true-false")
-def capitals_true_false(seed: int = 0) -> TextDataset:
+def capitals_true_false(n: int | None = None, seed: int = 0) -> TextDataset:
     """True and false capital statements from countryinfo: "The capital of France is Paris." / "... is Lima."
 
     Every country with a capital appears twice, once with its capital (True)
     and once with another country's capital drawn at random (False), so the
-    country alone never tells the label.
+    country alone never tells the label. ``n``: how many statements (None: all 498), half true.
     """
     records, version = _countries()
     pairs = [(r["name"], r["capital"]) for r in records if r.get("capital")]
     rng = np.random.default_rng(seed)
-    texts, labels = [], []
+    texts, labels, rationale = [], [], {}
     for i, (country, capital) in enumerate(pairs):
         others = [c for j, (_, c) in enumerate(pairs) if j != i and c != capital]
         wrong = others[int(rng.integers(len(others)))]
         texts += [f"The capital of {country} is {capital}.", f"The capital of {country} is {wrong}."]
         labels += [True, False]
-    texts, labels = _balance("capitals-true-false", texts, labels, None, seed)
-    return TextDataset(texts, labels, _countryinfo_provenance("capitals-true-false", version, seed=seed))
+        rationale[texts[-2]] = f"The capital of {country} is {capital}."
+        rationale[texts[-1]] = f"The capital of {country} is {capital}, not {wrong}."
+    texts, labels = _balance("capitals-true-false", texts, labels, n, seed)
+    return TextDataset(texts, labels, _countryinfo_provenance("capitals-true-false", version, n=n, seed=seed),
+                       records=[{"rationale": rationale[t]} for t in texts])
 
 
 @packaged_dataset("borders-true-false")
@@ -250,9 +244,4 @@ def rotten_tomatoes_subjectivity(n: int = 1000, seed: int = 0) -> TextDataset:
 
 def load_packaged(name: str, options: dict[str, Any]) -> TextDataset:
     """The packaged data set ``name`` with loader ``options``."""
-    if name not in PACKAGED:
-        raise UserError(f"unknown packaged data set '{name}'; known: {', '.join(sorted(PACKAGED))}")
-    try:
-        return PACKAGED[name](**options)
-    except TypeError as exc:
-        raise UserError(f"bad options {options} for packaged data set '{name}': {exc}") from None
+    return PACKAGED.build(name, options)

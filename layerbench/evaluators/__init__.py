@@ -7,6 +7,11 @@ for them), the :class:`TextDataset` and the spec, and returns rows
 ``split`` where it sets them). ``label-free`` tasks have no evaluator: their
 rows are the label-free metric suite's (:mod:`layerbench.evaluators.label_free`),
 which runs on every task.
+
+The intervention families (``backpatch``, ``consistency``) run the model
+themselves: their evaluators take the loaded :class:`ModelHandle` instead of
+captured states, ``(handle, data, spec, seed)``, and apply only to causal
+language models.
 """
 from __future__ import annotations
 
@@ -34,10 +39,24 @@ def _mteb(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, s
     return evaluate_mteb(states, data, spec, seed)
 
 
-EVALUATORS: dict[str, Evaluator | None] = {
+def _backpatch(handle, data: TextDataset, spec: TaskSpec, seed: int) -> pd.DataFrame:
+    from layerbench.evaluators.backpatch import evaluate_backpatch
+
+    return evaluate_backpatch(handle, data, spec, seed)
+
+
+def _consistency(handle, data: TextDataset, spec: TaskSpec, seed: int) -> pd.DataFrame:
+    from layerbench.evaluators.consistency import evaluate_consistency
+
+    return evaluate_consistency(handle, data, spec, seed)
+
+
+EVALUATORS: dict[str, Evaluator | Callable[..., pd.DataFrame] | None] = {
     "probe": _probe,
     "mteb": _mteb,
     "label-free": None,
+    "backpatch": _backpatch,
+    "consistency": _consistency,
 }
 
 

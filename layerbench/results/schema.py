@@ -1,4 +1,4 @@
-"""The tidy result row: one per (model, revision, task, subset, split, metric, layer)."""
+"""The tidy result row: one per (model, revision, task, subset, split, metric, layer, source_layer)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -13,6 +13,9 @@ COLUMNS: dict[str, str] = {
     "split": "string",
     "metric": "string",
     "layer": "int64",
+    # Interventions only: the layer a patched state was taken from (``layer`` is
+    # where it was written); <NA> for every row that reads a single layer.
+    "source_layer": "Int64",
     "n_layers": "int64",
     "depth": "float64",
     "value": "float64",
@@ -22,7 +25,9 @@ COLUMNS: dict[str, str] = {
     "run_id": "string",
 }
 
-KEY = ["model", "revision", "task", "subset", "split", "metric", "layer"]
+KEY = ["model", "revision", "task", "subset", "split", "metric", "layer", "source_layer"]
+# Columns an evaluator may leave out (and files written before they existed lack): filled with <NA>.
+OPTIONAL = ("source_layer",)
 
 
 def complete_rows(
@@ -55,7 +60,8 @@ def complete_rows(
 
 
 def conform(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with exactly the schema's columns, in order, with its dtypes."""
+    """``frame`` with exactly the schema's columns, in order, with its dtypes (optional columns filled with <NA>)."""
+    frame = frame.assign(**{c: pd.NA for c in OPTIONAL if c not in frame})
     missing = [c for c in COLUMNS if c not in frame]
     if missing:
         raise ValueError(f"result rows lack columns {missing}")

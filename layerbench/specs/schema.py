@@ -126,7 +126,59 @@ class LabelFreeSettings(_Strict):
     """The ``label-free`` family has no knobs: its rows are the metric suite's."""
 
 
-FAMILY_SETTINGS: dict[str, type[BaseModel]] = {"probe": ProbeSettings, "mteb": MtebSettings, "label-free": LabelFreeSettings}
+class BackpatchSettings(_Strict):
+    """Knobs of the ``backpatch`` family (multi-hop back-patching, Biran et al. 2024).
+
+    Attributes:
+        max_new_tokens: greedy tokens generated per check and per patched variant.
+        positions: where states are patched: ``e1-last`` (the last token of the
+            source entity) and/or ``prompt-last`` (the last token of the prompt).
+        forward_patching: also patch from earlier into later layers (ls < lt), for comparison.
+        layer_step: sweep every k-th layer as source and target (1: all layers;
+            the last layer is always included).
+        sweep: which queries the sweep runs on: ``known-hops`` (the paper's
+            filter: both single hops answered, neither shortcut gives the
+            answer) or ``all``.
+        batch_size: patched variants per forward pass.
+    """
+
+    max_new_tokens: int = Field(default=10, ge=1)
+    positions: list[Literal["e1-last", "prompt-last"]] = Field(default=["e1-last", "prompt-last"], min_length=1)
+    forward_patching: bool = False
+    layer_step: int = Field(default=1, ge=1)
+    sweep: Literal["known-hops", "all"] = "known-hops"
+    batch_size: int = Field(default=128, ge=1)
+
+
+class ConsistencySettings(_Strict):
+    """Knobs of the ``consistency`` family (internal consistency, Xie et al. 2024).
+
+    Attributes:
+        paths: K reasoning paths sampled per question.
+        max_new_tokens: the longest reasoning path, in tokens.
+        temperature, top_p: the sampling of the paths.
+        shots: worked examples in the few-shot chain-of-thought prompt.
+        answers: the two answer words the lens compares (the first means label True).
+        first_layer: layers below this one are left out of the agreement (the
+            embedding output says nothing about the answer); IC counts layers
+            ``first_layer .. L``.
+    """
+
+    paths: int = Field(default=8, ge=1)
+    max_new_tokens: int = Field(default=64, ge=1)
+    temperature: float = Field(default=0.7, gt=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    shots: int = Field(default=3, ge=0)
+    answers: tuple[str, str] = ("True", "False")
+    first_layer: int = Field(default=1, ge=0)
+
+
+FAMILY_SETTINGS: dict[str, type[BaseModel]] = {
+    "probe": ProbeSettings, "mteb": MtebSettings, "label-free": LabelFreeSettings,
+    "backpatch": BackpatchSettings, "consistency": ConsistencySettings,
+}
+# Families that run the model themselves (patching, generation, the logit lens) instead of reading captured states.
+INTERVENTION_FAMILIES = ("backpatch", "consistency")
 
 
 class TaskSpec(_Strict):
@@ -134,7 +186,8 @@ class TaskSpec(_Strict):
 
     Attributes:
         name: what ``--tasks`` and result rows call it.
-        family: the evaluator that reads it: ``probe``, ``mteb`` or ``label-free``.
+        family: the evaluator that reads it: ``probe``, ``mteb``, ``label-free``,
+            or an intervention family that runs the model itself: ``backpatch``, ``consistency``.
         version: bumped when a change makes old results incomparable.
         description: one line for listings.
         data: where the texts (and labels) come from.
@@ -157,7 +210,7 @@ class TaskSpec(_Strict):
     """
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    family: Literal["probe", "mteb", "label-free"]
+    family: Literal["probe", "mteb", "label-free", "backpatch", "consistency"]
     version: int = Field(default=1, ge=1)
     description: str
     data: DataSource

@@ -1,0 +1,226 @@
+"""Multi-hop back-patching (Biran et al. 2024, "Hopping Too Late").
+
+For each two-hop query the evaluator runs the paper's five checks (first
+hop, second hop, composition, and the entity and relation shortcuts), reads
+every layer through the logit lens at the prompt's last token, and sweeps
+patches: the residual state at a position from source layer ``ls`` is written
+into target layer ``lt`` at the same position, and the model generates
+greedily. ``ls > lt`` is back-patching; ``ls < lt`` (optional) forward patching.
+A query counts as answered when a label or alias of the answer appears,
+case-insensitively and as a whole word, in the greedy continuation.
+
+Cost: one clean forward per query gives every source state and the key/value
+cache. A patch at position ``p`` leaves every state before ``p`` unchanged,
+so each variant re-runs only positions ``p..T-1`` on a copy of the cached
+prefix; all (ls, lt) variants of a query and position run as one batch.
+Decoding stops for a variant as soon as its verdict is settled (the answer
+has appeared and is followed by a word boundary, or EOS); the verdict is
+always read from the generated text, so results equal full generation for
+every pair (``benchmarks/bench_backpatch.py`` checks this against the naive way).
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import re
+
+import numpy as np
+import pandas as pd
+import torch
+
+from layerbench.data.dataset import TextDataset
+from layerbench.data.two_hop import CHECKS, TwoHopQuery, mentions
+from layerbench.errors import UserError
+from layerbench.models.generation import generate, greedy_from_cache
+from layerbench.models.loading import ModelHandle
+from layerbench.models.residual import lens_statistics, patch_positions, record_layers
+from layerbench.specs.schema import BackpatchSettings, TaskSpec
+
+SUMMARY_LAYER = -1
+
+
+def queries_of(data: TextDataset, task: str) -> list[TwoHopQuery]:
+    """The two-hop queries of a task's data (its ``records``)."""
+    if data.records is None:
+        raise UserError(f"task '{task}': back-patching needs two-hop queries (data set 'two-hop-queries', or records with the fields of TwoHopQuery)")
+    from layerbench.data.two_hop import parse_queries
+
+    return parse_queries(data.records, f"task '{task}'")
+
+
+def settled(text: str, names: list[str]) -> bool:
+    """Whether more tokens can no longer change ``mentions(text, names)``: a name has appeared and a non-word character follows it."""
+    return any(re.search(rf"(?<!\w){re.escape(name)}(?=\W)", text, flags=re.IGNORECASE) for name in names)
+
+
+def e1_last_token(handle: ModelHandle, prompt: str, e1: str) -> int:
+    """Index of the last token of ``e1``'s last occurrence in ``prompt`` (ignoring case), as the model tokenizes the prompt."""
+    end = prompt.lower().rfind(e1.lower())
+    if end < 0:
+        raise UserError(f"entity '{e1}' does not occur in the prompt '{prompt}'")
+    end += len(e1)
+    offsets = handle.tokenizer(prompt, return_offsets_mapping=True)["offset_mapping"]
+    return max(i for i, (start, stop) in enumerate(offsets) if start < end and stop > start)
+
+
+def layer_pairs(n_layers: int, settings: BackpatchSettings) -> list[tuple[int, int]]:
+    """(source, target) layer pairs of the sweep: ls > lt, plus ls < lt with forward patching; over every ``layer_step``-th layer and the last."""
+    grid = sorted(set(range(0, n_layers + 1, settings.layer_step)) | {n_layers})
+    return [(ls, lt) for lt in grid for ls in grid if ls > lt or (settings.forward_patching and ls < lt)]
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def sweep_query(handle: ModelHandle, prompt: str, positions: dict[str, int], pairs: list[tuple[int, int]],
+                names: list[str], max_new_tokens: int, batch_size: int) -> dict[tuple[str, int, int], str]:
+    """Greedy continuations of ``prompt`` under every (position, ls, lt) patch.
+
+    Args:
+        positions: name -> token index ``p`` to patch at.
+        pairs: (source layer, target layer) pairs.
+        names: the answer's label and aliases (decoding of a variant stops once one is settled).
+
+    Returns:
+        ``{(position, ls, lt): continuation}``.
+    """
+    model = handle.model
+    ids = handle.tokenizer(prompt, return_tensors="pt")["input_ids"].to(handle.device)
+    length = ids.shape[1]
+    n_layers = handle.n_layers
+    with torch.no_grad(), record_layers(handle, list(range(n_layers + 1))) as recorded:
+        clean = model(input_ids=ids, use_cache=True)
+    states = torch.stack([recorded[layer][0][0] for layer in range(n_layers + 1)])  # [L+1, T, D]
+    extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    out: dict[tuple[str, int, int], str] = {}
+    for position, p in positions.items():
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            sources = torch.tensor([ls for ls, _ in chunk])
+            targets = torch.tensor([lt for _, lt in chunk])
+            cache = None
+            if p > 0:  # the states before p are the clean ones: reuse their cache
+                cache = copy.deepcopy(clean.past_key_values)
+                if p < length:
+                    cache.crop(p - length)  # keep the first p positions
+                cache.batch_repeat_interleave(len(chunk))
+            with torch.no_grad(), patch_positions(handle, targets, 0, states[sources, p]):
+                result = model(input_ids=ids[:, p:].expand(len(chunk), -1), past_key_values=cache, use_cache=True, **extra)
+            texts = greedy_from_cache(handle, result.logits[:, -1], result.past_key_values, max_new_tokens, lambda t: settled(t, names))
+            out |= {(position, ls, lt): text for (ls, lt), text in zip(chunk, texts)}
+    return out
+
+
+def last_token_states(handle: ModelHandle, prompts: list[str], batch_size: int = 16) -> torch.Tensor:
+    """Raw residual states at each prompt's last token, every layer: ``[L+1, N, D]`` (right padding, so positions are the unpadded ones)."""
+    from layerbench.models.generation import ensure_padding
+
+    ensure_padding(handle)
+    tok = handle.tokenizer
+    side, tok.padding_side = tok.padding_side, "right"
+    layers = list(range(handle.n_layers + 1))
+    parts = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            enc = tok(prompts[start : start + batch_size], return_tensors="pt", padding=True).to(handle.device)
+            last = enc["attention_mask"].sum(1) - 1
+            with torch.no_grad(), record_layers(handle, layers) as recorded:
+                handle.model(**enc)
+            rows = torch.arange(len(last), device=last.device)
+            parts.append(torch.stack([recorded[layer][0][rows, last] for layer in layers]).float().cpu())
+    finally:
+        tok.padding_side = side
+    return torch.cat(parts, dim=1)
+
+
+def first_token_id(handle: ModelHandle, word: str) -> int:
+    """The token a continuation starts ``word`` with (after a space, as it follows a prompt)."""
+    return handle.tokenizer(" " + word, add_special_tokens=False)["input_ids"][0]
+
+
+def _share_rows(metric: str, flags: np.ndarray, subset: str, layer: int = SUMMARY_LAYER, source_layer=None) -> dict:
+    n = len(flags)
+    value = float(flags.mean()) if n else float("nan")
+    stderr = float(np.sqrt(value * (1 - value) / n)) if n > 1 else float("nan")
+    return dict(metric=metric, layer=layer, source_layer=source_layer, value=value, stderr=stderr, n=n, higher_is_better=True, subset=subset)
+
+
+def lens_rows(handle: ModelHandle, queries: list[TwoHopQuery], batch_size: int) -> list[dict]:
+    """Per layer, where the answer (e3) and the bridge (e2) rank under the logit lens at the prompt's last token, and the lens entropy."""
+    states = last_token_states(handle, [q.source_prompt for q in queries], batch_size)
+    rows = []
+    for entity, word in (("answer", "e3"), ("bridge", "e2")):
+        targets = torch.tensor([first_token_id(handle, getattr(q, word)) for q in queries])
+        stats = lens_statistics(handle, states, targets)
+        for layer in range(states.shape[0]):
+            rank, prob = stats["rank"][layer].numpy(), stats["prob"][layer].numpy()
+            n = len(rank)
+            se = lambda x: float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")  # noqa: E731
+            rows += [
+                dict(metric=f"lens_{entity}_rank", layer=layer, value=float(np.median(rank)), stderr=float("nan"), n=n, higher_is_better=False),
+                dict(metric=f"lens_{entity}_prob", layer=layer, value=float(prob.mean()), stderr=se(prob), n=n, higher_is_better=True),
+                dict(metric=f"lens_{entity}_top1", layer=layer, value=float((rank == 1).mean()), stderr=se((rank == 1).astype(float)), n=n, higher_is_better=True),
+            ]
+            if entity == "answer":
+                entropy = stats["entropy"][layer].numpy()
+                rows.append(dict(metric="lens_entropy", layer=layer, value=float(entropy.mean()), stderr=se(entropy), n=n, higher_is_better=None))
+    return [r | {"subset": "prompt-last", "source_layer": None} for r in rows]
+
+
+def run_checks(handle: ModelHandle, queries: list[TwoHopQuery], settings: BackpatchSettings) -> dict[str, np.ndarray]:
+    """The five checks of every query: ``{check: [N] bool}`` (greedy continuations, batched with left padding)."""
+    results = {}
+    for check in CHECKS:
+        prompts = [q.check_prompts()[check] for q in queries]
+        texts = generate(handle, [p for p, _ in prompts], settings.max_new_tokens)
+        results[check] = np.array([mentions(t[0], q.answers(entity)) for t, q, (_, entity) in zip(texts, queries, prompts)])
+    return results
+
+
+def evaluate_backpatch(handle: ModelHandle, data: TextDataset, spec: TaskSpec, seed: int) -> pd.DataFrame:
+    """Checks, logit-lens rows and the back-patching sweep of a two-hop task.
+
+    Returns:
+        Rows (see the README's back-patching section): the checks' shares and
+        the oracle fix rate at ``layer = -1``; lens rows per layer; one
+        ``patched_correct`` row per (position and group, ls, lt) with
+        ``layer = lt`` and ``source_layer = ls``.
+    """
+    settings: BackpatchSettings = spec.settings
+    queries = queries_of(data, spec.name)
+    checks = run_checks(handle, queries, settings)
+    rows = [_share_rows(f"{check}_correct" if "shortcut" not in check else check, checks[check], "all") for check in CHECKS]
+    rows += lens_rows(handle, queries, settings.batch_size)
+
+    known = checks["first_hop"] & checks["second_hop"] & ~checks["entity_shortcut"] & ~checks["relation_shortcut"]
+    swept = np.flatnonzero(known if settings.sweep == "known-hops" else np.ones(len(queries), bool))
+    rows.append(dict(metric="swept_queries", layer=SUMMARY_LAYER, source_layer=None, value=float(len(swept)), stderr=float("nan"),
+                     n=len(queries), higher_is_better=None, subset="all"))
+    pairs = layer_pairs(handle.n_layers, settings)
+    outcome: dict[tuple[str, int, int], list[bool]] = {}
+    for i in swept:
+        q = queries[i]
+        positions = {}
+        if "e1-last" in settings.positions:
+            positions["e1-last"] = e1_last_token(handle, q.source_prompt, q.e1)
+        if "prompt-last" in settings.positions:
+            positions["prompt-last"] = len(handle.tokenizer(q.source_prompt)["input_ids"]) - 1
+        names = q.answers("e3")
+        for key, text in sweep_query(handle, q.source_prompt, positions, pairs, names, settings.max_new_tokens, settings.batch_size).items():
+            outcome.setdefault(key, []).append(mentions(text, names))
+    was_right = checks["composition"][swept]
+    for position in settings.positions:
+        for group, members in (("was-wrong", ~was_right), ("was-right", was_right)):
+            for ls, lt in pairs:
+                flags = np.array(outcome.get((position, ls, lt), []), dtype=bool)
+                rows.append(_share_rows("patched_correct", flags[members] if len(flags) else flags, f"{position}+{group}", layer=lt, source_layer=ls))
+        back = [(ls, lt) for ls, lt in pairs if ls > lt]
+        fixed = np.array([any(outcome[(position, ls, lt)][k] for ls, lt in back) for k in range(len(swept))], dtype=bool) if len(swept) else np.zeros(0, bool)
+        wrong = fixed[~was_right] if len(swept) else fixed
+        rows.append(_share_rows("oracle_fix_rate", wrong, position))
+        rows.append(dict(metric="oracle_fixed", layer=SUMMARY_LAYER, source_layer=None, value=float(wrong.sum()), stderr=float("nan"),
+                         n=len(wrong), higher_is_better=True, subset=position))
+    frame = pd.DataFrame(rows)
+    frame["source_layer"] = frame["source_layer"].astype("Int64")
+    return frame

@@ -1,0 +1,197 @@
+"""Interventions: the logit lens, back-patching and internal consistency, on SmolLM2 and on closed-form cases."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from layerbench.data.two_hop import TwoHopQuery, mentions, parse_queries
+from layerbench.errors import UserError
+from layerbench.evaluators.backpatch import layer_pairs, settled, sweep_query
+from layerbench.evaluators.consistency import calibrated_answers, cut_path, internal_consistency
+from layerbench.models.generation import generate
+from layerbench.models.residual import lens_logits, lens_statistics, patch_positions, record_layers
+from layerbench.specs.schema import BackpatchSettings
+
+QUERY = dict(e1="Tokyo", r1="capital-of", e2="Japan", r2="currency", e3="yen", e2_aliases=["Nippon"], e3_aliases=["Japanese yen"],
+             r1_template="{} is the capital of", r1_phrase="the country whose capital is {}", r2_template="The currency of {} is the")
+
+
+def _ids(handle, text):
+    return handle.tokenizer(text, return_tensors="pt")["input_ids"]
+
+
+def test_lens_at_the_last_layer_is_the_models_own_output(smollm):
+    ids = _ids(smollm, "The capital of France is")
+    with torch.no_grad(), record_layers(smollm, [smollm.n_layers]) as recorded:
+        logits = smollm.model(input_ids=ids).logits[0]
+    lens = lens_logits(smollm, recorded[smollm.n_layers][0][0])
+    assert (lens - logits).abs().max().item() < 1e-4
+    assert smollm.tokenizer.decode(lens[-1].argmax()) == " Paris"
+
+
+def test_recorded_layers_are_the_raw_residual_stream(smollm):
+    ids = _ids(smollm, "A coin is heads up.")
+    layers = [0, 5, smollm.n_layers]
+    with torch.no_grad(), record_layers(smollm, layers) as recorded:
+        hidden = smollm.model(input_ids=ids, output_hidden_states=True).hidden_states
+    for layer in layers[:2]:
+        assert torch.equal(recorded[layer][0], hidden[layer])
+    # Hugging Face's last entry carries the final norm; ours is the raw stream, and the norm of ours is theirs.
+    raw = recorded[smollm.n_layers][0]
+    assert not torch.allclose(raw, hidden[-1])
+    torch.testing.assert_close(smollm.anatomy.final_norm(raw), hidden[-1])
+
+
+def test_lens_statistics_rank_prob_and_entropy(smollm):
+    ids = _ids(smollm, "The capital of France is")
+    layers = list(range(smollm.n_layers + 1))
+    with torch.no_grad(), record_layers(smollm, layers) as recorded:
+        smollm.model(input_ids=ids)
+    states = torch.stack([recorded[layer][0][0, -1:] for layer in layers])  # [L+1, 1, D]
+    paris = smollm.tokenizer(" Paris", add_special_tokens=False)["input_ids"][0]
+    stats = lens_statistics(smollm, states, torch.tensor([paris]))
+    assert stats["rank"][-1, 0] == 1 and stats["rank"][0, 0] > 100  # the answer appears only in late layers
+    assert torch.all((stats["prob"] >= 0) & (stats["prob"] <= 1))
+    vocab = smollm.anatomy.unembedding.weight.shape[0]
+    assert torch.all((stats["entropy"] >= 0) & (stats["entropy"] <= np.log(vocab) + 1e-3))
+    probs = torch.softmax(lens_logits(smollm, states[-1]), -1)[0, paris]
+    assert stats["prob"][-1, 0] == pytest.approx(probs.item(), rel=1e-5)
+
+
+def test_patching_a_layers_own_state_back_reproduces_the_unpatched_generation(smollm):
+    prompt = "The currency of the country whose capital is Tokyo is the"
+    unpatched = generate(smollm, [prompt], max_new_tokens=8)[0][0]
+    last = len(_ids(smollm, prompt)[0]) - 1
+    texts = sweep_query(smollm, prompt, {"e1-last": 7, "prompt-last": last}, [(3, 3), (15, 15), (30, 30)], names=[], max_new_tokens=8, batch_size=2)
+    assert len(texts) == 6 and set(texts.values()) == {unpatched}
+
+
+def test_patching_france_into_germany_moves_the_answer_towards_paris(smollm):
+    france, germany = _ids(smollm, "The capital of France is"), _ids(smollm, "The capital of Germany is")
+    assert france.shape == germany.shape
+    paris, berlin = (smollm.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in (" Paris", " Berlin"))
+    layers = list(range(smollm.n_layers + 1))
+    with torch.no_grad(), record_layers(smollm, layers) as recorded:
+        smollm.model(input_ids=france)
+    with torch.no_grad():
+        clean = smollm.model(input_ids=germany).logits[0, -1]
+    margin = lambda logits: (logits[paris] - logits[berlin]).item()  # noqa: E731
+    assert margin(clean) < 0  # unpatched: Berlin
+    shifts = {}
+    for layer in (25, 27, 29):  # at layer 20 the shift is still ~0: later layers read "Germany" from its own position
+        with torch.no_grad(), patch_positions(smollm, torch.tensor([layer]), germany.shape[1] - 1, recorded[layer][0][:, -1]):
+            patched = smollm.model(input_ids=germany).logits[0, -1]
+        shifts[layer] = margin(patched) - margin(clean)
+    assert all(shift > 1.0 for shift in shifts.values()), shifts
+    with torch.no_grad(), patch_positions(smollm, torch.tensor([29]), germany.shape[1] - 1, recorded[29][0][:, -1]):
+        assert smollm.model(input_ids=germany).logits[0, -1].argmax().item() == paris
+
+
+def test_a_prompt_continues_the_same_alone_and_in_a_left_padded_batch(smollm):
+    short, long = "The capital of France is", "The people of the country whose capital is Tokyo are called"
+    alone = generate(smollm, [short], max_new_tokens=6)[0][0]
+    batched = generate(smollm, [long, short], max_new_tokens=6, batch_size=2)
+    assert batched[1][0] == alone and batched[0][0] == generate(smollm, [long], max_new_tokens=6)[0][0]
+
+
+def test_two_hop_query_prompts():
+    q = TwoHopQuery(**QUERY)
+    assert q.source_prompt == "The currency of the country whose capital is Tokyo is the"
+    checks = q.check_prompts()
+    assert checks["first_hop"] == ("Tokyo is the capital of", "e2")
+    assert checks["entity_shortcut"] == ("The currency of Tokyo is the", "e3")
+    assert checks["relation_shortcut"][0] == "The currency of the country whose capital is X is the"
+    assert q.answers("e3") == ["Japanese yen", "yen"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"e3_aliases": [""]}, "e3_aliases: .*alias is empty"),
+    ({"r2_template": "The currency of the country is"}, "r2_template: .*one '{}' slot"),
+    ({"r1_phrase": "the country {} whose capital is {}"}, "r1_phrase"),
+    ({"e2": ""}, "e2: "),
+])
+def test_bad_two_hop_queries_are_clear_user_errors(change, message):
+    with pytest.raises(UserError, match=message):
+        parse_queries([QUERY | change], "my-queries.jsonl")
+
+
+def test_answers_match_whole_words_ignoring_case():
+    assert mentions(" the Japanese Yen.", ["yen"]) and mentions(" yen", ["Yen"])
+    assert not mentions(" business", ["US"]) and not mentions(" Parisian", ["Paris"])
+    # Early stopping decides only when no later token can change the verdict.
+    assert not settled(" Paris", ["Paris"]) and settled(" Paris,", ["Paris"]) and not settled(" Parisi", ["Paris"])
+
+
+def test_layer_pairs_of_the_sweep():
+    back = layer_pairs(4, BackpatchSettings())
+    assert back == [(ls, lt) for lt in range(5) for ls in range(5) if ls > lt] and len(back) == 10
+    both = layer_pairs(4, BackpatchSettings(forward_patching=True, layer_step=2))
+    assert sorted(both) == sorted([(ls, lt) for ls in (0, 2, 4) for lt in (0, 2, 4) if ls != lt])
+
+
+def test_internal_consistency_closed_form():
+    # Three layers, four paths. Layer 0 says True for everything (a biased layer); calibration removes the bias.
+    p_true = np.array([[0.9, 0.8, 0.95, 0.85], [0.2, 0.9, 0.1, 0.7], [0.1, 0.8, 0.3, 0.9]])
+    final = p_true[-1] > 0.5  # F T F T
+    calibrated = calibrated_answers(p_true, final)
+    assert calibrated[-1].tolist() == final.tolist()
+    assert calibrated[0].tolist() == [True, False, True, False]  # the two highest of layer 0
+    np.testing.assert_allclose(internal_consistency(calibrated, calibrated[-1], 0), [2 / 3, 2 / 3, 2 / 3, 2 / 3])
+    np.testing.assert_allclose(internal_consistency(p_true > 0.5, final, 0), [2 / 3, 1, 2 / 3, 1])
+    np.testing.assert_allclose(internal_consistency(p_true > 0.5, final, 1), [1, 1, 1, 1])
+
+
+def test_cut_path_stops_before_the_answer():
+    assert cut_path(" The coin was flipped 2 times. So the answer is True.") == ("The coin was flipped 2 times.", True)
+    assert cut_path(" 3 flips, odd.\n\nQ: next") == ("3 flips, odd.", False)
+    assert cut_path(" still thinking") == ("still thinking", False)
+
+
+@pytest.mark.slow
+def test_backpatch_sweep_rows_on_a_handful_of_queries(smollm):
+    from layerbench.data import load_packaged
+    from layerbench.evaluators.backpatch import evaluate_backpatch
+    from layerbench.results.schema import complete_rows
+    from layerbench.specs.schema import TaskSpec
+
+    spec = TaskSpec(name="bp", family="backpatch", description="d", data={"source": "packaged", "dataset": "two-hop-queries"},
+                    evaluator={"layer_step": 10, "sweep": "all", "max_new_tokens": 6}, main_score="oracle_fix_rate")
+    data = load_packaged("two-hop-queries", {"n": 6, "seed": 3})
+    rows = complete_rows(evaluate_backpatch(smollm, data, spec, 0), model="m", revision=None, task="bp", subset="s", split="test", n_layers=30, run_id="r")
+    patched = rows[rows.metric == "patched_correct"]
+    # layers 0, 10, 20, 30: six back-patch pairs, two positions, two groups
+    assert len(patched) == 6 * 2 * 2 and (patched.source_layer > patched.layer).all()
+    assert set(patched.subset) == {f"{p}+{g}" for p in ("e1-last", "prompt-last") for g in ("was-wrong", "was-right")}
+    assert patched.groupby("subset").n.first().sum() == 2 * 6  # every swept query is in exactly one group per position
+    summary = rows[rows.layer == -1].set_index(["metric", "subset"]).value
+    for check in ("first_hop_correct", "second_hop_correct", "composition_correct", "entity_shortcut", "relation_shortcut"):
+        assert 0 <= summary[(check, "all")] <= 1
+    assert summary[("swept_queries", "all")] == 6
+    for position in ("e1-last", "prompt-last"):
+        fixed, wrong = summary[("oracle_fixed", position)], rows[(rows.metric == "oracle_fixed") & (rows.subset == position)].n.iloc[0]
+        assert 0 <= fixed <= wrong and summary[("oracle_fix_rate", position)] == pytest.approx(fixed / wrong if wrong else np.nan, nan_ok=True)
+    lens = rows[rows.metric == "lens_answer_rank"]
+    assert list(lens.layer) == list(range(31)) and lens.value.iloc[-1] <= lens.value.iloc[0]
+    assert rows[rows.metric.str.endswith(("_prob", "_top1", "_correct", "_rate"))].value.dropna().between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_internal_consistency_rows_on_a_handful_of_questions(smollm):
+    from layerbench.data import load_task_data
+    from layerbench.evaluators.consistency import evaluate_consistency
+    from layerbench.specs import get_task
+
+    spec = get_task("consistency-coinflip").model_copy(update={"evaluator": {"paths": 3, "max_new_tokens": 24, "shots": 2}})
+    data = load_task_data(spec, limit=6)
+    rows = evaluate_consistency(smollm, data, spec, 0)
+    curves = rows[rows.metric == "calibrated_agreement"]
+    assert set(curves.subset) == {"correct-paths", "incorrect-paths"} and set(curves.layer) == set(range(31))
+    assert curves.n.groupby(curves.subset).first().sum() == 4 * 3  # 4 questions x 3 paths
+    # the last layer agrees with itself
+    assert (curves[curves.layer == 30].value.dropna() == 1).all()
+    summary = rows[rows.layer == -1].set_index("metric")
+    for metric in ("path_accuracy", "greedy_accuracy", "sc_accuracy", "ic_weighted_sc_accuracy", "paths_with_answer"):
+        assert 0 <= summary.value[metric] <= 1
+    assert np.isnan(summary.value["ic_auroc"]) or 0 <= summary.value["ic_auroc"] <= 1
+    assert summary.n["greedy_accuracy"] == 4
