@@ -29,22 +29,19 @@ import pandas as pd
 import torch
 
 from layerbench.data.dataset import TextDataset
-from layerbench.data.two_hop import CHECKS, TwoHopQuery, mentions
+from layerbench.data.two_hop import CHECKS, TwoHopQuery, mentions, parse_queries
 from layerbench.errors import UserError
+from layerbench.evaluators.probe import SUMMARY_LAYER
 from layerbench.models.generation import generate, greedy_from_cache
 from layerbench.models.loading import ModelHandle
-from layerbench.models.residual import lens_statistics, patch_positions, record_layers
+from layerbench.models.residual import first_token_id, last_token_states, lens_statistics, patch_positions, record_layers
 from layerbench.specs.schema import BackpatchSettings, TaskSpec
-
-SUMMARY_LAYER = -1
 
 
 def queries_of(data: TextDataset, task: str) -> list[TwoHopQuery]:
     """The two-hop queries of a task's data (its ``records``)."""
     if data.records is None:
         raise UserError(f"task '{task}': back-patching needs two-hop queries (data set 'two-hop-queries', or records with the fields of TwoHopQuery)")
-    from layerbench.data.two_hop import parse_queries
-
     return parse_queries(data.records, f"task '{task}'")
 
 
@@ -110,33 +107,6 @@ def sweep_query(handle: ModelHandle, prompt: str, positions: dict[str, int], pai
             texts = greedy_from_cache(handle, result.logits[:, -1], result.past_key_values, max_new_tokens, lambda t: settled(t, names))
             out |= {(position, ls, lt): text for (ls, lt), text in zip(chunk, texts)}
     return out
-
-
-def last_token_states(handle: ModelHandle, prompts: list[str], batch_size: int = 16) -> torch.Tensor:
-    """Raw residual states at each prompt's last token, every layer: ``[L+1, N, D]`` (right padding, so positions are the unpadded ones)."""
-    from layerbench.models.generation import ensure_padding
-
-    ensure_padding(handle)
-    tok = handle.tokenizer
-    side, tok.padding_side = tok.padding_side, "right"
-    layers = list(range(handle.n_layers + 1))
-    parts = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            enc = tok(prompts[start : start + batch_size], return_tensors="pt", padding=True).to(handle.device)
-            last = enc["attention_mask"].sum(1) - 1
-            with torch.no_grad(), record_layers(handle, layers) as recorded:
-                handle.model(**enc)
-            rows = torch.arange(len(last), device=last.device)
-            parts.append(torch.stack([recorded[layer][0][rows, last] for layer in layers]).float().cpu())
-    finally:
-        tok.padding_side = side
-    return torch.cat(parts, dim=1)
-
-
-def first_token_id(handle: ModelHandle, word: str) -> int:
-    """The token a continuation starts ``word`` with (after a space, as it follows a prompt)."""
-    return handle.tokenizer(" " + word, add_special_tokens=False)["input_ids"][0]
 
 
 def _share_rows(metric: str, flags: np.ndarray, subset: str, layer: int = SUMMARY_LAYER, source_layer=None) -> dict:

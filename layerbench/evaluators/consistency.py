@@ -31,10 +31,10 @@ import torch
 
 from layerbench.data.dataset import TextDataset
 from layerbench.errors import UserError
-from layerbench.evaluators.backpatch import SUMMARY_LAYER, first_token_id, last_token_states
+from layerbench.evaluators.probe import SUMMARY_LAYER
 from layerbench.models.generation import generate
 from layerbench.models.loading import ModelHandle
-from layerbench.models.residual import lens_logits
+from layerbench.models.residual import first_token_id, last_token_states, lens_logits
 from layerbench.specs.schema import ConsistencySettings, TaskSpec
 
 ANSWER_CUE = " So the answer is"

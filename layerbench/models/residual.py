@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+
 import torch
 from torch import nn
 
 from layerbench.errors import UserError
+from layerbench.models.generation import ensure_padding
 from layerbench.models.loading import ModelHandle
 
 
@@ -153,3 +155,28 @@ def lens_statistics(handle: ModelHandle, states: torch.Tensor, targets: torch.Te
         out["prob"][:, start:stop] = log_p.gather(-1, target).squeeze(-1).exp().cpu()
         out["entropy"][:, start:stop] = -(log_p.exp() * log_p).sum(-1).cpu()
     return out
+
+
+def last_token_states(handle: ModelHandle, prompts: list[str], batch_size: int = 16) -> torch.Tensor:
+    """Raw residual states at each prompt's last token, every layer: ``[L+1, N, D]`` (right padding, so positions are the unpadded ones)."""
+    ensure_padding(handle)
+    tok = handle.tokenizer
+    side, tok.padding_side = tok.padding_side, "right"
+    layers = list(range(handle.n_layers + 1))
+    parts = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            enc = tok(prompts[start : start + batch_size], return_tensors="pt", padding=True).to(handle.device)
+            last = enc["attention_mask"].sum(1) - 1
+            with torch.no_grad(), record_layers(handle, layers) as recorded:
+                handle.model(**enc)
+            rows = torch.arange(len(last), device=last.device)
+            parts.append(torch.stack([recorded[layer][0][rows, last] for layer in layers]).float().cpu())
+    finally:
+        tok.padding_side = side
+    return torch.cat(parts, dim=1)
+
+
+def first_token_id(handle: ModelHandle, word: str) -> int:
+    """The token a continuation starts ``word`` with (after a space, as it follows a prompt)."""
+    return handle.tokenizer(" " + word, add_special_tokens=False)["input_ids"][0]
