@@ -34,7 +34,7 @@ def load_task_data(spec: TaskSpec, limit: int | None = None, seed: int = 0) -> T
         elif isinstance(source, GeneratorSource):
             data = load_generated(source.generator, source.options)
         elif isinstance(source, LocalSource):
-            data = load_local(source.path, source.text_field, source.label_field)
+            data = load_local(source)
         elif isinstance(source, UrlSource):
             from layerbench.data.remote import load_url
 

@@ -10,17 +10,9 @@ from typing import Any
 import pandas as pd
 
 from layerbench.data.dataset import TextDataset
+from layerbench.data.tables import table_dataset
 from layerbench.errors import UserError
 from layerbench.specs.schema import HubSource, UrlSource
-
-
-def _columns(frame: pd.DataFrame, text_field: str, label_field: str | None, where: str) -> TextDataset:
-    for column in filter(None, [text_field, label_field]):
-        if column not in frame.columns:
-            raise UserError(f"{where} has no field '{column}'; its fields: {', '.join(map(str, frame.columns))}")
-    frame = frame.dropna(subset=[text_field])
-    labels = frame[label_field].tolist() if label_field else None
-    return TextDataset(frame[text_field].astype(str).tolist(), labels)
 
 
 def parse_table(raw: bytes, source: UrlSource) -> pd.DataFrame:
@@ -53,8 +45,7 @@ def load_url(source: UrlSource) -> TextDataset:
         frame = parse_table(raw, source)
     except (ValueError, KeyError, TypeError) as exc:
         raise UserError(f"cannot parse {source.url} as {source.format}: {exc}") from None
-    data = _columns(frame, source.text_field, source.label_field, source.url)
-    return TextDataset(data.texts, data.labels, {"source": "url", "url": source.url, "sha256": digest, "licence": source.licence})
+    return table_dataset(frame, source, source.url, {"source": "url", "url": source.url, "sha256": digest, "licence": source.licence})
 
 
 def load_hub(source: HubSource) -> TextDataset:
@@ -67,6 +58,5 @@ def load_hub(source: HubSource) -> TextDataset:
         table = datasets.load_dataset(source.path, source.name, split=source.split, revision=source.revision)
     except Exception as exc:  # datasets raises many types for offline, missing or gated data
         raise UserError(f"cannot load Hub data set {source.path}@{source.revision} ({str(exc).splitlines()[0]}); it needs the network") from None
-    data = _columns(table.to_pandas(), source.text_field, source.label_field, f"Hub data set {source.path}")
     provenance = {"source": "hub", "dataset": source.path, "name": source.name, "split": source.split, "revision": source.revision, "licence": source.licence}
-    return TextDataset(data.texts, data.labels, provenance)
+    return table_dataset(table.to_pandas(), source, f"Hub data set {source.path}", provenance)

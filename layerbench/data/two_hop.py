@@ -21,10 +21,12 @@ import re
 from functools import lru_cache
 from typing import Any
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from layerbench.data.dataset import TextDataset, stratified_indices
 from layerbench.data.packaged import _countries, gensim_file, packaged_dataset
+from layerbench.data.tables import ROW_FORMATS
 from layerbench.errors import UserError
 
 CHECKS = ("first_hop", "second_hop", "composition", "entity_shortcut", "relation_shortcut")
@@ -278,3 +280,57 @@ def packaged_two_hop(n: int | None = None, seed: int = 0) -> TextDataset:
     provenance = {"source": "packaged", "dataset": "two-hop-queries", "distributions": versions, "n": n, "seed": seed,
                   "licence": "countryinfo: MIT; gensim test data: LGPL-2.1; hand-written chains and US state capitals: layerbench (Apache-2.0)"}
     return two_hop_dataset(records, provenance, "packaged data set 'two-hop-queries'")
+
+
+def _name_list(value: Any) -> list[str]:
+    """Aliases as a list: a list already (JSON lines), or its Python/JSON text (a CSV cell); empty for a missing cell."""
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value) if value.strip() else []
+        except (ValueError, SyntaxError):
+            value = [value]
+    if value is None or (isinstance(value, float) and value != value):  # NaN from an empty CSV cell
+        return []
+    return [str(v) for v in value]
+
+
+@ROW_FORMATS.register("two-hop-queries")
+def two_hop_rows(frame: pd.DataFrame, where: str) -> TextDataset:
+    """A table whose rows carry the fields of :class:`TwoHopQuery` (aliases as lists, or their text in a CSV)."""
+    records = []
+    for row in frame.to_dict("records"):
+        record = {k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}  # an empty optional cell is absent
+        for key in ("e2_aliases", "e3_aliases"):
+            if key in record:
+                record[key] = _name_list(record[key])
+        records.append(record)
+    return two_hop_dataset(records, {}, where)
+
+
+# The columns of Biran et al.'s data/two_hop.csv that a query is built from.
+_HTL_COLUMNS = ("e1_label", "e2_label", "e3_label", "r1_template", "r2_template", "e2_aliases", "e3_aliases")
+
+
+@ROW_FORMATS.register("hopping-too-late")
+def hopping_too_late_rows(frame: pd.DataFrame, where: str) -> TextDataset:
+    """The two-hop CSV Biran et al. (2024) released, as queries.
+
+    Their templates are noun phrases ("the currency of {}"); the source prompt
+    is r2's phrase around r1's phrase plus " is", and a single-hop check is a
+    phrase plus " is". So here ``r1_phrase`` is their r1 template and the two
+    prompt templates are their phrases plus " is": the prompts equal theirs
+    (up to the capital first letter). Relations are named by ``r1_type`` /
+    ``r2_type`` (Wikidata labels) where present, else by their ids.
+    """
+    missing = [c for c in _HTL_COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(f"{where}: not the Hopping Too Late format, it lacks {', '.join(missing)}; its fields: {', '.join(map(str, frame.columns))}")
+    records = []
+    for row in frame.to_dict("records"):
+        records.append(dict(
+            e1=str(row["e1_label"]), e2=str(row["e2_label"]), e3=str(row["e3_label"]),
+            r1=str(row.get("r1_type") or row.get("r1") or "r1"), r2=str(row.get("r2_type") or row.get("r2") or "r2"),
+            e2_aliases=_name_list(row["e2_aliases"]), e3_aliases=_name_list(row["e3_aliases"]),
+            r1_phrase=str(row["r1_template"]), r1_template=f"{row['r1_template']} is", r2_template=f"{row['r2_template']} is",
+        ))
+    return two_hop_dataset(records, {"format": "Biran et al. 2024, data/two_hop.csv"}, where)

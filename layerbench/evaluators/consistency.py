@@ -88,21 +88,35 @@ def _weighted_vote(answers: np.ndarray, weights: np.ndarray) -> bool:
     return float(weights[answers].sum()) >= float(weights[~answers].sum())
 
 
+def question_prompts(data: TextDataset, settings: ConsistencySettings, task: str) -> tuple[np.ndarray, list[int], list[str]]:
+    """The items' truth (``[N]`` booleans), the indices of the items asked, and their few-shot prompts.
+
+    The worked examples are the spec's ``exemplars`` if it gives them (every
+    item is then asked), else the first ``shots`` items of alternating labels
+    with a ``rationale`` record (left out of the questions).
+    """
+    if data.labels is None:
+        raise UserError(f"task '{task}': internal consistency needs true/false labels")
+    labels = np.array([str(v).lower() == "true" for v in data.labels])
+    first, second = settings.answers
+    if settings.exemplars:
+        exemplars = [(e.question, e.rationale, first if e.answer else second) for e in settings.exemplars]
+        order: list[int] = []
+    else:
+        if data.records is None or any("rationale" not in r for r in data.records):
+            raise UserError(f"task '{task}': internal consistency needs a worked 'rationale' per item, or 'exemplars' in the evaluator settings")
+        order = [i for pair in zip(np.flatnonzero(labels), np.flatnonzero(~labels)) for i in pair][: settings.shots]
+        exemplars = [(data.texts[i], data.records[i]["rationale"], first if labels[i] else second) for i in order]
+    questions = [i for i in range(len(data)) if i not in set(order)]
+    if not questions:
+        raise UserError(f"task '{task}': no questions left after taking {settings.shots} worked examples")
+    return labels, questions, [few_shot_prompt(exemplars, data.texts[i]) for i in questions]
+
+
 def evaluate_consistency(handle: ModelHandle, data: TextDataset, spec: TaskSpec, seed: int) -> pd.DataFrame:
     """Sample paths, read every layer's latent answer with the logit lens, and score internal consistency (module docstring)."""
     settings: ConsistencySettings = spec.settings
-    if data.labels is None or data.records is None or any("rationale" not in r for r in data.records):
-        raise UserError(f"task '{spec.name}': internal consistency needs true/false labels and a worked 'rationale' per item")
-    labels = np.array([str(v).lower() == "true" for v in data.labels])
-    # Worked examples: the first items of each label in turn, left out of the evaluation.
-    order = [i for pair in zip(np.flatnonzero(labels), np.flatnonzero(~labels)) for i in pair][: settings.shots]
-    first, second = settings.answers
-    exemplars = [(data.texts[i], data.records[i]["rationale"], first if labels[i] else second) for i in order]
-    questions = [i for i in range(len(data)) if i not in set(order)]
-    if not questions:
-        raise UserError(f"task '{spec.name}': no questions left after taking {settings.shots} worked examples")
-    prompts = [few_shot_prompt(exemplars, data.texts[i]) for i in questions]
-
+    labels, questions, prompts = question_prompts(data, settings, spec.name)
     stops = ["answer is", "\n\n", "\nQ:"]  # what cut_path cuts at: nothing after it is read
     sampled = generate(handle, prompts, settings.max_new_tokens, batch_size=max(1, 32 // settings.paths), sample=True,
                        temperature=settings.temperature, top_p=settings.top_p, num_return_sequences=settings.paths, seed=seed, stop_strings=stops)
@@ -110,7 +124,7 @@ def evaluate_consistency(handle: ModelHandle, data: TextDataset, spec: TaskSpec,
     # Every path (K sampled, then the greedy one) is cut before its answer and asked for it.
     paths = [(q, cut_path(text)) for q, texts in enumerate(sampled) for text in texts] + [(q, cut_path(t[0])) for q, t in enumerate(greedy)]
     states = last_token_states(handle, [f"{prompts[q]} {cut}{ANSWER_CUE}" if cut else f"{prompts[q]}{ANSWER_CUE}" for q, (cut, _) in paths])
-    answer_ids = [first_token_id(handle, first), first_token_id(handle, second)]
+    answer_ids = [first_token_id(handle, answer) for answer in settings.answers]
     with torch.no_grad():
         logits = torch.stack([lens_logits(handle, states[layer])[:, answer_ids] for layer in range(states.shape[0])])  # [L+1, P, 2]
     p_true = torch.softmax(logits, dim=-1)[..., 0].numpy()

@@ -32,16 +32,38 @@ class GeneratorSource(_Strict):
     options: dict[str, Any] = {}
 
 
-class LocalSource(_Strict):
+class _TableFields(_Strict):
+    """How the rows of a table (a file or a Hub split) become a task's items.
+
+    Attributes:
+        text_field: the column holding the text, or a template naming columns
+            in braces (``"{passage}\nQuestion: {question}?"``).
+        label_field: the column holding the label, if any.
+        label_map: raw label -> the label the task uses; a label mapped to
+            null drops its rows (ProofWriter's ``Unknown``); labels not named
+            are kept as they are.
+        record_fields: columns kept per item as its record (the worked
+            ``rationale`` an internal-consistency exemplar needs).
+        row_format: read each row as a structured record of a named format
+            instead (``two-hop-queries``: the fields of a two-hop query;
+            ``hopping-too-late``: the CSV Biran et al. released).
+    """
+
+    text_field: str = "text"
+    label_field: str | None = None
+    label_map: dict[str, Any] = {}
+    record_fields: list[str] = []
+    row_format: str | None = None
+
+
+class LocalSource(_TableFields):
     """A .jsonl, .csv or .parquet file of the user's; a relative path is relative to the spec file."""
 
     source: Literal["local"]
     path: str
-    text_field: str = "text"
-    label_field: str | None = None
 
 
-class UrlSource(_Strict):
+class UrlSource(_TableFields):
     """A public file fetched over HTTP(S) (needs the network), pinned by the commit in its URL and/or its sha256.
 
     ``format`` is ``csv``, ``tsv``, ``jsonl``, ``json`` (``record_path`` names
@@ -53,13 +75,11 @@ class UrlSource(_Strict):
     url: str = Field(pattern=r"^https?://")
     format: Literal["csv", "tsv", "jsonl", "json", "lines"]
     record_path: str | None = None
-    text_field: str = "text"
-    label_field: str | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     licence: str = "as stated by the source"
 
 
-class HubSource(_Strict):
+class HubSource(_TableFields):
     """A Hugging Face Hub data set at a pinned ``revision`` (a commit hash or tag; needs the network)."""
 
     source: Literal["hub"]
@@ -67,8 +87,6 @@ class HubSource(_Strict):
     revision: str = Field(min_length=1)
     name: str | None = None
     split: str = "test"
-    text_field: str = "text"
-    label_field: str | None = None
     licence: str = "as stated on the data set's card"
 
 
@@ -150,6 +168,14 @@ class BackpatchSettings(_Strict):
     batch_size: int = Field(default=128, ge=1)
 
 
+class WorkedExample(_Strict):
+    """A few-shot exemplar for chain-of-thought prompts: a question, its worked reasoning and its true/false answer."""
+
+    question: str = Field(min_length=1)
+    rationale: str = Field(min_length=1)
+    answer: bool
+
+
 class ConsistencySettings(_Strict):
     """Knobs of the ``consistency`` family (internal consistency, Xie et al. 2024).
 
@@ -157,7 +183,10 @@ class ConsistencySettings(_Strict):
         paths: K reasoning paths sampled per question.
         max_new_tokens: the longest reasoning path, in tokens.
         temperature, top_p: the sampling of the paths.
-        shots: worked examples in the few-shot chain-of-thought prompt.
+        shots: worked examples in the few-shot chain-of-thought prompt, taken
+            from the data (items with a ``rationale`` record, alternating labels).
+        exemplars: worked examples written in the spec instead, for data sets
+            without rationales (BoolQ, ProofWriter); then every item is a question.
         answers: the two answer words the lens compares (the first means label True).
         first_layer: layers below this one are left out of the agreement (the
             embedding output says nothing about the answer); IC counts layers
@@ -169,6 +198,7 @@ class ConsistencySettings(_Strict):
     temperature: float = Field(default=0.7, gt=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
     shots: int = Field(default=3, ge=0)
+    exemplars: list[WorkedExample] = []
     answers: tuple[str, str] = ("True", "False")
     first_layer: int = Field(default=1, ge=0)
 
