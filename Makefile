@@ -9,7 +9,7 @@ CONSTRAINTS ?= constraints.txt
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 DEMO_OUTPUT ?= demo-results
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench site venv clean
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ demo: venv
 test: venv
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python -m pytest
 
+# The leaderboard site from the committed reference results (open site/index.html).
+site: venv
+	$(BIN)/layerbench leaderboard results -o site
+
 bench: venv
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_capture.py
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_metrics.py
@@ -33,4 +37,4 @@ bench: venv
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_backpatch.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site test-artifacts

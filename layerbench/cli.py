@@ -154,6 +154,37 @@ def validate(paths) -> None:
     click.echo(f"all specs valid: {', '.join(paths)}")
 
 
+@app.command()
+@click.argument("base", type=click.Path())
+@click.argument("candidate", type=click.Path())
+@click.option("--tolerance", type=click.FloatRange(min=0), default=0.01, show_default=True, help="The smallest drop that counts, in each metric's units.")
+@click.option("--z", type=click.FloatRange(min=0), default=1.0, show_default=True, help="A drop must also exceed z combined standard errors (where both are known).")
+@click.option("--tasks", "-t", "tasks", multiple=True, help="Comma-separated tasks to compare (default: all shared).")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write every compared row to this CSV file.")
+def compare(base, candidate, tolerance, z, tasks, report) -> None:
+    """Gate CANDIDATE results against BASE: exit 1 if any row dropped beyond tolerance and noise, 0 otherwise, 2 on bad input."""
+    from layerbench.compare import compare_results, format_report
+    from layerbench.results import load_results
+
+    rows = compare_results(load_results(base), load_results(candidate), tolerance=tolerance, z=z, tasks=_split(tasks) or None)
+    click.echo(format_report(rows, tolerance, z))
+    if report:
+        rows.to_csv(report, index=False)
+    if (rows.verdict == "regression").any():
+        raise click.exceptions.Exit(1)
+
+
+@app.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--output", "-o", default="site", show_default=True, type=click.Path(file_okay=False), help="Folder to write the site into.")
+def leaderboard(results, output) -> None:
+    """Build the static leaderboard site from result folders alone (opens from file:// with no network)."""
+    from layerbench.site import build_site
+
+    index = build_site([*results], output)
+    click.echo(f"site written: {index} (open it in a browser, or serve {output}/ from any static host)")
+
+
 @list_.command(name="metrics")
 def list_metrics() -> None:
     """Label-free metrics: name, input kind, direction, unit, cost."""
@@ -168,7 +199,7 @@ def list_metrics() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; user errors become one line and exit code 2."""
     try:
-        app.main(args=argv, prog_name="layerbench", standalone_mode=False)
+        code = app.main(args=argv, prog_name="layerbench", standalone_mode=False)
     except UserError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
@@ -181,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted; finished tasks are kept and a re-run resumes", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0  # a command's explicit exit code (compare: 1 on a regression)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,12 @@ def _flatten(entry: Mapping[str, Any], prefix: str = "") -> list[tuple[str, floa
     return out
 
 
+def score_direction(name: str) -> bool | None:
+    """Whether a higher value of mteb score ``name`` is better: True for scores, None for spreads (``*_std``) and
+    nAUC diagnostics (``nauc_*``, the calibration of scores against query difficulty), which have no better side."""
+    return None if name.endswith("_std") or name.startswith("nauc_") else True
+
+
 def evaluate_mteb(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int = 0) -> pd.DataFrame:
     """mteb's scores of every layer: rows ``subset, split, metric, layer, value, stderr, n, higher_is_better``."""
     task = data.payload
@@ -100,7 +106,7 @@ def evaluate_mteb(states: Mapping[str, np.ndarray], data: TextDataset, spec: Tas
         encoder.layer = layer
         result = run_mteb(encoder, task, settings.eval_splits)
         for task_result in result.task_results:
-            rows += [row | dict(layer=layer, n=len(data.texts), higher_is_better=True) for row in score_rows(task_result.scores)]
+            rows += [row | dict(layer=layer, n=len(data.texts), higher_is_better=score_direction(row["metric"])) for row in score_rows(task_result.scores)]
     if not rows:
         raise UserError(f"mteb reported no scores for task '{spec.name}'")
     return pd.DataFrame(rows)

@@ -1,0 +1,156 @@
+"""pandas helpers for result rows (:func:`layerbench.load_results`): the analysis every reader of results does.
+
+Rows with ``layer >= 0`` read one layer; rows with ``layer == -1`` summarize a
+task over layers (concept depth, back-patching fix rate, IC AUROC). Patched
+rows (``source_layer`` set) are heat-map cells, not layer curves, and are
+left out of curves and best layers.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from layerbench.errors import UserError
+
+GROUP = ["model", "revision", "task", "subset", "split", "metric"]
+# Summary rows the leaderboard shows per task when they exist, as (metric, column name).
+HEADLINE_SUMMARIES = (("converging_depth", "concept_depth"), ("oracle_fix_rate", "oracle_fix_rate"), ("ic_auroc", "ic_auroc"))
+
+
+@lru_cache(maxsize=None)
+def _registered_main_scores() -> dict[str, str]:
+    from layerbench.specs import all_tasks
+
+    try:
+        return {name: spec.main_score for name, spec in all_tasks().items()}
+    except UserError:  # a malformed spec in $LAYERBENCH_TASKS must not stop the reading of results
+        return {}
+
+
+def main_metric(df: pd.DataFrame, task: str) -> str | None:
+    """The metric a task is ranked by: its spec's ``main_score`` when it is in the rows, else mteb's ``main_score``, else None."""
+    metrics = set(df.loc[df.task == task, "metric"])
+    for candidate in (_registered_main_scores().get(task), "main_score"):
+        if candidate in metrics:
+            return candidate
+    return None
+
+
+def _layer_rows(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df.layer >= 0) & df.source_layer.isna()]
+
+
+def layer_curve(df: pd.DataFrame, task: str, metric: str, *, model: str | None = None, subset: str | None = None, split: str | None = None) -> pd.DataFrame:
+    """One metric of one task against depth: columns ``model, revision, subset, split, layer, depth, value, stderr``, sorted.
+
+    Raises:
+        UserError: no per-layer rows match (the message names what there is).
+    """
+    rows = _layer_rows(df)
+    rows = rows[(rows.task == task) & (rows.metric == metric)]
+    for column, wanted in (("model", model), ("subset", subset), ("split", split)):
+        if wanted is not None:
+            rows = rows[rows[column] == wanted]
+    if rows.empty:
+        known = sorted(set(_layer_rows(df).loc[lambda r: r.task == task, "metric"]))
+        raise UserError(f"no per-layer rows of metric '{metric}' in task '{task}'" + (f"; its metrics: {', '.join(known)}" if known else "; no such task in the rows"))
+    columns = ["model", "revision", "subset", "split", "layer", "depth", "value", "stderr"]
+    return rows[columns].sort_values(["model", "subset", "split", "layer"]).reset_index(drop=True)
+
+
+def best_layer(df: pd.DataFrame, task: str | None = None, metric: str | None = None) -> pd.DataFrame:
+    """The best layer of every (model, revision, task, subset, split, metric), by the metric's direction.
+
+    Args:
+        df: result rows.
+        task: only this task (default: all).
+        metric: only this metric (default: each task's main metric, :func:`main_metric`).
+
+    Returns:
+        One row per group: the group's columns plus ``best_layer``, ``best_depth``,
+        ``best_value``, ``last_layer``, ``last_value`` and ``gain`` (best minus
+        last, signed so that positive is better), ``n_layers``. Metrics with no
+        direction (descriptive ones) are left out.
+    """
+    rows = _layer_rows(df)
+    rows = rows[rows.higher_is_better.notna()]
+    if task is not None:
+        rows = rows[rows.task == task]
+    if metric is not None:
+        rows = rows[rows.metric == metric]
+    else:
+        mains = {t: main_metric(df, t) for t in rows.task.unique()}
+        rows = rows[rows.metric == rows.task.map(mains)]
+    out = []
+    for key, group in rows.groupby(GROUP, dropna=False, sort=True):
+        higher = bool(group.higher_is_better.iloc[0])
+        best = group.loc[group.value.idxmax() if higher else group.value.idxmin()]
+        last = group.loc[group.layer.idxmax()]
+        sign = 1.0 if higher else -1.0
+        out.append(dict(zip(GROUP, key)) | dict(
+            best_layer=int(best.layer), best_depth=float(best.depth), best_value=float(best.value),
+            last_layer=int(last.layer), last_value=float(last.value), gain=sign * float(best.value - last.value), n_layers=int(best.n_layers)))
+    return pd.DataFrame(out, columns=[*GROUP, "best_layer", "best_depth", "best_value", "last_layer", "last_value", "gain", "n_layers"])
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, revision, task): its main metric's best and last layer, plus the task's headline summaries.
+
+    Columns: ``model, revision, task, metric, best_layer, best_depth,
+    best_value, last_value, gain`` (NaN when the main metric has no per-layer
+    rows) and ``concept_depth`` (converging depth of a probe task),
+    ``oracle_fix_rate`` (back-patching, first position in name order),
+    ``ic_auroc`` (internal consistency), each NaN where the task has none.
+    """
+    best = best_layer(df)
+    # A task whose main metric has several subsets (robustness variants) is ranked on the first in name order.
+    best = best.sort_values(["model", "revision", "task", "subset", "split"]).drop_duplicates(["model", "revision", "task"])
+    keys = df[["model", "revision", "task"]].drop_duplicates()
+    out = keys.merge(best.drop(columns=["subset", "split"]), on=["model", "revision", "task"], how="left")
+    out["metric"] = [main_metric(df, t) for t in out.task]
+    summaries = df[df.layer == -1].sort_values("subset")
+    for metric, column in HEADLINE_SUMMARIES:
+        values = summaries[summaries.metric == metric].drop_duplicates(["model", "revision", "task"])[["model", "revision", "task", "value"]]
+        out = out.merge(values.rename(columns={"value": column}), on=["model", "revision", "task"], how="left")
+        out[column] = out[column].astype(float)
+    return out.sort_values(["model", "task"]).reset_index(drop=True)
+
+
+def metric_predicts_best_layer(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """How well a label-free metric picks the best layer of the downstream tasks.
+
+    For every (model, task) with per-layer rows of both ``metric`` and the
+    task's main metric: Spearman's rank correlation across layers between the
+    two (the label-free metric's sign flipped when lower is better, so positive
+    means "agrees"), the layer the metric picks (its best by its direction;
+    the last layer when it is descriptive), and the main score at that layer
+    against the score at the last layer and at the true best layer.
+
+    Returns:
+        Columns ``model, task, spearman, picked_layer, picked_score, last_score, best_score``.
+    """
+    rows = _layer_rows(df)
+    out = []
+    for (model, task), group in rows.groupby(["model", "task"], sort=True):
+        main = main_metric(df, task)
+        if main is None or main == metric:
+            continue
+        target = group[group.metric == main].drop_duplicates("layer").set_index("layer").sort_index()
+        signal = group[group.metric == metric].drop_duplicates("layer").set_index("layer").sort_index()
+        layers = target.index.intersection(signal.index)
+        if len(layers) < 3 or target.higher_is_better.isna().all():
+            continue
+        direction = signal.higher_is_better.iloc[0]
+        descriptive = pd.isna(direction)
+        sign = 1.0 if descriptive or bool(direction) else -1.0
+        score = target.value[layers] * (1.0 if bool(target.higher_is_better.iloc[0]) else -1.0)
+        ranked = signal.value[layers]
+        # A constant curve has no ranking: its correlation is undefined, not zero.
+        rho = np.nan if ranked.nunique() < 2 or score.nunique() < 2 else pd.Series(sign * ranked.to_numpy()).corr(pd.Series(score.to_numpy()), method="spearman")
+        picked = int(layers.max()) if descriptive else int((sign * signal.value[layers]).idxmax())
+        out.append(dict(model=model, task=task, spearman=float(rho) if not np.isnan(rho) else np.nan, picked_layer=picked,
+                        picked_score=float(target.value[picked]), last_score=float(target.value[layers.max()]),
+                        best_score=float(target.value[layers].max() if bool(target.higher_is_better.iloc[0]) else target.value[layers].min())))
+    return pd.DataFrame(out, columns=["model", "task", "spearman", "picked_layer", "picked_score", "last_score", "best_score"])

@@ -1,0 +1,351 @@
+"""The static leaderboard site: a pure function of result folders (rows and run manifests), like HELM's of its JSON.
+
+``build_site(["results"], "site")`` writes::
+
+    site/index.html            one row per model, headline numbers per family
+    site/models/<slug>.html    every task's layer curves, back-patching heat maps, IC curves, provenance
+    site/tasks.html            one row per task; site/tasks/<task>.html overlays every model's curve
+    site/metrics.html          how well each label-free metric predicts the best layer
+    site/data/results.{csv,parquet}
+    site/assets/               plotly.min.js (from the plotly package), site.js, site.css
+
+Everything a page needs is in the folder, so it opens from ``file://`` and
+from any static host with no network. Figures are Plotly JSON embedded in
+the page; the templates are Jinja2 (``layerbench/site/templates``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from layerbench.analysis import main_metric, metric_predicts_best_layer, summary
+from layerbench.errors import UserError
+from layerbench.results import load_results, model_slug
+
+HERE = Path(__file__).parent
+# Families whose headline numbers the index shows, in order.
+FAMILIES = ("probe", "mteb", "label-free", "backpatch", "consistency")
+_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
+
+
+def _number(value: Any) -> float | None:
+    """A JSON-safe number: NaN, infinities and <NA> become null (JSON has no NaN)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _fmt(value: Any) -> str:
+    """Table cell text: numbers with 4 significant digits (integers as they are), missing values as an em dash."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)) or value is pd.NA:
+        return "—"
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}" if abs(int(value)) >= 10_000 else str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    return str(value)
+
+
+def read_manifests(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
+    """Run manifests under the result folders, by model name, oldest first."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for path in paths:
+        for file in sorted(path.rglob("runs/*.json")) if path.is_dir() else []:
+            try:
+                manifest = json.loads(file.read_text())
+            except (OSError, ValueError) as exc:
+                raise UserError(f"corrupt run manifest '{file}' ({exc})") from None
+            runs.setdefault(manifest.get("model", {}).get("name", "?"), []).append(manifest)
+    for model_runs in runs.values():
+        model_runs.sort(key=lambda m: m.get("run_id", ""))
+    return runs
+
+
+def task_families(manifests: dict[str, list[dict[str, Any]]], tasks: list[str]) -> dict[str, str]:
+    """Each task's family: from the manifests (what ran), else from the registered spec, else ``other``."""
+    families: dict[str, str] = {}
+    for runs in manifests.values():
+        for run in runs:
+            for task, entry in run.get("tasks", {}).items():
+                if isinstance(entry, dict) and entry.get("family"):
+                    families[task] = entry["family"]
+    missing = [t for t in tasks if t not in families]
+    if missing:
+        from layerbench.specs import all_tasks
+
+        try:
+            registered = all_tasks()
+        except UserError:
+            registered = {}
+        families |= {t: registered[t].family if t in registered else "other" for t in missing}
+    return families
+
+
+def _curve_figure(title: str, traces: list[dict[str, Any]], y_title: str, x_title: str = "relative depth (layer / L)") -> dict[str, Any]:
+    return {"data": traces, "layout": {
+        "title": {"text": title, "font": {"size": 14}}, "margin": {"l": 55, "r": 10, "t": 40, "b": 45},
+        "xaxis": {"title": {"text": x_title}, "range": [-0.02, 1.02]}, "yaxis": {"title": {"text": y_title}},
+        "legend": {"font": {"size": 10}}, "hovermode": "closest"}}
+
+
+def _trace(frame: pd.DataFrame, name: str, color: str | None = None, visible: bool = True) -> dict[str, Any]:
+    frame = frame.sort_values("layer")
+    trace = {"type": "scatter", "mode": "lines+markers", "name": name, "x": [_number(v) for v in frame.depth],
+             "y": [_number(v) for v in frame.value], "text": [f"layer {int(v)}" for v in frame.layer],
+             "hovertemplate": "%{text}: %{y:.4g}<extra>" + name + "</extra>", "visible": True if visible else "legendonly"}
+    if color:
+        trace["line"] = {"color": color}
+    errors = [_number(v) for v in frame.stderr]
+    if any(e is not None for e in errors):
+        trace["error_y"] = {"type": "data", "array": errors, "visible": True, "thickness": 1}
+    return trace
+
+
+def _per_layer(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df.layer >= 0) & df.source_layer.isna()]
+
+
+def _model_sections(rows: pd.DataFrame, families: dict[str, str], figures: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    """The figures of one model's page, grouped in sections; fills ``figures`` (plot id -> Plotly figure)."""
+    from layerbench.metrics import list_metrics
+
+    label_free = {info.name for info in list_metrics()}
+    sections = []
+    per_layer = _per_layer(rows)
+    for family in (*FAMILIES, "other"):
+        tasks = sorted(t for t in per_layer.task.unique() if families.get(t, "other") == family)
+        score_plots, metric_plots = [], []
+        for task in tasks:
+            task_rows = per_layer[per_layer.task == task]
+            main = main_metric(rows, task)
+            scores = [m for m in sorted(task_rows.metric.unique()) if m not in label_free and not m.startswith(("lens_", "calibrated_", "agreement"))]
+            if scores:
+                traces = []
+                for i, (metric, subset) in enumerate(task_rows[task_rows.metric.isin(scores)][["metric", "subset"]].drop_duplicates().itertuples(index=False)):
+                    part = task_rows[(task_rows.metric == metric) & (task_rows.subset == subset)]
+                    traces.append(_trace(part, f"{metric} ({subset})", _PALETTE[i % len(_PALETTE)], visible=metric == (main or scores[0])))
+                plot = f"{prefix}-{task}-scores"
+                figures[plot] = _curve_figure(f"{task}: {main or 'scores'}", traces, main or "score")
+                score_plots.append(plot)
+            metrics = [m for m in sorted(task_rows.metric.unique()) if m in label_free]
+            if metrics:
+                traces = [_trace(task_rows[task_rows.metric == m], m, _PALETTE[i % len(_PALETTE)], visible=i == 0) for i, m in enumerate(metrics)]
+                plot = f"{prefix}-{task}-metrics"
+                figures[plot] = _curve_figure(f"{task}: label-free metrics", traces, "value (click the legend)")
+                metric_plots.append(plot)
+        if score_plots:
+            sections.append({"id": f"family-{family}", "title": f"{family}: task scores per layer", "plots": score_plots, "note": ""})
+        if metric_plots:
+            sections.append({"id": f"family-{family}-metrics", "title": f"{family}: label-free metrics per layer", "plots": metric_plots, "note": ""})
+    sections += _backpatch_sections(rows, figures, prefix) + _consistency_sections(rows, figures, prefix)
+    return sections
+
+
+def _backpatch_sections(rows: pd.DataFrame, figures: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    patched = rows[(rows.metric == "patched_correct") & rows.source_layer.notna()]
+    sections = []
+    for task in sorted(patched.task.unique()):
+        plots = []
+        for subset in sorted(patched[patched.task == task].subset.unique()):
+            cells = patched[(patched.task == task) & (patched.subset == subset)]
+            grid = cells.pivot_table(index="source_layer", columns="layer", values="value", aggfunc="first").sort_index().sort_index(axis=1)
+            plot = f"{prefix}-{task}-heat-{subset}"
+            figures[plot] = {"data": [{"type": "heatmap", "x": [int(c) for c in grid.columns], "y": [int(i) for i in grid.index],
+                                       "z": [[_number(v) for v in row] for row in grid.to_numpy()], "zmin": 0, "zmax": 1, "colorscale": "Viridis",
+                                       "colorbar": {"title": {"text": "correct"}},
+                                       "hovertemplate": "source %{y} → target %{x}: %{z:.2f}<extra></extra>"}],
+                             "layout": {"title": {"text": f"{task}: {subset} (n={int(cells.n.iloc[0])})", "font": {"size": 14}},
+                                        "margin": {"l": 55, "r": 10, "t": 40, "b": 45},
+                                        "xaxis": {"title": {"text": "target layer lt"}}, "yaxis": {"title": {"text": "source layer ls"}}}}
+            plots.append(plot)
+        sections.append({"id": f"backpatch-{task}", "title": f"Back-patching heat maps: {task}", "plots": plots,
+                         "note": "Share of queries answered correctly when the state from source layer ls is written into target layer lt, by position and by whether the model got the query right unpatched."})
+    return sections
+
+
+def _consistency_sections(rows: pd.DataFrame, figures: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    curves = _per_layer(rows[rows.metric.isin(["calibrated_agreement", "agreement"])])
+    sections = []
+    for task in sorted(curves.task.unique()):
+        plots = []
+        for metric in ("calibrated_agreement", "agreement"):
+            part = curves[(curves.task == task) & (curves.metric == metric)]
+            if part.empty:
+                continue
+            traces = [_trace(part[part.subset == s], s, color) for s, color in (("correct-paths", "#2ca02c"), ("incorrect-paths", "#d62728")) if (part.subset == s).any()]
+            plot = f"{prefix}-{task}-{metric}"
+            figures[plot] = _curve_figure(f"{task}: {metric}", traces, "share agreeing with the final answer")
+            plots.append(plot)
+        sections.append({"id": f"consistency-{task}", "title": f"Internal consistency: {task}", "plots": plots,
+                         "note": "Per layer, the share of reasoning paths whose latent answer (logit lens) agrees with the final answer, for correct and incorrect paths."})
+    return sections
+
+
+def _index_rows(table: pd.DataFrame, families: dict[str, str], manifests: dict[str, list[dict[str, Any]]], rows: pd.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    for (model, revision), group in table.groupby(["model", "revision"], dropna=False, sort=True):
+        revision = None if pd.isna(revision) else revision
+        latest = (manifests.get(model) or [{}])[-1].get("model", {})
+        n_layers = int(rows.loc[rows.model == model, "n_layers"].max())
+        row: dict[str, Any] = {"model": model, "_href_model": f"models/{model_slug(model, revision)}.html", "revision": revision or "—",
+                               "parameters": latest.get("parameters"), "layers": n_layers}
+        group = group.assign(family=group.task.map(lambda t: families.get(t, "other")))
+        for family in ("probe", "mteb"):
+            part = group[(group.family == family) & group.best_value.notna()]
+            row[f"{family}_best"] = _number(part.best_value.mean()) if len(part) else None
+            row[f"{family}_depth"] = _number(part.best_depth.mean()) if len(part) else None
+            row[f"{family}_last"] = _number(part.last_value.mean()) if len(part) else None
+            row[f"{family}_gain"] = _number(part.gain.mean()) if len(part) else None
+        row["concept_depth"] = _number(group.concept_depth.mean())
+        row["fix_rate"] = _number(group.oracle_fix_rate.mean())
+        row["ic_auroc"] = _number(group.ic_auroc.mean())
+        out.append(row)
+    return out
+
+
+INDEX_COLUMNS = [("model", "model", True), ("revision", "revision", True), ("parameters", "parameters", False), ("layers", "layers", False),
+                 ("probe_best", "probe best", False), ("probe_depth", "probe best depth", False), ("probe_last", "probe last", False),
+                 ("probe_gain", "probe gain", False), ("concept_depth", "concept depth", False),
+                 ("mteb_best", "MTEB best", False), ("mteb_depth", "MTEB best depth", False), ("mteb_last", "MTEB last", False),
+                 ("mteb_gain", "MTEB gain", False), ("fix_rate", "fix rate", False), ("ic_auroc", "IC AUROC", False)]
+SUMMARY_COLUMNS = [("metric", "main metric", True), ("best_layer", "best layer", False), ("best_depth", "best depth", False),
+                   ("best_value", "best", False), ("last_value", "last", False), ("gain", "gain", False),
+                   ("concept_depth", "concept depth", False), ("oracle_fix_rate", "fix rate", False), ("ic_auroc", "IC AUROC", False)]
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts with plain Python values (numbers or None), for the templates."""
+    out = []
+    for record in frame.to_dict("records"):
+        out.append({k: (None if (not isinstance(v, str) and pd.isna(v)) else (v.item() if hasattr(v, "item") else v)) for k, v in record.items()})
+    return out
+
+
+def build_site(results: list[str | Path], output: str | Path) -> Path:
+    """Write the leaderboard site for the result folders ``results`` into ``output``; returns the index page.
+
+    Raises:
+        UserError: a folder is missing or holds no results, or a file in it is corrupt.
+    """
+    import jinja2
+
+    paths = [Path(p) for p in results]
+    rows = pd.concat([load_results(p) for p in paths], ignore_index=True)
+    rows = rows.drop_duplicates(subset=[c for c in rows.columns if c != "run_id"], keep="last")
+    manifests = read_manifests(paths)
+    tasks = sorted(rows.task.unique())
+    families = task_families(manifests, tasks)
+    table = summary(rows)
+    out = Path(output)
+    for sub in ("assets", "models", "tasks", "data"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    _copy_assets(out / "assets")
+    rows.to_csv(out / "data" / "results.csv", index=False)
+    rows.to_parquet(out / "data" / "results.parquet", index=False)
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["fmt"] = _fmt
+
+    def render(name: str, target: Path, **context: Any) -> None:
+        target.write_text(env.get_template(name).render(figures=context.pop("figures", {}), **context), encoding="utf-8")
+
+    models = _index_rows(table, families, manifests, rows)
+    render("index.html", out / "index.html", root="", title="Layer-wise leaderboard", sources=[str(p) for p in paths], n_rows=len(rows),
+           models=models, n_tasks=len(tasks), model_table={"id": "models", "columns": INDEX_COLUMNS, "rows": models})
+
+    for model_row in models:
+        model = model_row["model"]
+        revision = None if model_row["revision"] == "—" else model_row["revision"]
+        slug = model_slug(model, revision)
+        mine = rows[(rows.model == model) & (rows.revision.isna() if revision is None else rows.revision == revision)]
+        figures: dict[str, Any] = {}
+        sections = _model_sections(mine, families, figures, "m")
+        task_rows = _records(table[table.model == model].assign(family=lambda t: t.task.map(lambda x: families.get(x, "other"))))
+        for r in task_rows:
+            r["_href_task"] = f"../tasks/{r['task']}.html"
+        latest = (manifests.get(model) or [{}])[-1]
+        render("model.html", out / "models" / f"{slug}.html", root="../", title=model, figures=figures, sections=sections,
+               model={"parameters": latest.get("model", {}).get("parameters"), "n_layers": model_row["layers"], "revision": revision},
+               task_table={"id": "tasks", "columns": [("task", "task", True), ("family", "family", True), *SUMMARY_COLUMNS], "rows": task_rows},
+               manifests=[{"run_id": m.get("run_id", "?"), "status": m.get("status", "?"), "text": json.dumps(m, indent=2, default=str)} for m in manifests.get(model, [])])
+
+    task_index = []
+    for task in tasks:
+        figures = {}
+        mine = _per_layer(rows[rows.task == task])
+        main = main_metric(rows, task)
+        plots = []
+        metric_list = [main] if main else []
+        metric_list += [m for m in ("accuracy", "main_score") if m != main and m in set(mine.metric)]
+        for metric in metric_list:
+            part = mine[mine.metric == metric]
+            traces = []
+            for i, ((model, subset), curve) in enumerate(part.groupby(["model", "subset"], sort=True)):
+                traces.append(_trace(curve, f"{model} ({subset})", _PALETTE[i % len(_PALETTE)]))
+            if traces:
+                plot = f"t-{metric}"
+                figures[plot] = _curve_figure(f"{task}: {metric}", traces, metric)
+                plots.append(plot)
+        best = _records(table[table.task == task])
+        for r in best:
+            r["_href_model"] = f"../models/{model_slug(r['model'], r['revision'])}.html"
+        render("task.html", out / "tasks" / f"{task}.html", root="../", title=task, figures=figures, plots=plots,
+               description=f"Family {families.get(task, 'other')}; main metric {main or '—'}; every model's curve against relative depth.",
+               best_table={"id": "best", "columns": [("model", "model", True), *SUMMARY_COLUMNS], "rows": best})
+        task_index.append({"task": task, "_href_task": f"tasks/{task}.html", "family": families.get(task, "other"), "metric": main,
+                           "models": int(table[table.task == task].model.nunique()),
+                           "best": _number(table[table.task == task].best_value.max())})
+    render("tasks.html", out / "tasks.html", root="", title="Tasks",
+           task_table={"id": "tasks", "columns": [("task", "task", True), ("family", "family", True), ("metric", "main metric", True),
+                                                   ("models", "models", False), ("best", "best score", False)], "rows": task_index})
+
+    metric_rows, detail_rows = _metric_tables(rows)
+    render("metrics.html", out / "metrics.html", root="", title="Label-free metrics as layer pickers",
+           metric_table={"id": "metrics", "columns": [("metric", "metric", True), ("direction", "direction", True), ("pairs", "model x task", False),
+                                                      ("spearman", "mean Spearman", False), ("picked_gain", "mean (picked - last)", False),
+                                                      ("regret", "mean (best - picked)", False)], "rows": metric_rows},
+           detail_table={"id": "details", "columns": [("metric", "metric", True), ("model", "model", True), ("task", "task", True),
+                                                      ("spearman", "Spearman", False), ("picked_layer", "picked layer", False),
+                                                      ("picked_score", "score at pick", False), ("last_score", "score at last", False),
+                                                      ("best_score", "best score", False)], "rows": detail_rows})
+    return out / "index.html"
+
+
+def _metric_tables(rows: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from layerbench.metrics import list_metrics
+
+    direction = {True: "higher is better", False: "lower is better", None: "descriptive"}
+    present = set(rows.metric)
+    summary_rows, details = [], []
+    for info in list_metrics():
+        if info.name not in present:
+            continue
+        picks = metric_predicts_best_layer(rows, info.name)
+        if picks.empty:
+            continue
+        summary_rows.append({"metric": info.name, "direction": direction[info.higher_is_better], "pairs": len(picks),
+                             "spearman": _number(picks.spearman.mean()), "picked_gain": _number((picks.picked_score - picks.last_score).mean()),
+                             "regret": _number((picks.best_score - picks.picked_score).abs().mean())})
+        details += [{"metric": info.name, **r} for r in _records(picks)]
+    return summary_rows, details
+
+
+def _copy_assets(target: Path) -> None:
+    import plotly
+
+    bundle = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    if not bundle.is_file():
+        raise UserError(f"the plotly package has no JavaScript bundle at {bundle}; reinstall plotly")
+    shutil.copyfile(bundle, target / "plotly.min.js")
+    for name in ("site.js", "site.css"):
+        shutil.copyfile(HERE / "static" / name, target / name)

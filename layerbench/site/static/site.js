@@ -1,0 +1,47 @@
+// layerbench leaderboard: sortable, filterable tables and Plotly figures from JSON embedded in the page.
+"use strict";
+
+function cellValue(cell) {
+  const raw = cell.dataset.value !== undefined ? cell.dataset.value : cell.textContent.trim();
+  const number = parseFloat(raw);
+  return raw !== "" && !isNaN(number) && /^[-+0-9.eE]+$/.test(raw) ? number : raw.toLowerCase();
+}
+
+function sortTable(table, column, header) {
+  const body = table.tBodies[0];
+  const ascending = header.getAttribute("aria-sort") !== "ascending";
+  const rows = Array.from(body.rows);
+  rows.sort((a, b) => {
+    const x = cellValue(a.cells[column]), y = cellValue(b.cells[column]);
+    // Missing values ("" or "—") sort last either way.
+    const xMissing = x === "" || x === "—", yMissing = y === "" || y === "—";
+    if (xMissing !== yMissing) return xMissing ? 1 : -1;
+    if (x < y) return ascending ? -1 : 1;
+    if (x > y) return ascending ? 1 : -1;
+    return 0;
+  });
+  rows.forEach((row) => body.appendChild(row));
+  table.querySelectorAll("th").forEach((th) => th.removeAttribute("aria-sort"));
+  header.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+}
+
+function filterTable(table, text) {
+  const needle = text.toLowerCase();
+  Array.from(table.tBodies[0].rows).forEach((row) => {
+    row.hidden = needle !== "" && !row.textContent.toLowerCase().includes(needle);
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("table.sortable").forEach((table) => {
+    table.querySelectorAll("th").forEach((th, column) => th.addEventListener("click", () => sortTable(table, column, th)));
+  });
+  document.querySelectorAll("input.filter").forEach((input) => {
+    const table = document.getElementById(input.dataset.table);
+    input.addEventListener("input", () => filterTable(table, input.value));
+  });
+  const figures = JSON.parse(document.getElementById("figures").textContent);
+  Object.entries(figures).forEach(([id, figure]) => {
+    Plotly.newPlot(id, figure.data, figure.layout, { responsive: true, displaylogo: false });
+  });
+});

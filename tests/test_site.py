@@ -1,0 +1,95 @@
+"""The leaderboard site: built from the committed results, checked in a real headless Chromium (Debian's, driven by Playwright)."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+import pytest
+
+from layerbench.results import load_results, model_slug
+from layerbench.site import build_site
+
+RESULTS = Path(__file__).parent.parent / "results"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Screenshots go here (CI keeps the folder as an artifact).
+ARTIFACTS = Path(os.environ.get("LAYERBENCH_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
+# Chromium must not reach for the network (this machine has none; DESIGN §5).
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    build_site([RESULTS], out)
+    return out
+
+
+def _pages(site: Path) -> list[Path]:
+    return sorted(site.rglob("*.html"))
+
+
+def test_the_site_holds_every_model_and_task_of_the_results(site):
+    rows = load_results(RESULTS)
+    index = (site / "index.html").read_text()
+    for model, revision in rows[["model", "revision"]].drop_duplicates().itertuples(index=False):
+        slug = model_slug(model, None if pd.isna(revision) else revision)
+        assert model in index and (site / "models" / f"{slug}.html").is_file()
+    tasks_page = (site / "tasks.html").read_text()
+    for task in rows.task.unique():
+        assert (site / "tasks" / f"{task}.html").is_file() and f'href="tasks/{task}.html"' in tasks_page
+    assert len(load_results(site / "data" / "results.parquet")) == len(rows)  # the download holds every row
+
+
+def test_every_link_resolves_and_nothing_reaches_the_network(site):
+    for page in _pages(site):
+        html = page.read_text()
+        for target in re.findall(r'(?:href|src)="([^"#]+)', html):
+            assert not urlparse(target).scheme, f"{page.name} links outside the site: {target}"
+            assert (page.parent / target).resolve().is_file(), f"{page.relative_to(site)}: broken link {target}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian chromium is not installed (.ci/run installs it)")
+def test_pages_load_sort_and_plot_in_headless_chromium(site):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        errors: list[str] = []
+        page.on("console", lambda message: errors.append(f"{page.url}: {message.text}") if message.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
+        for html in _pages(site):
+            page.goto(html.as_uri())
+            page.wait_for_load_state("load")
+            # Every plot was drawn, and every trace of it has data points.
+            plots = page.evaluate("""() => Array.from(document.querySelectorAll('.plot')).map(el => ({
+                id: el.id, drawn: el.classList.contains('js-plotly-plot'),
+                points: (el.data || []).map(t => t.type === 'heatmap' ? (t.z || []).length : (t.x || []).length)}))""")
+            for plot in plots:
+                assert plot["drawn"] and plot["points"] and min(plot["points"]) > 0, (html.name, plot)
+            name = str(html.relative_to(site)).replace("/", "_").removesuffix(".html")
+            if html.parent == site or name.startswith("models_"):
+                page.screenshot(path=str(ARTIFACTS / f"site_{name}.png"), full_page=False)
+        assert not errors, errors
+
+        # The model table sorts on a click: by layers, ascending then descending.
+        page.goto((site / "index.html").as_uri())
+        header = page.locator("#models th", has_text=re.compile(r"^layers$"))
+        column = page.evaluate("() => Array.from(document.querySelectorAll('#models th')).findIndex(th => th.textContent.trim() === 'layers')")
+        read = f"() => Array.from(document.querySelectorAll('#models tbody tr')).map(r => parseFloat(r.cells[{column}].textContent))"
+        header.click()
+        assert page.evaluate(read) == sorted(page.evaluate(read))
+        header.click()
+        assert page.evaluate(read) == sorted(page.evaluate(read), reverse=True)
+        # The filter hides the rows that do not match.
+        page.fill("input[data-table=models]", "MiniLM")
+        visible = page.evaluate("() => Array.from(document.querySelectorAll('#models tbody tr')).filter(r => !r.hidden).map(r => r.cells[0].textContent)")
+        assert visible and all("MiniLM" in v for v in visible)
+        browser.close()
