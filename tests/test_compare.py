@@ -87,3 +87,12 @@ def test_compare_command_exit_codes(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "base"), str(tmp_path / "other")]) == 2  # nothing in common
     assert "share no" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "base"), str(tmp_path / "worse"), "--tasks", "concept-borders"]) == 2
+
+
+def test_the_stored_gate_baseline_passes_against_itself():
+    from pathlib import Path
+
+    baseline = Path(__file__).parent.parent / "baselines" / "quick"  # what .github/workflows/checkpoint-gate.yml compares against
+    rows = load_results(baseline)
+    assert set(rows.task) == {"bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts"} and rows.model.nunique() == 1
+    assert main(["compare", str(baseline), str(baseline)]) == 0

@@ -155,9 +155,12 @@ def _backpatch_sections(rows: pd.DataFrame, figures: dict[str, Any], prefix: str
     patched = rows[(rows.metric == "patched_correct") & rows.source_layer.notna()]
     sections = []
     for task in sorted(patched.task.unique()):
-        plots = []
+        plots, empty = [], []
         for subset in sorted(patched[patched.task == task].subset.unique()):
             cells = patched[(patched.task == task) & (patched.subset == subset)]
+            if cells.value.isna().all():  # no query in this group (e.g. none the model got right unpatched)
+                empty.append(subset)
+                continue
             grid = cells.pivot_table(index="source_layer", columns="layer", values="value", aggfunc="first").sort_index().sort_index(axis=1)
             plot = f"{prefix}-{task}-heat-{subset}"
             figures[plot] = {"data": [{"type": "heatmap", "x": [int(c) for c in grid.columns], "y": [int(i) for i in grid.index],
@@ -169,7 +172,8 @@ def _backpatch_sections(rows: pd.DataFrame, figures: dict[str, Any], prefix: str
                                         "xaxis": {"title": {"text": "target layer lt"}}, "yaxis": {"title": {"text": "source layer ls"}}}}
             plots.append(plot)
         sections.append({"id": f"backpatch-{task}", "title": f"Back-patching heat maps: {task}", "plots": plots,
-                         "note": "Share of queries answered correctly when the state from source layer ls is written into target layer lt, by position and by whether the model got the query right unpatched."})
+                         "note": "Share of queries answered correctly when the state from source layer ls is written into target layer lt, by position and by whether the model got the query right unpatched."
+                         + (f" No query in: {', '.join(empty)}." if empty else "")})
     return sections
 
 
