@@ -93,3 +93,27 @@ def test_pages_load_sort_and_plot_in_headless_chromium(site):
         visible = page.evaluate("() => Array.from(document.querySelectorAll('#models tbody tr')).filter(r => !r.hidden).map(r => r.cells[0].textContent)")
         assert visible and all("MiniLM" in v for v in visible)
         browser.close()
+
+
+def test_internal_consistency_curves_and_auroc_reach_the_site(tmp_path):
+    # The committed default suite has no IC task: fabricate one model's IC rows with known values.
+    import json
+
+    import numpy as np
+
+    from layerbench.results import ResultStore, complete_rows
+
+    agreement = [dict(metric="calibrated_agreement", layer=l, value=v, stderr=0.05, n=40, higher_is_better=None, subset=s)
+                 for s, base in (("correct-paths", 0.6), ("incorrect-paths", 0.3)) for l, v in enumerate(np.linspace(base, 1.0, 5))]
+    summary_rows = [dict(metric="ic_auroc", layer=-1, value=0.71, stderr=np.nan, n=120, higher_is_better=True, subset="all")]
+    rows = complete_rows(pd.DataFrame(agreement + summary_rows), model="org/lm", revision=None, task="consistency-coinflip",
+                         subset="all", split="test", n_layers=4, run_id="r")
+    ResultStore(tmp_path / "results").write_task(rows, "org/lm", None, "consistency-coinflip", "hash")
+    build_site([tmp_path / "results"], tmp_path / "site")
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "0.71" in index  # the IC AUROC column
+    page = (tmp_path / "site" / "models" / "org__lm.html").read_text()
+    figures = json.loads(re.search(r'<script type="application/json" id="figures">(.*?)</script>', page, re.S).group(1))
+    curves = figures["m-consistency-coinflip-calibrated_agreement"]["data"]
+    assert [t["name"] for t in curves] == ["correct-paths", "incorrect-paths"] and curves[0]["y"][0] == pytest.approx(0.6)
+    assert curves[1]["x"] == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])
