@@ -265,6 +265,10 @@ def run(
     metric_samples: int | None = None,
     pooling: str | None = None,
     robustness: list[str] | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    gpus_per_job: float = 1.0,
+    cpus_per_job: float = 1.0,
 ) -> RunSummary:
     """Run tasks on models and write tidy rows and a manifest per model under ``output``.
 
@@ -278,6 +282,14 @@ def run(
     :data:`ROBUSTNESS`): ``noise`` captures every text again behind a seeded
     random-letter prefix; ``bfloat16`` and ``int8`` load the model again in
     that precision and capture the task's texts with it.
+
+    ``executor="ray"`` spreads the (model, task) jobs over a Ray cluster
+    (``address``: ``auto``, ``ray://...``, or None for a local one): one
+    worker per model, loaded once and reused across its tasks, holding
+    ``gpus_per_job`` GPUs (a fraction shares one) when the device is a GPU and
+    ``cpus_per_job`` CPUs; a worker that dies is restarted and its job retried.
+    ``output`` and the activation cache must be a path every worker can reach.
+    The default ``local`` runs in this process and never imports Ray.
 
     A (model, task) part whose results already exist with the same config is
     skipped, so an interrupted run resumes where it stopped; existing results
@@ -296,6 +308,10 @@ def run(
         raise UserError(f"--metric-samples must be at least 2 texts, got {metric_samples}")
     if pooling is not None and pooling not in ("mean", "last", "cls"):
         raise UserError(f"unknown pooling '{pooling}'; use mean, last or cls")
+    if executor not in ("local", "ray"):
+        raise UserError(f"unknown executor '{executor}'; use local or ray")
+    if executor == "local" and address is not None:
+        raise UserError("--address needs --executor ray")
     robustness = list(dict.fromkeys(robustness or []))
     unknown = [v for v in robustness if v not in ROBUSTNESS]
     if unknown:
@@ -304,7 +320,7 @@ def run(
         quantization_kwargs("int8", resolve_device(device))  # no bitsandbytes or no GPU fails here, before any work
     plan = MetricPlan.from_names(metrics)
     specs, chosen_suite = resolve_tasks(tasks, suite)
-    evaluators = {spec.name: get_evaluator(spec.family) for spec in specs}
+    evaluators = {spec.name: get_evaluator(spec.family) for spec in specs}  # an unknown family fails here
     for spec in specs:
         if spec.data.source == "mteb":  # an unknown mteb name fails here, before any model loads
             from layerbench.data.mteb_tasks import check_mteb_task
@@ -320,64 +336,99 @@ def run(
         tuple(models), tuple(s.name for s in specs), str(output), revision, limit, seed, device, dtype, device_map,
         batch_size, max_length, overwrite, cache, tuple(plan.names), metric_samples, pooling, tuple(robustness),
     )
-    store = ResultStore(output)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     summary = RunSummary(Path(output), run_id)
     checkpoints = {model: resolve_checkpoint(model, revision) for model in models}
     env = environment()
     seed_everything(seed)
 
+    if executor == "ray":
+        from layerbench.ray_executor import run_on_ray
+
+        run_on_ray(models, specs, checkpoints, config, plan, run_id, env, summary, address=address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job)
+        return summary
     for m_index, model in enumerate(models, 1):
-        handle: ModelHandle | None = None
-        variant_handles: dict[str, ModelHandle] = {}
-        stats = CaptureStats()
-        timings: dict[str, float] = {}
-        task_records: dict[str, Any] = {}
-        summary.status[model] = {}
-        stored_name = checkpoints[model].name
-        for t_index, spec in enumerate(specs, 1):
-            prefix = f"[model {m_index}/{len(models)} · task {t_index}/{len(specs)}] {model} · {spec.name}"
-            wanted = [part for part, on in (("scores", evaluators[spec.name] is not None), ("metrics", bool(plan.metrics))) if on]
-            hashes = {part: task_config_hash(spec, config, stored_name, limit, part) for part in wanted}
-            parts = [part for part in wanted if _needs_run(store, stored_name, revision, spec.name, part, hashes[part], overwrite)]
-            if not parts:
-                _log(f"{prefix}: " + ("already done, skipped (--overwrite to redo)" if wanted else "label-free task and no metrics chosen, skipped"))
-                summary.status[model][spec.name] = "skipped"
-                continue
-            if handle is None:
-                began = time.perf_counter()
-                _log(f"{prefix}: loading model")
-                handle = load_checkpoint(checkpoints[model], device=device, dtype=dtype, device_map=device_map)
-                timings["load_model"] = time.perf_counter() - began
-            if spec.family in INTERVENTION_FAMILIES and not handle.is_causal and "scores" in parts:
-                # Patching and the logit lens need a causal language model: an encoder skips them, with a reason.
-                _log(f"{prefix}: {spec.family} skipped: it needs a causal language model with an unembedding; {model} is not one")
-                parts.remove("scores")
-                summary.status[model][spec.name] = "skipped"
-                if not parts:
-                    continue
-            if spec.family == "probe" and "scores" in parts:
-                for variant in set(robustness) & {"bfloat16", "int8"} - set(variant_handles):
-                    _log(f"{prefix}: loading model again in {variant} (robustness variant)")
-                    variant_handles[variant] = load_checkpoint(
-                        checkpoints[model], device=device, device_map=device_map,
-                        dtype="bfloat16" if variant == "bfloat16" else "float16", quantization="int8" if variant == "int8" else None,
-                    )
-            rows, record = _run_task(handle, spec, config, plan, parts, stored_name, run_id, stats, prefix, variant_handles)
-            for part, frame in rows.items():
-                store.write_task(frame, stored_name, revision, spec.name, hashes[part], part)
-            task_records[spec.name] = {"config_hashes": {part: hashes[part] for part in parts}, **record}
-            for stage, seconds in record["seconds"].items():
-                timings[stage] = timings.get(stage, 0.0) + seconds
-            summary.status[model][spec.name] = "done"
-            # Rewritten after every task, so an interrupted run still documents what it finished.
-            path = store.write_manifest(stored_name, revision, run_id, _manifest(run_id, "running", config, handle, env, task_records, timings, stats))
-            if path not in summary.manifests:
-                summary.manifests.append(path)
-        if handle is not None:
-            store.write_manifest(stored_name, revision, run_id, _manifest(run_id, "complete", config, handle, env, task_records, timings, stats))
-        summary.forward_passes += stats.forward_passes
+        runner = ModelRunner(model, checkpoints[model], config, plan, run_id, env, f"model {m_index}/{len(models)}")
+        summary.status[model] = {spec.name: runner.run_task(spec, f"task {t_index}/{len(specs)}") for t_index, spec in enumerate(specs, 1)}
+        runner.finish()
+        summary.forward_passes += runner.stats.forward_passes
+        summary.manifests += [p for p in runner.manifests if p not in summary.manifests]
     return summary
+
+
+class ModelRunner:
+    """One model's part of a run: loads the model when a task first needs it, runs tasks one at a time, keeps the manifest.
+
+    The local executor makes one per model in turn; the Ray executor makes one
+    inside each model's worker, so a model is loaded once per worker and
+    reused across its tasks. A runner made again for the same run (a worker
+    restarted after a crash) picks up the manifest its predecessor wrote, and
+    skips every task part already stored with the same config.
+    """
+
+    def __init__(self, model: str, checkpoint: Any, config: RunConfig, plan: MetricPlan, run_id: str, env: dict[str, Any], label: str) -> None:
+        self.model, self.checkpoint, self.config, self.plan, self.run_id, self.env, self.label = model, checkpoint, config, plan, run_id, env, label
+        self.store = ResultStore(config.output)
+        self.name = checkpoint.name  # the name rows are stored under
+        self.handle: ModelHandle | None = None
+        self.variant_handles: dict[str, ModelHandle] = {}
+        self.stats = CaptureStats()
+        previous = self.store.read_manifest(self.name, config.revision, run_id) or {}
+        self.timings: dict[str, float] = dict(previous.get("timings_seconds", {}))
+        self.task_records: dict[str, Any] = dict(previous.get("tasks", {}))
+        self.manifests: list[Path] = []
+
+    def run_task(self, spec: TaskSpec, position: str) -> str:
+        """Run the parts of ``spec`` not stored yet; ``done`` or ``skipped``."""
+        config, store, revision = self.config, self.store, self.config.revision
+        prefix = f"[{self.label} · {position}] {self.model} · {spec.name}"
+        evaluator = get_evaluator(spec.family)
+        wanted = [part for part, on in (("scores", evaluator is not None), ("metrics", bool(self.plan.metrics))) if on]
+        hashes = {part: task_config_hash(spec, config, self.name, config.limit, part) for part in wanted}
+        parts = [part for part in wanted if _needs_run(store, self.name, revision, spec.name, part, hashes[part], config.overwrite)]
+        if not parts:
+            _log(f"{prefix}: " + ("already done, skipped (--overwrite to redo)" if wanted else "label-free task and no metrics chosen, skipped"))
+            return "skipped"
+        if self.handle is None:
+            began = time.perf_counter()
+            _log(f"{prefix}: loading model")
+            self.handle = load_checkpoint(self.checkpoint, device=config.device, dtype=config.dtype, device_map=config.device_map)
+            self.timings["load_model"] = self.timings.get("load_model", 0.0) + time.perf_counter() - began
+        status = "done"
+        if spec.family in INTERVENTION_FAMILIES and not self.handle.is_causal and "scores" in parts:
+            # Patching and the logit lens need a causal language model: an encoder skips them, with a reason.
+            _log(f"{prefix}: {spec.family} skipped: it needs a causal language model with an unembedding; {self.model} is not one")
+            parts.remove("scores")
+            status = "skipped"
+            if not parts:
+                return status
+        if spec.family == "probe" and "scores" in parts:
+            for variant in set(config.robustness) & {"bfloat16", "int8"} - set(self.variant_handles):
+                _log(f"{prefix}: loading model again in {variant} (robustness variant)")
+                self.variant_handles[variant] = load_checkpoint(
+                    self.checkpoint, device=config.device, device_map=config.device_map,
+                    dtype="bfloat16" if variant == "bfloat16" else "float16", quantization="int8" if variant == "int8" else None,
+                )
+        rows, record = _run_task(self.handle, spec, config, self.plan, parts, self.name, self.run_id, self.stats, prefix, self.variant_handles)
+        for part, frame in rows.items():
+            store.write_task(frame, self.name, revision, spec.name, hashes[part], part)
+        self.task_records[spec.name] = {"config_hashes": {part: hashes[part] for part in parts}, **record}
+        for stage, seconds in record["seconds"].items():
+            self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+        # Rewritten after every task, so an interrupted run still documents what it finished.
+        self._write_manifest("running")
+        return status
+
+    def finish(self) -> None:
+        """Mark this model's manifest complete (nothing to do if no task ran)."""
+        if self.handle is not None:
+            self._write_manifest("complete")
+
+    def _write_manifest(self, status: str) -> None:
+        path = self.store.write_manifest(self.name, self.config.revision, self.run_id,
+                                         _manifest(self.run_id, status, self.config, self.handle, self.env, self.task_records, self.timings, self.stats))
+        if path not in self.manifests:
+            self.manifests.append(path)
 
 
 def _needs_run(store: ResultStore, model: str, revision: str | None, task: str, part: str, config_hash: str, overwrite: bool) -> bool:

@@ -63,9 +63,14 @@ def app() -> None:
 @click.option("--pooling", type=click.Choice(["mean", "last", "cls"]), default=None, help="Pool every task this way (default: each task's own).")
 @click.option("--robustness", "robustness", multiple=True,
               help="Comma-separated robustness variants of probe tasks, each adding rows: noise, bfloat16, int8 (needs bitsandbytes and a GPU).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: in this process; ray: (model, task) jobs on a Ray cluster (pip install 'layerbench[ray]').")
+@click.option("--address", default=None, help="Ray cluster to join: auto, or ray://host:port (default: start a local one). Needs --executor ray.")
+@click.option("--gpus-per-job", type=click.FloatRange(min=0), default=1.0, show_default=True, help="GPUs per model worker on Ray (0.5: two models share a GPU).")
+@click.option("--cpus-per-job", type=click.FloatRange(min=0), default=1.0, show_default=True, help="CPUs per model worker on Ray.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def run(models, revision, tasks, suite, output, limit, seed, device, dtype, device_map, batch_size, max_length, overwrite, no_cache, metrics, no_metrics,
-        metric_samples, pooling, robustness, quiet) -> None:
+        metric_samples, pooling, robustness, executor, address, gpus_per_job, cpus_per_job, quiet) -> None:
     """Run tasks on models; write tidy rows and a manifest per model under --output.
 
     --tasks takes task names (`layerbench list tasks`) and mteb:NAME for any mteb task (those need the network).
@@ -95,6 +100,10 @@ def run(models, revision, tasks, suite, output, limit, seed, device, dtype, devi
         metric_samples=metric_samples,
         pooling=pooling,
         robustness=_split(robustness),
+        executor=executor,
+        address=address,
+        gpus_per_job=gpus_per_job,
+        cpus_per_job=cpus_per_job,
     )
     done = sum(s == "done" for per in summary.status.values() for s in per.values())
     skipped = sum(s == "skipped" for per in summary.status.values() for s in per.values())

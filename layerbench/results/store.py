@@ -74,8 +74,18 @@ class ResultStore:
         atomic_write_bytes(path, buffer.getvalue())
         return path
 
+    def manifest_path(self, model: str, revision: str | None, run_id: str) -> Path:
+        return self.root / model_slug(model, revision) / "runs" / f"{run_id}.json"
+
+    def read_manifest(self, model: str, revision: str | None, run_id: str) -> dict[str, Any] | None:
+        """The manifest of run ``run_id`` for this model, or None if it has none (or it is unreadable: it is rewritten)."""
+        try:
+            return json.loads(self.manifest_path(model, revision, run_id).read_text())
+        except (OSError, ValueError):
+            return None
+
     def write_manifest(self, model: str, revision: str | None, run_id: str, manifest: dict[str, Any]) -> Path:
-        path = self.root / model_slug(model, revision) / "runs" / f"{run_id}.json"
+        path = self.manifest_path(model, revision, run_id)
         atomic_write_bytes(path, json.dumps(manifest, indent=2, default=str).encode())
         return path
 

@@ -1,0 +1,79 @@
+"""The Ray executor on a local two-CPU cluster started by the test: same rows as in-process, a killed worker retried."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import layerbench
+from layerbench.errors import UserError
+from layerbench.results import KEY, load_results
+
+MODELS = ["sentence-transformers/all-MiniLM-L6-v2", "smollm2-135m-q4"]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'layerbench[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # nothing outside this machine
+    yield ray
+    ray.shutdown()
+
+
+def _rows(path) -> pd.DataFrame:
+    return load_results(path).drop(columns="run_id").sort_values(KEY).reset_index(drop=True)
+
+
+def _assert_same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    key = ["model", "task", "subset", "split", "metric", "layer"]
+    assert a[key].astype(str).equals(b[key].astype(str))
+    # Same cached states in both runs; evaluators may sum in another order with other thread counts.
+    np.testing.assert_allclose(a.value.to_numpy(float), b.value.to_numpy(float), rtol=1e-6, atol=1e-9, equal_nan=True)
+
+
+@pytest.mark.slow
+def test_the_quick_suite_on_ray_gives_the_rows_of_an_in_process_run(ray_cluster, tmp_path):
+    local = layerbench.run(MODELS, suite="quick", output=tmp_path / "local")
+    on_ray = layerbench.run(MODELS, suite="quick", output=tmp_path / "ray", executor="ray")
+    assert on_ray.status == local.status and all(s == "done" for per in on_ray.status.values() for s in per.values())
+    _assert_same_rows(_rows(tmp_path / "local"), _rows(tmp_path / "ray"))
+    # A finished job is never redone: the same run again skips every job.
+    again = layerbench.run(MODELS, suite="quick", output=tmp_path / "ray", executor="ray")
+    assert all(s == "skipped" for per in again.status.values() for s in per.values()) and again.forward_passes == 0
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_job_is_retried_and_nothing_is_lost_or_duplicated(ray_cluster, tmp_path, monkeypatch):
+    from layerbench.ray_executor import FAULT_ENV
+
+    model = MODELS[0]
+    reference = layerbench.run(model, suite="quick", output=tmp_path / "reference")
+    monkeypatch.setenv(FAULT_ENV, "concept-capitals")  # the worker dies on its first attempt at the second task
+    summary = layerbench.run(model, suite="quick", output=tmp_path / "ray", executor="ray")
+    assert (tmp_path / "ray" / ".fault-sentence-transformers__all-MiniLM-L6-v2-concept-capitals").exists()  # it did die
+    assert summary.status == reference.status
+    rows = _rows(tmp_path / "ray")
+    assert not rows.duplicated(KEY).any()
+    _assert_same_rows(_rows(tmp_path / "reference"), rows)
+    manifest = json.loads(summary.manifests[0].read_text())
+    # The restarted worker picked up the manifest of the one that died: every task is recorded once.
+    assert manifest["status"] == "complete" and set(manifest["tasks"]) == {"bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts"}
+
+
+def test_ray_is_optional(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    with pytest.raises(UserError, match=r"pip install 'layerbench\[ray\]'"):
+        layerbench.run(MODELS[0], tasks=["bbc-news-layer-stats"], limit=8, metrics=["mean_norm"], output="/tmp/unused", executor="ray")
+    with pytest.raises(UserError, match="--address needs --executor ray"):
+        layerbench.run(MODELS[0], tasks=["bbc-news-layer-stats"], address="auto")
+
+
+def test_the_local_executor_never_imports_ray(tmp_path):
+    code = ("import sys, layerbench; layerbench.run('sentence-transformers/all-MiniLM-L6-v2', tasks=['bbc-news-layer-stats'], limit=8, "
+            f"metrics=['mean_norm'], output={str(tmp_path)!r}); assert 'ray' not in sys.modules, 'ray was imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
