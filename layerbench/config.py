@@ -17,6 +17,23 @@ def cache_dir() -> Path:
     return Path(base) / "layerbench"
 
 
+def memory_budget() -> int:
+    """Bytes the pooled states of one capture may take in memory before they spill to disk in float16.
+
+    ``$LAYERBENCH_MEMORY_BUDGET`` in bytes (suffixes K, M, G allowed) if set, else half the physical memory.
+    """
+    raw = os.environ.get("LAYERBENCH_MEMORY_BUDGET", "").strip().upper()
+    if raw:
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(raw[-1], 1)
+        try:
+            return int(float(raw.rstrip("KMG")) * scale)
+        except ValueError:
+            from layerbench.errors import UserError
+
+            raise UserError(f"LAYERBENCH_MEMORY_BUDGET must be a number of bytes such as 8G, got '{raw}'") from None
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
 def progress_disabled() -> bool:
     """True when progress bars are off (``--quiet`` sets ``TQDM_DISABLE=1``)."""
     return os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true", "yes"}

@@ -11,7 +11,10 @@ k's pooled states, the device already runs batch k+1.
 """
 from __future__ import annotations
 
+import atexit
+import os
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +28,7 @@ from tqdm.auto import tqdm
 from layerbench.capture.cache import ActivationCache, key_prefix, text_key
 from layerbench.capture.pooling import POOLINGS, pool_layers
 from layerbench.config import cache_dir, progress_disabled
+from layerbench.config import memory_budget as config_memory_budget
 from layerbench.errors import UserError
 from layerbench.models.loading import ModelHandle, available_memory
 
@@ -198,13 +202,30 @@ class Capture:
     """What one pass over a set of texts produced.
 
     Attributes:
-        pooled: float32 ``[L+1, N, D]``, the pooled states of every text.
+        pooled: ``[L+1, N, D]``, the pooled states of every text: float32 in memory, or a float16
+            ``np.memmap`` on disk when they exceed the memory budget (:func:`pooled_array`).
         per_prompt: kernel name -> float64 ``[L+1, P]``, that kernel on the
             token states of each of the P texts asked for (in the order asked).
     """
 
     pooled: np.ndarray
     per_prompt: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def pooled_array(shape: tuple[int, int, int], budget: int) -> np.ndarray:
+    """Where a capture writes its pooled states ``[L+1, N, D]``: float32 in memory, or float16 on disk beyond ``budget`` bytes.
+
+    The disk copy is an ``np.memmap`` under the cache folder's ``spill/``,
+    removed when the process exits. float16 keeps 3 significant digits and
+    values up to 65,504 (far above the pooled states of the models here).
+    """
+    if 4 * int(np.prod(shape)) <= budget:
+        return np.empty(shape, dtype=np.float32)
+    folder = cache_dir() / "spill"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"pooled-{os.getpid()}-{uuid.uuid4().hex}.npy"
+    atexit.register(lambda: path.unlink(missing_ok=True))
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
 
 
 def capture_layers(
@@ -217,6 +238,7 @@ def capture_layers(
     stats: CaptureStats | None = None,
     per_prompt: Mapping[str, PerPromptKernel] | None = None,
     per_prompt_texts: Sequence[int] = (),
+    memory_budget: int | None = None,
 ) -> Capture:
     """Pooled states of every layer for every text and, from the same forward pass, per-prompt statistics.
 
@@ -233,6 +255,10 @@ def capture_layers(
             texts in ``per_prompt_texts``; token states are never stored,
             only the kernels' ``[L+1]`` values, which are cached like pooled states.
         per_prompt_texts: positions in ``texts`` that the kernels run on.
+        memory_budget: bytes the pooled states may take in memory (default:
+            :func:`layerbench.config.memory_budget`); beyond it they go to a
+            float16 ``np.memmap`` on disk (:func:`pooled_array`), and the
+            label-free metrics stream over it.
 
     Returns:
         A :class:`Capture`. Layer 0 is the embedding output, layer l the output
@@ -255,7 +281,7 @@ def capture_layers(
     prefix = key_prefix(handle.checkpoint.fingerprint, handle.tokenizer_fingerprint, length, numerics)
     kernel_tags = {name: f"per-prompt:v{PER_PROMPT_VERSION}:{name}" for name in kernels}
 
-    out = np.empty((handle.n_layers + 1, len(texts), handle.hidden_size), dtype=np.float32)
+    out = pooled_array((handle.n_layers + 1, len(texts), handle.hidden_size), memory_budget if memory_budget is not None else config_memory_budget())
     unique: dict[str, list[int]] = {}
     for i, text in enumerate(texts):
         unique.setdefault(text, []).append(i)

@@ -18,9 +18,12 @@ from layerbench.errors import UserError
 from layerbench.metrics import MetricInfo, get, list_metrics
 from layerbench.metrics.arrays import mean_and_stderr
 from layerbench.metrics.geometry import row_norms
+from layerbench.metrics.streaming import row_subsample, streaming_pooled_metrics
 
 # Bumped when a metric's definition changes, so stored metric rows are recomputed.
 METRICS_VERSION = 1
+# Rows the TwoNN intrinsic dimension reads when the states are spilled to disk (it is O(N²) in rows).
+NEIGHBOUR_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,10 @@ def evaluate_metrics(
     """
     frames, notes = [], {}
     computed: dict[str, np.ndarray] = {}  # pooled values by name, for metrics derived from them
+    # States spilled to disk (a float16 memmap: larger than memory) are read in row blocks, exactly (covariance form).
+    streamed = streaming_pooled_metrics(pooled) if isinstance(pooled, np.memmap) and plan.of_kind("pooled") else None
+    if streamed is not None:
+        computed |= {name: streamed[name] for name in ("dataset_entropy", "effective_rank", "anisotropy", "mean_norm")}
     for info in plan.metrics:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -114,6 +121,9 @@ def evaluate_metrics(
                 continue
             data = pooled if info.input_kind == "pooled" else views[..., : info.n_views, :]
             n = data.shape[1]
+            if streamed is not None and info.name == "intrinsic_dimension" and n > NEIGHBOUR_ROWS:
+                data = row_subsample(pooled, NEIGHBOUR_ROWS)  # nearest neighbours among all rows would be O(N²)
+                notes[info.name] = f"on a seeded subsample of {NEIGHBOUR_ROWS} of {n} texts (states spilled to disk)"
             if n < info.min_texts:
                 notes[info.name] = f"skipped: needs at least {info.min_texts} texts, got {n}"
                 continue
@@ -122,11 +132,13 @@ def evaluate_metrics(
                 if source.name not in computed:
                     computed[source.name] = np.asarray(source.fn(data), dtype=np.float64)
                 values = info.derive(computed[source.name], n, data.shape[-1])
+            elif info.name in computed:
+                values = computed[info.name]
             else:
                 values = computed.setdefault(info.name, np.asarray(info.fn(data), dtype=np.float64))
             stderr = np.full(values.shape, np.nan)
             if info.name == "mean_norm":
-                stderr = row_norms(data).std(axis=1, ddof=1) / np.sqrt(n)
+                stderr = streamed["mean_norm_stderr"] if streamed is not None else row_norms(data).std(axis=1, ddof=1) / np.sqrt(n)
             frames.append(_frame(info, values, stderr, n))
         if caught:
             notes[info.name] = "; ".join(filter(None, [notes.get(info.name), *(str(w.message) for w in caught)]))
