@@ -18,6 +18,7 @@ Only this module imports Ray, and only when ``--executor ray`` is chosen.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from layerbench.errors import UserError
 # (after loading the model, before writing anything), to exercise restart and retry.
 FAULT_ENV = "LAYERBENCH_RAY_FAULT_ONCE"
 RETRIES = 3
+FORWARDED_ENV = ("LAYERBENCH_CACHE", "LAYERBENCH_MEMORY_BUDGET", "LAYERBENCH_TASKS", "HF_HUB_OFFLINE", "HF_HOME", "TQDM_DISABLE", FAULT_ENV)
 
 
 def _import_ray() -> Any:
@@ -60,9 +62,14 @@ def run_on_ray(models: list[str], specs: list[Any], checkpoints: dict[str, Any],
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UserError(f"cannot reach the Ray cluster at '{address or 'a new local cluster'}': {str(exc).splitlines()[0]}") from None
     on_gpu = resolve_device(config.device).type == "cuda" if config.device != "auto" else bool(ray.cluster_resources().get("GPU"))
+    if "://" not in config.output:  # workers may start in another folder: give them the absolute path
+        config = dataclasses.replace(config, output=str(Path(config.output).resolve()))
+    # The driver's settings travel with the job: cache folder, offline Hub, progress bars, memory budget.
+    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     worker = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES)(ModelWorker)
     actors = {
-        model: worker.options(num_cpus=cpus_per_job, num_gpus=gpus_per_job if on_gpu else 0, name=f"layerbench-{run_id}-{i}").remote(
+        model: worker.options(num_cpus=cpus_per_job, num_gpus=gpus_per_job if on_gpu else 0, name=f"layerbench-{run_id}-{i}",
+                              runtime_env={"env_vars": env_vars}).remote(
             model, checkpoints[model], config, plan, run_id, env, f"model {i}/{len(models)}", os.environ.get(FAULT_ENV))
         for i, model in enumerate(models, 1)
     }
