@@ -68,11 +68,11 @@ class RunConfig:
 class RunSummary:
     """What a run did: per (model, task) one of ``done`` / ``skipped``, and where things went."""
 
-    output: Path
+    output: Path | str  # a folder, or an fsspec URL
     run_id: str
     status: dict[str, dict[str, str]] = field(default_factory=dict)
     forward_passes: int = 0
-    manifests: list[Path] = field(default_factory=list)
+    manifests: list[Path | str] = field(default_factory=list)
 
 
 def resolve_tasks(tasks: list[str] | None, suite: str | None) -> tuple[list[TaskSpec], SuiteSpec | None]:
@@ -337,7 +337,7 @@ def run(
         batch_size, max_length, overwrite, cache, tuple(plan.names), metric_samples, pooling, tuple(robustness),
     )
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    summary = RunSummary(Path(output), run_id)
+    summary = RunSummary(Path(output) if "://" not in str(output) else output, run_id)
     checkpoints = {model: resolve_checkpoint(model, revision) for model in models}
     env = environment()
     seed_everything(seed)
@@ -376,7 +376,7 @@ class ModelRunner:
         previous = self.store.read_manifest(self.name, config.revision, run_id) or {}
         self.timings: dict[str, float] = dict(previous.get("timings_seconds", {}))
         self.task_records: dict[str, Any] = dict(previous.get("tasks", {}))
-        self.manifests: list[Path] = []
+        self.manifests: list[Path | str] = []
 
     def run_task(self, spec: TaskSpec, position: str) -> str:
         """Run the parts of ``spec`` not stored yet; ``done`` or ``skipped``."""

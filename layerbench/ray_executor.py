@@ -93,7 +93,7 @@ def run_on_ray(models: list[str], specs: list[Any], checkpoints: dict[str, Any],
     for model, actor in actors.items():
         passes, manifests = ray.get(actor.finish.remote())
         summary.forward_passes += passes
-        summary.manifests += [Path(p) for p in manifests if Path(p) not in summary.manifests]
+        summary.manifests += [m for m in (Path(p) if "://" not in p else p for p in manifests) if m not in summary.manifests]
         ray.kill(actor)
 
 

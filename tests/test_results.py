@@ -75,3 +75,21 @@ def test_atomic_write_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatc
         atomic_write_bytes(target, b"new contents")
     assert target.read_bytes() == b"old"
     assert list(tmp_path.iterdir()) == [target]  # no stray temporary file
+
+
+def test_results_go_to_an_fsspec_url_as_to_a_folder():
+    # memory:// is fsspec's in-process file system: the same code path as s3:// or gs://, without a network.
+    import fsspec
+
+    import layerbench
+
+    url = "memory://layerbench-test/results"
+    summary = layerbench.run("sentence-transformers/all-MiniLM-L6-v2", tasks=["bbc-news-layer-stats"], limit=8, metrics=["mean_norm"], output=url)
+    assert summary.status["sentence-transformers/all-MiniLM-L6-v2"]["bbc-news-layer-stats"] == "done"
+    rows = load_results(url)
+    assert set(rows.metric) == {"mean_norm"} and len(rows) == 7
+    assert str(summary.manifests[0]).startswith("memory://") and fsspec.filesystem("memory").exists(str(summary.manifests[0]))
+    again = layerbench.run("sentence-transformers/all-MiniLM-L6-v2", tasks=["bbc-news-layer-stats"], limit=8, metrics=["mean_norm"], output=url)
+    assert again.status["sentence-transformers/all-MiniLM-L6-v2"]["bbc-news-layer-stats"] == "skipped"  # resumes from the URL too
+    with pytest.raises(UserError, match="cannot open results location 'nosuchproto://x'"):
+        load_results("nosuchproto://x")

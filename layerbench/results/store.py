@@ -9,8 +9,11 @@ Layout::
 Scores and metrics are separate parts, each with its own config hash, so a
 run that adds metrics (or changes ``--metrics``) leaves the scores alone.
 
-Every file is written to a temporary name and renamed, so a crash leaves the
-previous file or the new one. A task's parquet carries the hash of the config
+``<output>`` is a local (or network-mounted) folder, or an fsspec URL
+(``s3://bucket/results``, ``gs://...``, ``file:///...``): every worker of a
+distributed run can then write to the same place. A local file is written to
+a temporary name and renamed, and an object store writes a whole object or
+none, so a crash leaves the previous file or the new one. A task's parquet carries the hash of the config
 that made it; a re-run with the same config skips the task, one with another
 config refuses to overwrite it without ``--overwrite``.
 """
@@ -40,53 +43,82 @@ def model_slug(model: str, revision: str | None) -> str:
     return f"{slug}@{re.sub(r'[^A-Za-z0-9._-]+', '_', revision)}" if revision else slug
 
 
+def _filesystem(root: str | Path) -> tuple[Any, str]:
+    """The fsspec file system of ``root`` and the path on it (a plain path is the local file system)."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(str(root))
+    except (ImportError, ValueError) as exc:  # an unknown protocol, or its package (s3fs, gcsfs) missing
+        raise UserError(f"cannot open results location '{root}': {exc}") from None
+    return fs, path.rstrip("/")
+
+
+def _is_local(fs: Any) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
 class ResultStore:
-    """Reads and writes one results folder."""
+    """Reads and writes one results location (a folder, or an fsspec URL)."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.fs, self.path = _filesystem(root)
+        self.root = Path(self.path) if _is_local(self.fs) else None  # a local folder, for callers that want a Path
 
-    def task_path(self, model: str, revision: str | None, task: str, part: str = "scores") -> Path:
+    def _join(self, *parts: str) -> str | Path:
+        """A location under the root: a ``Path`` on the local file system, a URL path string elsewhere."""
+        joined = "/".join([self.path, *parts])
+        return Path(joined) if self.root is not None else self.fs.unstrip_protocol(joined)
+
+    def task_path(self, model: str, revision: str | None, task: str, part: str = "scores") -> str | Path:
         """Where one part (``scores`` or ``metrics``) of one task's rows lives."""
         if part not in PARTS:
             raise ValueError(f"unknown result part '{part}'; use one of {', '.join(PARTS)}")
-        folder = self.root / model_slug(model, revision)
-        return folder / f"{task}.parquet" if part == "scores" else folder / part / f"{task}.parquet"
+        slug = model_slug(model, revision)
+        return self._join(slug, f"{task}.parquet") if part == "scores" else self._join(slug, part, f"{task}.parquet")
 
     def stored_hash(self, model: str, revision: str | None, task: str, part: str = "scores") -> str | None:
         """Config hash of a finished task part, or None when it has not run (or its file is unreadable)."""
         path = self.task_path(model, revision, task, part)
-        if not path.is_file():
-            return None
         try:
-            meta = pq.read_schema(path).metadata or {}
+            if not self.fs.isfile(str(path)):
+                return None
+            with self.fs.open(str(path), "rb") as handle:
+                meta = pq.read_schema(handle).metadata or {}
         except (OSError, pa.ArrowException):
             return None  # a corrupt file is as good as none: the task runs again
         return meta.get(_HASH_KEY, b"").decode() or None
 
-    def write_task(self, rows: pd.DataFrame, model: str, revision: str | None, task: str, config_hash: str, part: str = "scores") -> Path:
+    def _write(self, path: str | Path, data: bytes) -> None:
+        if isinstance(path, Path):
+            atomic_write_bytes(path, data)
+        else:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.pipe_file(path, data)  # one whole object
+
+    def write_task(self, rows: pd.DataFrame, model: str, revision: str | None, task: str, config_hash: str, part: str = "scores") -> str | Path:
         """Write one task part's rows atomically, tagged with the config hash that made them."""
         table = pa.Table.from_pandas(conform(rows), preserve_index=False)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), _HASH_KEY: config_hash.encode()})
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
         path = self.task_path(model, revision, task, part)
-        atomic_write_bytes(path, buffer.getvalue())
+        self._write(path, buffer.getvalue())
         return path
 
-    def manifest_path(self, model: str, revision: str | None, run_id: str) -> Path:
-        return self.root / model_slug(model, revision) / "runs" / f"{run_id}.json"
+    def manifest_path(self, model: str, revision: str | None, run_id: str) -> str | Path:
+        return self._join(model_slug(model, revision), "runs", f"{run_id}.json")
 
     def read_manifest(self, model: str, revision: str | None, run_id: str) -> dict[str, Any] | None:
         """The manifest of run ``run_id`` for this model, or None if it has none (or it is unreadable: it is rewritten)."""
         try:
-            return json.loads(self.manifest_path(model, revision, run_id).read_text())
+            return json.loads(self.fs.cat_file(str(self.manifest_path(model, revision, run_id))))
         except (OSError, ValueError):
             return None
 
-    def write_manifest(self, model: str, revision: str | None, run_id: str, manifest: dict[str, Any]) -> Path:
+    def write_manifest(self, model: str, revision: str | None, run_id: str, manifest: dict[str, Any]) -> str | Path:
         path = self.manifest_path(model, revision, run_id)
-        atomic_write_bytes(path, json.dumps(manifest, indent=2, default=str).encode())
+        self._write(path, json.dumps(manifest, indent=2, default=str).encode())
         return path
 
 
@@ -94,7 +126,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
     """Every result row under ``path`` as one tidy DataFrame.
 
     Args:
-        path: a results folder (all models), one model's folder, or one ``.parquet`` file.
+        path: a results folder (all models), one model's folder, or one ``.parquet`` file; a path or an fsspec URL.
 
     Returns:
         Columns ``model, revision, task, subset, split, metric, layer, n_layers,
@@ -104,16 +136,17 @@ def load_results(path: str | Path) -> pd.DataFrame:
     Raises:
         UserError: ``path`` does not exist, holds no results, or a file is corrupt.
     """
-    path = Path(path)
-    if not path.exists():
+    fs, root = _filesystem(path)
+    if not fs.exists(root):
         raise UserError(f"no results at '{path}'")
-    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    files = [root] if fs.isfile(root) else sorted(fs.glob(f"{root}/**/*.parquet"))
     if not files:
         raise UserError(f"no result files (*.parquet) under '{path}'; run `layerbench run` first")
     frames = []
     for file in files:
         try:
-            frames.append(conform(pd.read_parquet(file)))
+            with fs.open(file, "rb") as handle:
+                frames.append(conform(pd.read_parquet(handle)))
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise UserError(f"corrupt result file '{file}' ({str(exc).splitlines()[0]}); delete it and re-run that task") from None
     return pd.concat(frames, ignore_index=True)
