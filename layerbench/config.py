@@ -17,6 +17,15 @@ def cache_dir() -> Path:
     return Path(base) / "layerbench"
 
 
+def activation_cache_location() -> Path | str:
+    """Where pooled activations are cached: ``$LAYERBENCH_ACTIVATION_CACHE`` (a folder or an fsspec URL
+    such as ``s3://bucket/activations``, shared by the workers of a distributed run), else ``<cache_dir>/activations``."""
+    location = os.environ.get("LAYERBENCH_ACTIVATION_CACHE", "").strip()
+    if not location:
+        return cache_dir() / "activations"
+    return location if "://" in location else Path(location).expanduser()
+
+
 def memory_budget() -> int:
     """Bytes the pooled states of one capture may take in memory before they spill to disk in float16.
 

@@ -49,3 +49,15 @@ def test_a_capture_over_the_memory_budget_spills_to_float16_and_the_metrics_stre
     assert streamed[["metric", "layer"]].equals(reference[["metric", "layer"]])
     np.testing.assert_allclose(streamed.value, reference.value, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(streamed.stderr, reference.stderr, rtol=1e-9, equal_nan=True)
+
+
+def test_the_activation_cache_can_live_at_an_fsspec_url(minilm):
+    # What workers on many nodes share through s3:// or gs://, here through fsspec's in-process memory:// file system.
+    from layerbench.capture import CaptureStats
+
+    texts = ["The cache is shared.", "By every worker.", "Through one URL."]
+    first, second = CaptureStats(), CaptureStats()
+    fresh = capture_layers(minilm, texts, "mean", cache="memory://layerbench-test/activations", stats=first).pooled
+    again = capture_layers(minilm, texts, "mean", cache="memory://layerbench-test/activations", stats=second).pooled
+    assert first.texts_computed == 3 and second.cache_hits == 3 and second.forward_passes == 0
+    np.testing.assert_array_equal(fresh, again)  # entries are float32: a hit is bit for bit the fresh states

@@ -20,6 +20,7 @@ import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,19 +32,35 @@ _HEADER = len(MAGIC) + 32
 
 @dataclass(frozen=True)
 class ActivationCache:
-    """Pooled per-text activations keyed by content; ``root`` is the cache folder."""
+    """Pooled per-text activations keyed by content; ``root`` is the cache folder, or an fsspec URL (``s3://...``).
 
-    root: Path
+    A URL root lets the workers of a distributed run share one cache on an
+    object store: each entry is one object, written whole.
+    """
+
+    root: Path | str
     _made: set[Path] = field(default_factory=set, compare=False, repr=False)
 
-    def path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.lbc"
+    @property
+    def _remote(self) -> Any:
+        """The fsspec file system of a URL root, or None for a local folder."""
+        if isinstance(self.root, Path) or "://" not in self.root:
+            return None
+        import fsspec
+
+        return fsspec.core.url_to_fs(self.root)[0]
+
+    def path(self, key: str) -> Path | str:
+        if self._remote is not None:
+            return f"{str(self.root).rstrip('/')}/{key[:2]}/{key}.lbc"
+        return Path(self.root) / key[:2] / f"{key}.lbc"
 
     def get(self, key: str) -> np.ndarray | None:
         """The stored array, or None when missing, truncated or corrupt."""
+        remote = self._remote
         try:
-            blob = self.path(key).read_bytes()
-        except OSError:
+            blob = remote.cat_file(self.path(key)) if remote is not None else self.path(key).read_bytes()
+        except OSError:  # missing (FileNotFoundError), or unreadable
             return None
         payload = blob[_HEADER:]
         if len(blob) < _HEADER or blob[:4] != MAGIC or hashlib.sha256(payload).digest() != blob[4:_HEADER]:
@@ -51,7 +68,8 @@ class ActivationCache:
         return np.load(io.BytesIO(payload), allow_pickle=False)
 
     def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
+        remote = self._remote
+        return remote.isfile(self.path(key)) if remote is not None else self.path(key).is_file()
 
     def put(self, key: str, array: np.ndarray) -> None:
         """Store ``array`` under ``key``: float64 stays float64 (metric values), anything else becomes float32."""
@@ -59,11 +77,16 @@ class ActivationCache:
         dtype = np.float64 if array.dtype == np.float64 else np.float32
         np.save(buffer, np.ascontiguousarray(array, dtype=dtype), allow_pickle=False)
         payload = buffer.getvalue()
+        blob = MAGIC + hashlib.sha256(payload).digest() + payload
         path = self.path(key)
+        remote = self._remote
+        if remote is not None:
+            remote.pipe_file(path, blob)  # one whole object
+            return
         if path.parent not in self._made:  # one mkdir per shard folder, not per file
             path.parent.mkdir(parents=True, exist_ok=True)
             self._made.add(path.parent)
-        atomic_write_bytes(path, MAGIC + hashlib.sha256(payload).digest() + payload, make_parent=False)
+        atomic_write_bytes(path, blob, make_parent=False)
 
 
 def key_prefix(model_fingerprint: str, tokenizer_fingerprint: str, max_length: int, dtype: str) -> bytes:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from layerbench.capture.cache import ActivationCache, key_prefix, text_key
 from layerbench.capture.pooling import POOLINGS, pool_layers
-from layerbench.config import cache_dir, progress_disabled
+from layerbench.config import activation_cache_location, cache_dir, progress_disabled
 from layerbench.config import memory_budget as config_memory_budget
 from layerbench.errors import UserError
 from layerbench.models.loading import ModelHandle, available_memory
@@ -248,7 +248,8 @@ def capture_layers(
         pooling: ``mean`` over real tokens, ``last`` real token, or ``cls`` (position 0).
         batch_size: texts per forward pass, or ``"auto"``.
         max_length: truncate to this many tokens (default: the model's limit).
-        cache: True for the default cache folder, a path for another, False for none.
+        cache: True for the default location (:func:`layerbench.config.activation_cache_location`),
+            a folder or an fsspec URL for another, False for none.
         stats: counters to add this call's work to.
         per_prompt: name -> kernel run on the token states ``[L+1, B, T, D]``
             (float32, real tokens first, padding after ``lengths``) of the
@@ -276,7 +277,7 @@ def capture_layers(
     length = resolve_max_length(handle, max_length)
     store = None
     if cache:
-        store = ActivationCache(Path(cache) if not isinstance(cache, bool) else cache_dir() / "activations")
+        store = ActivationCache(activation_cache_location() if isinstance(cache, bool) else (cache if "://" in str(cache) else Path(cache)))
     numerics = str(handle.dtype) + (f"+{handle.quantization}" if handle.quantization else "")
     prefix = key_prefix(handle.checkpoint.fingerprint, handle.tokenizer_fingerprint, length, numerics)
     kernel_tags = {name: f"per-prompt:v{PER_PROMPT_VERSION}:{name}" for name in kernels}
