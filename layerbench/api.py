@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from layerbench.capture import CaptureStats, capture_layers
-from layerbench.data import TextDataset, load_task_data
+from layerbench.data import load_task_data
 from layerbench.data.augment import make_views, noise_prefix
 from layerbench.data.dataset import sample_indices
 from layerbench.errors import UserError
@@ -394,14 +394,12 @@ class ModelRunner:
             _log(f"{prefix}: loading model")
             self.handle = load_checkpoint(self.checkpoint, device=config.device, dtype=config.dtype, device_map=config.device_map)
             self.timings["load_model"] = self.timings.get("load_model", 0.0) + time.perf_counter() - began
-        status = "done"
         if spec.family in INTERVENTION_FAMILIES and not self.handle.is_causal and "scores" in parts:
             # Patching and the logit lens need a causal language model: an encoder skips them, with a reason.
             _log(f"{prefix}: {spec.family} skipped: it needs a causal language model with an unembedding; {self.model} is not one")
             parts.remove("scores")
-            status = "skipped"
             if not parts:
-                return status
+                return "skipped"
         if spec.family == "probe" and "scores" in parts:
             for variant in set(config.robustness) & {"bfloat16", "int8"} - set(self.variant_handles):
                 _log(f"{prefix}: loading model again in {variant} (robustness variant)")
@@ -417,7 +415,7 @@ class ModelRunner:
             self.timings[stage] = self.timings.get(stage, 0.0) + seconds
         # Rewritten after every task, so an interrupted run still documents what it finished.
         self._write_manifest("running")
-        return status
+        return "done"
 
     def finish(self) -> None:
         """Mark this model's manifest complete (nothing to do if no task ran)."""
