@@ -10,6 +10,7 @@ from pathlib import Path
 # Before anything imports huggingface_hub, which reads these once.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TQDM_DISABLE"] = "1"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # the local Ray cluster of tests/test_ray.py must not reach out
 
 
 def _session_cache() -> str:
