@@ -1,7 +1,7 @@
 """Find, parse and validate task and suite specs.
 
 Specs are looked up in every folder of ``$LAYERBENCH_TASKS`` (separated by
-``os.pathsep``) and then in the ``tasks/`` folder of the layerbench checkout;
+``os.pathsep``) and then in ``layerbench/tasks/`` (installed with the package);
 suites in the ``suites/`` subfolder of each. The first spec with a name wins.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from layerbench.errors import UserError
 from layerbench.specs.schema import FAMILY_SETTINGS, SuiteSpec, TaskSpec
 
-BUILTIN_TASKS = Path(__file__).resolve().parents[2] / "tasks"
+BUILTIN_TASKS = Path(__file__).resolve().parents[1] / "tasks"  # packaged with layerbench (wheel included)
 
 
 def task_dirs() -> list[Path]:
