@@ -6,7 +6,11 @@ The naive way costs about 0.3 s per variant on 2 CPU cores, so it is timed on a 
 variants per query and its total is that per-variant time times the number of variants (printed as such). On the
 sampled variants both ways must give the same verdict, and our (possibly shorter) text must be a prefix of the naive one.
 
-Run: ``python benchmarks/bench_backpatch.py [--queries 20] [--layer-step 3] [--naive-sample 8]``.
+Internal consistency is timed both ways too: ours (each few-shot prompt prefilled once for its K samples, and its
+paths' lens pass run on the prompt's cache) against the plain way (Hugging Face ``generate`` with K return
+sequences, and the lens pass on every full text).
+
+Run: ``python benchmarks/bench_backpatch.py [--queries 20] [--layer-step 3] [--naive-sample 8] [--ic-questions 8] [--ic-only]``.
 """
 from __future__ import annotations
 
@@ -24,8 +28,9 @@ from layerbench import load_model  # noqa: E402
 from layerbench.data import load_packaged, load_task_data  # noqa: E402
 from layerbench.data.two_hop import mentions  # noqa: E402
 from layerbench.evaluators.backpatch import e1_last_token, layer_pairs, queries_of, sweep_query  # noqa: E402
-from layerbench.evaluators.consistency import evaluate_consistency  # noqa: E402
-from layerbench.models.residual import patch_positions, record_layers  # noqa: E402
+from layerbench.evaluators.consistency import ANSWER_CUE, cut_path, evaluate_consistency, question_prompts  # noqa: E402
+from layerbench.models.generation import ensure_padding, generate  # noqa: E402
+from layerbench.models.residual import last_token_states, patch_positions, record_layers  # noqa: E402
 from layerbench.specs import get_task  # noqa: E402
 from layerbench.specs.schema import BackpatchSettings  # noqa: E402
 
@@ -55,10 +60,13 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--layer-step", type=int, default=3)
     parser.add_argument("--naive-sample", type=int, default=8)
-    parser.add_argument("--ic-questions", type=int, default=5)
+    parser.add_argument("--ic-questions", type=int, default=8)
+    parser.add_argument("--ic-only", action="store_true", help="only the internal-consistency comparison")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     handle = load_model(args.model, device="cpu")
+    if args.ic_only:
+        return ic_side_by_side(handle, args.ic_questions)
     settings = BackpatchSettings(layer_step=args.layer_step)
     queries = queries_of(load_packaged("two-hop-queries", {"n": args.queries, "seed": 0}), "bench")
     pairs = layer_pairs(handle.n_layers, settings)
@@ -91,14 +99,49 @@ def main() -> None:
     print(f"  naive / ours: {naive_total / ours_seconds:.1f}x   (goal: 10x)")
     print(f"  same verdict on {agree}/{n_naive} sampled variants; our text a prefix of the naive one on {prefix}/{n_naive}")
 
+    ic_side_by_side(handle, args.ic_questions)
+
+
+def naive_ic_model_work(handle, prompts: list[str], settings) -> None:
+    """The model work of internal consistency the plain way: Hugging Face ``generate`` with K return sequences (K
+    prefills of each few-shot prompt) and the lens pass on every full text (prompt + path) from scratch."""
+    stops = ["answer is", "\n\n", "\nQ:"]
+    tok = handle.tokenizer
+    ensure_padding(handle)
+    side, tok.padding_side = tok.padding_side, "left"
+    sampled = []
+    try:
+        for start in range(0, len(prompts), max(1, 32 // settings.paths)):
+            enc = tok(prompts[start : start + max(1, 32 // settings.paths)], return_tensors="pt", padding=True)
+            torch.manual_seed(start)
+            with torch.no_grad():
+                ids = handle.model.generate(**enc, max_new_tokens=settings.max_new_tokens, num_return_sequences=settings.paths, do_sample=True,
+                                            temperature=settings.temperature, top_p=settings.top_p, top_k=0, pad_token_id=tok.pad_token_id,
+                                            stop_strings=stops, tokenizer=tok)
+            texts = tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            sampled += [texts[i : i + settings.paths] for i in range(0, len(texts), settings.paths)]
+    finally:
+        tok.padding_side = side
+    greedy = generate(handle, prompts, settings.max_new_tokens, batch_size=16, stop_strings=stops)
+    paths = [(q, cut_path(t)[0]) for q, texts in enumerate(sampled) for t in texts] + [(q, cut_path(t[0])[0]) for q, t in enumerate(greedy)]
+    last_token_states(handle, [f"{prompts[q]} {cut}{ANSWER_CUE}" if cut else f"{prompts[q]}{ANSWER_CUE}" for q, cut in paths])
+
+
+def ic_side_by_side(handle, n_questions: int) -> None:
+    """Questions per minute of the internal-consistency task, ours (whole evaluator) against the plain way's model work alone."""
     spec = get_task("consistency-coinflip")
-    data = load_task_data(spec, limit=args.ic_questions + spec.settings.shots)
+    data = load_task_data(spec, limit=n_questions + spec.settings.shots)
+    _, _, prompts = question_prompts(data, spec.settings, spec.name)
     began = time.perf_counter()
     evaluate_consistency(handle, data, spec, 0)
-    minutes = (time.perf_counter() - began) / 60
-    print(f"internal consistency ({spec.name}, K={spec.settings.paths}, {spec.settings.max_new_tokens} new tokens): "
-          f"{args.ic_questions / minutes:.1f} questions per minute")
-
+    ours = (time.perf_counter() - began) / 60
+    began = time.perf_counter()
+    naive_ic_model_work(handle, prompts, spec.settings)
+    naive = (time.perf_counter() - began) / 60
+    print(f"internal consistency ({spec.name}, {len(prompts)} questions, K={spec.settings.paths}, {spec.settings.max_new_tokens} new tokens):")
+    print(f"  ours (the whole evaluator, each prompt's prefill shared by its K samples and its paths' lens pass): {len(prompts) / ours:.1f} questions per minute")
+    print(f"  plain (generate with K return sequences, lens on every full text; model work only): {len(prompts) / naive:.1f} questions per minute")
+    print(f"  plain / ours time: {naive / ours:.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -95,6 +95,25 @@ def test_a_prompt_continues_the_same_alone_and_in_a_left_padded_batch(smollm):
     assert batched[1][0] == alone and batched[0][0] == generate(smollm, [long], max_new_tokens=6)[0][0]
 
 
+def test_samples_from_a_shared_prefill_continue_as_a_lone_prompt_does(smollm):
+    # K copies per prompt share one prefill (left-padded batch of unequal prompts); greedily, every copy is the lone continuation.
+    prompts = ["The capital of France is", "Q: True or false? Two plus two is four, and this prompt is much longer than the other one.\nA:"]
+    lone = generate(smollm, prompts, max_new_tokens=8)
+    shared = generate(smollm, prompts, max_new_tokens=8, num_return_sequences=3)
+    assert shared == [[text] * 3 for (text,) in lone]
+
+
+def test_paths_run_on_the_prompt_cache_give_the_full_texts_states(smollm):
+    from layerbench.models.residual import continuation_states, last_token_states
+
+    prefix = "Q: True or false? A coin is heads up. Ann flips it. Is it still heads up?\nA:"
+    paths = [" Ann flips it once, so it is tails. So the answer is", " So the answer is", " Heads, then tails. So the answer is"]
+    cached = continuation_states(smollm, prefix, paths, batch_size=2)  # a ragged last batch too
+    full = last_token_states(smollm, [prefix + p for p in paths])
+    assert cached.shape == full.shape == (31, 3, 576)
+    assert (cached - full).abs().max() < 1e-3 * full.abs().max()
+
+
 def test_two_hop_query_prompts():
     q = TwoHopQuery(**QUERY)
     assert q.source_prompt == "The currency of the country whose capital is Tokyo is the"

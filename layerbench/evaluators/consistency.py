@@ -34,7 +34,7 @@ from layerbench.errors import UserError
 from layerbench.evaluators.probe import SUMMARY_LAYER
 from layerbench.models.generation import generate
 from layerbench.models.loading import ModelHandle
-from layerbench.models.residual import first_token_id, last_token_states, lens_logits
+from layerbench.models.residual import continuation_states, first_token_id, lens_logits
 from layerbench.specs.schema import ConsistencySettings, TaskSpec
 
 ANSWER_CUE = " So the answer is"
@@ -123,7 +123,14 @@ def evaluate_consistency(handle: ModelHandle, data: TextDataset, spec: TaskSpec,
     greedy = generate(handle, prompts, settings.max_new_tokens, batch_size=16, stop_strings=stops)
     # Every path (K sampled, then the greedy one) is cut before its answer and asked for it.
     paths = [(q, cut_path(text)) for q, texts in enumerate(sampled) for text in texts] + [(q, cut_path(t[0])) for q, t in enumerate(greedy)]
-    states = last_token_states(handle, [f"{prompts[q]} {cut}{ANSWER_CUE}" if cut else f"{prompts[q]}{ANSWER_CUE}" for q, (cut, _) in paths])
+    # Each question's prompt runs once; its paths run on copies of its key/value cache.
+    by_question: dict[int, list[int]] = {}
+    for index, (q, _) in enumerate(paths):
+        by_question.setdefault(q, []).append(index)
+    states = torch.empty(handle.n_layers + 1, len(paths), handle.hidden_size)
+    for q, members in by_question.items():
+        continuations = [f" {paths[i][1][0]}{ANSWER_CUE}" if paths[i][1][0] else ANSWER_CUE for i in members]
+        states[:, members] = continuation_states(handle, prompts[q], continuations)
     answer_ids = [first_token_id(handle, answer) for answer in settings.answers]
     with torch.no_grad():
         logits = torch.stack([lens_logits(handle, states[layer])[:, answer_ids] for layer in range(states.shape[0])])  # [L+1, P, 2]

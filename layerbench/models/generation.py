@@ -53,14 +53,34 @@ def generate(handle: ModelHandle, prompts: list[str], max_new_tokens: int, *, ba
             if sample:
                 torch.manual_seed(seed + start)
             with torch.no_grad():
-                ids = handle.model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
-                                            pad_token_id=tok.pad_token_id, **options)
+                if num_return_sequences > 1 and enc["input_ids"].shape[1] > 1:
+                    ids = _generate_from_shared_prefill(handle, enc, max_new_tokens, num_return_sequences, options)
+                else:
+                    ids = handle.model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
+                                                pad_token_id=tok.pad_token_id, **options)
             new = ids[:, enc["input_ids"].shape[1]:]
             texts = tok.batch_decode(new, skip_special_tokens=True)
             out += [texts[i : i + num_return_sequences] for i in range(0, len(texts), num_return_sequences)]
     finally:
         tok.padding_side = side
     return out
+
+
+def _generate_from_shared_prefill(handle: ModelHandle, enc, max_new_tokens: int, copies: int, options: dict) -> torch.Tensor:
+    """``generate`` of ``copies`` sequences per prompt with each prompt's prefill computed once.
+
+    Hugging Face's ``generate`` repeats every prompt ``copies`` times before
+    the prefill, so K samples of a long few-shot prompt pay its prefill K
+    times. Here the prompts (left-padded) run once, all but their last token,
+    the key/value cache is repeated K times, and ``generate`` continues from it
+    (it runs only the uncached last token, with positions from the mask).
+    """
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = handle.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], use_cache=True).past_key_values
+    cache.batch_repeat_interleave(copies)
+    return handle.model.generate(input_ids=ids.repeat_interleave(copies, dim=0), attention_mask=mask.repeat_interleave(copies, dim=0),
+                                 past_key_values=cache, max_new_tokens=max_new_tokens, pad_token_id=handle.tokenizer.pad_token_id, **options)
 
 
 def greedy_from_cache(handle: ModelHandle, first_logits: torch.Tensor, cache, max_new_tokens: int,

@@ -177,6 +177,44 @@ def last_token_states(handle: ModelHandle, prompts: list[str], batch_size: int =
     return torch.cat(parts, dim=1)
 
 
+def continuation_states(handle: ModelHandle, prefix: str, continuations: list[str], batch_size: int = 16) -> torch.Tensor:
+    """Raw residual states at the last token of ``prefix + c`` for each continuation c, every layer: ``[L+1, C, D]``.
+
+    The prefix is run once and its key/value cache copied to each batch of
+    continuations, which then run only their own tokens: for C reasoning paths
+    after one few-shot prompt this costs P + C·T token positions instead of
+    C·(P + T). Tokens are those of the prefix followed by those of each
+    continuation (tokenized without special tokens); a continuation that starts
+    with a space tokenizes as it would inside the whole text (tested against
+    :func:`last_token_states` on the full texts).
+    """
+    import copy
+
+    ensure_padding(handle)
+    tok = handle.tokenizer
+    layers = list(range(handle.n_layers + 1))
+    side, tok.padding_side = tok.padding_side, "right"
+    parts = []
+    try:
+        prefix_ids = tok(prefix, return_tensors="pt")["input_ids"].to(handle.device)
+        with torch.no_grad():
+            cache = handle.model(input_ids=prefix_ids, use_cache=True).past_key_values
+        for start in range(0, len(continuations), batch_size):
+            chunk = continuations[start : start + batch_size]
+            enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(handle.device)
+            batch_cache = copy.deepcopy(cache)
+            batch_cache.batch_repeat_interleave(len(chunk))
+            mask = torch.cat([torch.ones(len(chunk), prefix_ids.shape[1], dtype=enc["attention_mask"].dtype, device=handle.device), enc["attention_mask"]], dim=1)
+            last = enc["attention_mask"].sum(1) - 1  # right padding: the last real token of each continuation
+            with torch.no_grad(), record_layers(handle, layers) as recorded:
+                handle.model(input_ids=enc["input_ids"], attention_mask=mask, past_key_values=batch_cache, use_cache=True)
+            rows = torch.arange(len(chunk), device=last.device)
+            parts.append(torch.stack([recorded[layer][0][rows, last] for layer in layers]).float().cpu())
+    finally:
+        tok.padding_side = side
+    return torch.cat(parts, dim=1)
+
+
 def first_token_id(handle: ModelHandle, word: str) -> int:
     """The token a continuation starts ``word`` with (after a space, as it follows a prompt)."""
     return handle.tokenizer(" " + word, add_special_tokens=False)["input_ids"][0]
