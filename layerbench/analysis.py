@@ -38,7 +38,8 @@ def main_metric(df: pd.DataFrame, task: str) -> str | None:
     return None
 
 
-def _layer_rows(df: pd.DataFrame) -> pd.DataFrame:
+def layer_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows that read one layer: ``layer >= 0`` and no ``source_layer`` (not summaries, not heat-map cells)."""
     return df[(df.layer >= 0) & df.source_layer.isna()]
 
 
@@ -48,13 +49,13 @@ def layer_curve(df: pd.DataFrame, task: str, metric: str, *, model: str | None =
     Raises:
         UserError: no per-layer rows match (the message names what there is).
     """
-    rows = _layer_rows(df)
+    rows = layer_rows(df)
     rows = rows[(rows.task == task) & (rows.metric == metric)]
     for column, wanted in (("model", model), ("subset", subset), ("split", split)):
         if wanted is not None:
             rows = rows[rows[column] == wanted]
     if rows.empty:
-        known = sorted(set(_layer_rows(df).loc[lambda r: r.task == task, "metric"]))
+        known = sorted(set(layer_rows(df).loc[lambda r: r.task == task, "metric"]))
         raise UserError(f"no per-layer rows of metric '{metric}' in task '{task}'" + (f"; its metrics: {', '.join(known)}" if known else "; no such task in the rows"))
     columns = ["model", "revision", "subset", "split", "layer", "depth", "value", "stderr"]
     return rows[columns].sort_values(["model", "subset", "split", "layer"]).reset_index(drop=True)
@@ -74,7 +75,7 @@ def best_layer(df: pd.DataFrame, task: str | None = None, metric: str | None = N
         last, signed so that positive is better), ``n_layers``. Metrics with no
         direction (descriptive ones) are left out.
     """
-    rows = _layer_rows(df)
+    rows = layer_rows(df)
     rows = rows[rows.higher_is_better.notna()]
     if task is not None:
         rows = rows[rows.task == task]
@@ -131,7 +132,7 @@ def metric_predicts_best_layer(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     Returns:
         Columns ``model, task, spearman, picked_layer, picked_score, last_score, best_score``.
     """
-    rows = _layer_rows(df)
+    rows = layer_rows(df)
     out = []
     for (model, task), group in rows.groupby(["model", "task"], sort=True):
         main = main_metric(df, task)

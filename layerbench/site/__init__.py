@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from layerbench.analysis import main_metric, metric_predicts_best_layer, summary
+from layerbench.analysis import layer_rows, main_metric, metric_predicts_best_layer, summary
 from layerbench.errors import UserError
 from layerbench.results import load_results, model_slug
 
@@ -111,17 +111,13 @@ def _trace(frame: pd.DataFrame, name: str, color: str | None = None, visible: bo
     return trace
 
 
-def _per_layer(df: pd.DataFrame) -> pd.DataFrame:
-    return df[(df.layer >= 0) & df.source_layer.isna()]
-
-
 def _model_sections(rows: pd.DataFrame, families: dict[str, str], figures: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     """The figures of one model's page, grouped in sections; fills ``figures`` (plot id -> Plotly figure)."""
     from layerbench.metrics import list_metrics
 
     label_free = {info.name for info in list_metrics()}
     sections = []
-    per_layer = _per_layer(rows)
+    per_layer = layer_rows(rows)
     for family in (*FAMILIES, "other"):
         tasks = sorted(t for t in per_layer.task.unique() if families.get(t, "other") == family)
         score_plots, metric_plots = [], []
@@ -178,7 +174,7 @@ def _backpatch_sections(rows: pd.DataFrame, figures: dict[str, Any], prefix: str
 
 
 def _consistency_sections(rows: pd.DataFrame, figures: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
-    curves = _per_layer(rows[rows.metric.isin(["calibrated_agreement", "agreement"])])
+    curves = layer_rows(rows[rows.metric.isin(["calibrated_agreement", "agreement"])])
     sections = []
     for task in sorted(curves.task.unique()):
         plots = []
@@ -286,7 +282,7 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
     task_index = []
     for task in tasks:
         figures = {}
-        mine = _per_layer(rows[rows.task == task])
+        mine = layer_rows(rows[rows.task == task])
         main = main_metric(rows, task)
         plots = []
         metric_list = [main] if main else []
