@@ -146,12 +146,13 @@ def metric_predicts_best_layer(df: pd.DataFrame, metric: str) -> pd.DataFrame:
         direction = signal.higher_is_better.iloc[0]
         descriptive = pd.isna(direction)
         sign = 1.0 if descriptive or bool(direction) else -1.0
-        score = target.value[layers] * (1.0 if bool(target.higher_is_better.iloc[0]) else -1.0)
-        ranked = signal.value[layers]
+        higher = bool(target.higher_is_better.iloc[0])
+        scores = target.value[layers]
+        score = scores if higher else -scores
+        ranked = sign * signal.value[layers]
         # A constant curve has no ranking: its correlation is undefined, not zero.
-        rho = np.nan if ranked.nunique() < 2 or score.nunique() < 2 else pd.Series(sign * ranked.to_numpy()).corr(pd.Series(score.to_numpy()), method="spearman")
-        picked = int(layers.max()) if descriptive else int((sign * signal.value[layers]).idxmax())
-        out.append(dict(model=model, task=task, spearman=float(rho) if not np.isnan(rho) else np.nan, picked_layer=picked,
-                        picked_score=float(target.value[picked]), last_score=float(target.value[layers.max()]),
-                        best_score=float(target.value[layers].max() if bool(target.higher_is_better.iloc[0]) else target.value[layers].min())))
+        rho = np.nan if ranked.nunique() < 2 or score.nunique() < 2 else ranked.corr(score, method="spearman")
+        picked = int(layers.max()) if descriptive else int(ranked.idxmax())
+        out.append(dict(model=model, task=task, spearman=float(rho), picked_layer=picked, picked_score=float(scores[picked]),
+                        last_score=float(scores[layers.max()]), best_score=float(scores.max() if higher else scores.min())))
     return pd.DataFrame(out, columns=["model", "task", "spearman", "picked_layer", "picked_score", "last_score", "best_score"])

@@ -33,6 +33,7 @@ from layerbench.models.loading import DTYPES, load_checkpoint, quantization_kwar
 from layerbench.results import ResultStore, complete_rows, load_results
 from layerbench.specs import SuiteSpec, TaskSpec, get_suite, get_task
 from layerbench.specs.schema import INTERVENTION_FAMILIES
+from layerbench.storage import as_location
 
 __all__ = ["ROBUSTNESS", "RunConfig", "RunSummary", "load_results", "resolve_tasks", "run"]
 
@@ -337,7 +338,7 @@ def run(
         batch_size, max_length, overwrite, cache, tuple(plan.names), metric_samples, pooling, tuple(robustness),
     )
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    summary = RunSummary(Path(output) if "://" not in str(output) else output, run_id)
+    summary = RunSummary(as_location(output), run_id)
     checkpoints = {model: resolve_checkpoint(model, revision) for model in models}
     env = environment()
     seed_everything(seed)

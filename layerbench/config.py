@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from layerbench.storage import as_location
+
 
 def cache_dir() -> Path:
     """Root of layerbench's on-disk cache (activations, converted models, fingerprints).
@@ -23,7 +25,7 @@ def activation_cache_location() -> Path | str:
     location = os.environ.get("LAYERBENCH_ACTIVATION_CACHE", "").strip()
     if not location:
         return cache_dir() / "activations"
-    return location if "://" in location else Path(location).expanduser()
+    return as_location(location)
 
 
 def memory_budget() -> int:

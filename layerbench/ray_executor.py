@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from layerbench.errors import UserError
+from layerbench.storage import as_location, is_url
 
 # Test hook: the first attempt of this task in each model's worker kills the worker process mid-job
 # (after loading the model, before writing anything), to exercise restart and retry.
 FAULT_ENV = "LAYERBENCH_RAY_FAULT_ONCE"
 RETRIES = 3
-FORWARDED_ENV = ("LAYERBENCH_CACHE", "LAYERBENCH_ACTIVATION_CACHE", "LAYERBENCH_MEMORY_BUDGET", "LAYERBENCH_TASKS", "HF_HUB_OFFLINE", "HF_HOME", "TQDM_DISABLE", FAULT_ENV)
+FORWARDED_ENV = ("LAYERBENCH_CACHE", "LAYERBENCH_ACTIVATION_CACHE", "LAYERBENCH_MEMORY_BUDGET", "LAYERBENCH_TASKS", "HF_HUB_OFFLINE", "HF_HOME", "TQDM_DISABLE")
 
 
 def _import_ray() -> Any:
@@ -62,7 +63,7 @@ def run_on_ray(models: list[str], specs: list[Any], checkpoints: dict[str, Any],
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UserError(f"cannot reach the Ray cluster at '{address or 'a new local cluster'}': {str(exc).splitlines()[0]}") from None
     on_gpu = resolve_device(config.device).type == "cuda" if config.device != "auto" else bool(ray.cluster_resources().get("GPU"))
-    if "://" not in config.output:  # workers may start in another folder: give them the absolute path
+    if not is_url(config.output):  # workers may start in another folder: give them the absolute path
         config = dataclasses.replace(config, output=str(Path(config.output).resolve()))
     # The driver's settings travel with the job: cache folder, offline Hub, progress bars, memory budget.
     env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
@@ -93,7 +94,7 @@ def run_on_ray(models: list[str], specs: list[Any], checkpoints: dict[str, Any],
     for model, actor in actors.items():
         passes, manifests = ray.get(actor.finish.remote())
         summary.forward_passes += passes
-        summary.manifests += [m for m in (Path(p) if "://" not in p else p for p in manifests) if m not in summary.manifests]
+        summary.manifests += [m for m in map(as_location, manifests) if m not in summary.manifests]
         ray.kill(actor)
 
 

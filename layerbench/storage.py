@@ -1,9 +1,35 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Where files go and how they are written: a local path or an fsspec URL, written whole or not at all."""
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+
+def is_url(location: str | Path) -> bool:
+    """Whether ``location`` is an fsspec URL (``s3://...``, ``memory://...``) rather than a local path."""
+    return "://" in str(location)
+
+
+def as_location(location: str | Path) -> str | Path:
+    """A URL as it is, a local path as an expanded ``Path``."""
+    return str(location) if is_url(location) else Path(location).expanduser()
+
+
+def write_whole(path: str | Path, data: bytes, fs: Any = None, make_parent: bool = True) -> None:
+    """Write ``data`` so a reader sees the old content or the new, never half.
+
+    A local ``Path`` goes through :func:`atomic_write_bytes`; a URL path on the
+    fsspec file system ``fs`` is one ``pipe_file`` (an object store writes a
+    whole object or none).
+    """
+    if isinstance(path, Path):
+        atomic_write_bytes(path, data, make_parent=make_parent)
+        return
+    if make_parent:
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(path, data)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, make_parent: bool = True) -> None:

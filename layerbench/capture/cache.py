@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from layerbench.storage import atomic_write_bytes
+from layerbench.storage import is_url, write_whole
 
 MAGIC = b"LBC1"
 _HEADER = len(MAGIC) + 32
@@ -41,14 +42,14 @@ class ActivationCache:
     root: Path | str
     _made: set[Path] = field(default_factory=set, compare=False, repr=False)
 
-    @property
+    @cached_property
     def _remote(self) -> Any:
-        """The fsspec file system of a URL root, or None for a local folder."""
-        if isinstance(self.root, Path) or "://" not in self.root:
+        """The fsspec file system of a URL root (resolved once), or None for a local folder."""
+        if not is_url(self.root):
             return None
         import fsspec
 
-        return fsspec.core.url_to_fs(self.root)[0]
+        return fsspec.core.url_to_fs(str(self.root))[0]
 
     def path(self, key: str) -> Path | str:
         if self._remote is not None:
@@ -79,14 +80,10 @@ class ActivationCache:
         payload = buffer.getvalue()
         blob = MAGIC + hashlib.sha256(payload).digest() + payload
         path = self.path(key)
-        remote = self._remote
-        if remote is not None:
-            remote.pipe_file(path, blob)  # one whole object
-            return
-        if path.parent not in self._made:  # one mkdir per shard folder, not per file
+        if isinstance(path, Path) and path.parent not in self._made:  # one mkdir per shard folder, not per file
             path.parent.mkdir(parents=True, exist_ok=True)
             self._made.add(path.parent)
-        atomic_write_bytes(path, blob, make_parent=False)
+        write_whole(path, blob, self._remote, make_parent=False)
 
 
 def key_prefix(model_fingerprint: str, tokenizer_fingerprint: str, max_length: int, dtype: str) -> bytes:

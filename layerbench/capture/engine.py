@@ -30,6 +30,7 @@ from layerbench.capture.pooling import POOLINGS, pool_layers
 from layerbench.config import activation_cache_location, cache_dir, progress_disabled
 from layerbench.config import memory_budget as config_memory_budget
 from layerbench.errors import UserError
+from layerbench.storage import as_location
 from layerbench.models.loading import ModelHandle, available_memory
 
 # Upper bound on texts per batch: beyond it CPU throughput stops improving and
@@ -277,7 +278,7 @@ def capture_layers(
     length = resolve_max_length(handle, max_length)
     store = None
     if cache:
-        store = ActivationCache(activation_cache_location() if isinstance(cache, bool) else (cache if "://" in str(cache) else Path(cache)))
+        store = ActivationCache(activation_cache_location() if isinstance(cache, bool) else as_location(cache))
     numerics = str(handle.dtype) + (f"+{handle.quantization}" if handle.quantization else "")
     prefix = key_prefix(handle.checkpoint.fingerprint, handle.tokenizer_fingerprint, length, numerics)
     kernel_tags = {name: f"per-prompt:v{PER_PROMPT_VERSION}:{name}" for name in kernels}

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from layerbench.errors import UserError
 from layerbench.results.schema import conform
-from layerbench.storage import atomic_write_bytes
+from layerbench.storage import write_whole
 
 _HASH_KEY = b"layerbench.config_hash"
 PARTS = ("scores", "metrics")
@@ -89,13 +89,6 @@ class ResultStore:
             return None  # a corrupt file is as good as none: the task runs again
         return meta.get(_HASH_KEY, b"").decode() or None
 
-    def _write(self, path: str | Path, data: bytes) -> None:
-        if isinstance(path, Path):
-            atomic_write_bytes(path, data)
-        else:
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            self.fs.pipe_file(path, data)  # one whole object
-
     def write_task(self, rows: pd.DataFrame, model: str, revision: str | None, task: str, config_hash: str, part: str = "scores") -> str | Path:
         """Write one task part's rows atomically, tagged with the config hash that made them."""
         table = pa.Table.from_pandas(conform(rows), preserve_index=False)
@@ -103,7 +96,7 @@ class ResultStore:
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
         path = self.task_path(model, revision, task, part)
-        self._write(path, buffer.getvalue())
+        write_whole(path, buffer.getvalue(), self.fs)
         return path
 
     def manifest_path(self, model: str, revision: str | None, run_id: str) -> str | Path:
@@ -118,7 +111,7 @@ class ResultStore:
 
     def write_manifest(self, model: str, revision: str | None, run_id: str, manifest: dict[str, Any]) -> str | Path:
         path = self.manifest_path(model, revision, run_id)
-        self._write(path, json.dumps(manifest, indent=2, default=str).encode())
+        write_whole(path, json.dumps(manifest, indent=2, default=str).encode(), self.fs)
         return path
 
 
