@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from layerbench.capture import CaptureStats, capture_layers
+from layerbench.capture import DEFAULT_SITE, SITES, CaptureStats, capture_layers
 from layerbench.data import load_task_data
 from layerbench.data.augment import make_views, noise_prefix
 from layerbench.data.dataset import sample_indices
@@ -32,6 +32,7 @@ from layerbench.models.resolve import resolve_checkpoint
 from layerbench.models.loading import DTYPES, load_checkpoint, quantization_kwargs, resolve_device
 from layerbench.results import ResultStore, complete_rows, load_results
 from layerbench.specs import SuiteSpec, TaskSpec, get_suite, get_task
+from layerbench.specs.protocols import OURS, check_protocol_names, get_protocol, resolve_protocol
 from layerbench.specs.schema import INTERVENTION_FAMILIES
 from layerbench.storage import as_location
 
@@ -63,6 +64,8 @@ class RunConfig:
     metric_samples: int = 512
     pooling: str | None = None
     robustness: tuple[str, ...] = ()
+    protocols: tuple[str, ...] = ()
+    sites: tuple[str, ...] = ()
 
 
 @dataclass
@@ -80,27 +83,28 @@ def resolve_tasks(tasks: list[str] | None, suite: str | None) -> tuple[list[Task
     """Task specs named directly or by a suite (None: the ``default`` suite), and that suite.
 
     A name ``mteb:NAME`` is any mteb task by its mteb name, run per layer
-    with mean pooling (mteb's built-in tasks need the network).
+    with mean pooling (mteb's built-in tasks need the network); a suite's
+    ``languages`` keep only those subsets of its ``mteb:`` tasks.
     """
     if tasks and suite:
         raise UserError("give --tasks or --suite, not both")
     if tasks:
         return [task_spec(name) for name in tasks], None
     chosen = get_suite(suite or "default")
-    return [task_spec(name) for name in chosen.tasks], chosen
+    return [task_spec(name, chosen.languages) for name in chosen.tasks], chosen
 
 
-def task_spec(name: str) -> TaskSpec:
-    """The spec of a registered task, or an ad-hoc one for ``mteb:NAME``."""
-    return mteb_task_spec(name[5:]) if name.startswith("mteb:") else get_task(name)
+def task_spec(name: str, languages: list[str] | None = None) -> TaskSpec:
+    """The spec of a registered task, or an ad-hoc one for ``mteb:NAME`` (with ``languages``, its subsets in those languages)."""
+    return mteb_task_spec(name[5:], languages) if name.startswith("mteb:") else get_task(name)
 
 
-def mteb_task_spec(name: str) -> TaskSpec:
+def mteb_task_spec(name: str, languages: list[str] | None = None) -> TaskSpec:
     """An ad-hoc spec for the mteb task ``name`` (``--tasks mteb:NAME``): per-layer mteb, mean pooling, mteb's main score."""
     if not name:
         raise UserError("give an mteb task name after 'mteb:', e.g. --tasks mteb:STS12")
     slug = "mteb-" + "".join(c if c.isalnum() or c in "._-" else "-" for c in name.lower())
-    return TaskSpec(name=slug, family="mteb", description=f"mteb task {name}, every layer", data={"source": "mteb", "task": name},
+    return TaskSpec(name=slug, family="mteb", description=f"mteb task {name}, every layer", data={"source": "mteb", "task": name, "languages": languages},
                     pooling="mean", main_score="main_score")
 
 
@@ -113,23 +117,76 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def task_config_hash(spec: TaskSpec, config: RunConfig, model: str, limit: int | None, part: str = "scores") -> str:
-    """Identity of one (model, task) part's rows: what would change its numbers.
+@dataclass(frozen=True)
+class Variant:
+    """One way a task runs: under a protocol (the spec with the protocol's settings), at a capture site, with a pooling.
+
+    Attributes:
+        protocol: the protocol's name (the rows' ``protocol``).
+        spec: the task spec with the protocol's settings applied.
+        site: the capture site (the rows' ``site``).
+        pooling: ``mean``, ``last``, ``cls``, or ``model`` for the model's default.
+    """
+
+    protocol: str
+    spec: TaskSpec
+    site: str
+    pooling: str
+
+    @property
+    def suffix(self) -> str:
+        """The result files' suffix: empty for ours on the residual stream, else ``@<protocol>`` and/or the site (``@jin2024``, ``@normed``)."""
+        parts = [self.protocol] if self.protocol != OURS else []
+        if self.site != (get_protocol(self.protocol).site or DEFAULT_SITE):
+            parts.append(self.site)
+        return "@" + "+".join(parts) if parts else ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.protocol} on {self.site}"
+
+
+def task_variants(spec: TaskSpec, config: RunConfig) -> tuple[list[Variant], list[str]]:
+    """The variants a task runs in, and the protocols asked for that its family has none of.
+
+    Protocols: ``config.protocols`` (``paper`` = the family's paper protocol),
+    else the spec's own. Sites: ``config.sites``, else the spec's ``site``,
+    else the protocol's, else ``residual``. Pooling: ``config.pooling``, else
+    the protocol's, else the spec's.
+    """
+    variants: dict[tuple[str, str], Variant] = {}
+    missing = []
+    for name in config.protocols or (spec.protocol,):
+        protocol = resolve_protocol(name, spec.family)
+        if protocol is None:
+            missing.append(name)
+            continue
+        under = spec.under(protocol.name, protocol.settings)
+        pooling = config.pooling or protocol.pooling or spec.pooling
+        for site in config.sites or (spec.site or protocol.site or DEFAULT_SITE,):
+            variants.setdefault((protocol.name, site), Variant(protocol.name, under, site, pooling))
+    return list(variants.values()), missing
+
+
+def task_config_hash(variant: Variant, config: RunConfig, model: str, limit: int | None, part: str = "scores") -> str:
+    """Identity of one (model, task variant) part's rows: what would change its numbers.
 
     The ``metrics`` part also depends on the chosen metrics, the prompt sample
     size and the metric code's version; the ``scores`` part on none of them.
     """
     identity: dict[str, Any] = {
-        "task": spec.model_dump(),
+        "task": variant.spec.model_dump(),
         "model": model,
         "revision": config.revision,
         "limit": limit,
         "seed": config.seed,
         "dtype": config.dtype,
         "max_length": config.max_length,
-        "pooling": config.pooling,
+        "pooling": variant.pooling,
+        "protocol": variant.protocol,
+        "site": variant.site,
     }
-    if part == "scores" and spec.family == "probe" and config.robustness:
+    if part == "scores" and variant.spec.family == "probe" and config.robustness:
         identity["robustness"] = list(config.robustness)
     if part == "metrics":
         identity |= {"part": part, "metrics": list(config.metrics), "metric_samples": config.metric_samples, "metrics_version": METRICS_VERSION}
@@ -139,89 +196,110 @@ def task_config_hash(spec: TaskSpec, config: RunConfig, model: str, limit: int |
 def _run_task(
     handle: ModelHandle,
     spec: TaskSpec,
+    work: list[tuple[Variant, list[str]]],
     config: RunConfig,
     plan: MetricPlan,
-    parts: list[str],
     model_name: str,
     run_id: str,
     stats: CaptureStats,
     prefix: str,
     variant_handles: dict[str, ModelHandle],
-) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """Data -> one capture -> evaluator and metrics -> tidy rows per part, and the manifest record.
+) -> tuple[dict[tuple[str, str], pd.DataFrame], dict[str, Any]]:
+    """Data -> captures -> evaluators and metrics -> tidy rows per (variant suffix, part), and the manifest record.
 
-    One capture serves both parts: the task's texts, their noisy copies (the
-    ``noise`` robustness variant), the augmented views of the metric sample,
-    and the per-prompt kernels on that sample's token states all go through
-    the same batched forward passes. A precision variant is one more capture
-    of the task's texts with the model loaded in that precision.
+    ``work`` pairs each variant to run with its parts (``scores``,
+    ``metrics``). One capture per pooling serves every variant and part: all
+    their sites, the task's texts, their noisy copies (the ``noise``
+    robustness variant), the augmented views of the metric sample, and the
+    per-prompt kernels on that sample's token states go through the same
+    batched forward passes. A precision variant is one more capture of the
+    task's texts with the model loaded in that precision. The caller asks for
+    the label-free metrics once per (site, pooling) (:meth:`ModelRunner.run_task`).
     """
     began = time.perf_counter()
     data = load_task_data(spec, config.limit, config.seed)
     t_data = time.perf_counter() - began
-    pooling = config.pooling or (handle.default_pooling if spec.pooling == "model" else spec.pooling)
-    with_metrics = "metrics" in parts
-    with_scores = "scores" in parts
-    variants = [v for v in config.robustness if spec.family == "probe"] if with_scores else []
+    intervention = spec.family in INTERVENTION_FAMILIES
+    pooling_of = {v.suffix: handle.default_pooling if v.pooling == "model" else v.pooling for v, _ in work}
+    with_metrics = any("metrics" in parts for _, parts in work)
+    with_scores = [v for v, parts in work if "scores" in parts]
+    variants = [r for r in config.robustness if spec.family == "probe"] if with_scores and not intervention else []
     noise_texts = [noise_prefix(text, config.seed) + text for text in data.texts] if "noise" in variants else []
     sample = sample_indices(len(data), config.metric_samples, config.seed).tolist() if with_metrics and plan.needs_sample else []
-    n_views = plan.n_views if with_metrics and sample else 0
+    n_views = plan.n_views if sample else 0
     view_texts = [v for views in make_views([data.texts[i] for i in sample], n_views, config.seed) for v in views] if n_views else []
+    n = len(data)
+    # pooling -> sites captured with it
+    capture_sites: dict[str, list[str]] = {}
+    for v, parts in work:
+        if "metrics" in parts or not intervention:
+            capture_sites.setdefault(pooling_of[v.suffix], [])
+            if v.site not in capture_sites[pooling_of[v.suffix]]:
+                capture_sites[pooling_of[v.suffix]].append(v.site)
     _log(
-        f"{prefix}: {len(data)} texts, {pooling} pooling, {handle.n_layers + 1} layers"
+        f"{prefix}: {n} texts, {handle.n_layers + 1} layers; "
+        + "; ".join(f"{v.label} ({pooling_of[v.suffix]} pooling)" for v, _ in work)
         + (f"; robustness variants {', '.join(variants)}" if variants else "")
         + (f"; metrics on {len(sample)} sampled texts, {n_views} augmented views each" if sample else "")
     )
     began = time.perf_counter()
     passes_before, kernel_seconds = stats.forward_passes, stats.per_prompt_seconds
     max_length = config.max_length or spec.max_length
-    intervention = spec.family in INTERVENTION_FAMILIES
-    # An intervention family runs the model itself; its texts are captured only for the metrics.
-    captured = capture_layers(
-        handle,
-        data.texts + noise_texts + view_texts,
-        pooling,
-        config.batch_size,
-        max_length,
-        cache=config.cache,
-        stats=stats,
-        per_prompt=plan.kernels if with_metrics else None,
-        per_prompt_texts=sample,
-    ) if with_metrics or not intervention else None
-    n = len(data)
-    states = {"clean": captured.pooled[:, :n]} if captured is not None else {}
-    if noise_texts:
-        states["noise"] = captured.pooled[:, n : 2 * n]
-    for variant in variants:
-        if variant in variant_handles:
-            states[variant] = capture_layers(variant_handles[variant], data.texts, pooling, config.batch_size, max_length, cache=config.cache, stats=stats).pooled
+    captures = {
+        pooling: capture_layers(
+            handle, data.texts + noise_texts + view_texts, pooling, config.batch_size, max_length, cache=config.cache, stats=stats,
+            per_prompt=plan.kernels if sample else None, per_prompt_texts=sample, sites=sites,
+        )
+        for pooling, sites in capture_sites.items()
+    }
+    precision = {
+        (r, pooling): capture_layers(variant_handles[r], data.texts, pooling, config.batch_size, max_length, cache=config.cache, stats=stats, sites=sites)
+        for r in variants if r in variant_handles for pooling, sites in capture_sites.items()
+    }
     t_kernels = stats.per_prompt_seconds - kernel_seconds  # token metrics, computed inside the capture
     t_capture = time.perf_counter() - began - t_kernels
-    pooled = states.get("clean")
-    complete = dict(model=model_name, revision=config.revision, task=spec.name, subset=spec.subset, split=spec.split, n_layers=handle.n_layers, run_id=run_id)
-    rows: dict[str, pd.DataFrame] = {}
+    rows: dict[tuple[str, str], pd.DataFrame] = {}
     seconds = {"data": t_data, "capture": t_capture}
-    record: dict[str, Any] = {"family": spec.family, "version": spec.version, "pooling": pooling, "n": n, "data": data.provenance}
-    if with_scores:
-        began = time.perf_counter()
-        _log(f"{prefix}: {spec.family} evaluator on {handle.n_layers + 1} layers")
-        evaluator = get_evaluator(spec.family)
-        scores = evaluator(handle, data, spec, config.seed) if intervention else evaluator(states, data, spec, config.seed)
-        rows["scores"] = complete_rows(scores, **complete)
-        seconds["evaluate"] = time.perf_counter() - began
-        if variants:
-            record["robustness"] = variants
-    if with_metrics:
-        began = time.perf_counter()
-        _log(f"{prefix}: {len(plan.metrics)} label-free metrics")
-        views = captured.pooled[:, n + len(noise_texts) :].reshape(pooled.shape[0], len(sample), n_views, -1) if n_views else None
-        metric_rows, notes = evaluate_metrics(plan, pooled, captured.per_prompt, views)
-        rows["metrics"] = complete_rows(metric_rows, **complete)
-        seconds["metrics"] = time.perf_counter() - began + t_kernels
-        record["metrics"] = {"names": plan.names, "sampled_texts": len(sample), "views_per_text": n_views, "notes": notes}
-        for name, note in notes.items():
-            _log(f"{prefix}: {name}: {note}")
-    record |= {"rows": {part: len(frame) for part, frame in rows.items()}, "forward_passes": stats.forward_passes - passes_before, "seconds": seconds}
+    record: dict[str, Any] = {"family": spec.family, "version": spec.version, "n": n, "data": data.provenance, "variants": {}}
+    evaluator = get_evaluator(spec.family)
+    for v, parts in work:
+        pooling = pooling_of[v.suffix]
+        complete = dict(model=model_name, revision=config.revision, task=spec.name, subset=spec.subset, split=spec.split,
+                        n_layers=handle.n_layers, run_id=run_id, protocol=v.protocol, site=v.site)
+        entry: dict[str, Any] = {"protocol": v.protocol, "site": v.site, "pooling": pooling}
+        site = captures[pooling].sites[v.site] if pooling in captures else None
+        if "scores" in parts:
+            began = time.perf_counter()
+            _log(f"{prefix}: {spec.family} evaluator, {v.label}, on {handle.n_layers + 1} layers")
+            if intervention:
+                scores = evaluator(handle, data, v.spec, config.seed)
+            else:
+                states = {"clean": site.pooled[:, :n]}
+                if noise_texts:
+                    states["noise"] = site.pooled[:, n : 2 * n]
+                for r in variants:
+                    if (r, pooling) in precision:
+                        states[r] = precision[(r, pooling)].sites[v.site].pooled
+                scores = evaluator(states, data, v.spec, config.seed, layers=site.layers)
+            rows[(v.suffix, "scores")] = complete_rows(scores, **complete)
+            seconds["evaluate"] = seconds.get("evaluate", 0.0) + time.perf_counter() - began
+            if variants:
+                entry["robustness"] = variants
+        if "metrics" in parts:
+            began = time.perf_counter()
+            _log(f"{prefix}: {len(plan.metrics)} label-free metrics, {v.site} site")
+            pooled = site.pooled[:, :n]
+            views = site.pooled[:, n + len(noise_texts) :].reshape(pooled.shape[0], len(sample), n_views, -1) if n_views else None
+            metric_rows, notes = evaluate_metrics(plan, pooled, site.per_prompt, views, layers=site.layers)
+            rows[(v.suffix, "metrics")] = complete_rows(metric_rows, **complete)
+            seconds["metrics"] = seconds.get("metrics", 0.0) + time.perf_counter() - began
+            entry["metrics"] = {"names": plan.names, "sampled_texts": len(sample), "views_per_text": n_views, "notes": notes}
+            for name, note in notes.items():
+                _log(f"{prefix}: {name}: {note}")
+        entry["rows"] = {part: len(rows[(v.suffix, part)]) for part in ("scores", "metrics") if (v.suffix, part) in rows}
+        record["variants"][v.suffix or "default"] = entry
+    seconds["metrics"] = seconds.get("metrics", 0.0) + (t_kernels if sample else 0.0)
+    record |= {"forward_passes": stats.forward_passes - passes_before, "seconds": seconds}
     return rows, record
 
 
@@ -266,6 +344,8 @@ def run(
     metric_samples: int | None = None,
     pooling: str | None = None,
     robustness: list[str] | None = None,
+    protocols: list[str] | None = None,
+    sites: list[str] | None = None,
     executor: str = "local",
     address: str | None = None,
     gpus_per_job: float = 1.0,
@@ -279,6 +359,12 @@ def run(
     at most ``metric_samples`` texts per task (None: the suite's choice, else 512).
 
     ``pooling`` overrides every task's pooling (``mean``, ``last``, ``cls``).
+    ``protocols`` runs every task under these protocols (:mod:`layerbench.specs.protocols`:
+    ``layerbench``, ``paper`` for each family's paper protocol, or a paper's
+    name such as ``jin2024``; None: the suite's, else each task's own); a task
+    whose family has no such protocol is skipped. ``sites`` captures every
+    task at these sites (``residual``, ``normed``, ``mlp-input``; None: each
+    protocol's or task's own), all from the same forward passes.
     ``robustness`` names variants of probe tasks that add rows (see
     :data:`ROBUSTNESS`): ``noise`` captures every text again behind a seeded
     random-letter prefix; ``bfloat16`` and ``int8`` load the model again in
@@ -313,6 +399,11 @@ def run(
         raise UserError(f"unknown executor '{executor}'; use local or ray")
     if executor == "local" and address is not None:
         raise UserError("--address needs --executor ray")
+    protocols = check_protocol_names(list(protocols or []))
+    sites = list(dict.fromkeys(sites or []))
+    unknown_sites = [site for site in sites if site not in SITES]
+    if unknown_sites:
+        raise UserError(f"unknown capture site(s) {', '.join(unknown_sites)}; use {', '.join(SITES)}")
     robustness = list(dict.fromkeys(robustness or []))
     unknown = [v for v in robustness if v not in ROBUSTNESS]
     if unknown:
@@ -331,11 +422,13 @@ def run(
         raise UserError("nothing to run: every chosen task is label-free and --no-metrics (or an empty --metrics) turns the metrics off")
     if limit is None and chosen_suite is not None:
         limit = chosen_suite.limit
+    if not protocols and chosen_suite is not None:
+        protocols = check_protocol_names(chosen_suite.protocols)
     if metric_samples is None:
         metric_samples = (chosen_suite.metric_samples if chosen_suite is not None else None) or 512
     config = RunConfig(
         tuple(models), tuple(s.name for s in specs), str(output), revision, limit, seed, device, dtype, device_map,
-        batch_size, max_length, overwrite, cache, tuple(plan.names), metric_samples, pooling, tuple(robustness),
+        batch_size, max_length, overwrite, cache, tuple(plan.names), metric_samples, pooling, tuple(robustness), tuple(protocols), tuple(sites),
     )
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     summary = RunSummary(as_location(output), run_id)
@@ -380,38 +473,58 @@ class ModelRunner:
         self.manifests: list[Path | str] = []
 
     def run_task(self, spec: TaskSpec, position: str) -> str:
-        """Run the parts of ``spec`` not stored yet; ``done`` or ``skipped``."""
+        """Run the parts of ``spec``'s variants not stored yet; ``done`` or ``skipped``."""
         config, store, revision = self.config, self.store, self.config.revision
         prefix = f"[{self.label} · {position}] {self.model} · {spec.name}"
         evaluator = get_evaluator(spec.family)
-        wanted = [part for part, on in (("scores", evaluator is not None), ("metrics", bool(self.plan.metrics))) if on]
-        hashes = {part: task_config_hash(spec, config, self.name, config.limit, part) for part in wanted}
-        parts = [part for part in wanted if _needs_run(store, self.name, revision, spec.name, part, hashes[part], config.overwrite)]
-        if not parts:
-            _log(f"{prefix}: " + ("already done, skipped (--overwrite to redo)" if wanted else "label-free task and no metrics chosen, skipped"))
+        variants, missing = task_variants(spec, config)
+        if missing:
+            _log(f"{prefix}: no {' or '.join(missing)} protocol for the {spec.family} family" + ("; skipped" if not variants else ""))
+        # The label-free metrics run once per (site, pooling): the first variant with that pair owns them.
+        owners: dict[tuple[str, str], str] = {}
+        for v in variants:
+            owners.setdefault((v.site, self.checkpoint.pooling if v.pooling == "model" else v.pooling), v.suffix)
+        work: list[tuple[Variant, list[str]]] = []
+        hashes: dict[tuple[str, str], str] = {}
+        for v in variants:
+            pooling = self.checkpoint.pooling if v.pooling == "model" else v.pooling
+            wanted = [part for part, on in (("scores", evaluator is not None), ("metrics", bool(self.plan.metrics) and owners[(v.site, pooling)] == v.suffix)) if on]
+            for part in wanted:
+                hashes[(v.suffix, part)] = task_config_hash(v, config, self.name, config.limit, part)
+            parts = [part for part in wanted if _needs_run(store, self.name, revision, spec.name, part, hashes[(v.suffix, part)], config.overwrite, v.suffix)]
+            if parts:
+                work.append((v, parts))
+        if not work:
+            if variants:
+                _log(f"{prefix}: " + ("already done, skipped (--overwrite to redo)" if evaluator is not None or self.plan.metrics else "label-free task and no metrics chosen, skipped"))
             return "skipped"
         if self.handle is None:
             began = time.perf_counter()
             _log(f"{prefix}: loading model")
             self.handle = load_checkpoint(self.checkpoint, device=config.device, dtype=config.dtype, device_map=config.device_map)
             self.timings["load_model"] = self.timings.get("load_model", 0.0) + time.perf_counter() - began
-        if spec.family in INTERVENTION_FAMILIES and not self.handle.is_causal and "scores" in parts:
+        if spec.family in INTERVENTION_FAMILIES and not self.handle.is_causal:
             # Patching and the logit lens need a causal language model: an encoder skips them, with a reason.
-            _log(f"{prefix}: {spec.family} skipped: it needs a causal language model with an unembedding; {self.model} is not one")
-            parts.remove("scores")
-            if not parts:
+            if any("scores" in parts for _, parts in work):
+                _log(f"{prefix}: {spec.family} skipped: it needs a causal language model with an unembedding; {self.model} is not one")
+            work = [(v, [p for p in parts if p != "scores"]) for v, parts in work]
+            work = [(v, parts) for v, parts in work if parts]
+            if not work:
                 return "skipped"
-        if spec.family == "probe" and "scores" in parts:
+        if spec.family == "probe" and any("scores" in parts for _, parts in work):
             for variant in set(config.robustness) & {"bfloat16", "int8"} - set(self.variant_handles):
                 _log(f"{prefix}: loading model again in {variant} (robustness variant)")
                 self.variant_handles[variant] = load_checkpoint(
                     self.checkpoint, device=config.device, device_map=config.device_map,
                     dtype="bfloat16" if variant == "bfloat16" else "float16", quantization="int8" if variant == "int8" else None,
                 )
-        rows, record = _run_task(self.handle, spec, config, self.plan, parts, self.name, self.run_id, self.stats, prefix, self.variant_handles)
-        for part, frame in rows.items():
-            store.write_task(frame, self.name, revision, spec.name, hashes[part], part)
-        self.task_records[spec.name] = {"config_hashes": {part: hashes[part] for part in parts}, **record}
+        rows, record = _run_task(self.handle, spec, work, config, self.plan, self.name, self.run_id, self.stats, prefix, self.variant_handles)
+        for (suffix, part), frame in rows.items():
+            store.write_task(frame, self.name, revision, spec.name, hashes[(suffix, part)], part, suffix)
+        previous = self.task_records.get(spec.name, {}).get("variants", {})
+        for v, parts in work:
+            record["variants"][v.suffix or "default"]["config_hashes"] = {part: hashes[(v.suffix, part)] for part in parts}
+        self.task_records[spec.name] = {**record, "variants": {**previous, **record["variants"]}}
         for stage, seconds in record["seconds"].items():
             self.timings[stage] = self.timings.get(stage, 0.0) + seconds
         # Rewritten after every task, so an interrupted run still documents what it finished.
@@ -430,14 +543,14 @@ class ModelRunner:
             self.manifests.append(path)
 
 
-def _needs_run(store: ResultStore, model: str, revision: str | None, task: str, part: str, config_hash: str, overwrite: bool) -> bool:
+def _needs_run(store: ResultStore, model: str, revision: str | None, task: str, part: str, config_hash: str, overwrite: bool, variant: str = "") -> bool:
     """Whether a task part must run: not stored yet, or stored and ``overwrite``; stored from another config is an error."""
-    stored = store.stored_hash(model, revision, task, part)
+    stored = store.stored_hash(model, revision, task, part, variant)
     if stored is None or overwrite:
         return True
     if stored != config_hash:
         raise UserError(
-            f"{store.task_path(model, revision, task, part)} holds {part} of '{task}' from another config; "
+            f"{store.task_path(model, revision, task, part, variant)} holds {part} of '{task}{variant}' from another config; "
             "pass --overwrite to replace them or choose another --output"
         )
     return False

@@ -61,6 +61,12 @@ def app() -> None:
 @click.option("--metric-samples", type=click.IntRange(min=2), default=None,
               help="Texts per task that token metrics (prompt entropy, curvature) and view metrics (InfoNCE, DiME, LiDAR) read [default: the suite's, else 512].")
 @click.option("--pooling", type=click.Choice(["mean", "last", "cls"]), default=None, help="Pool every task this way (default: each task's own).")
+@click.option("--protocol", "protocols", multiple=True,
+              help="Comma-separated protocols to run every task under: layerbench (ours), paper (each family's paper protocol), or one paper's: "
+                   "jin2024, skean2024, biran2024, xie2024 [default: the suite's, else each task's own]. Rows carry their protocol.")
+@click.option("--site", "sites", multiple=True,
+              help="Comma-separated capture sites of a layer's vector: residual, normed (the final norm on every layer), mlp-input "
+                   "(the input of each block's MLP); all from one forward pass [default: the protocol's, else the task's, else residual].")
 @click.option("--robustness", "robustness", multiple=True,
               help="Comma-separated robustness variants of probe tasks, each adding rows: noise, bfloat16, int8 (needs bitsandbytes and a GPU).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -70,7 +76,7 @@ def app() -> None:
 @click.option("--cpus-per-job", type=click.FloatRange(min=0), default=1.0, show_default=True, help="CPUs per model worker on Ray.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def run(models, revision, tasks, suite, output, limit, seed, device, dtype, device_map, batch_size, max_length, overwrite, no_cache, metrics, no_metrics,
-        metric_samples, pooling, robustness, executor, address, gpus_per_job, cpus_per_job, quiet) -> None:
+        metric_samples, pooling, protocols, sites, robustness, executor, address, gpus_per_job, cpus_per_job, quiet) -> None:
     """Run tasks on models; write tidy rows and a manifest per model under --output.
 
     --tasks takes task names (`layerbench list tasks`) and mteb:NAME for any mteb task (those need the network).
@@ -100,6 +106,8 @@ def run(models, revision, tasks, suite, output, limit, seed, device, dtype, devi
         metric_samples=metric_samples,
         pooling=pooling,
         robustness=_split(robustness),
+        protocols=_split(protocols),
+        sites=_split(sites),
         executor=executor,
         address=address,
         gpus_per_job=gpus_per_job,

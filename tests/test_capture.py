@@ -120,11 +120,11 @@ def test_an_interrupted_capture_keeps_what_it_computed(minilm, tmp_path, monkeyp
     real_forward = engine._forward
     calls = []
 
-    def dies_on_second_batch(handle, ids, mask):
+    def dies_on_second_batch(handle, ids, mask, sites):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_forward(handle, ids, mask)
+        return real_forward(handle, ids, mask, sites)
 
     monkeypatch.setattr(engine, "_forward", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
@@ -193,11 +193,11 @@ def test_auto_batch_size_backs_off_on_out_of_memory(minilm, monkeypatch):
     real_forward = engine._forward
     sizes = []
 
-    def small_device(handle, ids, mask):
+    def small_device(handle, ids, mask, sites):
         sizes.append(ids.shape[0])
         if ids.shape[0] > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_forward(handle, ids, mask)
+        return real_forward(handle, ids, mask, sites)
 
     texts = [f"sentence number {i} about something" for i in range(9)]
     reference = embed_layers(minilm, texts, cache=False)
@@ -209,7 +209,7 @@ def test_auto_batch_size_backs_off_on_out_of_memory(minilm, monkeypatch):
 
 
 def test_an_explicit_batch_size_that_does_not_fit_is_a_user_error(minilm, monkeypatch):
-    def no_memory(handle, ids, mask):
+    def no_memory(handle, ids, mask, sites):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(engine, "_forward", no_memory)

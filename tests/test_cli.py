@@ -182,7 +182,7 @@ def test_empty_data_is_a_user_error(capsys, tmp_path, monkeypatch):
         ("name: Bad Name\nfamily: probe\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nmetrics: [a]\nmain_score: a\n", "field 'name': String should match pattern"),
         ("name: x\nfamily: probe\ndescription: d\ndata: {source: ftp, path: p}\nmetrics: [a]\nmain_score: a\n", "field 'data'"),
         ("name: x\nfamily: probing\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nmain_score: a\n", "field 'family': Input should be 'probe', 'mteb', 'label-free', 'backpatch' or 'consistency'"),
-        ("name: x\nfamily: probe\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nevaluator: {protocol: loo}\nmain_score: a\n", "field 'evaluator.protocol': Input should be 'cv' or 'jin2024'"),
+        ("name: x\nfamily: probe\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nevaluator: {protocol: loo}\nmain_score: a\n", "field 'evaluator.protocol': Input should be 'layerbench' or 'jin2024'"),
         ("name: x\nfamily: probe\ndescription: d\ndata: {source: hub, path: imdb}\nmain_score: a\n", "field 'data.hub.revision': Field required"),
         ("name: x\nfamily: mteb\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nmain_score: a\n", "field 'data.source': an mteb task reads an mteb task"),
         ("- just\n- a list\n", "expected a mapping of fields"),
@@ -210,7 +210,7 @@ def test_chosen_metrics_their_sample_and_a_changed_choice(capsys, tmp_path, monk
     df = load_results(out_dir)
     assert sorted(set(df["metric"])) == ["anisotropy", "dataset_entropy"] and len(df) == 2 * 7
     manifest = json.loads(next(out_dir.glob("*/runs/*.json")).read_text())
-    record = manifest["tasks"]["sentences"]
+    record = manifest["tasks"]["sentences"]["variants"]["default"]
     assert record["metrics"]["sampled_texts"] == 0 and manifest["capture"]["texts_computed"] == 40  # pooled metrics: no extra pass
 
     # Another choice of metrics is another config: refused, then redone with --overwrite.
@@ -223,7 +223,7 @@ def test_chosen_metrics_their_sample_and_a_changed_choice(capsys, tmp_path, monk
     assert sorted(set(df["metric"])) == ["lidar", "prompt_entropy"]
     assert (df[df.metric == "lidar"]["n"] == 8).all() and (df[df.metric == "prompt_entropy"]["n"] == 8).all()
     manifest = json.loads(max(out_dir.glob("*/runs/*.json"), key=lambda p: p.stat().st_mtime).read_text())
-    record = manifest["tasks"]["sentences"]
+    record = manifest["tasks"]["sentences"]["variants"]["default"]
     assert record["metrics"]["sampled_texts"] == 8 and record["metrics"]["views_per_text"] == 8
     # The only extra forward passes are the 8 x 8 views (a few may repeat); token metrics ride on the pass.
     assert 40 < manifest["capture"]["texts_computed"] <= 40 + 64

@@ -3,11 +3,12 @@
 Texts are tokenized once, sorted by length (longest first, so an
 out-of-memory error shows up on the first batch rather than the last) and
 packed into right-padded batches under a token budget. Each batch goes
-through the model's base module once with ``output_hidden_states=True``; the
-pooled states of every layer are computed on the device and written to the
-activation cache, so a later request for the same texts and pooling runs no
-forward pass. On a GPU, batches are pipelined: while the host scatters batch
-k's pooled states, the device already runs batch k+1.
+through the model's base module once with ``output_hidden_states=True``;
+every capture site asked for (:mod:`layerbench.capture.sites`) is read from
+that one pass, and the pooled states of every layer are computed on the device
+and written to the activation cache, so a later request for the same texts,
+site and pooling runs no forward pass. On a GPU, batches are pipelined: while
+the host scatters batch k's pooled states, the device already runs batch k+1.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 
 from layerbench.capture.cache import ActivationCache, key_prefix, text_key
 from layerbench.capture.pooling import POOLINGS, pool_layers
+from layerbench.capture.sites import DEFAULT_SITE, check_sites, recording, site_layers, site_stacks
 from layerbench.config import activation_cache_location, cache_dir, progress_disabled
 from layerbench.config import memory_budget as config_memory_budget
 from layerbench.errors import UserError
@@ -97,15 +99,15 @@ def _pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torc
     return ids_t.to(device), mask_t.to(device)
 
 
-def _token_budget(handle: ModelHandle) -> int:
+def _token_budget(handle: ModelHandle, n_sites: int = 1) -> int:
     """Tokens per batch for ``batch_size="auto"``.
 
-    The captured states alone take (L+1)·D·4 bytes per token in float32; the
-    model's own intermediates (attention, MLP) are a few times that. A quarter
-    of free memory, divided by ten times the per-token state size, leaves
-    room for both; out-of-memory errors then halve it.
+    The captured states alone take (L+1)·D·4 bytes per token and site in
+    float32; the model's own intermediates (attention, MLP) are a few times
+    that. A quarter of free memory, divided by (9 + sites) times the
+    per-token state size, leaves room for both; out-of-memory errors then halve it.
     """
-    per_token = (handle.n_layers + 1) * handle.hidden_size * 4 * 10
+    per_token = (handle.n_layers + 1) * handle.hidden_size * 4 * (9 + n_sites)
     budget = available_memory(handle.device) // 4 // per_token
     if handle.device.type == "cpu":
         # Measured on SmolLM2 with 20-token headlines: 39 texts/s at 32-64 per
@@ -119,17 +121,17 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def _forward(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """All hidden states of one batch: a tuple of L+1 ``[B, T, D]`` tensors.
+def _forward(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor, sites: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The token states of one batch at each site: site -> ``[K, B, T, D]`` (see :func:`site_stacks`).
 
     Runs the base module (``LlamaModel`` rather than ``LlamaForCausalLM``):
     the language-model head would compute vocabulary logits for every token,
     a fifth of SmolLM2's compute, that no capture reads.
     """
     kwargs = {"use_cache": False} if handle.is_causal else {}
-    with torch.inference_mode():
+    with torch.inference_mode(), recording(handle, sites) as recorder:
         out = handle.model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True, **kwargs)
-    return out.hidden_states
+        return site_stacks(handle, out.hidden_states, recorder.take(), sites)
 
 
 def iter_batches(
@@ -139,16 +141,19 @@ def iter_batches(
     max_length: int | None = None,
     stats: CaptureStats | None = None,
     desc: str = "capture",
-) -> Iterator[tuple[list[int], tuple[torch.Tensor, ...], torch.Tensor]]:
+    sites: Sequence[str] = (DEFAULT_SITE,),
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor], torch.Tensor]]:
     """Run every text through the model once, in length-sorted right-padded batches.
 
     Yields:
-        ``(indices, hidden_states, mask)`` per batch: positions of the batch's
-        texts in ``texts``, a tuple of L+1 ``[B, T, D]`` tensors, ``[B, T]`` mask.
+        ``(indices, states, mask)`` per batch: positions of the batch's texts
+        in ``texts``, site -> ``[K, B, T, D]`` token states of every layer of
+        that site (K = L+1, or L for ``mlp-input``), and the ``[B, T]`` mask.
 
     ``batch_size="auto"`` packs batches under a token budget and halves it on
     an out-of-memory error; an explicit integer is used as given.
     """
+    check_sites(handle, sites)
     stats = stats if stats is not None else CaptureStats()
     auto = batch_size == "auto"
     if not auto and (not isinstance(batch_size, int) or batch_size < 1):
@@ -158,7 +163,7 @@ def iter_batches(
     length = resolve_max_length(handle, max_length)
     token_ids = _tokenize(handle, texts, length)
     order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
-    budget = _token_budget(handle) if auto else None
+    budget = _token_budget(handle, len(sites)) if auto else None
     max_batch = CPU_MAX_BATCH if handle.device.type == "cpu" else MAX_AUTO_BATCH
     pad_id = handle.tokenizer.pad_token_id
     pad_id = 0 if pad_id is None else pad_id
@@ -171,7 +176,7 @@ def iter_batches(
             ids, mask = _pad([token_ids[i] for i in chunk], pad_id, handle.device)
             began = time.perf_counter()
             try:
-                hidden = _forward(handle, ids, mask)
+                states = _forward(handle, ids, mask, sites)
             except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
                 if not _is_oom(exc):
                     raise
@@ -186,35 +191,54 @@ def iter_batches(
             stats.forward_seconds += time.perf_counter() - began
             stats.texts_computed += len(chunk)
             stats.batch_sizes.append(len(chunk))
-            yield chunk, hidden, mask
+            yield chunk, states, mask
             start += len(chunk)
             bar.update(len(chunk))
 
 
 PerPromptKernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""``(states [L+1, B, T, D] float32, lengths [B]) -> [L+1, B]``: a statistic of each prompt's token states."""
+"""``(states [K, B, T, D] float32, lengths [B]) -> [K, B]``: a statistic of each prompt's token states at one site."""
 
 # Part of the cache key of per-prompt statistics; bump when a kernel's numbers change.
 PER_PROMPT_VERSION = 1
 
 
 @dataclass
-class Capture:
-    """What one pass over a set of texts produced.
+class SiteCapture:
+    """What one pass produced at one capture site.
 
     Attributes:
-        pooled: ``[L+1, N, D]``, the pooled states of every text: float32 in memory, or a float16
+        pooled: ``[K, N, D]``, the pooled states of every text: float32 in memory, or a float16
             ``np.memmap`` on disk when they exceed the memory budget (:func:`pooled_array`).
-        per_prompt: kernel name -> float64 ``[L+1, P]``, that kernel on the
+        layers: the layer number of each of the K rows (:func:`layerbench.capture.sites.site_layers`).
+        per_prompt: kernel name -> float64 ``[K, P]``, that kernel on the
             token states of each of the P texts asked for (in the order asked).
     """
 
     pooled: np.ndarray
+    layers: range
     per_prompt: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+@dataclass
+class Capture:
+    """What one pass over a set of texts produced: site -> :class:`SiteCapture`, in the order the sites were asked for."""
+
+    sites: dict[str, SiteCapture]
+
+    @property
+    def pooled(self) -> np.ndarray:
+        """``[K, N, D]`` pooled states of the first site asked for (the only one, usually)."""
+        return next(iter(self.sites.values())).pooled
+
+    @property
+    def per_prompt(self) -> dict[str, np.ndarray]:
+        """Per-prompt statistics of the first site asked for."""
+        return next(iter(self.sites.values())).per_prompt
+
+
 def pooled_array(shape: tuple[int, int, int], budget: int) -> np.ndarray:
-    """Where a capture writes its pooled states ``[L+1, N, D]``: float32 in memory, or float16 on disk beyond ``budget`` bytes.
+    """Where a capture writes its pooled states ``[K, N, D]``: float32 in memory, or float16 on disk beyond ``budget`` bytes.
 
     The disk copy is an ``np.memmap`` under the cache folder's ``spill/``,
     removed when the process exits. float16 keeps 3 significant digits and
@@ -229,6 +253,16 @@ def pooled_array(shape: tuple[int, int, int], budget: int) -> np.ndarray:
     return np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
 
 
+def pooled_kind(site: str, pooling: str) -> str:
+    """The cache key kind of a site's pooled states (the residual site keeps the bare pooling name, as before sites existed)."""
+    return pooling if site == DEFAULT_SITE else f"{site}/{pooling}"
+
+
+def _kernel_tag(site: str, name: str) -> str:
+    tag = f"per-prompt:v{PER_PROMPT_VERSION}:{name}"
+    return tag if site == DEFAULT_SITE else f"{tag}@{site}"
+
+
 def capture_layers(
     handle: ModelHandle,
     texts: Sequence[str],
@@ -240,8 +274,9 @@ def capture_layers(
     per_prompt: Mapping[str, PerPromptKernel] | None = None,
     per_prompt_texts: Sequence[int] = (),
     memory_budget: int | None = None,
+    sites: Sequence[str] = (DEFAULT_SITE,),
 ) -> Capture:
-    """Pooled states of every layer for every text and, from the same forward pass, per-prompt statistics.
+    """Pooled states of every layer at every site for every text and, from the same forward pass, per-prompt statistics.
 
     Args:
         handle: from :func:`layerbench.load_model`.
@@ -252,24 +287,29 @@ def capture_layers(
         cache: True for the default location (:func:`layerbench.config.activation_cache_location`),
             a folder or an fsspec URL for another, False for none.
         stats: counters to add this call's work to.
-        per_prompt: name -> kernel run on the token states ``[L+1, B, T, D]``
+        per_prompt: name -> kernel run on the token states ``[K, B, T, D]``
             (float32, real tokens first, padding after ``lengths``) of the
-            texts in ``per_prompt_texts``; token states are never stored,
-            only the kernels' ``[L+1]`` values, which are cached like pooled states.
+            texts in ``per_prompt_texts``, at every site; token states are never
+            stored, only the kernels' ``[K]`` values, which are cached like pooled states.
         per_prompt_texts: positions in ``texts`` that the kernels run on.
-        memory_budget: bytes the pooled states may take in memory (default:
+        memory_budget: bytes the pooled states of a site may take in memory (default:
             :func:`layerbench.config.memory_budget`); beyond it they go to a
             float16 ``np.memmap`` on disk (:func:`pooled_array`), and the
             label-free metrics stream over it.
+        sites: capture sites (:mod:`layerbench.capture.sites`): ``residual``,
+            ``normed``, ``mlp-input``; all come from the same forward passes.
 
     Returns:
-        A :class:`Capture`. Layer 0 is the embedding output, layer l the output
-        of block l. For decoders whose ``anatomy.norm_on_last_layer`` is true,
-        layer L carries the final norm (Hugging Face's convention); layers
-        0..L-1 are the raw residual stream.
+        A :class:`Capture`, one :class:`SiteCapture` per site. At the
+        ``residual`` site layer 0 is the embedding output and layer l the
+        output of block l; decoders whose ``anatomy.norm_on_last_layer`` is
+        true return layer L through the final norm (Hugging Face's
+        convention), layers 0..L-1 are the raw residual stream.
     """
     if pooling not in POOLINGS:
         raise UserError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLINGS)}")
+    sites = list(dict.fromkeys(sites))
+    check_sites(handle, sites)
     texts = list(texts)
     if not texts:
         raise UserError("no texts to embed: the data set is empty")
@@ -281,21 +321,22 @@ def capture_layers(
         store = ActivationCache(activation_cache_location() if isinstance(cache, bool) else as_location(cache))
     numerics = str(handle.dtype) + (f"+{handle.quantization}" if handle.quantization else "")
     prefix = key_prefix(handle.checkpoint.fingerprint, handle.tokenizer_fingerprint, length, numerics)
-    kernel_tags = {name: f"per-prompt:v{PER_PROMPT_VERSION}:{name}" for name in kernels}
-
-    out = pooled_array((handle.n_layers + 1, len(texts), handle.hidden_size), memory_budget if memory_budget is not None else config_memory_budget())
+    layers = {site: site_layers(handle.n_layers, site) for site in sites}
+    budget = memory_budget if memory_budget is not None else config_memory_budget()
+    out = {site: pooled_array((len(layers[site]), len(texts), handle.hidden_size), budget) for site in sites}
     unique: dict[str, list[int]] = {}
     for i, text in enumerate(texts):
         unique.setdefault(text, []).append(i)
     token_texts = {texts[i] for i in per_prompt_texts} if kernels else set()
-    prompt_values: dict[str, dict[str, np.ndarray]] = {}  # text -> kernel name -> [L+1]
+    # (site, text) -> kernel name -> [K]
+    prompt_values: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     missing: list[str] = []
-    pooled_missing: set[str] = set()
+    pooled_missing: set[tuple[str, str]] = set()
 
-    def lookup(tag: str, text: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    def lookup(kind: str, text: str, shape: tuple[int, ...]) -> np.ndarray | None:
         if store is None:
             return None
-        key = text_key(prefix, tag, text)
+        key = text_key(prefix, kind, text)
         hit = store.get(key)
         if hit is not None and hit.shape == shape:
             stats.cache_hits += 1
@@ -305,16 +346,21 @@ def capture_layers(
         return None
 
     for text, positions in unique.items():
-        hit = lookup(pooling, text, out[:, 0].shape)
-        if hit is not None:
-            out[:, positions] = hit[:, None, :]
-        else:
-            pooled_missing.add(text)
-        if text in token_texts:
-            found = {name: lookup(tag, text, (out.shape[0],)) for name, tag in kernel_tags.items()}
-            if all(v is not None for v in found.values()):
-                prompt_values[text] = found
-        if text in pooled_missing or (text in token_texts and text not in prompt_values):
+        needs_pass = False
+        for site in sites:
+            hit = lookup(pooled_kind(site, pooling), text, out[site][:, 0].shape)
+            if hit is not None:
+                out[site][:, positions] = hit[:, None, :]
+            else:
+                pooled_missing.add((site, text))
+                needs_pass = True
+            if text in token_texts:
+                found = {name: lookup(_kernel_tag(site, name), text, (len(layers[site]),)) for name in kernels}
+                if all(v is not None for v in found.values()):
+                    prompt_values[(site, text)] = found
+                else:
+                    needs_pass = True
+        if needs_pass:
             missing.append(text)
 
     # Cache files are written by a few threads while the model computes the
@@ -323,54 +369,56 @@ def capture_layers(
     writers = CACHE_WRITERS if handle.device.type == "cuda" else 1  # on a CPU more writers only contend with torch
     writer = ThreadPoolExecutor(max_workers=writers) if store else None
     writes = []
-    pending: deque[tuple[list[int], torch.Tensor, torch.cuda.Event | None]] = deque()
+    pending: deque[tuple[list[int], dict[str, torch.Tensor], torch.cuda.Event | None]] = deque()
 
-    def finish(chunk: list[int], pooled: torch.Tensor, ready: torch.cuda.Event | None) -> None:
+    def finish(chunk: list[int], pooled: dict[str, torch.Tensor], ready: torch.cuda.Event | None) -> None:
         if ready is not None:
             ready.synchronize()
-        array = pooled.numpy()  # [L+1, B, D]
         firsts = [unique[missing[idx]][0] for idx in chunk]
-        out[:, firsts] = array
-        if writer is not None:
-            for j, idx in enumerate(chunk):
-                if missing[idx] in pooled_missing:
-                    writes.append(writer.submit(store.put, text_key(prefix, pooling, missing[idx]), array[:, j].copy()))
+        for site, tensor in pooled.items():
+            array = tensor.numpy()  # [K, B, D]
+            out[site][:, firsts] = array
+            if writer is not None:
+                for j, idx in enumerate(chunk):
+                    if (site, missing[idx]) in pooled_missing:
+                        writes.append(writer.submit(store.put, text_key(prefix, pooled_kind(site, pooling), missing[idx]), array[:, j].copy()))
 
-    def run_kernels(chunk: list[int], stacked: torch.Tensor, mask: torch.Tensor) -> None:
-        rows = [j for j, idx in enumerate(chunk) if missing[idx] in token_texts and missing[idx] not in prompt_values]
+    def run_kernels(chunk: list[int], site: str, stacked: torch.Tensor, mask: torch.Tensor) -> None:
+        rows = [j for j, idx in enumerate(chunk) if missing[idx] in token_texts and (site, missing[idx]) not in prompt_values]
         if not rows:
             return
         began = time.perf_counter()
         lengths = mask[rows].sum(dim=1)
         width = int(lengths.max())
-        states = stacked[:, rows, :width].to("cpu", torch.float32).numpy()  # [L+1, b, T, D]; kernels go float64 chunk by chunk
+        states = stacked[:, rows, :width].to("cpu", torch.float32).numpy()  # [K, b, T, D]; kernels go float64 chunk by chunk
         lengths = lengths.cpu().numpy()
         values = {name: kernel(states, lengths) for name, kernel in kernels.items()}
         for j, row in enumerate(rows):
             text = missing[chunk[row]]
-            prompt_values[text] = {name: v[:, j].copy() for name, v in values.items()}
+            prompt_values[(site, text)] = {name: v[:, j].copy() for name, v in values.items()}
             if writer is not None:
-                for name, tag in kernel_tags.items():
-                    writes.append(writer.submit(store.put, text_key(prefix, tag, text), prompt_values[text][name]))
+                for name in kernels:
+                    writes.append(writer.submit(store.put, text_key(prefix, _kernel_tag(site, name), text), prompt_values[(site, text)][name]))
         stats.per_prompt_seconds += time.perf_counter() - began
 
     try:
-        for chunk, hidden, mask in iter_batches(handle, missing, batch_size, length, stats, desc=f"{handle.name} forward"):
-            stacked = torch.stack(hidden)
-            del hidden
-            pooled = pool_layers(stacked, mask, pooling)
+        for chunk, stacks, mask in iter_batches(handle, missing, batch_size, length, stats, desc=f"{handle.name} forward", sites=sites):
+            pooled = {site: pool_layers(stacked, mask, pooling) for site, stacked in stacks.items()}
             ready = None
-            if pooled.is_cuda:
+            if mask.is_cuda:
                 # Copy into pinned memory without blocking and finish the batch
                 # one step later, while the GPU already runs the next forward.
-                host = torch.empty(pooled.shape, dtype=pooled.dtype, pin_memory=True)
-                host.copy_(pooled, non_blocking=True)
+                hosts = {}
+                for site, tensor in pooled.items():
+                    hosts[site] = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+                    hosts[site].copy_(tensor, non_blocking=True)
                 ready = torch.cuda.Event()
                 ready.record()
-                pooled = host
+                pooled = hosts
             pending.append((chunk, pooled, ready))
-            run_kernels(chunk, stacked, mask)
-            del stacked
+            for site, stacked in stacks.items():
+                run_kernels(chunk, site, stacked, mask)
+            del stacks
             while len(pending) > 1:
                 finish(*pending.popleft())
     finally:
@@ -382,14 +430,17 @@ def capture_layers(
                 writer.shutdown(wait=True)
                 for write in writes:
                     write.result()
-    for positions in unique.values():  # repeated texts were computed once
-        if len(positions) > 1:
-            out[:, positions[1:]] = out[:, positions[:1]]
-    per_prompt_out = {
-        name: np.stack([prompt_values[texts[i]][name] for i in per_prompt_texts], axis=1) if len(per_prompt_texts) else np.empty((out.shape[0], 0))
-        for name in kernels
-    }
-    return Capture(out, per_prompt_out)
+    captures = {}
+    for site in sites:
+        for positions in unique.values():  # repeated texts were computed once
+            if len(positions) > 1:
+                out[site][:, positions[1:]] = out[site][:, positions[:1]]
+        per_prompt_out = {
+            name: np.stack([prompt_values[(site, texts[i])][name] for i in per_prompt_texts], axis=1) if len(per_prompt_texts) else np.empty((len(layers[site]), 0))
+            for name in kernels
+        }
+        captures[site] = SiteCapture(out[site], layers[site], per_prompt_out)
+    return Capture(captures)
 
 
 def embed_layers(
@@ -400,12 +451,14 @@ def embed_layers(
     max_length: int | None = None,
     cache: bool | str | Path = True,
     stats: CaptureStats | None = None,
+    site: str = DEFAULT_SITE,
 ) -> np.ndarray:
-    """Pooled states of every layer for every text: float32 ``[L+1, N, D]``.
+    """Pooled states of every layer of one capture site for every text: float32 ``[K, N, D]``.
 
+    K is L+1 (layers 0..L) for ``residual`` and ``normed``, L (layers 1..L) for ``mlp-input``.
     :func:`capture_layers` without per-prompt statistics; see it for the arguments and layer convention.
     """
-    return capture_layers(handle, texts, pooling, batch_size, max_length, cache, stats).pooled
+    return capture_layers(handle, texts, pooling, batch_size, max_length, cache, stats, sites=(site,)).pooled
 
 
 def iter_token_states(
@@ -414,16 +467,17 @@ def iter_token_states(
     batch_size: int | str = "auto",
     max_length: int | None = None,
     stats: CaptureStats | None = None,
+    site: str = DEFAULT_SITE,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Token-level states of every layer, one text at a time, streamed.
+    """Token-level states of every layer of one site, one text at a time, streamed.
 
     Yields:
-        ``(index, states)`` with ``states`` float32 ``[L+1, T_i, D]`` for
+        ``(index, states)`` with ``states`` float32 ``[K, T_i, D]`` for
         ``texts[index]`` (its real tokens only), in length-sorted order. Only
         one batch is held in memory at a time.
     """
-    for chunk, hidden, mask in iter_batches(handle, list(texts), batch_size, max_length, stats, desc=f"{handle.name} tokens"):
-        stacked = torch.stack(hidden).float().cpu()  # one batch at a time
+    for chunk, stacks, mask in iter_batches(handle, list(texts), batch_size, max_length, stats, desc=f"{handle.name} tokens", sites=(site,)):
+        stacked = stacks[site].float().cpu()  # one batch at a time
         counts = mask.sum(dim=1).tolist()
         for j, idx in enumerate(chunk):
             yield idx, stacked[:, j, : counts[j], :].numpy()

@@ -1,8 +1,10 @@
 """Evaluators, one per task family: captured states in, per-layer score rows out. They never load models or touch disk.
 
-An evaluator takes ``states`` (variant name -> pooled states ``[L+1, N, D]``
-of the task's texts; ``clean`` always, robustness variants when the run asks
-for them), the :class:`TextDataset` and the spec, and returns rows
+An evaluator takes ``states`` (variant name -> pooled states ``[K, N, D]``
+of the task's texts at one capture site; ``clean`` always, robustness
+variants when the run asks for them), the :class:`TextDataset`, the spec,
+the seed and ``layers`` (the layer number of each of the K rows: ``0..L``,
+or ``1..L`` at the ``mlp-input`` site), and returns rows
 ``metric, layer, value, stderr, n, higher_is_better`` (plus ``subset`` and
 ``split`` where it sets them). ``label-free`` tasks have no evaluator: their
 rows are the label-free metric suite's (:mod:`layerbench.evaluators.label_free`),
@@ -15,7 +17,7 @@ language models.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,19 +26,19 @@ from layerbench.data.dataset import TextDataset
 from layerbench.errors import UserError
 from layerbench.specs.schema import TaskSpec
 
-Evaluator = Callable[[Mapping[str, np.ndarray], TextDataset, TaskSpec, int], pd.DataFrame]
+Evaluator = Callable[..., pd.DataFrame]
 
 
-def _probe(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int) -> pd.DataFrame:
+def _probe(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int, layers: Sequence[int] | None = None) -> pd.DataFrame:
     from layerbench.evaluators.probe import evaluate_probe
 
-    return evaluate_probe(states, data, spec, seed)
+    return evaluate_probe(states, data, spec, seed, layers)
 
 
-def _mteb(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int) -> pd.DataFrame:
+def _mteb(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int, layers: Sequence[int] | None = None) -> pd.DataFrame:
     from layerbench.evaluators.mteb import evaluate_mteb  # imports mteb (seconds): only when an mteb task runs
 
-    return evaluate_mteb(states, data, spec, seed)
+    return evaluate_mteb(states, data, spec, seed, layers)
 
 
 def _backpatch(handle, data: TextDataset, spec: TaskSpec, seed: int) -> pd.DataFrame:
@@ -51,7 +53,7 @@ def _consistency(handle, data: TextDataset, spec: TaskSpec, seed: int) -> pd.Dat
     return evaluate_consistency(handle, data, spec, seed)
 
 
-EVALUATORS: dict[str, Evaluator | Callable[..., pd.DataFrame] | None] = {
+EVALUATORS: dict[str, Evaluator | None] = {
     "probe": _probe,
     "mteb": _mteb,
     "label-free": None,

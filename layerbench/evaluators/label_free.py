@@ -67,11 +67,11 @@ class MetricPlan:
         return bool(self.kernels) or self.n_views > 0
 
 
-def _frame(info: MetricInfo, values: np.ndarray, stderr: np.ndarray, n: np.ndarray | int) -> pd.DataFrame:
+def _frame(info: MetricInfo, values: np.ndarray, stderr: np.ndarray, n: np.ndarray | int, layers: Sequence[int]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "metric": info.name,
-            "layer": np.arange(values.shape[0]),
+            "layer": np.asarray(layers),
             "value": values,
             "stderr": stderr,
             "n": n,
@@ -85,15 +85,17 @@ def evaluate_metrics(
     pooled: np.ndarray,
     per_prompt: dict[str, np.ndarray],
     views: np.ndarray | None,
+    layers: Sequence[int] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Rows of every planned metric at every layer, and notes on what was skipped.
 
     Args:
         plan: the metrics.
-        pooled: ``[L+1, N, D]`` pooled states of all the task's texts.
-        per_prompt: token metric name -> ``[L+1, P]`` per-prompt values (NaN where undefined).
-        views: ``[L+1, S, V, D]`` pooled states of V augmented views of S sampled
+        pooled: ``[K, N, D]`` pooled states of all the task's texts at one capture site.
+        per_prompt: token metric name -> ``[K, P]`` per-prompt values (NaN where undefined).
+        views: ``[K, S, V, D]`` pooled states of V augmented views of S sampled
             texts, or None when no view metric is planned.
+        layers: the layer number of each of the K rows (default ``0..K-1``).
 
     Returns:
         Rows with columns ``metric, layer, value, stderr, n, higher_is_better``
@@ -102,6 +104,7 @@ def evaluate_metrics(
         ``stderr`` is the standard error over prompts for token metrics and
         over texts for ``mean_norm``; NaN for whole-set statistics.
     """
+    layers = list(layers) if layers is not None else list(range(pooled.shape[0]))
     frames, notes = [], {}
     computed: dict[str, np.ndarray] = {}  # pooled values by name, for metrics derived from them
     # States spilled to disk (a float16 memmap: larger than memory) are read in row blocks, exactly (covariance form).
@@ -117,7 +120,7 @@ def evaluate_metrics(
                 left_out = values.shape[1] - int(count.min(initial=values.shape[1]))
                 if left_out:
                     notes[info.name] = f"{left_out} of {values.shape[1]} prompts too short for it (at the worst layer), left out"
-                frames.append(_frame(info, mean, stderr, count))
+                frames.append(_frame(info, mean, stderr, count, layers))
                 continue
             data = pooled if info.input_kind == "pooled" else views[..., : info.n_views, :]
             n = data.shape[1]
@@ -139,7 +142,7 @@ def evaluate_metrics(
             stderr = np.full(values.shape, np.nan)
             if info.name == "mean_norm":
                 stderr = streamed["mean_norm_stderr"] if streamed is not None else row_norms(data).std(axis=1, ddof=1) / np.sqrt(n)
-            frames.append(_frame(info, values, stderr, n))
+            frames.append(_frame(info, values, stderr, n, layers))
         if caught:
             notes[info.name] = "; ".join(filter(None, [notes.get(info.name), *(str(w.message) for w in caught)]))
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["metric", "layer", "value", "stderr", "n", "higher_is_better"])

@@ -9,7 +9,7 @@ cost L+1 mteb evaluations (classifiers, k-means, ranking) and no forward pass.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ def layer_encoder(pooled: np.ndarray, texts: list[str], normalize: bool = False)
         texts: the N texts, in the capture's order.
         normalize: L2-normalize rows before mteb sees them (mteb's cosine scores are unchanged by it; classifiers are not).
 
-    Set ``encoder.layer`` before each evaluation.
+    Set ``encoder.layer`` (a row index of ``pooled``) before each evaluation.
     """
     from mteb.models.abs_encoder import AbsEncoder
 
@@ -93,17 +93,21 @@ def score_direction(name: str) -> bool | None:
     return None if name.endswith("_std") or name.startswith("nauc_") else True
 
 
-def evaluate_mteb(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int = 0) -> pd.DataFrame:
-    """mteb's scores of every layer: rows ``subset, split, metric, layer, value, stderr, n, higher_is_better``."""
+def evaluate_mteb(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int = 0, layers: Sequence[int] | None = None) -> pd.DataFrame:
+    """mteb's scores of every layer: rows ``subset, split, metric, layer, value, stderr, n, higher_is_better``.
+
+    ``states["clean"]`` is ``[K, N, D]``; ``layers`` numbers its rows (default ``0..K-1``).
+    """
     task = data.payload
     if task is None:
         raise UserError(f"task '{spec.name}': an mteb task needs data from an mteb source")
     settings = spec.settings
     pooled = states["clean"]
     encoder = layer_encoder(pooled, data.texts, settings.normalize)
+    layers = list(layers) if layers is not None else list(range(pooled.shape[0]))
     rows = []
-    for layer in range(pooled.shape[0]):
-        encoder.layer = layer
+    for index, layer in enumerate(layers):
+        encoder.layer = index
         result = run_mteb(encoder, task, settings.eval_splits)
         for task_result in result.task_results:
             rows += [row | dict(layer=layer, n=len(data.texts), higher_is_better=score_direction(row["metric"])) for row in score_rows(task_result.scores)]

@@ -68,14 +68,11 @@ def _scores(y_true: np.ndarray, scores: np.ndarray, n_classes: int) -> dict[str,
     return {"accuracy": float(accuracy_score(y_true, predicted)), "f1": float(f1), "auroc": float(auroc)}
 
 
-def cv_probe(X: np.ndarray, y: np.ndarray, folds: int = 5, C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
-    """Stratified k-fold probe on one layer.
+def cv_fold_scores(X: np.ndarray, y: np.ndarray, folds: int = 5, C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Stratified k-fold probe on one layer: score name -> ``[folds]`` test scores, one per fold.
 
     Args:
         X: ``[N, D]`` features. y: ``[N]`` class ids.
-
-    Returns:
-        score name -> (mean over folds, standard error over folds).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
@@ -93,11 +90,28 @@ def cv_probe(X: np.ndarray, y: np.ndarray, folds: int = 5, C: float = 1.0, max_i
             probe.fit(X[train], y[train])
         for name, value in _scores(y[test], probe.decision_function(X[test]), n_classes).items():
             per_fold[name].append(value)
-    return {name: (float(np.mean(v)), float(np.std(v, ddof=1) / np.sqrt(len(v)))) for name, v in per_fold.items()}
+    return {name: np.array(v) for name, v in per_fold.items()}
 
 
-def jin2024_probe(X: np.ndarray, y: np.ndarray) -> dict[str, tuple[float, float]]:
+def mean_and_spread(values: np.ndarray) -> tuple[float, float]:
+    """(mean, standard error ``std(ddof=1) / sqrt(k)``) of k split scores; NaN standard error for one split."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+def cv_probe(X: np.ndarray, y: np.ndarray, folds: int = 5, C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Stratified k-fold probe on one layer: score name -> (mean over folds, standard error over folds).
+
+    Args:
+        X: ``[N, D]`` features. y: ``[N]`` class ids.
+    """
+    return {name: mean_and_spread(v) for name, v in cv_fold_scores(X, y, folds, C, max_iter, seed).items()}
+
+
+def jin2024_probe(X: np.ndarray, y: np.ndarray, random_state: int = 42) -> dict[str, tuple[float, float]]:
     """The authors' protocol on one layer: ``train_test_split(test_size=0.4, random_state=42)``, ``LogisticRegression()``.
+
+    ``X`` and ``y`` are used in the order given (:func:`grouped_by_class` puts them in the authors').
 
     Returns:
         score name -> (test score, NaN): one split has no standard error.
@@ -105,69 +119,99 @@ def jin2024_probe(X: np.ndarray, y: np.ndarray) -> dict[str, tuple[float, float]
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.4, random_state=42)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.4, random_state=random_state)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the default max_iter=100 often stops early, as in the authors' runs
         probe = LogisticRegression().fit(X_train, y_train)
     return {name: (value, float("nan")) for name, value in _scores(y_test, probe.decision_function(X_test), int(y.max()) + 1).items()}
 
 
-def concept_depth(accuracy: np.ndarray, jump_delta: float = 0.1, converge_epsilon: float = 0.01) -> dict[str, float]:
+def grouped_by_class(y: np.ndarray) -> np.ndarray:
+    """The order of Jin et al.'s ``X``: every item of class 0 (in data order), then class 1, ...: ``[N]`` indices."""
+    return np.argsort(y, kind="stable")
+
+
+def concept_depth(accuracy: np.ndarray, jump_delta: float = 0.1, converge_epsilon: float = 0.01, layers: Sequence[int] | None = None) -> dict[str, float]:
     """Where a concept appears along the layers.
 
     Args:
-        accuracy: ``[L+1]`` probe accuracy per layer (layer 0 = embeddings).
+        accuracy: ``[K]`` probe accuracy per layer.
+        layers: the layer number of each entry (default ``0..K-1``; ``1..L`` at the ``mlp-input`` site).
 
     Returns:
         ``peak_layer`` (first argmax), ``peak_accuracy``, ``jumping_layer``
-        (first l >= 1 with accuracy[l] - accuracy[l-1] >= jump_delta; NaN if
-        none) and ``converging_layer`` (first l with accuracy[l] >= max - converge_epsilon).
+        (the first layer whose accuracy exceeds the layer before by at least
+        jump_delta; NaN if none) and ``converging_layer`` (the first layer with
+        accuracy >= max - converge_epsilon), as layer numbers.
     """
     accuracy = np.asarray(accuracy, dtype=np.float64)
+    number = np.asarray(layers if layers is not None else range(len(accuracy)), dtype=np.float64)
     rises = np.flatnonzero(np.diff(accuracy) >= jump_delta)
     return {
-        "peak_layer": float(np.argmax(accuracy)),
+        "peak_layer": float(number[np.argmax(accuracy)]),
         "peak_accuracy": float(accuracy.max()),
-        "jumping_layer": float(rises[0] + 1) if len(rises) else float("nan"),
-        "converging_layer": float(np.flatnonzero(accuracy >= accuracy.max() - converge_epsilon)[0]),
+        "jumping_layer": float(number[rises[0] + 1]) if len(rises) else float("nan"),
+        "converging_layer": float(number[np.flatnonzero(accuracy >= accuracy.max() - converge_epsilon)[0]]),
     }
 
 
-def probe_layers(pooled: np.ndarray, y: np.ndarray, settings: ProbeSettings, seed: int = 0) -> pd.DataFrame:
+def probe_layers(pooled: np.ndarray, y: np.ndarray, settings: ProbeSettings, seed: int = 0, layers: Sequence[int] | None = None) -> pd.DataFrame:
     """Probe scores of every layer and the concept-depth summary.
 
     Args:
-        pooled: ``[L+1, N, D]`` pooled states. y: ``[N]`` class ids.
+        pooled: ``[K, N, D]`` pooled states. y: ``[N]`` class ids.
+        layers: the layer number of each of the K rows (default ``0..K-1``); depth = layer / L with L the last.
 
     Returns:
         Rows ``metric, layer, value, stderr, n, higher_is_better``: accuracy,
         f1 and auroc per layer; ``peak_*``, ``jumping_*`` and ``converging_*``
-        at ``layer = -1`` (``*_depth`` = layer / L).
+        at ``layer = -1`` (``*_depth`` = layer / L), each the mean over splits
+        with the standard error over them.
     """
-    n_layers = pooled.shape[0] - 1
+    layers = list(layers) if layers is not None else list(range(pooled.shape[0]))
+    n_layers = layers[-1]
+    splits: list[dict[str, np.ndarray]] = []  # per layer: score name -> [splits]
+    if settings.protocol == "jin2024":
+        order = grouped_by_class(y)
+        y_ordered = y[order]
+        for index in range(len(layers)):
+            X = pooled[index][order].astype(np.float64)
+            runs = [jin2024_probe(X, y_ordered, 42 + r) for r in range(settings.repeats)]
+            splits.append({name: np.array([run[name][0] for run in runs]) for name in SCORES})
+    else:
+        for index in range(len(layers)):
+            splits.append(cv_fold_scores(pooled[index].astype(np.float64), y, settings.folds, settings.C, settings.max_iter, seed))
     rows = []
-    for layer in range(pooled.shape[0]):
-        X = pooled[layer].astype(np.float64)
-        scores = jin2024_probe(X, y) if settings.protocol == "jin2024" else cv_probe(X, y, settings.folds, settings.C, settings.max_iter, seed)
-        rows += [dict(metric=name, layer=layer, value=mean, stderr=err, n=len(y), higher_is_better=True) for name, (mean, err) in scores.items()]
+    for layer, scores in zip(layers, splits):
+        rows += [dict(metric=name, layer=layer, value=mean, stderr=err, n=len(y), higher_is_better=True)
+                 for name, (mean, err) in ((name, mean_and_spread(v)) for name, v in scores.items())]
     frame = pd.DataFrame(rows)
-    accuracy = frame[frame.metric == "accuracy"].sort_values("layer")["value"].to_numpy()
-    summary = concept_depth(accuracy, settings.jump_delta, settings.converge_epsilon)
+    accuracy = np.stack([scores["accuracy"] for scores in splits])  # [K, splits]
+    per_split = [concept_depth(accuracy[:, k], settings.jump_delta, settings.converge_epsilon, layers) for k in range(accuracy.shape[1])]
+    described = []
     for point in ("peak", "jumping", "converging"):
-        summary[f"{point}_depth"] = summary[f"{point}_layer"] / n_layers
-    described = [dict(metric=name, layer=SUMMARY_LAYER, value=value, stderr=np.nan, n=len(y), higher_is_better=(True if name == "peak_accuracy" else pd.NA))
-                 for name, value in summary.items()]
+        per_split_layers = np.array([p[f"{point}_layer"] for p in per_split])
+        for name, values in ((f"{point}_layer", per_split_layers), (f"{point}_depth", per_split_layers / n_layers)):
+            defined = values[~np.isnan(values)]
+            value, err = mean_and_spread(defined) if len(defined) else (float("nan"), float("nan"))
+            described.append(dict(metric=name, layer=SUMMARY_LAYER, value=value, stderr=err, n=len(y), higher_is_better=pd.NA))
+        if point == "peak":
+            value, err = mean_and_spread(np.array([p["peak_accuracy"] for p in per_split]))
+            described.append(dict(metric="peak_accuracy", layer=SUMMARY_LAYER, value=value, stderr=err, n=len(y), higher_is_better=True))
     return pd.concat([frame, pd.DataFrame(described)], ignore_index=True)
 
 
-def evaluate_probe(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int = 0) -> pd.DataFrame:
-    """Probe rows for every variant of the states (``clean``, and robustness variants as subsets ``<subset>+<variant>``)."""
+def evaluate_probe(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int = 0, layers: Sequence[int] | None = None) -> pd.DataFrame:
+    """Probe rows for every variant of the states (``clean``, and robustness variants as subsets ``<subset>+<variant>``).
+
+    ``layers`` numbers the rows of each ``[K, N, D]`` state array (default ``0..K-1``).
+    """
     if data.labels is None:
         raise UserError(f"task '{spec.name}': a probe needs labels; its data has none (set label_field)")
     y = encode_labels(data.labels, spec.labels)
     frames = []
     for variant, pooled in states.items():
-        frame = probe_layers(pooled, y, spec.settings, seed)
+        frame = probe_layers(pooled, y, spec.settings, seed, layers)
         frame["subset"] = spec.subset if variant == "clean" else f"{spec.subset}+{variant}"
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)

@@ -1,4 +1,4 @@
-"""The tidy result row: one per (model, revision, task, subset, split, metric, layer, source_layer)."""
+"""The tidy result row: one per (model, revision, task, protocol, site, subset, split, metric, layer, source_layer)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -9,6 +9,10 @@ COLUMNS: dict[str, str] = {
     "model": "string",
     "revision": "string",
     "task": "string",
+    # How the task was measured (layerbench's default, or a paper's released code: jin2024,
+    # skean2024, biran2024, xie2024) and what a layer's vector is (residual, normed, mlp-input).
+    "protocol": "string",
+    "site": "string",
     "subset": "string",
     "split": "string",
     "metric": "string",
@@ -25,9 +29,9 @@ COLUMNS: dict[str, str] = {
     "run_id": "string",
 }
 
-KEY = ["model", "revision", "task", "subset", "split", "metric", "layer", "source_layer"]
-# Columns an evaluator may leave out (and files written before they existed lack): filled with <NA>.
-OPTIONAL = ("source_layer",)
+KEY = ["model", "revision", "task", "protocol", "site", "subset", "split", "metric", "layer", "source_layer"]
+# Columns an evaluator may leave out (and files written before they existed lack), with what fills them.
+OPTIONAL = {"source_layer": pd.NA, "protocol": "layerbench", "site": "residual"}
 
 
 def complete_rows(
@@ -40,6 +44,8 @@ def complete_rows(
     split: str,
     n_layers: int,
     run_id: str,
+    protocol: str = "layerbench",
+    site: str = "residual",
 ) -> pd.DataFrame:
     """An evaluator's ``metric, layer, value, stderr, n, higher_is_better`` rows made tidy.
 
@@ -51,6 +57,8 @@ def complete_rows(
     frame["model"] = model
     frame["revision"] = revision
     frame["task"] = task
+    frame["protocol"] = protocol
+    frame["site"] = site
     frame["subset"] = frame["subset"] if "subset" in frame else subset
     frame["split"] = frame["split"] if "split" in frame else split
     frame["n_layers"] = n_layers
@@ -60,8 +68,8 @@ def complete_rows(
 
 
 def conform(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with exactly the schema's columns, in order, with its dtypes (optional columns filled with <NA>)."""
-    frame = frame.assign(**{c: pd.NA for c in OPTIONAL if c not in frame})
+    """``frame`` with exactly the schema's columns, in order, with its dtypes (optional columns filled: :data:`OPTIONAL`)."""
+    frame = frame.assign(**{c: fill for c, fill in OPTIONAL.items() if c not in frame})
     missing = [c for c in COLUMNS if c not in frame]
     if missing:
         raise ValueError(f"result rows lack columns {missing}")

@@ -6,6 +6,11 @@ Layout::
     <output>/<model slug>/metrics/<task>.parquet  the label-free metrics on that task's data
     <output>/<model slug>/runs/<run_id>.json      the manifest of each run
 
+A task run under another protocol or capture site than the default
+(``layerbench`` on the ``residual`` site) gets a variant suffix:
+``<task>@jin2024.parquet``, ``<task>@normed.parquet``, so one folder holds
+every protocol and site of a task, each resumed on its own.
+
 Scores and metrics are separate parts, each with its own config hash, so a
 run that adds metrics (or changes ``--metrics``) leaves the scores alone.
 
@@ -70,16 +75,17 @@ class ResultStore:
         joined = "/".join([self.path, *parts])
         return Path(joined) if self.root is not None else self.fs.unstrip_protocol(joined)
 
-    def task_path(self, model: str, revision: str | None, task: str, part: str = "scores") -> str | Path:
-        """Where one part (``scores`` or ``metrics``) of one task's rows lives."""
+    def task_path(self, model: str, revision: str | None, task: str, part: str = "scores", variant: str = "") -> str | Path:
+        """Where one part (``scores`` or ``metrics``) of one task's rows lives; ``variant`` is the suffix of a non-default protocol or site (``@jin2024``)."""
         if part not in PARTS:
             raise ValueError(f"unknown result part '{part}'; use one of {', '.join(PARTS)}")
         slug = model_slug(model, revision)
-        return self._join(slug, f"{task}.parquet") if part == "scores" else self._join(slug, part, f"{task}.parquet")
+        name = f"{task}{variant}.parquet"
+        return self._join(slug, name) if part == "scores" else self._join(slug, part, name)
 
-    def stored_hash(self, model: str, revision: str | None, task: str, part: str = "scores") -> str | None:
+    def stored_hash(self, model: str, revision: str | None, task: str, part: str = "scores", variant: str = "") -> str | None:
         """Config hash of a finished task part, or None when it has not run (or its file is unreadable)."""
-        path = self.task_path(model, revision, task, part)
+        path = self.task_path(model, revision, task, part, variant)
         try:
             if not self.fs.isfile(str(path)):
                 return None
@@ -89,13 +95,14 @@ class ResultStore:
             return None  # a corrupt file is as good as none: the task runs again
         return meta.get(_HASH_KEY, b"").decode() or None
 
-    def write_task(self, rows: pd.DataFrame, model: str, revision: str | None, task: str, config_hash: str, part: str = "scores") -> str | Path:
+    def write_task(self, rows: pd.DataFrame, model: str, revision: str | None, task: str, config_hash: str, part: str = "scores",
+                   variant: str = "") -> str | Path:
         """Write one task part's rows atomically, tagged with the config hash that made them."""
         table = pa.Table.from_pandas(conform(rows), preserve_index=False)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), _HASH_KEY: config_hash.encode()})
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
-        path = self.task_path(model, revision, task, part)
+        path = self.task_path(model, revision, task, part, variant)
         write_whole(path, buffer.getvalue(), self.fs)
         return path
 
@@ -122,9 +129,10 @@ def load_results(path: str | Path) -> pd.DataFrame:
         path: a results folder (all models), one model's folder, or one ``.parquet`` file; a path or an fsspec URL.
 
     Returns:
-        Columns ``model, revision, task, subset, split, metric, layer, n_layers,
-        depth, value, stderr, n, higher_is_better, run_id``, one row per
-        (model, revision, task, subset, split, metric, layer).
+        Columns ``model, revision, task, protocol, site, subset, split, metric,
+        layer, source_layer, n_layers, depth, value, stderr, n, higher_is_better,
+        run_id``, one row per (model, revision, task, protocol, site, subset,
+        split, metric, layer, source_layer).
 
     Raises:
         UserError: ``path`` does not exist, holds no results, or a file is corrupt.
