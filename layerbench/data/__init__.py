@@ -7,7 +7,7 @@ from layerbench.data.dataset import TextDataset
 from layerbench.data.generators import GENERATORS, load_generated
 from layerbench.data.local import load_local
 from layerbench.data.packaged import PACKAGED, load_packaged, packaged_dataset
-from layerbench.data import two_hop  # noqa: F401  (registers the two-hop-queries data set)
+from layerbench.data import paper_files, two_hop  # noqa: F401  (register the papers' row formats and the two-hop-queries data set)
 from layerbench.errors import UserError
 from layerbench.specs.schema import GeneratorSource, HubSource, LocalSource, MtebSource, PackagedSource, TaskSpec, UrlSource
 
@@ -27,7 +27,7 @@ def load_task_data(spec: TaskSpec, limit: int | None = None, seed: int = 0) -> T
     if isinstance(source, MtebSource):
         from layerbench.data.mteb_tasks import load_mteb  # imports mteb (seconds): only when asked
 
-        data = load_mteb(source.task, source.options, limit, seed)
+        data = load_mteb(source.task, source.options, limit, seed, source.languages)
     else:
         if isinstance(source, PackagedSource):
             data = load_packaged(source.dataset, source.options)

@@ -252,8 +252,13 @@ def check_mteb_task(name: str) -> None:
         get_mteb_task(name, {})
 
 
-def get_mteb_task(name: str, options: dict[str, Any], limit: int | None = None, seed: int = 0) -> Any:
-    """The mteb task ``name``: an offline one built with ``options`` (and ``limit``, ``seed``), else mteb's own (from the Hub)."""
+def get_mteb_task(name: str, options: dict[str, Any], limit: int | None = None, seed: int = 0, languages: list[str] | None = None) -> Any:
+    """The mteb task ``name``: an offline one built with ``options`` (and ``limit``, ``seed``), else mteb's own (from the Hub).
+
+    ``languages`` keeps the subsets of mteb's own task that involve one of
+    these languages (``[eng]``: STS17's eight English pairs), as mteb 1.x's
+    ``MTEB(eng)`` did for Skean et al.
+    """
     if name in OFFLINE_TASKS:
         return OFFLINE_TASKS.build(name, options, limit=limit, seed=seed)
     if options:
@@ -261,7 +266,7 @@ def get_mteb_task(name: str, options: dict[str, Any], limit: int | None = None, 
     import mteb
 
     try:
-        return mteb.get_task(name)
+        return mteb.get_task(name, languages=languages) if languages else mteb.get_task(name)
     except (KeyError, ValueError):
         raise UserError(f"unknown mteb task '{name}'; offline tasks: {OFFLINE_TASKS.names()}; "
                         "or any name `mteb.get_tasks()` lists (those need the network)") from None
@@ -346,9 +351,9 @@ def model_meta(name: str) -> Any:
     )
 
 
-def load_mteb(name: str, options: dict[str, Any], limit: int | None, seed: int) -> TextDataset:
+def load_mteb(name: str, options: dict[str, Any], limit: int | None, seed: int, languages: list[str] | None = None) -> TextDataset:
     """Every text the mteb task ``name`` encodes, found by a recording run; the task rides along for the evaluator."""
-    task = get_mteb_task(name, options, limit, seed)
+    task = get_mteb_task(name, options, limit, seed, languages)
     recorder = recording_encoder(seed=seed)
     try:
         run_mteb(recorder, task)

@@ -56,6 +56,10 @@ def table_dataset(frame: pd.DataFrame, fields: Any, where: str, provenance: dict
         mapped = [mapping.get(str(v).lower(), v) for v in frame[fields.label_field]]
         frame = frame.assign(**{fields.label_field: mapped})
         frame = frame[frame[fields.label_field].notna()]
+    if fields.per_label_limit is not None:
+        if not fields.label_field:
+            raise UserError(f"{where}: per_label_limit needs a label_field")
+        frame = frame.groupby(fields.label_field, sort=False).head(fields.per_label_limit)  # the first N of each label, file order kept
     if "{" in fields.text_field:
         texts = [fields.text_field.format(**row) for row in frame[text_columns].astype(str).to_dict("records")]
     else:

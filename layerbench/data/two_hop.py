@@ -47,6 +47,10 @@ class TwoHopQuery(BaseModel):
         r1, r2: relation names.
         r1_template, r2_template: prompts with one ``{}`` slot whose continuation is the object.
         r1_phrase: a noun phrase with one ``{}`` slot that denotes r1's object.
+        r2_phrase: r2's noun phrase, where the data has one (Biran et al.'s
+            templates are phrases: their relation-shortcut prompt is built from it).
+        prompt: the composed prompt as the data gives it (Biran et al.'s
+            ``source_prompt``); None: built from the templates.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -61,11 +65,13 @@ class TwoHopQuery(BaseModel):
     r1_template: str
     r1_phrase: str
     r2_template: str
+    r2_phrase: str | None = None
+    prompt: str | None = None
 
-    @field_validator("r1_template", "r1_phrase", "r2_template")
+    @field_validator("r1_template", "r1_phrase", "r2_template", "r2_phrase")
     @classmethod
-    def _one_slot(cls, value: str) -> str:
-        if value.count("{}") != 1:
+    def _one_slot(cls, value: str | None) -> str | None:
+        if value is not None and value.count("{}") != 1:
             raise ValueError(f"needs exactly one '{{}}' slot for the subject, got {value!r}")
         return value
 
@@ -84,29 +90,50 @@ class TwoHopQuery(BaseModel):
 
     @property
     def source_prompt(self) -> str:
-        """The composed two-hop prompt, e.g. "The currency of the country whose capital is Tokyo is the"."""
-        return _capitalized(self.r2_template.format(self.r1_phrase.format(self.e1)))
+        """The composed two-hop prompt, capitalized, e.g. "The currency of the country whose capital is Tokyo is the"."""
+        return self.composed(capitalize=True)
+
+    def composed(self, capitalize: bool = True) -> str:
+        """The composed prompt: the data's own, else r2's template around r1's phrase; capitalized or as written."""
+        text = self.prompt if self.prompt is not None else self.r2_template.format(self.r1_phrase.format(self.e1))
+        return _capitalized(text) if capitalize else text
 
     def answers(self, entity: str) -> list[str]:
         """The label and aliases of ``e2`` or ``e3``, longest first."""
         names = [self.e2, *self.e2_aliases] if entity == "e2" else [self.e3, *self.e3_aliases]
         return sorted(set(names), key=len, reverse=True)
 
-    def check_prompts(self) -> dict[str, tuple[str, str]]:
+    def substring_answers(self, entity: str) -> list[str]:
+        """Biran et al.'s answers (``utils.get_answers``): the label and the aliases longer than one character."""
+        label, aliases = (self.e2, self.e2_aliases) if entity == "e2" else (self.e3, self.e3_aliases)
+        return [label] + [a for a in aliases if len(a) > 1]
+
+    def check_prompts(self, protocol: str = "layerbench") -> dict[str, tuple[str, str]]:
         """The paper's five checks: ``{check: (prompt, entity whose names count as correct)}``.
 
         ``first_hop``: r1 on e1 gives e2; ``second_hop``: r2 on e2 gives e3;
         ``composition``: the source prompt gives e3; ``entity_shortcut``: r2
         applied to e1 directly (skipping the bridge) gives e3;
-        ``relation_shortcut``: the composed relations on a placeholder entity
-        give e3 (the answer comes from the relations alone).
+        ``relation_shortcut``: the composed relations without the entity give
+        e3 (the answer comes from the relations alone).
+
+        ``layerbench`` capitalizes every prompt and puts a placeholder entity
+        in the relation shortcut. ``biran2024`` leaves prompts as written and,
+        where the query has r2's phrase, builds the relation shortcut as
+        their ``evaluate_dataset.py`` does: r2's phrase around r1's phrase with
+        an empty slot, its last four characters cut (" of ").
         """
+        capitalize = _capitalized if protocol != "biran2024" else (lambda text: text)
+        if protocol == "biran2024" and self.r2_phrase is not None:
+            relation = self.r2_phrase.format(self.r1_phrase.format(""))[:-4]
+        else:
+            relation = capitalize(self.r2_template.format(self.r1_phrase.format(PLACEHOLDER)))
         return {
-            "first_hop": (_capitalized(self.r1_template.format(self.e1)), "e2"),
-            "second_hop": (_capitalized(self.r2_template.format(self.e2)), "e3"),
-            "composition": (self.source_prompt, "e3"),
-            "entity_shortcut": (_capitalized(self.r2_template.format(self.e1)), "e3"),
-            "relation_shortcut": (_capitalized(self.r2_template.format(self.r1_phrase.format(PLACEHOLDER))), "e3"),
+            "first_hop": (capitalize(self.r1_template.format(self.e1)), "e2"),
+            "second_hop": (capitalize(self.r2_template.format(self.e2)), "e3"),
+            "composition": (self.composed(capitalize=protocol != "biran2024"), "e3"),
+            "entity_shortcut": (capitalize(self.r2_template.format(self.e1)), "e3"),
+            "relation_shortcut": (relation, "e3"),
         }
 
 
@@ -129,6 +156,12 @@ def mentions(text: str, names: list[str]) -> bool:
     Word boundaries keep a short alias from matching inside another word ("US" in "business").
     """
     return any(re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, flags=re.IGNORECASE) for name in names)
+
+
+def contains(text: str, names: list[str]) -> bool:
+    """Biran et al.'s answer check (``utils.check_answer_in_pred``): any of ``names`` as a substring of ``text``, ignoring case ("CA" is found in "America")."""
+    text = text.lower()
+    return any(name.lower() in text for name in names)
 
 
 # Relations: name -> (template, phrase). The subject fills "{}".
@@ -317,10 +350,12 @@ def hopping_too_late_rows(frame: pd.DataFrame, where: str) -> TextDataset:
 
     Their templates are noun phrases ("the currency of {}"); the source prompt
     is r2's phrase around r1's phrase plus " is", and a single-hop check is a
-    phrase plus " is". So here ``r1_phrase`` is their r1 template and the two
-    prompt templates are their phrases plus " is": the prompts equal theirs
-    (up to the capital first letter). Relations are named by ``r1_type`` /
-    ``r2_type`` (Wikidata labels) where present, else by their ids.
+    phrase plus " is". So here ``r1_phrase`` is their r1 template, ``r2_phrase``
+    their r2 template, and the two prompt templates are their phrases plus
+    " is": the prompts equal theirs (``biran2024`` leaves them as written;
+    ours capitalizes the first letter). A ``source_prompt`` column, where the
+    file has one, is taken as the composed prompt. Relations are named by
+    ``r1_type`` / ``r2_type`` (Wikidata labels) where present, else by their ids.
     """
     missing = [c for c in _HTL_COLUMNS if c not in frame.columns]
     if missing:
@@ -332,5 +367,6 @@ def hopping_too_late_rows(frame: pd.DataFrame, where: str) -> TextDataset:
             r1=str(row.get("r1_type") or row.get("r1") or "r1"), r2=str(row.get("r2_type") or row.get("r2") or "r2"),
             e2_aliases=_name_list(row["e2_aliases"]), e3_aliases=_name_list(row["e3_aliases"]),
             r1_phrase=str(row["r1_template"]), r1_template=f"{row['r1_template']} is", r2_template=f"{row['r2_template']} is",
+            r2_phrase=str(row["r2_template"]), prompt=str(row["source_prompt"]) if isinstance(row.get("source_prompt"), str) else None,
         ))
     return two_hop_dataset(records, {"format": "Biran et al. 2024, data/two_hop.csv"}, where)

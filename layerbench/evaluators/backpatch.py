@@ -9,6 +9,13 @@ greedily. ``ls > lt`` is back-patching; ``ls < lt`` (optional) forward patching.
 A query counts as answered when a label or alias of the answer appears,
 case-insensitively and as a whole word, in the greedy continuation.
 
+The ``biran2024`` protocol follows the authors' code instead: prompts as
+written (lowercase relation phrases), an answer found as a substring of the
+continuation among the label and the aliases longer than one character,
+source and target layers among the block outputs 1..L (their ``model.layers``
+0..L-1), and the oracle reported for the initially correct queries as well as
+the incorrect ones (``backpatch_success``, their "Backpatching success" table).
+
 Cost: one clean forward per query gives every source state and the key/value
 cache. A patch at position ``p`` leaves every state before ``p`` unchanged,
 so each variant re-runs only positions ``p..T-1`` on a copy of the cached
@@ -29,7 +36,7 @@ import pandas as pd
 import torch
 
 from layerbench.data.dataset import TextDataset
-from layerbench.data.two_hop import CHECKS, TwoHopQuery, mentions, parse_queries
+from layerbench.data.two_hop import CHECKS, TwoHopQuery, contains, mentions, parse_queries
 from layerbench.errors import UserError
 from layerbench.evaluators.probe import SUMMARY_LAYER
 from layerbench.models.generation import generate, greedy_from_cache
@@ -45,9 +52,18 @@ def queries_of(data: TextDataset, task: str) -> list[TwoHopQuery]:
     return parse_queries(data.records, f"task '{task}'")
 
 
-def settled(text: str, names: list[str]) -> bool:
-    """Whether more tokens can no longer change ``mentions(text, names)``: a name has appeared and a non-word character follows it."""
+def settled(text: str, names: list[str], substring: bool = False) -> bool:
+    """Whether more tokens can no longer change the verdict: a name has appeared (as a substring, or as a word followed by a non-word character)."""
+    if substring:
+        return contains(text, names)
     return any(re.search(rf"(?<!\w){re.escape(name)}(?=\W)", text, flags=re.IGNORECASE) for name in names)
+
+
+def answer_check(settings: BackpatchSettings):
+    """``(names of an entity of a query, verdict of a text)`` under the settings' protocol: whole words over all names, or Biran et al.'s substrings."""
+    if settings.protocol == "biran2024":
+        return (lambda q, entity: q.substring_answers(entity)), contains
+    return (lambda q, entity: q.answers(entity)), mentions
 
 
 def e1_last_token(handle: ModelHandle, prompt: str, e1: str) -> int:
@@ -61,8 +77,12 @@ def e1_last_token(handle: ModelHandle, prompt: str, e1: str) -> int:
 
 
 def layer_pairs(n_layers: int, settings: BackpatchSettings) -> list[tuple[int, int]]:
-    """(source, target) layer pairs of the sweep: ls > lt, plus ls < lt with forward patching; over every ``layer_step``-th layer and the last."""
-    grid = sorted(set(range(0, n_layers + 1, settings.layer_step)) | {n_layers})
+    """(source, target) layer pairs of the sweep: ls > lt, plus ls < lt with forward patching; over every ``layer_step``-th layer and the last.
+
+    Ours ranges over layers 0..L (the embedding output included); ``biran2024`` over the block outputs 1..L.
+    """
+    first = 1 if settings.protocol == "biran2024" else 0
+    grid = sorted(set(range(first, n_layers + 1, settings.layer_step)) | {n_layers})
     return [(ls, lt) for lt in grid for ls in grid if ls > lt or (settings.forward_patching and ls < lt)]
 
 
@@ -71,13 +91,14 @@ def _accepts_logits_to_keep(model) -> bool:
 
 
 def sweep_query(handle: ModelHandle, prompt: str, positions: dict[str, int], pairs: list[tuple[int, int]],
-                names: list[str], max_new_tokens: int, batch_size: int) -> dict[tuple[str, int, int], str]:
+                names: list[str], max_new_tokens: int, batch_size: int, substring: bool = False) -> dict[tuple[str, int, int], str]:
     """Greedy continuations of ``prompt`` under every (position, ls, lt) patch.
 
     Args:
         positions: name -> token index ``p`` to patch at.
         pairs: (source layer, target layer) pairs.
         names: the answer's label and aliases (decoding of a variant stops once one is settled).
+        substring: names are found as substrings (Biran et al.), not as whole words.
 
     Returns:
         ``{(position, ls, lt): continuation}``.
@@ -104,7 +125,7 @@ def sweep_query(handle: ModelHandle, prompt: str, positions: dict[str, int], pai
                 cache.batch_repeat_interleave(len(chunk))
             with torch.no_grad(), patch_positions(handle, targets, 0, states[sources, p]):
                 result = model(input_ids=ids[:, p:].expand(len(chunk), -1), past_key_values=cache, use_cache=True, **extra)
-            texts = greedy_from_cache(handle, result.logits[:, -1], result.past_key_values, max_new_tokens, lambda t: settled(t, names))
+            texts = greedy_from_cache(handle, result.logits[:, -1], result.past_key_values, max_new_tokens, lambda t: settled(t, names, substring))
             out |= {(position, ls, lt): text for (ls, lt), text in zip(chunk, texts)}
     return out
 
@@ -116,9 +137,9 @@ def _share_rows(metric: str, flags: np.ndarray, subset: str, layer: int = SUMMAR
     return dict(metric=metric, layer=layer, source_layer=source_layer, value=value, stderr=stderr, n=n, higher_is_better=True, subset=subset)
 
 
-def lens_rows(handle: ModelHandle, queries: list[TwoHopQuery], batch_size: int) -> list[dict]:
-    """Per layer, where the answer (e3) and the bridge (e2) rank under the logit lens at the prompt's last token, and the lens entropy."""
-    states = last_token_states(handle, [q.source_prompt for q in queries], batch_size)
+def lens_rows(handle: ModelHandle, queries: list[TwoHopQuery], prompts: list[str], batch_size: int) -> list[dict]:
+    """Per layer, where the answer (e3) and the bridge (e2) rank under the logit lens at each prompt's last token, and the lens entropy."""
+    states = last_token_states(handle, prompts, batch_size)
     rows = []
     for entity, word in (("answer", "e3"), ("bridge", "e2")):
         targets = torch.tensor([first_token_id(handle, getattr(q, word)) for q in queries])
@@ -140,11 +161,12 @@ def lens_rows(handle: ModelHandle, queries: list[TwoHopQuery], batch_size: int) 
 
 def run_checks(handle: ModelHandle, queries: list[TwoHopQuery], settings: BackpatchSettings) -> dict[str, np.ndarray]:
     """The five checks of every query: ``{check: [N] bool}`` (greedy continuations, batched with left padding)."""
+    names_of, found = answer_check(settings)
     results = {}
     for check in CHECKS:
-        prompts = [q.check_prompts()[check] for q in queries]
+        prompts = [q.check_prompts(settings.protocol)[check] for q in queries]
         texts = generate(handle, [p for p, _ in prompts], settings.max_new_tokens)
-        results[check] = np.array([mentions(t[0], q.answers(entity)) for t, q, (_, entity) in zip(texts, queries, prompts)])
+        results[check] = np.array([found(t[0], names_of(q, entity)) for t, q, (_, entity) in zip(texts, queries, prompts)])
     return results
 
 
@@ -159,9 +181,11 @@ def evaluate_backpatch(handle: ModelHandle, data: TextDataset, spec: TaskSpec, s
     """
     settings: BackpatchSettings = spec.settings
     queries = queries_of(data, spec.name)
+    names_of, found = answer_check(settings)
+    prompts = [q.composed(capitalize=settings.protocol != "biran2024") for q in queries]
     checks = run_checks(handle, queries, settings)
     rows = [_share_rows(f"{check}_correct" if "shortcut" not in check else check, checks[check], "all") for check in CHECKS]
-    rows += lens_rows(handle, queries, settings.batch_size)
+    rows += lens_rows(handle, queries, prompts, settings.batch_size)
 
     known = checks["first_hop"] & checks["second_hop"] & ~checks["entity_shortcut"] & ~checks["relation_shortcut"]
     swept = np.flatnonzero(known if settings.sweep == "known-hops" else np.ones(len(queries), bool))
@@ -170,15 +194,16 @@ def evaluate_backpatch(handle: ModelHandle, data: TextDataset, spec: TaskSpec, s
     pairs = layer_pairs(handle.n_layers, settings)
     outcome: dict[tuple[str, int, int], list[bool]] = {}
     for i in swept:
-        q = queries[i]
+        q, prompt = queries[i], prompts[i]
         positions = {}
         if "e1-last" in settings.positions:
-            positions["e1-last"] = e1_last_token(handle, q.source_prompt, q.e1)
+            positions["e1-last"] = e1_last_token(handle, prompt, q.e1)
         if "prompt-last" in settings.positions:
-            positions["prompt-last"] = len(handle.tokenizer(q.source_prompt)["input_ids"]) - 1
-        names = q.answers("e3")
-        for key, text in sweep_query(handle, q.source_prompt, positions, pairs, names, settings.max_new_tokens, settings.batch_size).items():
-            outcome.setdefault(key, []).append(mentions(text, names))
+            positions["prompt-last"] = len(handle.tokenizer(prompt)["input_ids"]) - 1
+        names = names_of(q, "e3")
+        substring = settings.protocol == "biran2024"
+        for key, text in sweep_query(handle, prompt, positions, pairs, names, settings.max_new_tokens, settings.batch_size, substring).items():
+            outcome.setdefault(key, []).append(found(text, names))
     was_right = checks["composition"][swept]
     for position in settings.positions:
         for group, members in (("was-wrong", ~was_right), ("was-right", was_right)):
@@ -186,11 +211,14 @@ def evaluate_backpatch(handle: ModelHandle, data: TextDataset, spec: TaskSpec, s
                 flags = np.array(outcome.get((position, ls, lt), []), dtype=bool)
                 rows.append(_share_rows("patched_correct", flags[members] if len(flags) else flags, f"{position}+{group}", layer=lt, source_layer=ls))
         back = [(ls, lt) for ls, lt in pairs if ls > lt]
-        fixed = np.array([any(outcome[(position, ls, lt)][k] for ls, lt in back) for k in range(len(swept))], dtype=bool) if len(swept) else np.zeros(0, bool)
-        wrong = fixed[~was_right] if len(swept) else fixed
+        # Some back-patch (ls > lt) gives the answer: for a wrong query a fix, for a right one a kept answer.
+        hit = np.array([any(outcome[(position, ls, lt)][k] for ls, lt in back) for k in range(len(swept))], dtype=bool) if len(swept) else np.zeros(0, bool)
+        wrong = hit[~was_right] if len(swept) else hit
         rows.append(_share_rows("oracle_fix_rate", wrong, position))
         rows.append(dict(metric="oracle_fixed", layer=SUMMARY_LAYER, source_layer=None, value=float(wrong.sum()), stderr=float("nan"),
                          n=len(wrong), higher_is_better=True, subset=position))
+        for group, members in (("was-wrong", ~was_right), ("was-right", was_right)):
+            rows.append(_share_rows("backpatch_success", hit[members] if len(swept) else hit, f"{position}+{group}"))
     frame = pd.DataFrame(rows)
     frame["source_layer"] = frame["source_layer"].astype("Int64")
     return frame

@@ -20,6 +20,10 @@ Rows: the per-layer agreement curves of correct and incorrect paths; the
 AUROC of IC for telling correct from incorrect paths; the accuracy of greedy
 decoding, of self-consistency (the majority over K paths) and of
 self-consistency with each vote weighted by its path's IC.
+
+The ``xie2024`` protocol (:func:`evaluate_xie2024`) follows the authors'
+released code (zhxieml/internal-consistency ``decode.py``, ``extract.py``,
+``eval_sc.py``) instead; its module-level helpers say what each step reads.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import torch
 from layerbench.data.dataset import TextDataset
 from layerbench.errors import UserError
 from layerbench.evaluators.probe import SUMMARY_LAYER
+from layerbench.metrics.arrays import mean_and_stderr
 from layerbench.models.generation import generate
 from layerbench.models.loading import ModelHandle
 from layerbench.models.residual import continuation_states, first_token_id, lens_logits
@@ -116,6 +121,8 @@ def question_prompts(data: TextDataset, settings: ConsistencySettings, task: str
 def evaluate_consistency(handle: ModelHandle, data: TextDataset, spec: TaskSpec, seed: int) -> pd.DataFrame:
     """Sample paths, read every layer's latent answer with the logit lens, and score internal consistency (module docstring)."""
     settings: ConsistencySettings = spec.settings
+    if settings.protocol == "xie2024":
+        return evaluate_xie2024(handle, data, spec, seed)
     labels, questions, prompts = question_prompts(data, settings, spec.name)
     stops = ["answer is", "\n\n", "\nQ:"]  # what cut_path cuts at: nothing after it is read
     sampled = generate(handle, prompts, settings.max_new_tokens, batch_size=max(1, 32 // settings.paths), sample=True,
@@ -173,6 +180,207 @@ def evaluate_consistency(handle: ModelHandle, data: TextDataset, spec: TaskSpec,
         "mean_ic_correct": (float(ic[ok].mean()) if ok.any() else float("nan"), int(ok.sum()), None),
         "mean_ic_incorrect": (float(ic[~ok].mean()) if (~ok).any() else float("nan"), int((~ok).sum()), None),
         "paths_with_answer": (float(reached.mean()), len(reached), None),
+    }
+    rows += [dict(metric=m, layer=SUMMARY_LAYER, value=v, stderr=float("nan"), n=n, higher_is_better=h, subset="all") for m, (v, n, h) in summary.items()]
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------
+# The xie2024 protocol: Xie et al.'s released code, step by step.
+# ---------------------------------------------------------------------------
+
+XIE_PERMUTATIONS = 100  # eval_sc.py's NUM_PERMS: tie-breaking draws averaged
+
+
+def _query_block(record: dict | None, text: str) -> str:
+    """An item's query block ``"{context}\nQ: {question}"``: from its record (the papers' files), else ``"Q: True or false: {text}"``."""
+    from layerbench.data.paper_files import query_block
+
+    if record is not None and "question" in record:
+        return query_block(record.get("context"), record["question"])
+    return query_block(None, f"True or false: {text}")
+
+
+def xie2024_prompts(data: TextDataset, settings: ConsistencySettings, task: str) -> tuple[np.ndarray, list[int], list[str]]:
+    """``format_icl`` of every question: worked examples ``"{block}\nA: {chain} {answer}\n\n"``, then ``"{block}\nA:"``.
+
+    The examples are the item's own (its record's ``exemplars``: ProntoQA,
+    ProofWriter), else the spec's ``exemplars`` (BoolQ, coin flip), else the
+    first ``shots`` items with a ``rationale`` record, alternating labels
+    (left out of the questions). No answer trigger: the answer word follows
+    the chain after a space (``answer_formatter = lambda ans: ans``).
+
+    Returns:
+        The items' truth ``[N]``, the indices of the items asked, their prompts.
+    """
+    if data.labels is None:
+        raise UserError(f"task '{task}': internal consistency needs true/false labels")
+    labels = np.array([str(v).lower() == "true" for v in data.labels])
+    first, second = settings.answers
+    records = data.records or [None] * len(data)
+    shots: list[tuple[str, str, bool]] = []
+    order: list[int] = []
+    if settings.exemplars:
+        shots = [(_query_block({"context": e.context, "question": e.question}, e.question), e.rationale, e.answer) for e in settings.exemplars]
+    elif not all(r is not None and r.get("exemplars") for r in records):
+        if any(r is None or "rationale" not in r for r in records):
+            raise UserError(f"task '{task}': internal consistency needs worked examples: 'exemplars' in the evaluator settings, per-item exemplars, or a 'rationale' per item")
+        order = [i for pair in zip(np.flatnonzero(labels), np.flatnonzero(~labels)) for i in pair][: settings.shots]
+        shots = [(_query_block(records[i], data.texts[i]), records[i]["rationale"], bool(labels[i])) for i in order]
+    questions = [i for i in range(len(data)) if i not in set(order)]
+    if not questions:
+        raise UserError(f"task '{task}': no questions left after taking {settings.shots} worked examples")
+    prompts = []
+    for i in questions:
+        own = records[i].get("exemplars") if records[i] is not None else None
+        examples = [(_query_block(e, e["question"]), e["rationale"], bool(e["answer"])) for e in own] if own and not settings.exemplars else shots
+        text = "".join(f"{block}\nA: {rationale} {first if answer else second}\n\n" for block, rationale, answer in examples)
+        prompts.append(text + f"{_query_block(records[i], data.texts[i])}\nA:")
+    return labels, questions, prompts
+
+
+def xie2024_cut(output: str) -> str:
+    """The chain ``extract.py`` reads the lens after: the path without its last ". "-separated sentence, ending in "." (the whole path if it has one sentence)."""
+    sentences = output.split(". ")[:-1]
+    chain = ". ".join(sentences) if sentences else output
+    return chain if chain.endswith(".") else chain + "."
+
+
+def xie2024_stop(text: str) -> str:
+    """A sampled path as ``decode.py`` keeps it: up to its first newline (vLLM's stop tokens [13, 13] are Llama 2's newline), stripped."""
+    return text.split("\n")[0].strip()
+
+
+def median_calibration(probs: np.ndarray) -> np.ndarray:
+    """``eval_sc.py``'s calibration of one vote index: each (layer, answer) probability against its median over questions.
+
+    Args:
+        probs: ``[Q, L+1, 2]`` the two answers' probabilities per question and layer.
+
+    Returns:
+        ``[Q, L+1, 2]``: 1 above the median, 1/2 at it, 0 below (``torch.quantile(..., 1/2)``, linear interpolation).
+    """
+    median = np.quantile(probs, 0.5, axis=0, keepdims=True)
+    return (probs > median).astype(np.float64) + 0.5 * (probs == median)
+
+
+def weighted_mode(values: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> float:
+    """``eval_sc.py``'s ``weighed_mode_rand_ties``: the value with the most total weight, ties broken at random."""
+    totals: dict[float, float] = {}
+    for v, w in zip(values.tolist(), weights.tolist()):
+        totals[v] = totals.get(v, 0.0) + w
+    best = max(totals.values())
+    ties = [v for v, t in totals.items() if t == best]
+    return float(ties[0] if len(ties) == 1 else rng.choice(ties))
+
+
+def xie2024_scores(probs: np.ndarray, truth: np.ndarray, seed: int = 0, permutations: int = XIE_PERMUTATIONS) -> dict[str, np.ndarray | float]:
+    """IC, correctness and votes of V paths of each of Q questions, as ``eval_sc.py`` computes them.
+
+    Args:
+        probs: ``[Q, V, L+1, 2]`` probabilities of (first answer, second answer), per question, vote index and layer.
+        truth: ``[Q]`` whether the first answer is right.
+
+    Returns:
+        ``consistency`` ``[Q, V, L+1]`` (each layer's calibrated score of the calibrated final answer),
+        ``ic`` ``[Q, V]`` (its sum over all L+1 layers), ``score`` ``[Q, V]`` (the calibrated final score of the
+        true answer: 1, 1/2 or 0), ``correct`` ``[Q, V]`` (the calibrated final answer is the true one),
+        and ``sc_accuracy`` / ``ic_weighted_sc_accuracy``: the mean over questions of the (IC-weighted)
+        mode of ``score`` over all votes, averaged over ``permutations`` seeded tie-breaking draws.
+    """
+    n_questions, n_votes = probs.shape[:2]
+    gold = np.where(truth, 0, 1)  # label index: the first answer is index 0 (their label_map True: 0)
+    consistency = np.empty(probs.shape[:3])
+    score = np.empty((n_questions, n_votes))
+    correct = np.empty((n_questions, n_votes), dtype=bool)
+    for v in range(n_votes):
+        calibrated = median_calibration(probs[:, v])  # [Q, L+1, 2]
+        final = calibrated[:, -1].argmax(-1)  # ties go to the first answer, as torch's max does
+        consistency[:, v] = np.take_along_axis(calibrated, final[:, None, None], axis=2)[..., 0]
+        score[:, v] = calibrated[np.arange(n_questions), -1, gold]
+        correct[:, v] = final == gold
+    ic = consistency.sum(axis=2)
+    rng = np.random.default_rng(seed)
+    sc, weighted = [], []
+    for _ in range(permutations):
+        sc.append(np.mean([weighted_mode(score[q], np.ones(n_votes), rng) for q in range(n_questions)]))
+        weighted.append(np.mean([weighted_mode(score[q], ic[q], rng) for q in range(n_questions)]))
+    return {"consistency": consistency, "ic": ic, "score": score, "correct": correct,
+            "sc_accuracy": float(np.mean(sc)), "ic_weighted_sc_accuracy": float(np.mean(weighted))}
+
+
+def xie2024_sample(handle: ModelHandle, prompts: list[str], settings: ConsistencySettings, seed: int) -> list[list[str]]:
+    """``decode.py``: ``seeds`` rounds of ``paths`` sampled paths per prompt, each stopped at its first newline: ``[Q][seeds * paths]`` texts."""
+    outputs: list[list[str]] = [[] for _ in prompts]
+    for round_ in range(settings.seeds):
+        sampled = generate(handle, prompts, settings.max_new_tokens, batch_size=max(1, 32 // settings.paths), sample=True,
+                           temperature=settings.temperature, top_p=settings.top_p, num_return_sequences=settings.paths,
+                           seed=seed + 1000 * round_, stop_strings=["\n"])
+        for q, texts in enumerate(sampled):
+            outputs[q] += [xie2024_stop(t) for t in texts]
+    return outputs
+
+
+def xie2024_read(handle: ModelHandle, prompts: list[str], outputs: list[list[str]], answers: tuple[str, str]) -> np.ndarray:
+    """``extract.py``: every layer's probabilities of the two answers at the last token of ``prompt + " " + cut path``.
+
+    Layers 0..L-1 through the final norm and the unembedding (the logit
+    lens), layer L the model's own logits (the lens of the raw last layer is
+    exactly those); a softmax over the two answer tokens.
+
+    Returns:
+        float64 ``[Q, V, L+1, 2]``, V paths per prompt.
+    """
+    n_votes = len(outputs[0])
+    states = torch.empty(handle.n_layers + 1, len(prompts) * n_votes, handle.hidden_size)
+    for q, prompt in enumerate(prompts):
+        states[:, q * n_votes : (q + 1) * n_votes] = continuation_states(handle, prompt, [" " + xie2024_cut(o) for o in outputs[q]])
+    answer_ids = [first_token_id(handle, answer) for answer in answers]
+    with torch.no_grad():
+        logits = torch.stack([lens_logits(handle, states[layer])[:, answer_ids] for layer in range(states.shape[0])])  # [L+1, P, 2]
+    probs = torch.softmax(logits, dim=-1).numpy().astype(np.float64)
+    return probs.transpose(1, 0, 2).reshape(len(prompts), n_votes, states.shape[0], 2)
+
+
+def evaluate_xie2024(handle: ModelHandle, data: TextDataset, spec: TaskSpec, seed: int) -> pd.DataFrame:
+    """Internal consistency as Xie et al.'s released code measures it.
+
+    ``seeds`` x ``paths`` paths per question (temperature, top_p, up to
+    ``max_new_tokens``, stopped at the first newline); each path cut before its
+    last sentence (:func:`xie2024_cut`) and read by the logit lens at its last
+    token, no answer cue, over the two answer tokens; calibrated per vote index
+    at the median (:func:`median_calibration`); IC summed over all L+1 layers;
+    votes weighted by IC with random tie-breaking (:func:`xie2024_scores`).
+
+    Rows (subset ``all`` unless said): ``ic_auroc`` (IC telling paths whose
+    calibrated final answer is right from wrong ones), ``sc_accuracy``,
+    ``ic_weighted_sc_accuracy``, ``path_accuracy`` (mean calibrated score of the
+    true answer), ``mean_ic_correct`` / ``mean_ic_incorrect`` (IC / (L+1)),
+    ``paths_with_answer``; per layer ``calibrated_agreement`` of correct and incorrect paths.
+    """
+    settings: ConsistencySettings = spec.settings
+    labels, questions, prompts = xie2024_prompts(data, settings, spec.name)
+    outputs = xie2024_sample(handle, prompts, settings, seed)
+    probs = xie2024_read(handle, prompts, outputs, settings.answers)
+    n_layers = probs.shape[2]
+    truth = labels[questions]
+    result = xie2024_scores(probs, truth, seed)
+    correct, ic = result["correct"].ravel(), result["ic"].ravel()
+    rows = []
+    for subset, members in (("correct-paths", correct), ("incorrect-paths", ~correct)):
+        agreement = result["consistency"].reshape(-1, n_layers)[members].T  # [L+1, paths]
+        mean, stderr, count = mean_and_stderr(agreement) if agreement.shape[1] else (np.full(n_layers, np.nan), np.full(n_layers, np.nan), np.zeros(n_layers, int))
+        rows += [dict(metric="calibrated_agreement", layer=layer, value=float(mean[layer]), stderr=float(stderr[layer]), n=int(count[layer]),
+                      higher_is_better=None, subset=subset) for layer in range(n_layers)]
+    with_answer = np.array([any(a.lower() in o.lower() for a in settings.answers) for per in outputs for o in per], dtype=float)
+    summary = {
+        "ic_auroc": (_auroc(ic, correct), len(correct), True),
+        "sc_accuracy": (result["sc_accuracy"], len(questions), True),
+        "ic_weighted_sc_accuracy": (result["ic_weighted_sc_accuracy"], len(questions), True),
+        "path_accuracy": (float(result["score"].mean()), len(correct), True),
+        "mean_ic_correct": (float(ic[correct].mean() / n_layers) if correct.any() else float("nan"), int(correct.sum()), None),
+        "mean_ic_incorrect": (float(ic[~correct].mean() / n_layers) if (~correct).any() else float("nan"), int((~correct).sum()), None),
+        "paths_with_answer": (float(with_answer.mean()), len(with_answer), None),
     }
     rows += [dict(metric=m, layer=SUMMARY_LAYER, value=v, stderr=float("nan"), n=n, higher_is_better=h, subset="all") for m, (v, n, h) in summary.items()]
     return pd.DataFrame(rows)

@@ -71,9 +71,9 @@ class UrlSource(_TableFields):
     """A public file fetched over HTTP(S) (needs the network), pinned by the commit in its URL and checked against its digest.
 
     ``format`` is ``csv``, ``tsv``, ``jsonl``, ``json`` (``record_path`` names
-    the list of records, or a mapping whose values are the records) or
-    ``lines`` (one ``<label> <text>`` per line). Nested JSON fields are named
-    with dots (``target_scores.Yes``).
+    the list of records, or a mapping whose values are the records),
+    ``parquet`` or ``lines`` (one ``<label> <text>`` per line). Nested JSON
+    fields are named with dots (``target_scores.Yes``).
 
     ``sha256`` is the file's digest; ``git_blob`` its git object id
     (``git ls-tree`` of the pinned commit lists it, also for files too large
@@ -82,7 +82,7 @@ class UrlSource(_TableFields):
 
     source: Literal["url"]
     url: str = Field(pattern=r"^https?://")
-    format: Literal["csv", "tsv", "jsonl", "json", "lines"]
+    format: Literal["csv", "tsv", "jsonl", "json", "parquet", "lines"]
     record_path: str | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     git_blob: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")
