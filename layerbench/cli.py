@@ -158,17 +158,62 @@ def list_tasks(family) -> None:
 
 
 @app.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
-def validate(paths) -> None:
-    """Check task and suite specs (files, or folders of them with their suites/); exit 2 if any is malformed."""
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--online", is_flag=True, help="Also check that every network source resolves to what its spec pins (downloads url files; needs the network).")
+@click.option("--suite", default=None, help="With --online: check the network sources of this suite's tasks.")
+@click.option("--tasks", "-t", "tasks", multiple=True, help="With --online: check these tasks' network sources (comma-separated).")
+def validate(paths, online, suite, tasks) -> None:
+    """Check task and suite specs (files, or folders of them with their suites/); exit 2 if any is malformed.
+
+    With --online, also check each network source (a pinned file's digest and
+    labels, a Hub data set's revision, an mteb task's data set) of the given
+    specs, --suite or --tasks.
+    """
     from layerbench.specs import validate_path
 
+    if not (paths or (online and (suite or tasks))):
+        raise click.UsageError("give spec files or folders" + (", --suite or --tasks" if online else "") + " to validate")
+    if (suite or tasks) and not online:
+        raise click.UsageError("--suite and --tasks go with --online")
     problems = [problem for path in paths for _, problem in validate_path(path)]
     for problem in problems:
         click.echo(f"error: {problem}", err=True)
     if problems:
         raise UserError(f"{len(problems)} malformed spec(s)")
-    click.echo(f"all specs valid: {', '.join(paths)}")
+    if paths:
+        click.echo(f"all specs valid: {', '.join(paths)}")
+    if online:
+        _validate_online(paths, suite, _split(tasks))
+
+
+def _validate_online(paths, suite, tasks) -> None:
+    """Check the network sources of the specs under ``paths``, of ``suite`` and of ``tasks``; exit 2 if any does not resolve."""
+    from pathlib import Path
+
+    from layerbench.api import resolve_tasks
+    from layerbench.data.online import check_online, is_network_source
+    from layerbench.specs import load_task_file
+
+    specs = []
+    for path in map(Path, paths):
+        files = [path] if path.is_file() else sorted(path.glob("*.yaml"))
+        specs += [load_task_file(f) for f in files if f.parent.name != "suites"]
+    if suite or tasks:
+        specs += resolve_tasks(tasks or None, suite)[0]
+    network = [spec for spec in specs if is_network_source(spec)]
+    if not network:
+        click.echo("no network sources to check")
+        return
+    failed = 0
+    for spec in network:
+        try:
+            click.echo(f"ok: {spec.name}: {check_online(spec)}")
+        except UserError as exc:
+            failed += 1
+            click.echo(f"error: {spec.name}: {exc}", err=True)
+    if failed:
+        raise UserError(f"{failed} of {len(network)} network source(s) do not resolve")
+    click.echo(f"all {len(network)} network source(s) resolve")
 
 
 @app.command()
