@@ -3,7 +3,8 @@
 Rows with ``layer >= 0`` read one layer; rows with ``layer == -1`` summarize a
 task over layers (concept depth, back-patching fix rate, IC AUROC). Patched
 rows (``source_layer`` set) are heat-map cells, not layer curves, and are
-left out of curves and best layers.
+left out of curves and best layers. A task measured under several protocols
+or capture sites is kept apart by the ``protocol`` and ``site`` columns.
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pandas as pd
 
 from layerbench.errors import UserError
 
-GROUP = ["model", "revision", "task", "subset", "split", "metric"]
+GROUP = ["model", "revision", "task", "protocol", "site", "subset", "split", "metric"]
+# What one task's ranking is per: a model run of a task under one protocol at one site.
+TASK_KEY = ["model", "revision", "task", "protocol", "site"]
 # Summary rows the leaderboard shows per task when they exist, as (metric, column name).
 HEADLINE_SUMMARIES = (("converging_depth", "concept_depth"), ("oracle_fix_rate", "oracle_fix_rate"), ("ic_auroc", "ic_auroc"))
 
@@ -30,9 +33,14 @@ def _registered_main_scores() -> dict[str, str]:
 
 
 def main_metric(df: pd.DataFrame, task: str) -> str | None:
-    """The metric a task is ranked by: its spec's ``main_score`` when it is in the rows, else mteb's ``main_score``, else None."""
+    """The metric a task is ranked by: its spec's ``main_score`` when it is in the rows, else mteb's ``main_score``, else None.
+
+    ``task`` may carry a variant suffix (``concept-capitals@jin2024``, as the leaderboard names variants).
+    """
+    from layerbench.specs.protocols import base_task
+
     metrics = set(df.loc[df.task == task, "metric"])
-    for candidate in (_registered_main_scores().get(task), "main_score"):
+    for candidate in (_registered_main_scores().get(base_task(task)), "main_score"):
         if candidate in metrics:
             return candidate
     return None
@@ -62,7 +70,7 @@ def layer_curve(df: pd.DataFrame, task: str, metric: str, *, model: str | None =
 
 
 def best_layer(df: pd.DataFrame, task: str | None = None, metric: str | None = None) -> pd.DataFrame:
-    """The best layer of every (model, revision, task, subset, split, metric), by the metric's direction.
+    """The best layer of every (model, revision, task, protocol, site, subset, split, metric), by the metric's direction.
 
     Args:
         df: result rows.
@@ -97,9 +105,9 @@ def best_layer(df: pd.DataFrame, task: str | None = None, metric: str | None = N
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, revision, task): its main metric's best and last layer, plus the task's headline summaries.
+    """One row per (model, revision, task, protocol, site): its main metric's best and last layer, plus the task's headline summaries.
 
-    Columns: ``model, revision, task, metric, best_layer, best_depth,
+    Columns: ``model, revision, task, protocol, site, metric, best_layer, best_depth,
     best_value, last_value, gain`` (NaN when the main metric has no per-layer
     rows) and ``concept_depth`` (converging depth of a probe task),
     ``oracle_fix_rate`` (back-patching, first position in name order),
@@ -107,16 +115,16 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     """
     best = best_layer(df)
     # A task whose main metric has several subsets (robustness variants) is ranked on the first in name order.
-    best = best.sort_values(["model", "revision", "task", "subset", "split"]).drop_duplicates(["model", "revision", "task"])
-    keys = df[["model", "revision", "task"]].drop_duplicates()
-    out = keys.merge(best.drop(columns=["subset", "split"]), on=["model", "revision", "task"], how="left")
+    best = best.sort_values([*TASK_KEY, "subset", "split"]).drop_duplicates(TASK_KEY)
+    keys = df[TASK_KEY].drop_duplicates()
+    out = keys.merge(best.drop(columns=["subset", "split"]), on=TASK_KEY, how="left")
     out["metric"] = [main_metric(df, t) for t in out.task]
     summaries = df[df.layer == -1].sort_values("subset")
     for metric, column in HEADLINE_SUMMARIES:
-        values = summaries[summaries.metric == metric].drop_duplicates(["model", "revision", "task"])[["model", "revision", "task", "value"]]
-        out = out.merge(values.rename(columns={"value": column}), on=["model", "revision", "task"], how="left")
+        values = summaries[summaries.metric == metric].drop_duplicates(TASK_KEY)[[*TASK_KEY, "value"]]
+        out = out.merge(values.rename(columns={"value": column}), on=TASK_KEY, how="left")
         out[column] = out[column].astype(float)
-    return out.sort_values(["model", "task"]).reset_index(drop=True)
+    return out.sort_values(["model", "task", "protocol", "site"]).reset_index(drop=True)
 
 
 def metric_predicts_best_layer(df: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -130,11 +138,11 @@ def metric_predicts_best_layer(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     against the score at the last layer and at the true best layer.
 
     Returns:
-        Columns ``model, task, spearman, picked_layer, picked_score, last_score, best_score``.
+        Columns ``model, task, protocol, site, spearman, picked_layer, picked_score, last_score, best_score``.
     """
     rows = layer_rows(df)
     out = []
-    for (model, task), group in rows.groupby(["model", "task"], sort=True):
+    for (model, task, protocol, site), group in rows.groupby(["model", "task", "protocol", "site"], sort=True):
         main = main_metric(df, task)
         if main is None or main == metric:
             continue
@@ -153,6 +161,6 @@ def metric_predicts_best_layer(df: pd.DataFrame, metric: str) -> pd.DataFrame:
         # A constant curve has no ranking: its correlation is undefined, not zero.
         rho = np.nan if ranked.nunique() < 2 or score.nunique() < 2 else ranked.corr(score, method="spearman")
         picked = int(layers.max()) if descriptive else int(ranked.idxmax())
-        out.append(dict(model=model, task=task, spearman=float(rho), picked_layer=picked, picked_score=float(scores[picked]),
+        out.append(dict(model=model, task=task, protocol=protocol, site=site, spearman=float(rho), picked_layer=picked, picked_score=float(scores[picked]),
                         last_score=float(scores[layers.max()]), best_score=float(scores.max() if higher else scores.min())))
-    return pd.DataFrame(out, columns=["model", "task", "spearman", "picked_layer", "picked_score", "last_score", "best_score"])
+    return pd.DataFrame(out, columns=["model", "task", "protocol", "site", "spearman", "picked_layer", "picked_score", "last_score", "best_score"])

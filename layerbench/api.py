@@ -32,7 +32,7 @@ from layerbench.models.resolve import resolve_checkpoint
 from layerbench.models.loading import DTYPES, load_checkpoint, quantization_kwargs, resolve_device
 from layerbench.results import ResultStore, complete_rows, load_results
 from layerbench.specs import SuiteSpec, TaskSpec, get_suite, get_task
-from layerbench.specs.protocols import OURS, check_protocol_names, get_protocol, resolve_protocol
+from layerbench.specs.protocols import check_protocol_names, resolve_protocol, variant_suffix
 from layerbench.specs.schema import INTERVENTION_FAMILIES
 from layerbench.storage import as_location
 
@@ -135,11 +135,8 @@ class Variant:
 
     @property
     def suffix(self) -> str:
-        """The result files' suffix: empty for ours on the residual stream, else ``@<protocol>`` and/or the site (``@jin2024``, ``@normed``)."""
-        parts = [self.protocol] if self.protocol != OURS else []
-        if self.site != (get_protocol(self.protocol).site or DEFAULT_SITE):
-            parts.append(self.site)
-        return "@" + "+".join(parts) if parts else ""
+        """The result files' suffix (:func:`layerbench.specs.protocols.variant_suffix`): empty for ours on the residual stream, else ``@jin2024``, ``@normed``..."""
+        return variant_suffix(self.protocol, self.site)
 
     @property
     def label(self) -> str:

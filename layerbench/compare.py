@@ -1,7 +1,7 @@
 """The regression gate: does a candidate's result set fall below a baseline's anywhere it counts?
 
-Two result sets are compared on every shared (task, subset, split, metric,
-layer, source_layer) row whose metric has a direction, and on each task's
+Two result sets are compared on every shared (task, protocol, site, subset,
+split, metric, layer, source_layer) row whose metric has a direction, and on each task's
 best-layer score (:func:`layerbench.analysis.best_layer`). A row regresses
 when its value moved against its direction (one-sided) by more than both the
 tolerance and ``z`` times the combined standard error
@@ -17,7 +17,7 @@ import pandas as pd
 from layerbench.analysis import best_layer
 from layerbench.errors import UserError
 
-ROW = ["task", "subset", "split", "metric", "layer", "source_layer"]
+ROW = ["task", "protocol", "site", "subset", "split", "metric", "layer", "source_layer"]
 
 
 def _with_best_layers(df: pd.DataFrame) -> pd.DataFrame:
@@ -26,7 +26,8 @@ def _with_best_layers(df: pd.DataFrame) -> pd.DataFrame:
     if best.empty:
         return df
     rows = pd.DataFrame({
-        "model": best.model, "revision": best.revision, "task": best.task, "subset": best.subset, "split": best.split,
+        "model": best.model, "revision": best.revision, "task": best.task, "protocol": best.protocol, "site": best.site,
+        "subset": best.subset, "split": best.split,
         "metric": "best:" + best.metric, "layer": -1, "source_layer": pd.NA, "value": best.best_value,
         "stderr": np.nan, "higher_is_better": True, "n": -1,
     })
@@ -45,7 +46,7 @@ def compare_results(base: pd.DataFrame, candidate: pd.DataFrame, tolerance: floa
         tasks: only these tasks.
 
     Returns:
-        Columns ``model, task, subset, split, metric, layer, source_layer,
+        Columns ``model, task, protocol, site, subset, split, metric, layer, source_layer,
         base, candidate, change`` (candidate minus base), ``drop`` (the change
         against the metric's direction, positive = worse; NaN without a
         direction), ``noise`` (z times the combined standard error) and
@@ -92,7 +93,7 @@ def format_report(report: pd.DataFrame, tolerance: float, z: float, show: int = 
     counts = report.verdict.value_counts()
     lines = [f"{len(report)} shared rows; tolerance {tolerance:g}, noise = {z:g} x combined stderr: "
              + ", ".join(f"{counts.get(v, 0)} {v}" for v in ("regression", "improvement", "within-noise", "changed"))]
-    view = ["task", "subset", "metric", "layer", "base", "candidate", "change", "noise"]
+    view = ["task", "protocol", "site", "subset", "metric", "layer", "base", "candidate", "change", "noise"]
     for verdict, ascending in (("regression", False), ("improvement", True)):
         part = report[report.verdict == verdict].sort_values("drop", ascending=ascending).head(show)
         if not part.empty:

@@ -64,7 +64,7 @@ def test_skean2024_equals_a_truncated_model_in_states_and_mteb_scores(smollm):
     spec = under("mteb-lee-sts", "skean2024")
     data = load_task_data(spec, limit=30)
     ours = capture_layers(smollm, data.texts, "mean", cache=False, sites=("normed",)).sites["normed"].pooled
-    for layer in (0, 15, 30):
+    for layer in (0, 15):  # layer L of the normed site is Hugging Face's last entry (tests/test_sites.py)
         theirs = _truncated_model_vectors(smollm.checkpoint.path, smollm.tokenizer, data.texts, layer)
         assert relative(ours[layer], theirs) < 1e-4, layer
         scores = [run_mteb(layer_encoder(states[None], data.texts), data.payload).task_results[0].get_score() for states in (ours[layer], theirs)]
@@ -166,9 +166,9 @@ def _biran_generate(handle, prompts: list[str], patch=None) -> list[str]:
 def test_biran2024_checks_and_back_patching_verdicts_equal_the_authors(smollm):
     from layerbench.evaluators.backpatch import e1_last_token, layer_pairs, run_checks, sweep_query
 
-    spec = under("backpatch-two-hop", "biran2024", sweep="all", layer_step=10)
+    spec = under("backpatch-two-hop", "biran2024", sweep="all", layer_step=15)
     settings = spec.settings
-    queries = parse_queries(load_task_data(spec, limit=6).records, "test")
+    queries = parse_queries(load_task_data(spec, limit=5).records, "test")
     # The five checks (evaluate_dataset.py): prompts as written, substring answers.
     ours = run_checks(smollm, queries, settings)
     for check in ("first_hop", "second_hop", "composition", "entity_shortcut", "relation_shortcut"):
@@ -261,10 +261,10 @@ def _their_cut(output: str) -> str:
 
 @pytest.mark.slow
 def test_xie2024_read_position_and_scores_equal_extract_and_eval_sc(smollm):
-    spec = under("consistency-coinflip", "xie2024", paths=2, seeds=2, max_new_tokens=40)
-    data = load_task_data(spec, limit=10)
+    spec = under("consistency-coinflip", "xie2024", paths=2, seeds=2, max_new_tokens=32)
+    data = load_task_data(spec, limit=8)
     labels, questions, prompts = xie2024_prompts(data, spec.settings, spec.name)
-    prompts, questions = prompts[:4], questions[:4]
+    prompts, questions = prompts[:3], questions[:3]
     outputs = xie2024_sample(smollm, prompts, spec.settings, seed=0)
     assert all(len(o) == 4 and all("\n" not in x for x in o) for o in outputs)
     ours = xie2024_read(smollm, prompts, outputs, spec.settings.answers)  # [Q, V, L+1, 2]

@@ -59,7 +59,7 @@ def test_each_family_maps_its_sites_to_the_modules_it_has(kind):
     with torch.inference_mode(), recording(handle, ["mlp-input"]) as recorder:
         base = model.base_model if kind != "bert" else model
         hidden = base(input_ids=ids, output_hidden_states=True).hidden_states
-        stacks = site_stacks(handle, hidden, recorder.take(), ["residual", "normed", "mlp-input"])
+        stacks = {site: torch.stack(layers) for site, layers in site_stacks(handle, hidden, recorder.take(), ["residual", "normed", "mlp-input"]).items()}
     for h in hooks:
         h.remove()
     assert stacks["residual"].shape == (4, 1, 5, 32) and stacks["mlp-input"].shape == (3, 1, 5, 32)

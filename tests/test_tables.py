@@ -90,7 +90,9 @@ def test_spec_exemplars_make_every_item_a_question():
 def test_network_intervention_specs_validate():
     from layerbench.specs import get_task
 
-    for name in ("backpatch-hopping-too-late", "consistency-boolq", "consistency-proofwriter", "consistency-prontoqa"):
+    for name in ("biran2024-two-hop", "xie2024-boolq", "xie2024-proofwriter", "xie2024-prontoqa", "xie2024-coinflip"):
         spec = get_task(name)
-        assert spec.data.source in ("url", "hub") and spec.main_score in ("oracle_fix_rate", "ic_auroc")
-    assert len(get_task("consistency-boolq").settings.exemplars) == 3
+        assert spec.data.source == "url" and spec.main_score in ("oracle_fix_rate", "ic_auroc")
+    # Xie et al.'s four BoolQ and eight coin-flip exemplars (create_*_examples); ProntoQA and ProofWriter items carry their own.
+    assert len(get_task("xie2024-boolq").settings.exemplars) == 4 and len(get_task("xie2024-coinflip").settings.exemplars) == 8
+    assert not get_task("xie2024-prontoqa").settings.exemplars

@@ -121,8 +121,8 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def _forward(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor, sites: Sequence[str]) -> dict[str, torch.Tensor]:
-    """The token states of one batch at each site: site -> ``[K, B, T, D]`` (see :func:`site_stacks`).
+def _forward(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor, sites: Sequence[str]) -> dict[str, list[torch.Tensor]]:
+    """The token states of one batch at each site: site -> K tensors ``[B, T, D]`` (see :func:`site_stacks`).
 
     Runs the base module (``LlamaModel`` rather than ``LlamaForCausalLM``):
     the language-model head would compute vocabulary logits for every token,
@@ -142,13 +142,13 @@ def iter_batches(
     stats: CaptureStats | None = None,
     desc: str = "capture",
     sites: Sequence[str] = (DEFAULT_SITE,),
-) -> Iterator[tuple[list[int], dict[str, torch.Tensor], torch.Tensor]]:
+) -> Iterator[tuple[list[int], dict[str, list[torch.Tensor]], torch.Tensor]]:
     """Run every text through the model once, in length-sorted right-padded batches.
 
     Yields:
         ``(indices, states, mask)`` per batch: positions of the batch's texts
-        in ``texts``, site -> ``[K, B, T, D]`` token states of every layer of
-        that site (K = L+1, or L for ``mlp-input``), and the ``[B, T]`` mask.
+        in ``texts``, site -> the K ``[B, T, D]`` token states of that site's
+        layers (K = L+1, or L for ``mlp-input``), and the ``[B, T]`` mask.
 
     ``batch_size="auto"`` packs batches under a token budget and halves it on
     an out-of-memory error; an explicit integer is used as given.
@@ -383,14 +383,16 @@ def capture_layers(
                     if (site, missing[idx]) in pooled_missing:
                         writes.append(writer.submit(store.put, text_key(prefix, pooled_kind(site, pooling), missing[idx]), array[:, j].copy()))
 
-    def run_kernels(chunk: list[int], site: str, stacked: torch.Tensor, mask: torch.Tensor) -> None:
+    def run_kernels(chunk: list[int], site: str, per_layer: list[torch.Tensor], mask: torch.Tensor) -> None:
         rows = [j for j, idx in enumerate(chunk) if missing[idx] in token_texts and (site, missing[idx]) not in prompt_values]
         if not rows:
             return
         began = time.perf_counter()
         lengths = mask[rows].sum(dim=1)
         width = int(lengths.max())
-        states = stacked[:, rows, :width].to("cpu", torch.float32).numpy()  # [K, b, T, D]; kernels go float64 chunk by chunk
+        picked = torch.tensor(rows, device=mask.device)
+        # [K, b, T, D] of the sampled prompts only; kernels go float64 chunk by chunk
+        states = torch.stack([layer[picked, :width] for layer in per_layer]).to("cpu", torch.float32).numpy()
         lengths = lengths.cpu().numpy()
         values = {name: kernel(states, lengths) for name, kernel in kernels.items()}
         for j, row in enumerate(rows):
@@ -403,7 +405,7 @@ def capture_layers(
 
     try:
         for chunk, stacks, mask in iter_batches(handle, missing, batch_size, length, stats, desc=f"{handle.name} forward", sites=sites):
-            pooled = {site: pool_layers(stacked, mask, pooling) for site, stacked in stacks.items()}
+            pooled = {site: pool_layers(per_layer, mask, pooling) for site, per_layer in stacks.items()}
             ready = None
             if mask.is_cuda:
                 # Copy into pinned memory without blocking and finish the batch
@@ -416,8 +418,8 @@ def capture_layers(
                 ready.record()
                 pooled = hosts
             pending.append((chunk, pooled, ready))
-            for site, stacked in stacks.items():
-                run_kernels(chunk, site, stacked, mask)
+            for site, per_layer in stacks.items():
+                run_kernels(chunk, site, per_layer, mask)
             del stacks
             while len(pending) > 1:
                 finish(*pending.popleft())
@@ -477,7 +479,7 @@ def iter_token_states(
         one batch is held in memory at a time.
     """
     for chunk, stacks, mask in iter_batches(handle, list(texts), batch_size, max_length, stats, desc=f"{handle.name} tokens", sites=(site,)):
-        stacked = stacks[site].float().cpu()  # one batch at a time
+        stacked = torch.stack(stacks[site]).float().cpu()  # one batch at a time
         counts = mask.sum(dim=1).tolist()
         for j, idx in enumerate(chunk):
             yield idx, stacked[:, j, : counts[j], :].numpy()

@@ -87,8 +87,8 @@ def recording(handle: ModelHandle, sites: Sequence[str]) -> Iterator[SiteRecorde
             hook.remove()
 
 
-def site_stacks(handle: ModelHandle, hidden: Sequence[torch.Tensor], mlp_inputs: Sequence[torch.Tensor], sites: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Token states of one batch at each site.
+def site_stacks(handle: ModelHandle, hidden: Sequence[torch.Tensor], mlp_inputs: Sequence[torch.Tensor], sites: Sequence[str]) -> dict[str, list[torch.Tensor]]:
+    """Token states of one batch at each site, layer by layer.
 
     Args:
         hidden: the forward pass's ``hidden_states``, L+1 tensors ``[B, T, D]``.
@@ -96,23 +96,23 @@ def site_stacks(handle: ModelHandle, hidden: Sequence[torch.Tensor], mlp_inputs:
         sites: the sites wanted.
 
     Returns:
-        site -> ``[K, B, T, D]`` in the model's dtype, ``K = len(site_layers(L, site))``.
+        site -> K tensors ``[B, T, D]`` in the model's dtype, ``K = len(site_layers(L, site))``
+        (``torch.stack`` gives ``[K, B, T, D]``). Nothing is copied but the
+        normed states: the sites are read one layer at a time, so no
+        stacked copy of every layer is ever allocated.
     """
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, list[torch.Tensor]] = {}
     anatomy = handle.anatomy
-    if "residual" in sites or "normed" in sites:
-        stacked = torch.stack(list(hidden))
-        if "residual" in sites:
-            out["residual"] = stacked
-        if "normed" in sites:
-            if anatomy.post_layer_norm:
-                out["normed"] = stacked
-            elif anatomy.norm_on_last_layer:  # hidden_states[L] already carries the final norm
-                out["normed"] = torch.cat([anatomy.final_norm(stacked[:-1]), stacked[-1:]])
-            else:
-                out["normed"] = anatomy.final_norm(stacked)
+    if "residual" in sites:
+        out["residual"] = list(hidden)
+    if "normed" in sites:
+        if anatomy.post_layer_norm:
+            out["normed"] = list(hidden)
+        else:
+            last = len(hidden) - 1  # hidden_states[L] already carries the final norm where norm_on_last_layer
+            out["normed"] = [state if layer == last and anatomy.norm_on_last_layer else anatomy.final_norm(state) for layer, state in enumerate(hidden)]
     if "mlp-input" in sites:
         if len(mlp_inputs) != handle.n_layers:
             raise RuntimeError(f"recorded {len(mlp_inputs)} MLP inputs for {handle.n_layers} blocks")
-        out["mlp-input"] = torch.stack(list(mlp_inputs))
+        out["mlp-input"] = list(mlp_inputs)
     return out

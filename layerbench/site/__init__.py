@@ -12,6 +12,12 @@
 Everything a page needs is in the folder, so it opens from ``file://`` and
 from any static host with no network. Figures are Plotly JSON embedded in
 the page; the templates are Jinja2 (``layerbench/site/templates``).
+
+A task run under a paper's protocol or at another capture site is its own
+entry, named with its variant suffix (``mteb-lee-sts@skean2024``,
+``concept-capitals@jin2024``): its curves, best layer and gain sit beside
+ours. The index averages our protocol's tasks per family and shows the paper
+protocols' headline numbers in their own columns.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import pandas as pd
 from layerbench.analysis import layer_rows, main_metric, metric_predicts_best_layer, summary
 from layerbench.errors import UserError
 from layerbench.results import load_results, model_slug
+from layerbench.specs.protocols import OURS, base_task, variant_suffix
 
 HERE = Path(__file__).parent
 # Families whose headline numbers the index shows, in order.
@@ -79,7 +86,7 @@ def task_families(manifests: dict[str, list[dict[str, Any]]], tasks: list[str]) 
             for task, entry in run.get("tasks", {}).items():
                 if isinstance(entry, dict) and entry.get("family"):
                     families[task] = entry["family"]
-    missing = [t for t in tasks if t not in families]
+    missing = [t for t in tasks if base_task(t) not in families]
     if missing:
         from layerbench.specs import all_tasks
 
@@ -87,8 +94,8 @@ def task_families(manifests: dict[str, list[dict[str, Any]]], tasks: list[str]) 
             registered = all_tasks()
         except UserError:
             registered = {}
-        families |= {t: registered[t].family if t in registered else "other" for t in missing}
-    return families
+        families |= {base_task(t): registered[base_task(t)].family if base_task(t) in registered else "other" for t in missing}
+    return {t: families[base_task(t)] for t in tasks}
 
 
 def _curve_figure(title: str, traces: list[dict[str, Any]], y_title: str, x_title: str = "relative depth (layer / L)") -> dict[str, Any]:
@@ -200,15 +207,21 @@ def _index_rows(table: pd.DataFrame, families: dict[str, str], manifests: dict[s
         row: dict[str, Any] = {"model": model, "_href_model": f"models/{model_slug(model, revision)}.html", "revision": revision or "—",
                                "parameters": latest.get("parameters"), "layers": n_layers}
         group = group.assign(family=group.task.map(lambda t: families.get(t, "other")))
+        ours, papers = group[group.protocol == OURS], group[group.protocol != OURS]
         for family in ("probe", "mteb"):
-            part = group[(group.family == family) & group.best_value.notna()]
+            part = ours[(ours.family == family) & ours.best_value.notna()]
             row[f"{family}_best"] = _number(part.best_value.mean()) if len(part) else None
             row[f"{family}_depth"] = _number(part.best_depth.mean()) if len(part) else None
             row[f"{family}_last"] = _number(part.last_value.mean()) if len(part) else None
             row[f"{family}_gain"] = _number(part.gain.mean()) if len(part) else None
-        row["concept_depth"] = _number(group.concept_depth.mean())
-        row["fix_rate"] = _number(group.oracle_fix_rate.mean())
-        row["ic_auroc"] = _number(group.ic_auroc.mean())
+        row["concept_depth"] = _number(ours.concept_depth.mean())
+        row["fix_rate"] = _number(ours.oracle_fix_rate.mean())
+        row["ic_auroc"] = _number(ours.ic_auroc.mean())
+        # The paper protocols' headlines: Skean's MTEB gain of the best layer over the last, Jin's concept depth.
+        skean = papers[(papers.protocol == "skean2024") & papers.gain.notna()]
+        row["skean_gain"] = _number(skean.gain.mean()) if len(skean) else None
+        row["skean_beats_last"] = f"{int((skean.gain > 0).sum())}/{len(skean)}" if len(skean) else None
+        row["jin_depth"] = _number(papers[papers.protocol == "jin2024"].concept_depth.mean())
         out.append(row)
     return out
 
@@ -217,8 +230,10 @@ INDEX_COLUMNS = [("model", "model", True), ("revision", "revision", True), ("par
                  ("probe_best", "probe best", False), ("probe_depth", "probe best depth", False), ("probe_last", "probe last", False),
                  ("probe_gain", "probe gain", False), ("concept_depth", "concept depth", False),
                  ("mteb_best", "MTEB best", False), ("mteb_depth", "MTEB best depth", False), ("mteb_last", "MTEB last", False),
-                 ("mteb_gain", "MTEB gain", False), ("fix_rate", "fix rate", False), ("ic_auroc", "IC AUROC", False)]
-SUMMARY_COLUMNS = [("metric", "main metric", True), ("best_layer", "best layer", False), ("best_depth", "best depth", False),
+                 ("mteb_gain", "MTEB gain", False), ("fix_rate", "fix rate", False), ("ic_auroc", "IC AUROC", False),
+                 ("skean_gain", "MTEB gain (skean2024)", False), ("skean_beats_last", "tasks where a layer beats the last (skean2024)", True),
+                 ("jin_depth", "concept depth (jin2024)", False)]
+SUMMARY_COLUMNS = [("protocol", "protocol", True), ("site", "site", True), ("metric", "main metric", True), ("best_layer", "best layer", False), ("best_depth", "best depth", False),
                    ("best_value", "best", False), ("last_value", "last", False), ("gain", "gain", False),
                    ("concept_depth", "concept depth", False), ("oracle_fix_rate", "fix rate", False), ("ic_auroc", "IC AUROC", False)]
 
@@ -242,6 +257,8 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
     paths = [Path(p) for p in results]
     rows = pd.concat([load_results(p) for p in paths], ignore_index=True)
     rows = rows.drop_duplicates(subset=[c for c in rows.columns if c != "run_id"], keep="last")
+    # Each (task, protocol, site) is its own entry on the site, named as its result file is.
+    rows = rows.assign(task=[t + variant_suffix(p, s) for t, p, s in zip(rows.task, rows.protocol, rows.site)])
     manifests = read_manifests(paths)
     tasks = sorted(rows.task.unique())
     families = task_families(manifests, tasks)

@@ -104,3 +104,20 @@ def resolve_protocol(name: str, family: str) -> Protocol | None:
             return None
     protocol = get_protocol(name)
     return protocol if protocol.family in (None, family) else None
+
+
+def variant_suffix(protocol: str, site: str) -> str:
+    """The name suffix of a task run under ``protocol`` at ``site``: empty for ours on the residual stream, else ``@<protocol>``
+    and/or the site when it is not the protocol's own (``@jin2024``, ``@normed``, ``@jin2024+residual``).
+
+    Result files carry it (``<task>@jin2024.parquet``), and so do the leaderboard's task names.
+    """
+    parts = [protocol] if protocol != OURS else []
+    if site != (PROTOCOLS[protocol].site if protocol in PROTOCOLS and PROTOCOLS[protocol].site else "residual"):
+        parts.append(site)
+    return "@" + "+".join(parts) if parts else ""
+
+
+def base_task(name: str) -> str:
+    """A task name without its variant suffix (``mteb-lee-sts@skean2024`` -> ``mteb-lee-sts``)."""
+    return name.split("@", 1)[0]
