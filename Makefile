@@ -9,7 +9,7 @@ CONSTRAINTS ?= constraints.txt
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 DEMO_OUTPUT ?= demo-results
 
-.PHONY: demo test bench site venv clean
+.PHONY: demo test bench site results venv clean
 
 venv: $(VENV)/.installed
 
@@ -30,11 +30,19 @@ test: venv
 site: venv
 	$(BIN)/layerbench leaderboard results -o site
 
+# The committed reference results: the default suite under our protocol and each paper's, and SmolLM2's
+# coin-flip internal consistency under ours and Xie et al.'s (about 40 minutes on 2 CPU cores).
+results: venv
+	$(BIN)/layerbench run --model sentence-transformers/all-MiniLM-L6-v2 --model smollm2-135m-q4 --suite default --protocol layerbench,paper --output results
+	$(BIN)/layerbench run --model smollm2-135m-q4 --tasks consistency-coinflip --protocol layerbench,xie2024 --limit 20 --no-metrics --output results
+
 bench: venv
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_capture.py
+	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_sites.py
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_metrics.py
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_mteb.py
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_backpatch.py
+	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_protocols.py
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_ray.py
 
 clean:

@@ -140,7 +140,7 @@ def _source_name(spec) -> str:
 
 
 @list_.command(name="tasks")
-@click.option("--family", default=None, help="Only tasks of this family (probe, mteb, label-free).")
+@click.option("--family", default=None, help="Only tasks of this family (probe, mteb, label-free, backpatch, consistency).")
 def list_tasks(family) -> None:
     """Tasks and suites: name, family, size (items evaluated) and data source."""
     from layerbench.data import task_size

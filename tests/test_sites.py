@@ -25,8 +25,8 @@ from layerbench import UserError, embed_layers
 from layerbench.capture import CaptureStats, capture_layers
 from layerbench.capture.sites import check_sites, recording, site_layers, site_stacks
 from layerbench.models import get_anatomy
+from test_models import SMALL  # the 3-block configuration every tiny test model uses
 
-SMALL = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=3, vocab_size=101, max_position_embeddings=64, num_key_value_heads=4)
 TEXTS = ["The capital of France is Paris.", "A coin is heads up. Ka flips the coin.", "Hi", "Stocks fell sharply on Monday after the report."]
 
 
