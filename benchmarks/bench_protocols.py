@@ -121,7 +121,7 @@ def main() -> None:
     data = load_task_data(get_task("backpatch-two-hop"), limit=args.queries)
     t_ours, _ = clock(lambda: evaluate_backpatch(handle, data, under("backpatch-two-hop", "layerbench", sweep="all", layer_step=args.layer_step), 0))
     t_biran, _ = clock(lambda: evaluate_backpatch(handle, data, under("backpatch-two-hop", "biran2024", sweep="all", layer_step=args.layer_step), 0))
-    print(f"  layerbench {t_ours:7.1f} s | biran2024 {t_biran:7.1f} s (block outputs only: fewer pairs; substring verdicts settle sooner)")
+    print(f"  layerbench {t_ours:7.1f} s | biran2024 {t_biran:7.1f} s (the same number of layer pairs; their prompts and matching)")
 
     print("xie2024: consistency-coinflip,", args.questions, "questions")
     data = load_task_data(get_task("consistency-coinflip"), limit=args.questions + 3)

@@ -168,7 +168,7 @@ def test_biran2024_checks_and_back_patching_verdicts_equal_the_authors(smollm):
 
     spec = under("backpatch-two-hop", "biran2024", sweep="all", layer_step=15)
     settings = spec.settings
-    queries = parse_queries(load_task_data(spec, limit=5).records, "test")
+    queries = parse_queries(load_task_data(spec, limit=4).records, "test")
     # The five checks (evaluate_dataset.py): prompts as written, substring answers.
     ours = run_checks(smollm, queries, settings)
     for check in ("first_hop", "second_hop", "composition", "entity_shortcut", "relation_shortcut"):

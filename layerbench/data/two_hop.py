@@ -340,7 +340,7 @@ def two_hop_rows(frame: pd.DataFrame, where: str) -> TextDataset:
     return two_hop_dataset(records, {}, where)
 
 
-# The columns of Biran et al.'s data/two_hop.csv that a query is built from.
+# The columns of Biran et al.'s datasets/two_hop.csv that a query is built from.
 _HTL_COLUMNS = ("e1_label", "e2_label", "e3_label", "r1_template", "r2_template", "e2_aliases", "e3_aliases")
 
 
@@ -369,4 +369,4 @@ def hopping_too_late_rows(frame: pd.DataFrame, where: str) -> TextDataset:
             r1_phrase=str(row["r1_template"]), r1_template=f"{row['r1_template']} is", r2_template=f"{row['r2_template']} is",
             r2_phrase=str(row["r2_template"]), prompt=str(row["source_prompt"]) if isinstance(row.get("source_prompt"), str) else None,
         ))
-    return two_hop_dataset(records, {"format": "Biran et al. 2024, data/two_hop.csv"}, where)
+    return two_hop_dataset(records, {"format": "Biran et al. 2024, datasets/two_hop.csv"}, where)

@@ -3,20 +3,27 @@
 Per layer, a logistic-regression probe reads the pooled states and predicts
 the label. Two protocols:
 
-- ``cv`` (default): stratified k-fold cross-validation (shuffled, seeded),
-  features standardized on each training fold, L2-penalized logistic
+- ``layerbench`` (default): stratified k-fold cross-validation (shuffled,
+  seeded), features standardized on each training fold, L2-penalized logistic
   regression; accuracy, F1 and AUROC as the mean over folds with the standard
   error ``std(ddof=1) / sqrt(k)``.
-- ``jin2024``: the authors' released code: one
+- ``jin2024``: the authors' released code (Luckfort/CD ``main.py``): the
+  texts grouped by class in the order of the spec's ``labels`` (their
+  ``X = concat(first list, second list)``), one
   ``train_test_split(test_size=0.4, random_state=42)``, no scaling,
-  scikit-learn's default ``LogisticRegression()``; scores on the test part,
-  no standard error.
+  scikit-learn's default ``LogisticRegression``; scores on the test part.
+  ``repeats`` > 1 adds splits with ``random_state`` 43, 44, ... and reports
+  the mean and standard error over them.
 
 Summary rows (``layer = -1``) place the concept in depth: the peak layer,
 the jumping point (the first layer whose accuracy rises by at least
 ``jump_delta`` over the layer before) and the converging point (the first
-layer within ``converge_epsilon`` of the best accuracy). The two thresholds
-are our reading of the paper's figures, not numbers the paper fixes.
+layer within ``converge_epsilon`` of the best accuracy). Each point is found
+on every split's own accuracy curve (each fold, or each jin2024 split); the
+row's value is the mean over splits and its ``stderr`` the standard error
+over them, so a concept depth comes with its spread (one split has none).
+``peak_accuracy`` is the highest mean accuracy. The two thresholds are our
+reading of the paper's figures, not numbers the paper fixes.
 """
 from __future__ import annotations
 
