@@ -18,7 +18,6 @@ drift on a busy machine hits every column alike. Run: ``make bench`` or ``python
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import tempfile
@@ -32,10 +31,7 @@ from layerbench import embed_layers, load_model  # noqa: E402
 from layerbench.capture import engine  # noqa: E402
 from layerbench.data import load_packaged  # noqa: E402
 
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from common import capture_arguments, synchronize  # noqa: E402  (benchmarks/common.py, beside this script)
 
 
 def bare_batches(handle, texts, max_length):
@@ -78,16 +74,9 @@ def time_ours(handle, texts, max_length, cache) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--repeats", type=int, default=3, help="best of N for each timing")
-    parser.add_argument("--models", nargs="*", help="models to time instead of the packaged two (any name load_model takes)")
-    args = parser.parse_args()
+    args = capture_arguments(__doc__.splitlines()[0])
     headlines = load_packaged("bbc-news", {"field": "headline"}).texts
-    sizes = {"sentence-transformers/all-MiniLM-L6-v2": 1024, "smollm2-135m-q4": 256}
-    if args.models:
-        sizes = {name: 512 for name in args.models}
+    sizes = args.sizes
     print(f"{'model':40} {'device':7} {'texts':>5} {'ours t/s':>9} {'bare t/s':>9} {'ours/bare':>9} {'no-cache/bare':>13} {'naive/ours':>10} {'warm x':>7}")
     scratch = tempfile.mkdtemp(prefix="layerbench-bench-")
     for name, n in sizes.items():

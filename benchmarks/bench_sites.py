@@ -17,18 +17,18 @@ Run: ``python benchmarks/bench_sites.py [--device cuda] [--repeats 3]``.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import torch  # noqa: E402
 
 from layerbench import load_model  # noqa: E402
 from layerbench.capture import capture_layers  # noqa: E402
 from layerbench.data import load_packaged  # noqa: E402
+
+from common import capture_arguments, synchronize  # noqa: E402  (benchmarks/common.py, beside this script)
 
 SITES = ("residual", "normed", "mlp-input")
 
@@ -36,20 +36,14 @@ SITES = ("residual", "normed", "mlp-input")
 def timed(handle, texts, sites) -> float:
     began = time.perf_counter()
     capture_layers(handle, texts, "mean", "auto", 64, cache=False, sites=sites)
-    if handle.device.type == "cuda":
-        torch.cuda.synchronize(handle.device)
+    synchronize(handle.device)
     return time.perf_counter() - began
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--repeats", type=int, default=3, help="best of N for each timing")
-    parser.add_argument("--models", nargs="*", help="models to time instead of the packaged two (any name load_model takes)")
-    args = parser.parse_args()
+    args = capture_arguments(__doc__.splitlines()[0])
     headlines = load_packaged("bbc-news", {"field": "headline"}).texts
-    sizes = {"sentence-transformers/all-MiniLM-L6-v2": 1024, "smollm2-135m-q4": 256} if not args.models else {m: 512 for m in args.models}
+    sizes = args.sizes
     print(f"{'model':40} {'device':7} {'texts':>5} {'one t/s':>8} {'three t/s':>9} {'three/one':>9} {'median ratio':>12} {'separate/three':>14}")
     for name, n in sizes.items():
         handle = load_model(name, device=args.device, dtype=args.dtype)
