@@ -9,7 +9,7 @@ CONSTRAINTS ?= constraints.txt
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 DEMO_OUTPUT ?= demo-results
 
-.PHONY: demo test bench site results venv clean
+.PHONY: demo test lint bench site results venv clean
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,13 @@ demo: venv
 test: venv
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python -m pytest
 
+# Guard rails (run by .ci/run): ruff, the import rules in pyproject.toml (the CLI above the API above the
+# executors above the runner; building blocks never import upwards), and mypy on layerbench/.
+lint: venv
+	$(BIN)/ruff check layerbench tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
 # The leaderboard site from the committed reference results (open site/index.html).
 site: venv
 	$(BIN)/layerbench leaderboard results -o site
@@ -37,6 +44,7 @@ results: venv
 	$(BIN)/layerbench run --model smollm2-135m-q4 --tasks consistency-coinflip --protocol layerbench,xie2024 --limit 20 --no-metrics --output results
 
 bench: venv
+	$(BIN)/python benchmarks/bench_cli.py
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_capture.py
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_sites.py
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_metrics.py

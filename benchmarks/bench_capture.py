@@ -26,18 +26,17 @@ import time
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch  # noqa: E402
+from common import capture_arguments, synchronize  # noqa: E402  (benchmarks/common.py, beside this script)
 
 from layerbench import embed_layers, load_model  # noqa: E402
 from layerbench.capture import engine  # noqa: E402
 from layerbench.data import load_packaged  # noqa: E402
 
-from common import capture_arguments, synchronize  # noqa: E402  (benchmarks/common.py, beside this script)
-
 
 def bare_batches(handle, texts, max_length):
     """The padded batches embed_layers runs, built outside any timing."""
     batches = []
-    for chunk, _, mask in engine.iter_batches(handle, texts, "auto", max_length):
+    for chunk, _, _mask in engine.iter_batches(handle, texts, "auto", max_length):
         ids = handle.tokenizer([texts[i] for i in chunk], truncation=True, max_length=max_length)["input_ids"]
         batches.append(engine._pad(ids, handle.tokenizer.pad_token_id or 0, handle.device))
     return batches

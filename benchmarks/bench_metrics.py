@@ -33,9 +33,9 @@ from layerbench import iter_token_states, load_model  # noqa: E402
 from layerbench.capture import capture_layers  # noqa: E402
 from layerbench.data import load_packaged  # noqa: E402
 from layerbench.data.augment import make_views  # noqa: E402
-from layerbench.evaluators.label_free import MetricPlan, evaluate_metrics  # noqa: E402
 from layerbench.metrics import list_metrics  # noqa: E402
 from layerbench.metrics.arrays import per_prompt_values  # noqa: E402
+from layerbench.metrics.suite import MetricPlan, evaluate_metrics  # noqa: E402
 
 # ---- the loop, one small computation at a time ---------------------------------
 

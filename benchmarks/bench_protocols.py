@@ -71,7 +71,7 @@ def skean_truncated(handle, texts: list[str]) -> tuple[float, float]:
     side, tok.padding_side = tok.padding_side, "left"
     try:
         for layer in range(handle.n_layers + 1):
-            seconds, model = clock(lambda: AutoModel.from_pretrained(handle.checkpoint.path, num_hidden_layers=layer, dtype=handle.dtype).to(handle.device).eval())
+            seconds, model = clock(lambda layer=layer: AutoModel.from_pretrained(handle.checkpoint.path, num_hidden_layers=layer, dtype=handle.dtype).to(handle.device).eval())
             load += seconds
             began = time.perf_counter()
             for start in range(0, len(texts), 32):

@@ -12,14 +12,50 @@ Python API::
     layerbench.layer_curve(df, "concept-capitals", "accuracy")          # one curve against depth
     layerbench.summary(df)                                              # one row per model and task
 """
-from layerbench.analysis import best_layer, layer_curve, summary
-from layerbench.api import run
-from layerbench import metrics
-from layerbench.capture import capture_layers, embed_layers, iter_token_states
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from layerbench.errors import UserError
-from layerbench.models import ModelHandle, load_model
-from layerbench.results import load_results
 
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it. Imported on first use (PEP 562), so that
+# `import layerbench` and the CLI's --help, list and validate do not import torch.
+_EXPORTS = {
+    "best_layer": "layerbench.analysis",
+    "layer_curve": "layerbench.analysis",
+    "summary": "layerbench.analysis",
+    "run": "layerbench.api",
+    "capture_layers": "layerbench.capture",
+    "embed_layers": "layerbench.capture",
+    "iter_token_states": "layerbench.capture",
+    "ModelHandle": "layerbench.models",
+    "load_model": "layerbench.models",
+    "load_results": "layerbench.results",
+}
 __all__ = ["ModelHandle", "UserError", "best_layer", "capture_layers", "embed_layers", "iter_token_states", "layer_curve", "load_model",
            "load_results", "metrics", "run", "summary"]
+
+if TYPE_CHECKING:
+    from layerbench import metrics
+    from layerbench.analysis import best_layer, layer_curve, summary
+    from layerbench.api import run
+    from layerbench.capture import capture_layers, embed_layers, iter_token_states
+    from layerbench.models import ModelHandle, load_model
+    from layerbench.results import load_results
+
+
+def __getattr__(name: str) -> Any:
+    if name == "metrics":
+        return importlib.import_module("layerbench.metrics")
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'layerbench' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -10,8 +10,8 @@ import sys
 
 import click
 
+from layerbench.choices import DEVICES, DTYPES, EXECUTORS, POOLINGS, ROBUSTNESS, SITES
 from layerbench.errors import UserError
-from layerbench.models.loading import DEVICES, DTYPES
 
 
 class BatchSize(click.ParamType):
@@ -60,16 +60,16 @@ def app() -> None:
 @click.option("--no-metrics", is_flag=True, help="Compute no label-free metrics (only the tasks' own scores).")
 @click.option("--metric-samples", type=click.IntRange(min=2), default=None,
               help="Texts per task that token metrics (prompt entropy, curvature) and view metrics (InfoNCE, DiME, LiDAR) read [default: the suite's, else 512].")
-@click.option("--pooling", type=click.Choice(["mean", "last", "cls"]), default=None, help="Pool every task this way (default: each task's own).")
+@click.option("--pooling", type=click.Choice(POOLINGS), default=None, help="Pool every task this way (default: each task's own).")
 @click.option("--protocol", "protocols", multiple=True,
               help="Comma-separated protocols to run every task under: layerbench (ours), paper (each family's paper protocol), or one paper's: "
                    "jin2024, skean2024, biran2024, xie2024 [default: the suite's, else each task's own]. Rows carry their protocol.")
 @click.option("--site", "sites", multiple=True,
-              help="Comma-separated capture sites of a layer's vector: residual, normed (the final norm on every layer), mlp-input "
-                   "(the input of each block's MLP); all from one forward pass [default: the protocol's, else the task's, else residual].")
+              help=f"Comma-separated capture sites of a layer's vector: {', '.join(SITES)} (residual: the blocks' outputs; normed: the final norm "
+                   "on every layer; mlp-input: the input of each block's MLP); all from one forward pass [default: the protocol's, else the task's, else residual].")
 @click.option("--robustness", "robustness", multiple=True,
-              help="Comma-separated robustness variants of probe tasks, each adding rows: noise, bfloat16, int8 (needs bitsandbytes and a GPU).")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help=f"Comma-separated robustness variants of probe tasks, each adding rows: {', '.join(ROBUSTNESS)} (int8 needs bitsandbytes and a GPU).")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
               help="local: in this process; ray: (model, task) jobs on a Ray cluster (pip install 'layerbench[ray]').")
 @click.option("--address", default=None, help="Ray cluster to join: auto, or ray://host:port (default: start a local one). Needs --executor ray.")
 @click.option("--gpus-per-job", type=click.FloatRange(min=0), default=1.0, show_default=True, help="GPUs per model worker on Ray (0.5: two models share a GPU).")
@@ -143,14 +143,14 @@ def _source_name(spec) -> str:
 @click.option("--family", default=None, help="Only tasks of this family (probe, mteb, label-free, backpatch, consistency).")
 def list_tasks(family) -> None:
     """Tasks and suites: name, family, size (items evaluated) and data source."""
-    from layerbench.data import task_size
+    from layerbench.data import task_sizes
     from layerbench.specs import all_suites, all_tasks
 
+    specs = [spec for spec in all_tasks().values() if not family or spec.family == family]
+    sizes = task_sizes(specs)
     click.echo(f"{'task':36} {'family':10} {'size':>7}  source")
-    for spec in all_tasks().values():
-        if family and spec.family != family:
-            continue
-        click.echo(f"{spec.name:36} {spec.family:10} {task_size(spec):>7}  {_source_name(spec)}")
+    for spec in specs:
+        click.echo(f"{spec.name:36} {spec.family:10} {sizes[spec.name]:>7}  {_source_name(spec)}")
     click.echo("")
     for suite in all_suites().values():
         extra = [f"{suite.limit} examples each" if suite.limit else "", "needs the network" if suite.needs_network else ""]

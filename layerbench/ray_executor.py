@@ -2,7 +2,7 @@
 
 One Ray actor per model holds that model (loaded once, on the first task that
 needs it) and runs the model's tasks in order through the same
-:class:`layerbench.api.ModelRunner` the local executor uses, so the rows are
+the per-model runner (:class:`layerbench.runner.ModelRunner`) the local executor uses, so the rows are
 those of a local run. Actors of different models run side by side as the
 cluster's resources allow: each asks for ``cpus_per_job`` CPUs and, when the
 device is a GPU, ``gpus_per_job`` GPUs (0.5 puts two models on one GPU).
@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from layerbench.errors import UserError
+from layerbench.metrics.suite import MetricPlan
+from layerbench.models.resolve import Checkpoint
+from layerbench.runner import ModelRunner, RunConfig, RunSummary
+from layerbench.specs import TaskSpec
 from layerbench.storage import as_location, is_url
 
-# Test hook: the first attempt of this task in each model's worker kills the worker process mid-job
-# (after loading the model, before writing anything), to exercise restart and retry.
-FAULT_ENV = "LAYERBENCH_RAY_FAULT_ONCE"
 RETRIES = 3
 FORWARDED_ENV = ("LAYERBENCH_CACHE", "LAYERBENCH_ACTIVATION_CACHE", "LAYERBENCH_MEMORY_BUDGET", "LAYERBENCH_TASKS", "HF_HUB_OFFLINE", "HF_HOME", "TQDM_DISABLE")
 
@@ -41,8 +43,8 @@ def _import_ray() -> Any:
     return ray
 
 
-def run_on_ray(models: list[str], specs: list[Any], checkpoints: dict[str, Any], config: Any, plan: Any, run_id: str, env: dict[str, Any],
-               summary: Any, address: str | None = None, gpus_per_job: float = 1.0, cpus_per_job: float = 1.0) -> None:
+def run_on_ray(models: list[str], specs: list[TaskSpec], checkpoints: dict[str, Checkpoint], config: RunConfig, plan: MetricPlan, run_id: str,
+               env: dict[str, Any], summary: RunSummary, address: str | None = None, gpus_per_job: float = 1.0, cpus_per_job: float = 1.0) -> None:
     """Run every (model, task) job on Ray and fill ``summary`` (status per job, forward passes, manifests).
 
     Connects to ``address`` (``auto``, ``ray://host:port``), or starts a local
@@ -71,7 +73,7 @@ def run_on_ray(models: list[str], specs: list[Any], checkpoints: dict[str, Any],
     actors = {
         model: worker.options(num_cpus=cpus_per_job, num_gpus=gpus_per_job if on_gpu else 0, name=f"layerbench-{run_id}-{i}",
                               runtime_env={"env_vars": env_vars}).remote(
-            model, checkpoints[model], config, plan, run_id, env, f"model {i}/{len(models)}", os.environ.get(FAULT_ENV))
+            model, checkpoints[model], config, plan, run_id, env, f"model {i}/{len(models)}")
         for i, model in enumerate(models, 1)
     }
     jobs = {actors[model].run_task.remote(spec, f"task {t}/{len(specs)}"): (model, spec.name) for model in models for t, spec in enumerate(specs, 1)}
@@ -87,11 +89,14 @@ def run_on_ray(models: list[str], specs: list[Any], checkpoints: dict[str, Any],
             except ray.exceptions.RayError as exc:
                 cause = getattr(exc, "cause", None)
                 if isinstance(cause, UserError):
-                    raise cause from None
-                raise UserError(f"job ({model}, {task}) failed after {RETRIES} retries: {str(exc).splitlines()[0]}") from None
+                    raise cause from None  # the user's mistake, found in the worker: one line, as in a local run
+                # Anything else is a failure the user cannot fix by changing an option: show the worker's traceback
+                # (a RayTaskError's text holds it) and keep it as the cause.
+                print(f"job ({model}, {task}) failed in its Ray worker:\n{exc}", file=sys.stderr, flush=True)
+                raise UserError(f"job ({model}, {task}) failed after {RETRIES} retries: {str(exc).splitlines()[0]} (the worker's traceback is above)") from exc
             progress.set_postfix_str(f"{model} · {task}: {summary.status[model][task]}")
             progress.update()
-    for model, actor in actors.items():
+    for actor in actors.values():
         passes, manifests = ray.get(actor.finish.remote())
         summary.forward_passes += passes
         summary.manifests += [m for m in map(as_location, manifests) if m not in summary.manifests]
@@ -99,26 +104,17 @@ def run_on_ray(models: list[str], specs: list[Any], checkpoints: dict[str, Any],
 
 
 class ModelWorker:
-    """A Ray actor holding one model's :class:`~layerbench.api.ModelRunner` (made a Ray actor in :func:`run_on_ray`)."""
+    """A Ray actor holding one model's :class:`~layerbench.runner.ModelRunner` (made a Ray actor in :func:`run_on_ray`)."""
 
-    def __init__(self, model: str, checkpoint: Any, config: Any, plan: Any, run_id: str, env: dict[str, Any], label: str, fault_task: str | None) -> None:
+    def __init__(self, model: str, checkpoint: Checkpoint, config: RunConfig, plan: MetricPlan, run_id: str, env: dict[str, Any], label: str) -> None:
         import torch
-
-        from layerbench.api import ModelRunner
 
         # Use the CPUs Ray gave this worker, not every core of the node (workers share the node).
         cpus = int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, torch.get_num_threads())
         torch.set_num_threads(cpus)
         self.runner = ModelRunner(model, checkpoint, config, plan, run_id, env, label)
-        self.fault_task = fault_task
 
-    def run_task(self, spec: Any, position: str) -> str:
-        if self.fault_task == spec.name:
-            marker = Path(self.runner.config.output) / f".fault-{self.runner.name.replace('/', '__')}-{spec.name}"
-            if not marker.exists():
-                marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.touch()
-                os._exit(1)  # the worker process dies mid-job, as on a lost node or an out-of-memory kill
+    def run_task(self, spec: TaskSpec, position: str) -> str:
         return self.runner.run_task(spec, position)
 
     def finish(self) -> tuple[int, list[str]]:

@@ -6,8 +6,7 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from layerbench import UserError, embed_layers, iter_token_states
-from layerbench import metrics
+from layerbench import UserError, embed_layers, iter_token_states, metrics
 from layerbench.capture import CaptureStats, capture_layers, engine, pool_layers
 
 SHORT = ["The cat sat on the mat.", "Stocks fell sharply on Monday.", "Hi"]

@@ -85,6 +85,25 @@ def test_list_commands(capsys):
     assert code == 0 and "--batch-size" in out
 
 
+def test_help_list_and_validate_import_no_torch(tmp_path):
+    """The CLI answers at once: these commands never import torch or transformers (benchmarks/bench_cli.py times them)."""
+    tasks = Path(__file__).resolve().parents[1] / "layerbench" / "tasks"
+    code = (
+        "import sys\n"
+        "from layerbench.cli import main\n"
+        f"for argv in (['--help'], ['run', '--help'], ['list', 'models'], ['list', 'tasks'], ['list', 'metrics'], ['validate', {str(tasks)!r}]):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules)\n"
+        "assert not heavy, f'imported {heavy}'\n"
+    )
+    # a fresh cache folder: list tasks sizes the tasks (mteb's offline ones too) without importing what the run needs
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={**os.environ, "LAYERBENCH_CACHE": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_quick_suite_on_both_packaged_models_then_resume_and_overwrite(capsys, tmp_path):
     out_dir = tmp_path / "results"

@@ -6,7 +6,7 @@ import pytest
 
 import layerbench.metrics as M
 from layerbench import UserError
-from layerbench.evaluators.label_free import MetricPlan, evaluate_metrics
+from layerbench.metrics.suite import MetricPlan, evaluate_metrics
 
 
 def inputs(n: int = 30, layers: int = 4, d: int = 9):

@@ -21,8 +21,7 @@ from transformers import (
 )
 
 from layerbench import UserError, load_model
-from layerbench.models import find_entry, get_anatomy, registry_entries
-from layerbench.models import loading, registry
+from layerbench.models import find_entry, get_anatomy, loading, registry, registry_entries
 from layerbench.models.resolve import resolve_checkpoint
 
 SMALL = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=3, vocab_size=101, max_position_embeddings=64, num_key_value_heads=4)
@@ -160,3 +159,41 @@ def test_a_folder_without_tokenizer_is_a_user_error(tmp_path):
     LlamaForCausalLM(LlamaConfig(**SMALL)).save_pretrained(tmp_path / "bare")
     with pytest.raises(UserError, match="has no usable tokenizer"):
         load_model(str(tmp_path / "bare"), device="cpu")
+
+
+def test_the_tokenizer_fingerprint_is_its_definition_not_its_padding_state(smollm, minilm):
+    from transformers import AutoTokenizer
+
+    for handle in (smollm, minilm):
+        fresh = AutoTokenizer.from_pretrained(handle.checkpoint.path)
+        before = loading.tokenizer_fingerprint(fresh)
+        assert handle.tokenizer_fingerprint == before
+        fresh.pad_token = fresh.pad_token or fresh.eos_token
+        fresh(["a short text", "and a much longer text than the first"], padding=True, truncation=True, max_length=8)  # switches padding state on
+        assert fresh.backend_tokenizer.padding is not None  # the state did change...
+        assert loading.tokenizer_fingerprint(fresh) == before  # ...the fingerprint did not
+    assert smollm.tokenizer_fingerprint != minilm.tokenizer_fingerprint
+
+
+def test_a_disk_or_permission_error_is_never_taken_for_an_unreachable_hub(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from layerbench.models import resolve
+
+    def fail(exc):
+        def download(*args, **kwargs):
+            raise exc
+        return download
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fail(PermissionError(13, "Permission denied", "/hf/hub")))
+    with pytest.raises(UserError, match="cannot store model 'some-org/some-model' in the Hugging Face cache"):
+        resolve_checkpoint("some-org/some-model")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fail(OSError(28, "No space left on device")))
+    with pytest.raises(UserError, match="No space left on device"):
+        resolve_checkpoint("minilm-l6")  # has a packaged copy, but a full disk is not "offline": no silent fallback
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fail(LocalEntryNotFoundError("offline and not cached")))
+    assert resolve_checkpoint("minilm-l6").provenance["hub_unreachable"].startswith("LocalEntryNotFoundError")
+    with pytest.raises(TypeError):  # a bug stays a bug, with its traceback
+        monkeypatch.setattr(huggingface_hub, "snapshot_download", fail(TypeError("bad argument")))
+        resolve.resolve_checkpoint("some-org/some-model")

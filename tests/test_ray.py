@@ -46,13 +46,34 @@ def test_the_quick_suite_on_ray_gives_the_rows_of_an_in_process_run(ray_cluster,
     assert all(s == "skipped" for per in again.status.values() for s in per.values()) and again.forward_passes == 0
 
 
+def _dying_worker_class():
+    """A ModelWorker whose first attempt at ``concept-capitals`` kills its process mid-job (model loaded, nothing written),
+    as a lost node or an out-of-memory kill would; the marker file records that it died."""
+    import os
+    from pathlib import Path
+
+    from layerbench.ray_executor import ModelWorker
+
+    class DyingWorker(ModelWorker):
+        def run_task(self, spec, position):
+            marker = Path(self.runner.config.output) / f".fault-{self.runner.name.replace('/', '__')}-{spec.name}"
+            if spec.name == "concept-capitals" and not marker.exists():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+                os._exit(1)
+            return super().run_task(spec, position)
+
+    return DyingWorker
+
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_job_is_retried_and_nothing_is_lost_or_duplicated(ray_cluster, tmp_path, monkeypatch):
-    from layerbench.ray_executor import FAULT_ENV
+    import layerbench.ray_executor
 
     model = MODELS[0]
     reference = layerbench.run(model, suite="quick", output=tmp_path / "reference")
-    monkeypatch.setenv(FAULT_ENV, "concept-capitals")  # the worker dies on its first attempt at the second task
+    # A class made in a function is shipped to the workers by value, so they run this test's worker, not the package's.
+    monkeypatch.setattr(layerbench.ray_executor, "ModelWorker", _dying_worker_class())
     summary = layerbench.run(model, suite="quick", output=tmp_path / "ray", executor="ray")
     assert (tmp_path / "ray" / ".fault-sentence-transformers__all-MiniLM-L6-v2-concept-capitals").exists()  # it did die
     assert summary.status == reference.status

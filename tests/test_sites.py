@@ -6,11 +6,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from test_models import SMALL  # the 3-block configuration every tiny test model uses
 from transformers import (
     BertConfig,
     BertModel,
-    Gemma3TextConfig,
     Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GPT2Config,
     GPT2LMHeadModel,
     GPTNeoXConfig,
@@ -25,7 +26,6 @@ from layerbench import UserError, embed_layers
 from layerbench.capture import CaptureStats, capture_layers
 from layerbench.capture.sites import check_sites, recording, site_layers, site_stacks
 from layerbench.models import get_anatomy
-from test_models import SMALL  # the 3-block configuration every tiny test model uses
 
 TEXTS = ["The capital of France is Paris.", "A coin is heads up. Ka flips the coin.", "Hi", "Stocks fell sharply on Monday after the report."]
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from layerbench import capture_layers
-from layerbench.evaluators.label_free import MetricPlan, evaluate_metrics
 from layerbench.metrics import anisotropy, effective_rank, matrix_entropy, mean_norm
 from layerbench.metrics.streaming import streaming_pooled_metrics
+from layerbench.metrics.suite import MetricPlan, evaluate_metrics
 
 
 def _memmap(tmp_path, array: np.ndarray) -> np.memmap:

@@ -60,7 +60,7 @@ class ActivationCache:
         """The stored array, or None when missing, truncated or corrupt."""
         remote = self._remote
         try:
-            blob = remote.cat_file(self.path(key)) if remote is not None else self.path(key).read_bytes()
+            blob = remote.cat_file(self.path(key)) if remote is not None else Path(self.path(key)).read_bytes()
         except OSError:  # missing (FileNotFoundError), or unreadable
             return None
         payload = blob[_HEADER:]
@@ -70,7 +70,7 @@ class ActivationCache:
 
     def exists(self, key: str) -> bool:
         remote = self._remote
-        return remote.isfile(self.path(key)) if remote is not None else self.path(key).is_file()
+        return remote.isfile(self.path(key)) if remote is not None else Path(self.path(key)).is_file()
 
     def put(self, key: str, array: np.ndarray) -> None:
         """Store ``array`` under ``key``: float64 stays float64 (metric values), anything else becomes float32."""

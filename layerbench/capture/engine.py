@@ -27,13 +27,14 @@ import torch
 from tqdm.auto import tqdm
 
 from layerbench.capture.cache import ActivationCache, key_prefix, text_key
-from layerbench.capture.pooling import POOLINGS, pool_layers
-from layerbench.capture.sites import DEFAULT_SITE, check_sites, recording, site_layers, site_stacks
+from layerbench.capture.pooling import pool_layers
+from layerbench.capture.sites import check_sites, recording, site_layers, site_stacks
+from layerbench.choices import DEFAULT_SITE, POOLINGS, unknown_choice
 from layerbench.config import activation_cache_location, cache_dir, progress_disabled
 from layerbench.config import memory_budget as config_memory_budget
 from layerbench.errors import UserError
-from layerbench.storage import as_location
 from layerbench.models.loading import ModelHandle, available_memory
+from layerbench.storage import as_location
 
 # Upper bound on texts per batch: beyond it CPU throughput stops improving and
 # GPU batches only add latency to the first result.
@@ -70,7 +71,7 @@ def resolve_max_length(handle: ModelHandle, max_length: int | None) -> int:
         return max_length
     limit = getattr(handle.tokenizer, "model_max_length", None)
     if limit is None or limit > 1_000_000:  # transformers' "no limit" sentinel is ~1e30
-        limit = getattr(handle.model.config, "max_position_embeddings", 2048)
+        limit = getattr(handle.model.config, "max_position_embeddings", None) or 2048
     return int(limit)
 
 
@@ -171,7 +172,7 @@ def iter_batches(
     with tqdm(total=len(texts), desc=desc, unit="text", disable=progress_disabled(), leave=False) as bar:
         while start < len(order):
             longest = len(token_ids[order[start]])
-            size = min(max_batch, max(1, budget // longest)) if auto else batch_size
+            size = min(max_batch, max(1, budget // longest)) if budget is not None else int(batch_size)
             chunk = order[start : start + size]
             ids, mask = _pad([token_ids[i] for i in chunk], pad_id, handle.device)
             began = time.perf_counter()
@@ -307,7 +308,7 @@ def capture_layers(
         convention), layers 0..L-1 are the raw residual stream.
     """
     if pooling not in POOLINGS:
-        raise UserError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLINGS)}")
+        raise UserError(unknown_choice("pooling", pooling, POOLINGS))
     sites = list(dict.fromkeys(sites))
     check_sites(handle, sites)
     texts = list(texts)
@@ -356,8 +357,9 @@ def capture_layers(
                 needs_pass = True
             if text in token_texts:
                 found = {name: lookup(_kernel_tag(site, name), text, (len(layers[site]),)) for name in kernels}
-                if all(v is not None for v in found.values()):
-                    prompt_values[(site, text)] = found
+                kept = {name: v for name, v in found.items() if v is not None}
+                if len(kept) == len(found):
+                    prompt_values[(site, text)] = kept
                 else:
                     needs_pass = True
         if needs_pass:
@@ -378,7 +380,7 @@ def capture_layers(
         for site, tensor in pooled.items():
             array = tensor.numpy()  # [K, B, D]
             out[site][:, firsts] = array
-            if writer is not None:
+            if writer is not None and store is not None:
                 for j, idx in enumerate(chunk):
                     if (site, missing[idx]) in pooled_missing:
                         writes.append(writer.submit(store.put, text_key(prefix, pooled_kind(site, pooling), missing[idx]), array[:, j].copy()))
@@ -398,7 +400,7 @@ def capture_layers(
         for j, row in enumerate(rows):
             text = missing[chunk[row]]
             prompt_values[(site, text)] = {name: v[:, j].copy() for name, v in values.items()}
-            if writer is not None:
+            if writer is not None and store is not None:
                 for name in kernels:
                     writes.append(writer.submit(store.put, text_key(prefix, _kernel_tag(site, name), text), prompt_values[(site, text)][name]))
         stats.per_prompt_seconds += time.perf_counter() - began

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import torch
 
-POOLINGS = ("mean", "last", "cls")
+from layerbench.choices import POOLINGS, unknown_choice
 
 
 def pool_layers(hidden: torch.Tensor | Sequence[torch.Tensor], mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -31,7 +31,7 @@ def pool_layers(hidden: torch.Tensor | Sequence[torch.Tensor], mask: torch.Tenso
         which on a CPU cost more than the arithmetic.
     """
     if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLINGS)}")
+        raise ValueError(unknown_choice("pooling", pooling, POOLINGS))
     real = mask.to(torch.bool)
     counts = real.sum(dim=1)  # [B]
     if mask.device.type == "cpu" and bool((counts == 0).any()):

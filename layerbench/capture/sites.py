@@ -27,11 +27,9 @@ from contextlib import contextmanager
 
 import torch
 
+from layerbench.choices import SITES, unknown_choice
 from layerbench.errors import UserError
 from layerbench.models.loading import ModelHandle
-
-SITES = ("residual", "normed", "mlp-input")
-DEFAULT_SITE = "residual"
 
 
 def site_layers(n_layers: int, site: str) -> range:
@@ -46,7 +44,7 @@ def check_sites(handle: ModelHandle, sites: Sequence[str]) -> None:
     anatomy = handle.anatomy
     for site in sites:
         if site not in SITES:
-            raise UserError(f"unknown capture site '{site}'; use one of {', '.join(SITES)}")
+            raise UserError(unknown_choice("capture site", site, SITES))
         if site == "mlp-input" and anatomy.mlps is None:
             raise UserError(f"site 'mlp-input' is not mapped for model type '{anatomy.model_type}' ({handle.name}); "
                             "use --site residual or normed")
@@ -76,10 +74,14 @@ def recording(handle: ModelHandle, sites: Sequence[str]) -> Iterator[SiteRecorde
     recorder = SiteRecorder()
     hooks = []
     if "mlp-input" in sites:
+        mlps = handle.anatomy.mlps
+        if mlps is None:  # check_sites refuses this before any capture
+            raise UserError(f"site 'mlp-input' is not mapped for model type '{handle.anatomy.model_type}'")
+
         def keep_input(_module, args, kwargs):
             recorder.mlp_inputs.append(args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v)))
 
-        hooks = [mlp.register_forward_pre_hook(keep_input, with_kwargs=True) for mlp in handle.anatomy.mlps]
+        hooks = [mlp.register_forward_pre_hook(keep_input, with_kwargs=True) for mlp in mlps]
     try:
         yield recorder
     finally:
@@ -106,11 +108,14 @@ def site_stacks(handle: ModelHandle, hidden: Sequence[torch.Tensor], mlp_inputs:
     if "residual" in sites:
         out["residual"] = list(hidden)
     if "normed" in sites:
+        norm = anatomy.final_norm
         if anatomy.post_layer_norm:
             out["normed"] = list(hidden)
+        elif norm is None:  # check_sites refuses this before any capture
+            raise UserError(f"site 'normed' needs the final norm, which is not mapped for model type '{anatomy.model_type}'")
         else:
             last = len(hidden) - 1  # hidden_states[L] already carries the final norm where norm_on_last_layer
-            out["normed"] = [state if layer == last and anatomy.norm_on_last_layer else anatomy.final_norm(state) for layer, state in enumerate(hidden)]
+            out["normed"] = [state if layer == last and anatomy.norm_on_last_layer else norm(state) for layer, state in enumerate(hidden)]
     if "mlp-input" in sites:
         if len(mlp_inputs) != handle.n_layers:
             raise RuntimeError(f"recorded {len(mlp_inputs)} MLP inputs for {handle.n_layers} blocks")

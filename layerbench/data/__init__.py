@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 
+from layerbench.data import paper_files, two_hop  # noqa: F401  (register the papers' row formats and the two-hop-queries data set)
 from layerbench.data.dataset import TextDataset
 from layerbench.data.generators import GENERATORS, load_generated
 from layerbench.data.local import load_local
 from layerbench.data.packaged import PACKAGED, load_packaged, packaged_dataset
-from layerbench.data import paper_files, two_hop  # noqa: F401  (register the papers' row formats and the two-hop-queries data set)
 from layerbench.errors import UserError
 from layerbench.specs.schema import GeneratorSource, HubSource, LocalSource, MtebSource, PackagedSource, TaskSpec, UrlSource
 
-__all__ = ["GENERATORS", "PACKAGED", "TextDataset", "load_generated", "load_local", "load_packaged", "load_task_data", "packaged_dataset", "task_size"]
+__all__ = ["GENERATORS", "PACKAGED", "TextDataset", "load_generated", "load_local", "load_packaged", "load_task_data", "packaged_dataset", "task_size", "task_sizes"]
 
 
 def load_task_data(spec: TaskSpec, limit: int | None = None, seed: int = 0) -> TextDataset:
@@ -68,3 +68,33 @@ def task_size(spec: TaskSpec) -> str:
 
         return str(evaluation_items(get_mteb_task(source.task, source.options))) if source.task in OFFLINE_TASKS else "network"
     return str(len(load_task_data(spec)))
+
+
+def task_sizes(specs: list[TaskSpec]) -> dict[str, str]:
+    """:func:`task_size` of each spec by name, memoised in the cache folder.
+
+    Sizing an offline mteb task builds it with mteb (seconds to import), so
+    ``layerbench list tasks`` would take longer than importing torch. The memo
+    is keyed by the spec and every installed distribution's version (the data
+    comes from installed packages), so any change to either sizes it again.
+    """
+    import json
+    from importlib.metadata import distributions
+
+    from layerbench.config import cache_dir
+    from layerbench.fingerprint import hash_value
+    from layerbench.storage import atomic_write_bytes
+
+    installed = sorted(f"{d.metadata['Name']}=={d.version}" for d in distributions())
+    keys = {spec.name: hash_value([spec.model_dump(), installed]) for spec in specs}
+    memo_file = cache_dir() / "task-sizes.json"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):  # absent or damaged: size everything again
+        memo = {}
+    missing = [spec for spec in specs if keys[spec.name] not in memo]
+    for spec in missing:
+        memo[keys[spec.name]] = task_size(spec)
+    if missing:
+        atomic_write_bytes(memo_file, json.dumps(memo, indent=0).encode())
+    return {spec.name: memo[keys[spec.name]] for spec in specs}

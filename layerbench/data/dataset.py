@@ -1,10 +1,13 @@
 """The in-memory form every data source produces."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,8 @@ def stratified_indices(labels: list[Any], limit: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
-def balanced(texts: list[str], labels: list[Any], n: int | None, seed: int) -> tuple[list[str], list[Any]]:
-    """``n`` items with an equal number per class (all of the rarest class if ``n`` is None), in a seeded order.
+def balanced(texts: Sequence[T], labels: Sequence[Any], n: int | None, seed: int) -> tuple[list[T], list[Any]]:
+    """``n`` items (``texts``: texts or any items, such as indices) with an equal number per class (all of the rarest class if ``n`` is None), in a seeded order.
 
     Raises:
         ValueError: a class has fewer than ``n / k`` items.

@@ -26,20 +26,20 @@ import numpy as np
 from layerbench.data.builders import Builders
 from layerbench.data.dataset import TextDataset, balanced, sample_indices
 from layerbench.data.packaged import bbc_news, gensim_file, rotten_tomatoes_sentiment
-from layerbench.errors import UserError
+from layerbench.errors import UserError, data_source_errors
 
 # Builders ``(**options, limit, seed) -> mteb task``.
 OFFLINE_TASKS: Builders[Any] = Builders("offline mteb task")
 offline_task = OFFLINE_TASKS.register
 
-_COMMON = dict(
+_COMMON: dict[str, Any] = dict(
     category="t2t", modalities=["text"], eval_langs=["eng-Latn"], dialect=[], license="not specified",
     annotations_creators="human-annotated", sample_creation="found", bibtex_citation="",
 )
 
 
-def _task(base: type, name: str, *, type_: str, main_score: str, description: str, reference: str,
-          path: str, revision: str, splits: list[str], build: Callable[[], Any], domains: list[str],
+def _task(base: type, name: str, *, type_: Any, main_score: str, description: str, reference: str,
+          path: str, revision: str, splits: list[str], build: Callable[[], Any], domains: list[Any],
           **attributes: Any) -> Any:
     """An instance of a fresh subclass of mteb's ``base`` whose ``load_data`` sets ``build()``."""
     from mteb.abstasks.task_metadata import TaskMetadata
@@ -158,8 +158,11 @@ def rotten_tomatoes_classification(n_train: int = 1000, n_test: int = 500, seed:
     n_train = min(n_train, limit) if limit else n_train
     data = rotten_tomatoes_sentiment(n=n_train + n_test, seed=seed)
 
+    verdicts = data.labels
+    assert verdicts is not None  # packaged sentiment data is labelled
+
     def build() -> Any:
-        texts, labels = data.texts, [int(v == "fresh") for v in data.labels]
+        texts, labels = data.texts, [int(v == "fresh") for v in verdicts]
         test_t, test_l = balanced(texts[:n_test * 2], labels[:n_test * 2], n_test, seed)  # disjoint from the train part below
         used = set(test_t)
         rest = [(t, l) for t, l in zip(texts, labels) if t not in used]
@@ -177,6 +180,7 @@ def _bbc(n: int | None, seed: int, limit: int | None) -> tuple[list[str], list[s
     """Headlines, bodies and topic ids of ``n`` BBC articles balanced over the 5 topics (all 2,225 if None)."""
     articles = bbc_news(field="text")
     headlines = bbc_news(field="headline").texts
+    assert articles.labels is not None  # topics
     n = min(n, limit) if (n and limit) else (n or limit)
     order = list(range(len(articles)))
     if n is not None:
@@ -342,12 +346,12 @@ def recording_encoder(dim: int = 16, seed: int = 0) -> Any:
 
 def model_meta(name: str) -> Any:
     """mteb ``ModelMeta`` for one of our encoders (its name keeps mteb from mixing up runs)."""
-    from mteb.models.model_meta import ModelMeta
+    from mteb.models.model_meta import ModelMeta, ScoringFunction
 
     return ModelMeta(
         loader=None, name=f"layerbench/{name}", revision="0", release_date=None, languages=None, n_parameters=None,
         memory_usage_mb=None, max_tokens=None, embed_dim=None, license=None, open_weights=None, public_training_code=None,
-        public_training_data=None, framework=[], similarity_fn_name="cosine", use_instructions=False, training_datasets=None,
+        public_training_data=None, framework=[], similarity_fn_name=ScoringFunction("cosine"), use_instructions=False, training_datasets=None,
     )
 
 
@@ -357,10 +361,8 @@ def load_mteb(name: str, options: dict[str, Any], limit: int | None, seed: int, 
     recorder = recording_encoder(seed=seed)
     try:
         run_mteb(recorder, task)
-    except UserError:
-        raise
-    except Exception as exc:  # mteb and datasets raise many types (no network, bad data)
-        raise UserError(f"mteb task '{name}' cannot run: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    except data_source_errors() as exc:  # no network, a missing data set or revision, bad data
+        raise UserError(f"mteb task '{name}' cannot run: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     meta = task.metadata
     provenance = {"source": "mteb", "task": meta.name, "type": meta.type, "main_score": meta.main_score,
                   "dataset": dict(meta.dataset), "licence": meta.license, "reference": meta.reference, "options": options}

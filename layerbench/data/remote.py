@@ -11,7 +11,7 @@ import pandas as pd
 
 from layerbench.data.dataset import TextDataset
 from layerbench.data.tables import table_dataset
-from layerbench.errors import UserError
+from layerbench.errors import UserError, data_source_errors
 from layerbench.specs.schema import HubSource, UrlSource
 
 
@@ -82,7 +82,7 @@ def load_hub(source: HubSource) -> TextDataset:
         raise UserError("Hub data sets need the 'datasets' package: pip install datasets") from None
     try:
         table = datasets.load_dataset(source.path, source.name, split=source.split, revision=source.revision)
-    except Exception as exc:  # datasets raises many types for offline, missing or gated data
-        raise UserError(f"cannot load Hub data set {source.path}@{source.revision} ({str(exc).splitlines()[0]}); it needs the network") from None
+    except data_source_errors() as exc:  # offline, missing or gated data
+        raise UserError(f"cannot load Hub data set {source.path}@{source.revision} ({str(exc).splitlines()[0]}); it needs the network") from exc
     provenance = {"source": "hub", "dataset": source.path, "name": source.name, "split": source.split, "revision": source.revision, "licence": source.licence}
     return table_dataset(table.to_pandas(), source, f"Hub data set {source.path}", provenance)

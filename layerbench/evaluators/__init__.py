@@ -7,7 +7,7 @@ the seed and ``layers`` (the layer number of each of the K rows: ``0..L``,
 or ``1..L`` at the ``mlp-input`` site), and returns rows
 ``metric, layer, value, stderr, n, higher_is_better`` (plus ``subset`` and
 ``split`` where it sets them). ``label-free`` tasks have no evaluator: their
-rows are the label-free metric suite's (:mod:`layerbench.evaluators.label_free`),
+rows are the label-free metric suite's (:mod:`layerbench.metrics.suite`),
 which runs on every task.
 
 The intervention families (``backpatch``, ``consistency``) run the model

@@ -39,6 +39,7 @@ from layerbench.data.dataset import TextDataset
 from layerbench.data.two_hop import CHECKS, TwoHopQuery, contains, mentions, parse_queries
 from layerbench.errors import UserError
 from layerbench.evaluators.probe import SUMMARY_LAYER
+from layerbench.metrics.arrays import stderr_of
 from layerbench.models.generation import generate, greedy_from_cache
 from layerbench.models.loading import ModelHandle
 from layerbench.models.residual import first_token_id, last_token_states, lens_statistics, patch_positions, record_layers
@@ -147,15 +148,14 @@ def lens_rows(handle: ModelHandle, queries: list[TwoHopQuery], prompts: list[str
         for layer in range(states.shape[0]):
             rank, prob = stats["rank"][layer].numpy(), stats["prob"][layer].numpy()
             n = len(rank)
-            se = lambda x: float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")  # noqa: E731
             rows += [
                 dict(metric=f"lens_{entity}_rank", layer=layer, value=float(np.median(rank)), stderr=float("nan"), n=n, higher_is_better=False),
-                dict(metric=f"lens_{entity}_prob", layer=layer, value=float(prob.mean()), stderr=se(prob), n=n, higher_is_better=True),
-                dict(metric=f"lens_{entity}_top1", layer=layer, value=float((rank == 1).mean()), stderr=se((rank == 1).astype(float)), n=n, higher_is_better=True),
+                dict(metric=f"lens_{entity}_prob", layer=layer, value=float(prob.mean()), stderr=stderr_of(prob), n=n, higher_is_better=True),
+                dict(metric=f"lens_{entity}_top1", layer=layer, value=float((rank == 1).mean()), stderr=stderr_of((rank == 1).astype(float)), n=n, higher_is_better=True),
             ]
             if entity == "answer":
                 entropy = stats["entropy"][layer].numpy()
-                rows.append(dict(metric="lens_entropy", layer=layer, value=float(entropy.mean()), stderr=se(entropy), n=n, higher_is_better=None))
+                rows.append(dict(metric="lens_entropy", layer=layer, value=float(entropy.mean()), stderr=stderr_of(entropy), n=n, higher_is_better=None))
     return [r | {"subset": "prompt-last", "source_layer": None} for r in rows]
 
 

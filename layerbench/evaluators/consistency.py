@@ -28,6 +28,7 @@ released code (zhxieml/internal-consistency ``decode.py``, ``extract.py``,
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,7 @@ import torch
 from layerbench.data.dataset import TextDataset
 from layerbench.errors import UserError
 from layerbench.evaluators.probe import SUMMARY_LAYER
-from layerbench.metrics.arrays import mean_and_stderr
+from layerbench.metrics.arrays import mean_and_stderr, stderr_of
 from layerbench.models.generation import generate
 from layerbench.models.loading import ModelHandle
 from layerbench.models.residual import continuation_states, first_token_id, lens_logits
@@ -110,7 +111,7 @@ def question_prompts(data: TextDataset, settings: ConsistencySettings, task: str
     else:
         if data.records is None or any("rationale" not in r for r in data.records):
             raise UserError(f"task '{task}': internal consistency needs a worked 'rationale' per item, or 'exemplars' in the evaluator settings")
-        order = [i for pair in zip(np.flatnonzero(labels), np.flatnonzero(~labels)) for i in pair][: settings.shots]
+        order = [int(i) for pair in zip(np.flatnonzero(labels), np.flatnonzero(~labels)) for i in pair][: settings.shots]
         exemplars = [(data.texts[i], data.records[i]["rationale"], first if labels[i] else second) for i in order]
     questions = [i for i in range(len(data)) if i not in set(order)]
     if not questions:
@@ -162,7 +163,7 @@ def evaluate_consistency(handle: ModelHandle, data: TextDataset, spec: TaskSpec,
                 agree = (latent == reference)[members].astype(float)
                 n = len(agree)
                 rows.append(dict(metric=metric, layer=layer, value=float(agree.mean()) if n else float("nan"),
-                                 stderr=float(agree.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"), n=n, higher_is_better=None, subset=subset))
+                                 stderr=stderr_of(agree), n=n, higher_is_better=None, subset=subset))
 
     sc, weighted = [], []
     for q in range(len(questions)):
@@ -217,22 +218,22 @@ def xie2024_prompts(data: TextDataset, settings: ConsistencySettings, task: str)
         raise UserError(f"task '{task}': internal consistency needs true/false labels")
     labels = np.array([str(v).lower() == "true" for v in data.labels])
     first, second = settings.answers
-    records = data.records or [None] * len(data)
+    records: list[dict[str, Any]] = list(data.records) if data.records is not None else [{} for _ in data.texts]  # {}: no fields beyond text and label
     shots: list[tuple[str, str, bool]] = []
     order: list[int] = []
     if settings.exemplars:
         shots = [(_query_block({"context": e.context, "question": e.question}, e.question), e.rationale, e.answer) for e in settings.exemplars]
-    elif not all(r is not None and r.get("exemplars") for r in records):
-        if any(r is None or "rationale" not in r for r in records):
+    elif not all(r.get("exemplars") for r in records):
+        if any("rationale" not in r for r in records):
             raise UserError(f"task '{task}': internal consistency needs worked examples: 'exemplars' in the evaluator settings, per-item exemplars, or a 'rationale' per item")
-        order = [i for pair in zip(np.flatnonzero(labels), np.flatnonzero(~labels)) for i in pair][: settings.shots]
+        order = [int(i) for pair in zip(np.flatnonzero(labels), np.flatnonzero(~labels)) for i in pair][: settings.shots]
         shots = [(_query_block(records[i], data.texts[i]), records[i]["rationale"], bool(labels[i])) for i in order]
     questions = [i for i in range(len(data)) if i not in set(order)]
     if not questions:
         raise UserError(f"task '{task}': no questions left after taking {settings.shots} worked examples")
     prompts = []
     for i in questions:
-        own = records[i].get("exemplars") if records[i] is not None else None
+        own = records[i].get("exemplars")
         examples = [(_query_block(e, e["question"]), e["rationale"], bool(e["answer"])) for e in own] if own and not settings.exemplars else shots
         text = "".join(f"{block}\nA: {rationale} {first if answer else second}\n\n" for block, rationale, answer in examples)
         prompts.append(text + f"{_query_block(records[i], data.texts[i])}\nA:")
@@ -274,7 +275,7 @@ def weighted_mode(values: np.ndarray, weights: np.ndarray, rng: np.random.Genera
     return float(ties[0] if len(ties) == 1 else rng.choice(ties))
 
 
-def xie2024_scores(probs: np.ndarray, truth: np.ndarray, seed: int = 0, permutations: int = XIE_PERMUTATIONS) -> dict[str, np.ndarray | float]:
+def xie2024_scores(probs: np.ndarray, truth: np.ndarray, seed: int = 0, permutations: int = XIE_PERMUTATIONS) -> dict[str, Any]:
     """IC, correctness and votes of V paths of each of Q questions, as ``eval_sc.py`` computes them.
 
     Args:

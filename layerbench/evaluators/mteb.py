@@ -69,7 +69,7 @@ def score_rows(scores: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any
         for entry in entries:
             experiments = entry.get("scores_per_experiment") or []
             for name, value in _flatten(entry):
-                spread = [e.get(name) for e in experiments if isinstance(e, dict) and isinstance(e.get(name), (int, float))]
+                spread: list[float] = [e[name] for e in experiments if isinstance(e, dict) and isinstance(e.get(name), (int, float))]
                 stderr = float(np.std(spread, ddof=1) / math.sqrt(len(spread))) if len(spread) > 1 else float("nan")
                 rows.append(dict(subset=entry.get("hf_subset", "default"), split=split, metric=name, value=float(value), stderr=stderr))
     return rows

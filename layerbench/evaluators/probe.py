@@ -36,6 +36,7 @@ import pandas as pd
 
 from layerbench.data.dataset import TextDataset
 from layerbench.errors import UserError
+from layerbench.metrics.arrays import stderr_of
 from layerbench.specs.schema import ProbeSettings, TaskSpec
 
 SCORES = ("accuracy", "f1", "auroc")
@@ -103,7 +104,7 @@ def cv_fold_scores(X: np.ndarray, y: np.ndarray, folds: int = 5, C: float = 1.0,
 def mean_and_spread(values: np.ndarray) -> tuple[float, float]:
     """(mean, standard error ``std(ddof=1) / sqrt(k)``) of k split scores; NaN standard error for one split."""
     values = np.asarray(values, dtype=np.float64)
-    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return float(values.mean()), stderr_of(values)
 
 
 def cv_probe(X: np.ndarray, y: np.ndarray, folds: int = 5, C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:

@@ -127,12 +127,15 @@ def has_layer_axis(token_matrices: Sequence[Any]) -> bool:
 
 def per_prompt_values(kernel: Callable[..., np.ndarray], token_matrices: Sequence[Any], **options: Any) -> tuple[np.ndarray, np.ndarray]:
     """``kernel`` (a ``[L, B, T, D]`` + lengths -> ``[L, B]`` function) over every prompt: ``[L, P]`` values and ``[P]`` lengths."""
-    values, lengths = None, np.empty(len(token_matrices), dtype=np.int64)
+    values: np.ndarray | None = None
+    lengths = np.empty(len(token_matrices), dtype=np.int64)
     for indices, padded, counts in padded_token_batches(token_matrices):
         if values is None:
             values = np.empty((padded.shape[0], len(token_matrices)))
         values[:, indices] = kernel(padded, counts, **options)
         lengths[indices] = counts
+    if values is None:
+        raise ValueError("per_prompt_values needs at least one prompt")
     return values, lengths
 
 
@@ -155,3 +158,8 @@ def mean_and_stderr(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     deviations = np.where(defined, values - mean[:, None], 0.0)
     variance = np.divide(np.square(deviations).sum(axis=-1), count - 1, out=np.full(count.shape, np.nan), where=count > 1)
     return mean, np.sqrt(variance / np.maximum(count, 1)), count
+
+
+def stderr_of(values: np.ndarray) -> float:
+    """Standard error of the mean of ``values`` ``[n]`` (sample std / √n, NaN ignored), NaN below two values: :func:`mean_and_stderr` of one row."""
+    return float(mean_and_stderr(np.asarray(values, dtype=np.float64)[None])[1][0])

@@ -19,7 +19,7 @@ from layerbench.errors import UserError
 # Gemma 2/3 (sandwich norms) read ``pre_feedforward_layernorm``'s, and OLMo 2
 # (post-norms) reads the raw residual: the MLP module's input is the one
 # definition that holds for all of them.
-_LLAMA_LIKE = {
+_LLAMA_LIKE: dict[str, list[str] | None] = {
     "blocks": ["model.layers", "layers"],
     "mlp": ["mlp"],
     "final_norm": ["model.norm", "norm"],

@@ -10,14 +10,12 @@ from typing import Any
 
 import torch
 
+from layerbench.choices import DEVICES, DTYPES, unknown_choice
 from layerbench.config import progress_disabled
 from layerbench.errors import UserError
 from layerbench.fingerprint import folder_bytes
 from layerbench.models.anatomy import Anatomy, get_anatomy
 from layerbench.models.resolve import Checkpoint, resolve_checkpoint
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -57,7 +55,7 @@ class ModelHandle:
     def hidden_size(self) -> int:
         """Width D of the residual stream."""
         cfg = self.model.config
-        return int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd"))
+        return int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
 
     @property
     def default_pooling(self) -> str:
@@ -65,10 +63,8 @@ class ModelHandle:
 
     @cached_property
     def tokenizer_fingerprint(self) -> str:
-        """sha256 of the tokenizer's full definition (vocabulary, merges, normalizer, special tokens)."""
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        text = backend.to_str() if backend is not None else json.dumps(self.tokenizer.get_vocab(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
+        """:func:`tokenizer_fingerprint` of the tokenizer (the same whenever it is asked)."""
+        return tokenizer_fingerprint(self.tokenizer)
 
     def provenance(self) -> dict[str, Any]:
         """What the run manifest records about the model."""
@@ -90,10 +86,28 @@ class ModelHandle:
         }
 
 
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of a tokenizer's definition: vocabulary, merges, normalizer, pre-tokenizer, post-processor, special tokens.
+
+    Padding and truncation are state, not definition: a batch padded or
+    truncated through the tokenizer switches them on in the fast backend,
+    and its ``to_str()`` then differs. The digest is taken on a copy with both
+    off, so it neither changes after a padded batch nor differs from a
+    freshly loaded tokenizer's.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a slow tokenizer: its vocabulary is its definition
+        return hashlib.sha256(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()).hexdigest()
+    definition = type(backend).from_str(backend.to_str())
+    definition.no_padding()
+    definition.no_truncation()
+    return hashlib.sha256(definition.to_str().encode()).hexdigest()
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks cuda, then mps, then cpu; an unavailable explicit choice is a user error."""
     if device not in DEVICES:
-        raise UserError(f"unknown device '{device}'; use one of {', '.join(DEVICES)}")
+        raise UserError(unknown_choice("device", device, DEVICES))
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -114,7 +128,7 @@ def resolve_dtype(dtype: str, device: torch.device, checkpoint_dtype: Any) -> to
     is only used there when asked for by name.
     """
     if dtype not in DTYPES:
-        raise UserError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
+        raise UserError(unknown_choice("dtype", dtype, DTYPES))
     if dtype != "auto":
         return getattr(torch, dtype)
     if device.type == "cpu":
@@ -221,7 +235,7 @@ def load_checkpoint(checkpoint: Checkpoint, device: str = "auto", dtype: str = "
         except (OSError, ValueError) as exc:
             raise UserError(f"model '{checkpoint.name}' at {checkpoint.path} has no usable tokenizer ({str(exc).splitlines()[0]})") from None
     model.eval()
-    return ModelHandle(
+    handle = ModelHandle(
         name=checkpoint.name,
         revision=checkpoint.revision,
         model=model,
@@ -234,6 +248,8 @@ def load_checkpoint(checkpoint: Checkpoint, device: str = "auto", dtype: str = "
         device_map=device_map,
         quantization=quantization,
     )
+    _ = handle.tokenizer_fingerprint  # taken now, from the tokenizer as loaded
+    return handle
 
 
 def quantization_kwargs(quantization: str, device: torch.device) -> dict[str, Any]:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, model_validator
+
+from layerbench.choices import Pooling
 
 
 class PackagedCopy(BaseModel):
@@ -39,7 +40,7 @@ class ModelEntry(BaseModel):
     hub_id: str | None = None
     revision: str | None = None
     packaged: PackagedCopy | None = None
-    pooling: Literal["mean", "last", "cls"] = "mean"
+    pooling: Pooling = "mean"
     notes: str = ""
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from layerbench.config import cache_dir
-from layerbench.errors import UserError
+from layerbench.errors import UserError, network_errors
 from layerbench.fingerprint import file_sha256, weights_fingerprint
-from layerbench.packaged import package_folder
 from layerbench.models.registry import ModelEntry, PackagedCopy, find_entry
+from layerbench.packaged import package_folder
 
 # What a checkpoint needs from a Hub repository; exporter folders are skipped.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
@@ -50,7 +50,11 @@ def hub_offline() -> bool:
 def _download(repo_id: str, revision: str | None) -> Path:
     """Snapshot of ``repo_id`` at ``revision`` from the Hub or the local HF cache."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    # "The Hub cannot be asked": no network (network_errors), offline mode with no cached copy
+    # (LocalEntryNotFoundError) or a server error. Permission and disk errors are not among them.
+    unreachable: tuple[type[BaseException], ...] = (*network_errors(), LocalEntryNotFoundError, HfHubHTTPError)
 
     try:
         path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=_HUB_PATTERNS, ignore_patterns=_HUB_IGNORE))
@@ -61,8 +65,10 @@ def _download(repo_id: str, revision: str | None) -> Path:
         raise UserError(f"model '{repo_id}' has no revision '{revision}' on the Hub; check --revision") from exc
     except RepositoryNotFoundError as exc:
         raise UserError(f"no model '{repo_id}' on the Hugging Face Hub (or it is gated); check the id or pass a local folder") from exc
-    except Exception as exc:  # offline mode, DNS, refused connection, timeouts: all mean "no Hub"
+    except unreachable as exc:
         raise HubUnreachable(f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
+    except OSError as exc:  # the Hugging Face cache cannot be written or read: say so, never "offline"
+        raise UserError(f"cannot store model '{repo_id}' in the Hugging Face cache ({exc}); check HF_HOME's permissions and free space") from exc
 
 
 def _hub_checkpoint(name: str, repo_id: str, revision: str | None, pooling: str) -> Checkpoint:
@@ -186,6 +192,8 @@ def resolve_checkpoint(name: str, revision: str | None = None) -> Checkpoint:
             raise UserError(f"revision '{revision}' of '{entry.name}' needs the Hub, which is unreachable; drop --revision to use the packaged copy")
         if entry.packaged is None:
             raise UserError(f"model '{entry.name}' needs the Hugging Face Hub, which is unreachable ({hub_error})")
+        if hub_error and not hub_offline():  # offline mode asked for the packaged copy; otherwise say why it is used
+            print(f"note: the Hugging Face Hub is unreachable ({hub_error}); using the packaged copy of '{entry.name}'", file=sys.stderr, flush=True)
         return _packaged_checkpoint(entry, hub_error)
 
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):

@@ -59,7 +59,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, (int, np.integer)):
         return f"{int(value):,}" if abs(int(value)) >= 10_000 else str(int(value))
     if isinstance(value, (float, np.floating)):
-        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+        return f"{float(value):.4g}" if abs(float(value)) < 1e5 else f"{float(value):,.0f}"
     return str(value)
 
 
@@ -107,7 +107,7 @@ def _curve_figure(title: str, traces: list[dict[str, Any]], y_title: str, x_titl
 
 def _trace(frame: pd.DataFrame, name: str, color: str | None = None, visible: bool = True) -> dict[str, Any]:
     frame = frame.sort_values("layer")
-    trace = {"type": "scatter", "mode": "lines+markers", "name": name, "x": [_number(v) for v in frame.depth],
+    trace: dict[str, Any] = {"type": "scatter", "mode": "lines+markers", "name": name, "x": [_number(v) for v in frame.depth],
              "y": [_number(v) for v in frame.value], "text": [f"layer {int(v)}" for v in frame.layer],
              "hovertemplate": "%{text}: %{y:.4g}<extra>" + name + "</extra>", "visible": True if visible else "legendonly"}
     if color:

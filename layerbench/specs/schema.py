@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from layerbench.choices import Pooling, Site
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -298,8 +300,8 @@ class TaskSpec(_Strict):
     data: DataSource
     prompt: str = Field(default="{text}", pattern=r"\{text\}")
     labels: list[Any] | None = None
-    pooling: Literal["mean", "last", "cls", "model"] = "model"
-    site: Literal["residual", "normed", "mlp-input"] | None = None
+    pooling: Pooling | Literal["model"] = "model"
+    site: Site | None = None
     max_length: int | None = Field(default=None, ge=1)
     evaluator: dict[str, Any] = {}
     metrics: list[str] = []

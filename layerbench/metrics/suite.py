@@ -8,7 +8,7 @@ view metrics on the pooled states of augmented views of that sample.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,9 +53,9 @@ class MetricPlan:
         return [m for m in self.metrics if m.input_kind == kind]
 
     @property
-    def kernels(self) -> dict[str, object]:
-        """Per-prompt kernels the capture must run (token metrics)."""
-        return {m.name: m.per_prompt for m in self.of_kind("tokens")}
+    def kernels(self) -> dict[str, Callable[..., np.ndarray]]:
+        """Per-prompt kernels the capture must run (token metrics): ``[K, B, T, D]`` states and ``[B]`` lengths -> ``[K, B]``."""
+        return {m.name: m.per_prompt for m in self.of_kind("tokens") if m.per_prompt is not None}
 
     @property
     def n_views(self) -> int:
@@ -122,7 +122,12 @@ def evaluate_metrics(
                     notes[info.name] = f"{left_out} of {values.shape[1]} prompts too short for it (at the worst layer), left out"
                 frames.append(_frame(info, mean, stderr, count, layers))
                 continue
-            data = pooled if info.input_kind == "pooled" else views[..., : info.n_views, :]
+            if info.input_kind == "pooled":
+                data = pooled
+            elif views is not None:
+                data = views[..., : info.n_views, :]
+            else:
+                raise ValueError(f"view metric {info.name} is planned but no augmented views were captured")
             n = data.shape[1]
             if streamed is not None and info.name == "intrinsic_dimension" and n > NEIGHBOUR_ROWS:
                 data = row_subsample(pooled, NEIGHBOUR_ROWS)  # nearest neighbours among all rows would be O(N²)
@@ -131,6 +136,7 @@ def evaluate_metrics(
                 notes[info.name] = f"skipped: needs at least {info.min_texts} texts, got {n}"
                 continue
             if info.derived_from is not None:
+                assert info.derive is not None, f"{info.name} names derived_from but no derive"
                 source = get(info.derived_from)
                 if source.name not in computed:
                     computed[source.name] = np.asarray(source.fn(data), dtype=np.float64)
@@ -141,7 +147,7 @@ def evaluate_metrics(
                 values = computed.setdefault(info.name, np.asarray(info.fn(data), dtype=np.float64))
             stderr = np.full(values.shape, np.nan)
             if info.name == "mean_norm":
-                stderr = streamed["mean_norm_stderr"] if streamed is not None else row_norms(data).std(axis=1, ddof=1) / np.sqrt(n)
+                stderr = streamed["mean_norm_stderr"] if streamed is not None else mean_and_stderr(row_norms(data))[1]
             frames.append(_frame(info, values, stderr, n, layers))
         if caught:
             notes[info.name] = "; ".join(filter(None, [notes.get(info.name), *(str(w.message) for w in caught)]))

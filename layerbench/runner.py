@@ -1,0 +1,399 @@
+"""The per-model runner that every executor drives: task variants, their identity hashes, the per-task pipeline and the manifest.
+
+Data flows one way: spec -> data -> capture -> evaluator and metrics -> rows -> store.
+Each (model, task variant) has up to two parts, stored and resumed separately:
+the evaluator's scores and the label-free metric suite's rows.
+
+The local executor (:func:`layerbench.api.run`) and the Ray executor
+(:mod:`layerbench.ray_executor`) both import this module; it imports neither.
+"""
+from __future__ import annotations
+
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from layerbench.capture import CaptureStats, capture_layers
+from layerbench.choices import DEFAULT_SITE
+from layerbench.data import load_task_data
+from layerbench.data.augment import make_views, noise_prefix
+from layerbench.data.dataset import sample_indices
+from layerbench.errors import UserError
+from layerbench.evaluators import get_evaluator
+from layerbench.fingerprint import hash_value
+from layerbench.metrics.suite import METRICS_VERSION, MetricPlan, evaluate_metrics
+from layerbench.models import ModelHandle
+from layerbench.models.loading import load_checkpoint
+from layerbench.results import ResultStore, complete_rows
+from layerbench.specs import TaskSpec
+from layerbench.specs.protocols import resolve_protocol, variant_suffix
+from layerbench.specs.schema import INTERVENTION_FAMILIES
+
+__all__ = ["ModelRunner", "RunConfig", "RunSummary", "Variant", "seed_everything", "task_config_hash", "task_variants"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a user chooses for a run; its hash is in the manifest."""
+
+    models: tuple[str, ...]
+    tasks: tuple[str, ...]
+    output: str = "results"
+    revision: str | None = None
+    limit: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    device_map: str | None = None
+    batch_size: int | str = "auto"
+    max_length: int | None = None
+    overwrite: bool = False
+    cache: bool = True
+    metrics: tuple[str, ...] = ()
+    metric_samples: int = 512
+    pooling: str | None = None
+    robustness: tuple[str, ...] = ()
+    protocols: tuple[str, ...] = ()
+    sites: tuple[str, ...] = ()
+
+
+@dataclass
+class RunSummary:
+    """What a run did: per (model, task) one of ``done`` / ``skipped``, and where things went."""
+
+    output: Path | str  # a folder, or an fsspec URL
+    run_id: str
+    status: dict[str, dict[str, str]] = field(default_factory=dict)
+    forward_passes: int = 0
+    manifests: list[Path | str] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch from the run's one seed."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way a task runs: under a protocol (the spec with the protocol's settings), at a capture site, with a pooling.
+
+    Attributes:
+        protocol: the protocol's name (the rows' ``protocol``).
+        spec: the task spec with the protocol's settings applied.
+        site: the capture site (the rows' ``site``).
+        pooling: ``mean``, ``last``, ``cls``, or ``model`` for the model's default.
+    """
+
+    protocol: str
+    spec: TaskSpec
+    site: str
+    pooling: str
+
+    @property
+    def suffix(self) -> str:
+        """The result files' suffix (:func:`layerbench.specs.protocols.variant_suffix`): empty for ours on the residual stream, else ``@jin2024``, ``@normed``..."""
+        return variant_suffix(self.protocol, self.site)
+
+    @property
+    def label(self) -> str:
+        return f"{self.protocol} on {self.site}"
+
+
+def task_variants(spec: TaskSpec, config: RunConfig) -> tuple[list[Variant], list[str]]:
+    """The variants a task runs in, and the protocols asked for that its family has none of.
+
+    Protocols: ``config.protocols`` (``paper`` = the family's paper protocol),
+    else the spec's own. Sites: ``config.sites``, else the spec's ``site``,
+    else the protocol's, else ``residual``. Pooling: ``config.pooling``, else
+    the protocol's, else the spec's.
+    """
+    variants: dict[tuple[str, str], Variant] = {}
+    missing = []
+    for name in config.protocols or (spec.protocol,):
+        protocol = resolve_protocol(name, spec.family)
+        if protocol is None:
+            missing.append(name)
+            continue
+        under = spec.under(protocol.name, protocol.settings)
+        pooling = config.pooling or protocol.pooling or spec.pooling
+        for site in config.sites or (spec.site or protocol.site or DEFAULT_SITE,):
+            variants.setdefault((protocol.name, site), Variant(protocol.name, under, site, pooling))
+    return list(variants.values()), missing
+
+
+def task_config_hash(variant: Variant, config: RunConfig, model: str, limit: int | None, part: str = "scores") -> str:
+    """Identity of one (model, task variant) part's rows: what would change its numbers.
+
+    The ``metrics`` part also depends on the chosen metrics, the prompt sample
+    size and the metric code's version; the ``scores`` part on none of them.
+    """
+    identity: dict[str, Any] = {
+        "task": variant.spec.model_dump(),
+        "model": model,
+        "revision": config.revision,
+        "limit": limit,
+        "seed": config.seed,
+        "dtype": config.dtype,
+        "max_length": config.max_length,
+        "pooling": variant.pooling,
+        "protocol": variant.protocol,
+        "site": variant.site,
+    }
+    if part == "scores" and variant.spec.family == "probe" and config.robustness:
+        identity["robustness"] = list(config.robustness)
+    if part == "metrics":
+        identity |= {"part": part, "metrics": list(config.metrics), "metric_samples": config.metric_samples, "metrics_version": METRICS_VERSION}
+    return hash_value(identity)
+
+
+def _run_task(
+    handle: ModelHandle,
+    spec: TaskSpec,
+    work: list[tuple[Variant, list[str]]],
+    config: RunConfig,
+    plan: MetricPlan,
+    model_name: str,
+    run_id: str,
+    stats: CaptureStats,
+    prefix: str,
+    variant_handles: dict[str, ModelHandle],
+) -> tuple[dict[tuple[str, str], pd.DataFrame], dict[str, Any]]:
+    """Data -> captures -> evaluators and metrics -> tidy rows per (variant suffix, part), and the manifest record.
+
+    ``work`` pairs each variant to run with its parts (``scores``,
+    ``metrics``). One capture per pooling serves every variant and part: all
+    their sites, the task's texts, their noisy copies (the ``noise``
+    robustness variant), the augmented views of the metric sample, and the
+    per-prompt kernels on that sample's token states go through the same
+    batched forward passes. A precision variant is one more capture of the
+    task's texts with the model loaded in that precision. The caller asks for
+    the label-free metrics once per (site, pooling) (:meth:`ModelRunner.run_task`).
+    """
+    began = time.perf_counter()
+    data = load_task_data(spec, config.limit, config.seed)
+    t_data = time.perf_counter() - began
+    intervention = spec.family in INTERVENTION_FAMILIES
+    pooling_of = {v.suffix: handle.default_pooling if v.pooling == "model" else v.pooling for v, _ in work}
+    with_metrics = any("metrics" in parts for _, parts in work)
+    with_scores = [v for v, parts in work if "scores" in parts]
+    variants = [r for r in config.robustness if spec.family == "probe"] if with_scores and not intervention else []
+    noise_texts = [noise_prefix(text, config.seed) + text for text in data.texts] if "noise" in variants else []
+    sample = sample_indices(len(data), config.metric_samples, config.seed).tolist() if with_metrics and plan.needs_sample else []
+    n_views = plan.n_views if sample else 0
+    view_texts = [v for views in make_views([data.texts[i] for i in sample], n_views, config.seed) for v in views] if n_views else []
+    n = len(data)
+    # pooling -> sites captured with it
+    capture_sites: dict[str, list[str]] = {}
+    for v, parts in work:
+        if "metrics" in parts or not intervention:
+            capture_sites.setdefault(pooling_of[v.suffix], [])
+            if v.site not in capture_sites[pooling_of[v.suffix]]:
+                capture_sites[pooling_of[v.suffix]].append(v.site)
+    _log(
+        f"{prefix}: {n} texts, {handle.n_layers + 1} layers; "
+        + "; ".join(f"{v.label} ({pooling_of[v.suffix]} pooling)" for v, _ in work)
+        + (f"; robustness variants {', '.join(variants)}" if variants else "")
+        + (f"; metrics on {len(sample)} sampled texts, {n_views} augmented views each" if sample else "")
+    )
+    began = time.perf_counter()
+    passes_before, kernel_seconds = stats.forward_passes, stats.per_prompt_seconds
+    max_length = config.max_length or spec.max_length
+    captures = {
+        pooling: capture_layers(
+            handle, data.texts + noise_texts + view_texts, pooling, config.batch_size, max_length, cache=config.cache, stats=stats,
+            per_prompt=plan.kernels if sample else None, per_prompt_texts=sample, sites=sites,
+        )
+        for pooling, sites in capture_sites.items()
+    }
+    precision = {
+        (r, pooling): capture_layers(variant_handles[r], data.texts, pooling, config.batch_size, max_length, cache=config.cache, stats=stats, sites=sites)
+        for r in variants if r in variant_handles for pooling, sites in capture_sites.items()
+    }
+    t_kernels = stats.per_prompt_seconds - kernel_seconds  # token metrics, computed inside the capture
+    t_capture = time.perf_counter() - began - t_kernels
+    rows: dict[tuple[str, str], pd.DataFrame] = {}
+    seconds = {"data": t_data, "capture": t_capture}
+    record: dict[str, Any] = {"family": spec.family, "version": spec.version, "n": n, "data": data.provenance, "variants": {}}
+    evaluator = get_evaluator(spec.family)
+    for v, parts in work:
+        pooling = pooling_of[v.suffix]
+        complete: dict[str, Any] = dict(model=model_name, revision=config.revision, task=spec.name, subset=spec.subset, split=spec.split,
+                        n_layers=handle.n_layers, run_id=run_id, protocol=v.protocol, site=v.site)
+        entry: dict[str, Any] = {"protocol": v.protocol, "site": v.site, "pooling": pooling}
+        if "scores" in parts:
+            if evaluator is None:  # run_task asks for scores only where the family has an evaluator
+                raise ValueError(f"task '{spec.name}' has no evaluator for its scores")
+            began = time.perf_counter()
+            _log(f"{prefix}: {spec.family} evaluator, {v.label}, on {handle.n_layers + 1} layers")
+            if intervention:
+                scores = evaluator(handle, data, v.spec, config.seed)
+            else:
+                site = captures[pooling].sites[v.site]
+                states = {"clean": site.pooled[:, :n]}
+                if noise_texts:
+                    states["noise"] = site.pooled[:, n : 2 * n]
+                for r in variants:
+                    if (r, pooling) in precision:
+                        states[r] = precision[(r, pooling)].sites[v.site].pooled
+                scores = evaluator(states, data, v.spec, config.seed, layers=site.layers)
+            rows[(v.suffix, "scores")] = complete_rows(scores, **complete)
+            seconds["evaluate"] = seconds.get("evaluate", 0.0) + time.perf_counter() - began
+            if variants:
+                entry["robustness"] = variants
+        if "metrics" in parts:
+            began = time.perf_counter()
+            _log(f"{prefix}: {len(plan.metrics)} label-free metrics, {v.site} site")
+            site = captures[pooling].sites[v.site]
+            pooled = site.pooled[:, :n]
+            views = site.pooled[:, n + len(noise_texts) :].reshape(pooled.shape[0], len(sample), n_views, -1) if n_views else None
+            metric_rows, notes = evaluate_metrics(plan, pooled, site.per_prompt, views, layers=site.layers)
+            rows[(v.suffix, "metrics")] = complete_rows(metric_rows, **complete)
+            seconds["metrics"] = seconds.get("metrics", 0.0) + time.perf_counter() - began
+            entry["metrics"] = {"names": plan.names, "sampled_texts": len(sample), "views_per_text": n_views, "notes": notes}
+            for name, note in notes.items():
+                _log(f"{prefix}: {name}: {note}")
+        entry["rows"] = {part: len(rows[(v.suffix, part)]) for part in ("scores", "metrics") if (v.suffix, part) in rows}
+        record["variants"][v.suffix or "default"] = entry
+    seconds["metrics"] = seconds.get("metrics", 0.0) + (t_kernels if sample else 0.0)
+    record |= {"forward_passes": stats.forward_passes - passes_before, "seconds": seconds}
+    return rows, record
+
+
+def _manifest(run_id: str, status: str, config: RunConfig, handle: ModelHandle, env: dict[str, Any], tasks: dict[str, Any], timings: dict[str, float], stats: CaptureStats) -> dict[str, Any]:
+    """The JSON record of one model's part of a run."""
+    return {
+        "run_id": run_id,
+        "status": status,
+        "written_at": datetime.now(timezone.utc).isoformat(),
+        "config": asdict(config),
+        "config_hash": hash_value(asdict(config)),
+        "model": handle.provenance(),
+        "environment": env,
+        "tasks": tasks,
+        "timings_seconds": timings,
+        "capture": {k: v for k, v in asdict(stats).items() if k != "batch_sizes"} | {"batches": len(stats.batch_sizes)},
+        "forward_passes": stats.forward_passes,
+    }
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class ModelRunner:
+    """One model's part of a run: loads the model when a task first needs it, runs tasks one at a time, keeps the manifest.
+
+    The local executor makes one per model in turn; the Ray executor makes one
+    inside each model's worker, so a model is loaded once per worker and
+    reused across its tasks. A runner made again for the same run (a worker
+    restarted after a crash) picks up the manifest its predecessor wrote, and
+    skips every task part already stored with the same config.
+    """
+
+    def __init__(self, model: str, checkpoint: Any, config: RunConfig, plan: MetricPlan, run_id: str, env: dict[str, Any], label: str) -> None:
+        self.model, self.checkpoint, self.config, self.plan, self.run_id, self.env, self.label = model, checkpoint, config, plan, run_id, env, label
+        self.store = ResultStore(config.output)
+        self.name = checkpoint.name  # the name rows are stored under
+        self.handle: ModelHandle | None = None
+        self.variant_handles: dict[str, ModelHandle] = {}
+        self.stats = CaptureStats()
+        previous = self.store.read_manifest(self.name, config.revision, run_id) or {}
+        self.timings: dict[str, float] = dict(previous.get("timings_seconds", {}))
+        self.task_records: dict[str, Any] = dict(previous.get("tasks", {}))
+        self.manifests: list[Path | str] = []
+
+    def run_task(self, spec: TaskSpec, position: str) -> str:
+        """Run the parts of ``spec``'s variants not stored yet; ``done`` or ``skipped``."""
+        config, store, revision = self.config, self.store, self.config.revision
+        prefix = f"[{self.label} · {position}] {self.model} · {spec.name}"
+        evaluator = get_evaluator(spec.family)
+        variants, missing = task_variants(spec, config)
+        if missing:
+            _log(f"{prefix}: no {' or '.join(missing)} protocol for the {spec.family} family" + ("; skipped" if not variants else ""))
+        # The label-free metrics run once per (site, pooling): the first variant with that pair owns them.
+        owners: dict[tuple[str, str], str] = {}
+        for v in variants:
+            owners.setdefault((v.site, self.checkpoint.pooling if v.pooling == "model" else v.pooling), v.suffix)
+        work: list[tuple[Variant, list[str]]] = []
+        hashes: dict[tuple[str, str], str] = {}
+        for v in variants:
+            pooling = self.checkpoint.pooling if v.pooling == "model" else v.pooling
+            wanted = [part for part, on in (("scores", evaluator is not None), ("metrics", bool(self.plan.metrics) and owners[(v.site, pooling)] == v.suffix)) if on]
+            for part in wanted:
+                hashes[(v.suffix, part)] = task_config_hash(v, config, self.name, config.limit, part)
+            parts = [part for part in wanted if _needs_run(store, self.name, revision, spec.name, part, hashes[(v.suffix, part)], config.overwrite, v.suffix)]
+            if parts:
+                work.append((v, parts))
+        if not work:
+            if variants:
+                _log(f"{prefix}: " + ("already done, skipped (--overwrite to redo)" if evaluator is not None or self.plan.metrics else "label-free task and no metrics chosen, skipped"))
+            return "skipped"
+        if self.handle is None:
+            began = time.perf_counter()
+            _log(f"{prefix}: loading model")
+            self.handle = load_checkpoint(self.checkpoint, device=config.device, dtype=config.dtype, device_map=config.device_map)
+            self.timings["load_model"] = self.timings.get("load_model", 0.0) + time.perf_counter() - began
+        if spec.family in INTERVENTION_FAMILIES and not self.handle.is_causal:
+            # Patching and the logit lens need a causal language model: an encoder skips them, with a reason.
+            if any("scores" in parts for _, parts in work):
+                _log(f"{prefix}: {spec.family} skipped: it needs a causal language model with an unembedding; {self.model} is not one")
+            work = [(v, [p for p in parts if p != "scores"]) for v, parts in work]
+            work = [(v, parts) for v, parts in work if parts]
+            if not work:
+                return "skipped"
+        if spec.family == "probe" and any("scores" in parts for _, parts in work):
+            for variant in set(config.robustness) & {"bfloat16", "int8"} - set(self.variant_handles):
+                _log(f"{prefix}: loading model again in {variant} (robustness variant)")
+                self.variant_handles[variant] = load_checkpoint(
+                    self.checkpoint, device=config.device, device_map=config.device_map,
+                    dtype="bfloat16" if variant == "bfloat16" else "float16", quantization="int8" if variant == "int8" else None,
+                )
+        rows, record = _run_task(self.handle, spec, work, config, self.plan, self.name, self.run_id, self.stats, prefix, self.variant_handles)
+        for (suffix, part), frame in rows.items():
+            store.write_task(frame, self.name, revision, spec.name, hashes[(suffix, part)], part, suffix)
+        previous = self.task_records.get(spec.name, {}).get("variants", {})
+        for v, parts in work:
+            record["variants"][v.suffix or "default"]["config_hashes"] = {part: hashes[(v.suffix, part)] for part in parts}
+        self.task_records[spec.name] = {**record, "variants": {**previous, **record["variants"]}}
+        for stage, seconds in record["seconds"].items():
+            self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+        # Rewritten after every task, so an interrupted run still documents what it finished.
+        self._write_manifest("running")
+        return "done"
+
+    def finish(self) -> None:
+        """Mark this model's manifest complete (nothing to do if no task ran)."""
+        if self.handle is not None:
+            self._write_manifest("complete")
+
+    def _write_manifest(self, status: str) -> None:
+        if self.handle is None:  # written only after a task ran, so the model is loaded
+            raise ValueError("no manifest before the model is loaded")
+        path = self.store.write_manifest(self.name, self.config.revision, self.run_id,
+                                         _manifest(self.run_id, status, self.config, self.handle, self.env, self.task_records, self.timings, self.stats))
+        if path not in self.manifests:
+            self.manifests.append(path)
+
+
+def _needs_run(store: ResultStore, model: str, revision: str | None, task: str, part: str, config_hash: str, overwrite: bool, variant: str = "") -> bool:
+    """Whether a task part must run: not stored yet, or stored and ``overwrite``; stored from another config is an error."""
+    stored = store.stored_hash(model, revision, task, part, variant)
+    if stored is None or overwrite:
+        return True
+    if stored != config_hash:
+        raise UserError(
+            f"{store.task_path(model, revision, task, part, variant)} holds {part} of '{task}{variant}' from another config; "
+            "pass --overwrite to replace them or choose another --output"
+        )
+    return False
