@@ -1,6 +1,6 @@
 """pandas helpers for result rows (:func:`layerbench.load_results`): the analysis every reader of results does.
 
-Rows with ``layer >= 0`` read one layer; rows with ``layer == -1`` summarize a
+Rows with a ``layer`` read one layer; rows whose ``layer`` is null (<NA>) summarize a
 task over layers (concept depth, back-patching fix rate, IC AUROC). Patched
 rows (``source_layer`` set) are heat-map cells, not layer curves, and are
 left out of curves and best layers. A task measured under several protocols
@@ -47,8 +47,8 @@ def main_metric(df: pd.DataFrame, task: str) -> str | None:
 
 
 def layer_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows that read one layer: ``layer >= 0`` and no ``source_layer`` (not summaries, not heat-map cells)."""
-    return df[(df.layer >= 0) & df.source_layer.isna()]
+    """The rows that read one layer: a ``layer`` and no ``source_layer`` (not summaries, not heat-map cells)."""
+    return df[df.layer.notna() & df.source_layer.isna()]
 
 
 def layer_curve(df: pd.DataFrame, task: str, metric: str, *, model: str | None = None, subset: str | None = None, split: str | None = None) -> pd.DataFrame:
@@ -119,7 +119,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     keys = df[TASK_KEY].drop_duplicates()
     out = keys.merge(best.drop(columns=["subset", "split"]), on=TASK_KEY, how="left")
     out["metric"] = [main_metric(df, t) for t in out.task]
-    summaries = df[df.layer == -1].sort_values("subset")
+    summaries = df[df.layer.isna()].sort_values("subset")
     for metric, column in HEADLINE_SUMMARIES:
         values = summaries[summaries.metric == metric].drop_duplicates(TASK_KEY)[[*TASK_KEY, "value"]]
         out = out.merge(values.rename(columns={"value": column}), on=TASK_KEY, how="left")

@@ -12,6 +12,7 @@ import click
 
 from layerbench.choices import DEVICES, DTYPES, EXECUTORS, POOLINGS, ROBUSTNESS, SITES
 from layerbench.errors import UserError
+from layerbench.run_config import RunConfig
 
 
 class BatchSize(click.ParamType):
@@ -75,44 +76,20 @@ def app() -> None:
 @click.option("--gpus-per-job", type=click.FloatRange(min=0), default=1.0, show_default=True, help="GPUs per model worker on Ray (0.5: two models share a GPU).")
 @click.option("--cpus-per-job", type=click.FloatRange(min=0), default=1.0, show_default=True, help="CPUs per model worker on Ray.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def run(models, revision, tasks, suite, output, limit, seed, device, dtype, device_map, batch_size, max_length, overwrite, no_cache, metrics, no_metrics,
-        metric_samples, pooling, protocols, sites, robustness, executor, address, gpus_per_job, cpus_per_job, quiet) -> None:
+def run(quiet: bool, no_cache: bool, no_metrics: bool, **options) -> None:
     """Run tasks on models; write tidy rows and a manifest per model under --output.
 
     --tasks takes task names (`layerbench list tasks`) and mteb:NAME for any mteb task (those need the network).
     """
-    if metrics and no_metrics:
+    if options["metrics"] and no_metrics:
         raise click.UsageError("give --metrics or --no-metrics, not both")
     if quiet:
         os.environ["TQDM_DISABLE"] = "1"
-    from layerbench import api
+    # Every other option is a RunConfig field of the same name (tests/test_cli.py checks that none is missing).
+    config = RunConfig.of(**options | {"cache": not no_cache, "metrics": () if no_metrics else (options["metrics"] or None)})
+    from layerbench import api  # here, not at import: --help and `list` do not import torch
 
-    summary = api.run(
-        list(models),
-        tasks=_split(tasks) or None,
-        suite=suite,
-        output=output,
-        revision=revision,
-        limit=limit,
-        seed=seed,
-        device=device,
-        dtype=dtype,
-        device_map=device_map,
-        batch_size=batch_size,
-        max_length=max_length,
-        overwrite=overwrite,
-        cache=not no_cache,
-        metrics=[] if no_metrics else (_split(metrics) or None),
-        metric_samples=metric_samples,
-        pooling=pooling,
-        robustness=_split(robustness),
-        protocols=_split(protocols),
-        sites=_split(sites),
-        executor=executor,
-        address=address,
-        gpus_per_job=gpus_per_job,
-        cpus_per_job=cpus_per_job,
-    )
+    summary = api.run(config)
     done = sum(s == "done" for per in summary.status.values() for s in per.values())
     skipped = sum(s == "skipped" for per in summary.status.values() for s in per.values())
     click.echo(f"{done} task(s) run, {skipped} skipped, {summary.forward_passes} forward passes; results in {summary.output}/")

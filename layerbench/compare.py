@@ -21,17 +21,17 @@ ROW = ["task", "protocol", "site", "subset", "split", "metric", "layer", "source
 
 
 def _with_best_layers(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` plus one row per task and main metric: its best-layer score, as metric ``best:<metric>`` at layer -1."""
+    """``df`` plus one row per task and main metric: its best-layer score, as metric ``best:<metric>``, a summary row (null layer)."""
     best = best_layer(df)
     if best.empty:
         return df
     rows = pd.DataFrame({
         "model": best.model, "revision": best.revision, "task": best.task, "protocol": best.protocol, "site": best.site,
         "subset": best.subset, "split": best.split,
-        "metric": "best:" + best.metric, "layer": -1, "source_layer": pd.NA, "value": best.best_value,
+        "metric": "best:" + best.metric, "layer": pd.NA, "source_layer": pd.NA, "value": best.best_value,
         "stderr": np.nan, "higher_is_better": True, "n": -1,
     })
-    return pd.concat([df, rows.astype({"higher_is_better": "boolean", "source_layer": "Int64"})], ignore_index=True)
+    return pd.concat([df, rows.astype({"higher_is_better": "boolean", "layer": "Int64", "source_layer": "Int64"})], ignore_index=True)
 
 
 def compare_results(base: pd.DataFrame, candidate: pd.DataFrame, tolerance: float = 0.01, z: float = 1.0, tasks: list[str] | None = None) -> pd.DataFrame:

@@ -18,7 +18,6 @@ Only this module imports Ray, and only when ``--executor ray`` is chosen.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -27,7 +26,8 @@ from typing import Any
 from layerbench.errors import UserError
 from layerbench.metrics.suite import MetricPlan
 from layerbench.models.resolve import Checkpoint
-from layerbench.runner import ModelRunner, RunConfig, RunSummary
+from layerbench.run_config import RunConfig
+from layerbench.runner import ModelRunner, RunSummary
 from layerbench.specs import TaskSpec
 from layerbench.storage import as_location, is_url
 
@@ -44,10 +44,10 @@ def _import_ray() -> Any:
 
 
 def run_on_ray(models: list[str], specs: list[TaskSpec], checkpoints: dict[str, Checkpoint], config: RunConfig, plan: MetricPlan, run_id: str,
-               env: dict[str, Any], summary: RunSummary, address: str | None = None, gpus_per_job: float = 1.0, cpus_per_job: float = 1.0) -> None:
+               env: dict[str, Any], summary: RunSummary) -> None:
     """Run every (model, task) job on Ray and fill ``summary`` (status per job, forward passes, manifests).
 
-    Connects to ``address`` (``auto``, ``ray://host:port``), or starts a local
+    Connects to ``config.address`` (``auto``, ``ray://host:port``), or starts a local
     cluster when None and Ray is not initialized yet; an initialized Ray (a
     test's ``ray.init(num_cpus=2)``) is used as it is.
 
@@ -61,19 +61,19 @@ def run_on_ray(models: list[str], specs: list[TaskSpec], checkpoints: dict[str, 
 
     if not ray.is_initialized():
         try:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=config.address, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise UserError(f"cannot reach the Ray cluster at '{address or 'a new local cluster'}': {str(exc).splitlines()[0]}") from None
+            raise UserError(f"cannot reach the Ray cluster at '{config.address or 'a new local cluster'}': {str(exc).splitlines()[0]}") from None
     on_gpu = resolve_device(config.device).type == "cuda" if config.device != "auto" else bool(ray.cluster_resources().get("GPU"))
     if not is_url(config.output):  # workers may start in another folder: give them the absolute path
-        config = dataclasses.replace(config, output=str(Path(config.output).resolve()))
+        config = config.model_copy(update={"output": str(Path(config.output).resolve())})
     # The driver's settings travel with the job: cache folder, offline Hub, progress bars, memory budget.
     env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     worker = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES)(ModelWorker)
     actors = {
-        model: worker.options(num_cpus=cpus_per_job, num_gpus=gpus_per_job if on_gpu else 0, name=f"layerbench-{run_id}-{i}",
+        model: worker.options(num_cpus=config.cpus_per_job, num_gpus=config.gpus_per_job if on_gpu else 0, name=f"layerbench-{run_id}-{i}",
                               runtime_env={"env_vars": env_vars}).remote(
-            model, checkpoints[model], config, plan, run_id, env, f"model {i}/{len(models)}")
+            checkpoints[model], config, plan, run_id, env, f"model {i}/{len(models)}")
         for i, model in enumerate(models, 1)
     }
     jobs = {actors[model].run_task.remote(spec, f"task {t}/{len(specs)}"): (model, spec.name) for model in models for t, spec in enumerate(specs, 1)}
@@ -106,13 +106,13 @@ def run_on_ray(models: list[str], specs: list[TaskSpec], checkpoints: dict[str, 
 class ModelWorker:
     """A Ray actor holding one model's :class:`~layerbench.runner.ModelRunner` (made a Ray actor in :func:`run_on_ray`)."""
 
-    def __init__(self, model: str, checkpoint: Checkpoint, config: RunConfig, plan: MetricPlan, run_id: str, env: dict[str, Any], label: str) -> None:
+    def __init__(self, checkpoint: Checkpoint, config: RunConfig, plan: MetricPlan, run_id: str, env: dict[str, Any], label: str) -> None:
         import torch
 
         # Use the CPUs Ray gave this worker, not every core of the node (workers share the node).
         cpus = int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, torch.get_num_threads())
         torch.set_num_threads(cpus)
-        self.runner = ModelRunner(model, checkpoint, config, plan, run_id, env, label)
+        self.runner = ModelRunner(checkpoint, config, plan, run_id, env, label)
 
     def run_task(self, spec: TaskSpec, position: str) -> str:
         return self.runner.run_task(spec, position)

@@ -31,37 +31,14 @@ from layerbench.fingerprint import hash_value
 from layerbench.metrics.suite import METRICS_VERSION, MetricPlan, evaluate_metrics
 from layerbench.models import ModelHandle
 from layerbench.models.loading import load_checkpoint
+from layerbench.models.resolve import Checkpoint
 from layerbench.results import ResultStore, complete_rows
+from layerbench.run_config import RunConfig
 from layerbench.specs import TaskSpec
 from layerbench.specs.protocols import resolve_protocol, variant_suffix
 from layerbench.specs.schema import INTERVENTION_FAMILIES
 
 __all__ = ["ModelRunner", "RunConfig", "RunSummary", "Variant", "seed_everything", "task_config_hash", "task_variants"]
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything a user chooses for a run; its hash is in the manifest."""
-
-    models: tuple[str, ...]
-    tasks: tuple[str, ...]
-    output: str = "results"
-    revision: str | None = None
-    limit: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    device_map: str | None = None
-    batch_size: int | str = "auto"
-    max_length: int | None = None
-    overwrite: bool = False
-    cache: bool = True
-    metrics: tuple[str, ...] = ()
-    metric_samples: int = 512
-    pooling: str | None = None
-    robustness: tuple[str, ...] = ()
-    protocols: tuple[str, ...] = ()
-    sites: tuple[str, ...] = ()
 
 
 @dataclass
@@ -132,7 +109,7 @@ def task_variants(spec: TaskSpec, config: RunConfig) -> tuple[list[Variant], lis
     return list(variants.values()), missing
 
 
-def task_config_hash(variant: Variant, config: RunConfig, model: str, limit: int | None, part: str = "scores") -> str:
+def task_config_hash(variant: Variant, config: RunConfig, checkpoint: Checkpoint, part: str = "scores") -> str:
     """Identity of one (model, task variant) part's rows: what would change its numbers.
 
     The ``metrics`` part also depends on the chosen metrics, the prompt sample
@@ -140,9 +117,9 @@ def task_config_hash(variant: Variant, config: RunConfig, model: str, limit: int
     """
     identity: dict[str, Any] = {
         "task": variant.spec.model_dump(),
-        "model": model,
-        "revision": config.revision,
-        "limit": limit,
+        "model": checkpoint.name,
+        "revision": checkpoint.revision,
+        "limit": config.limit,
         "seed": config.seed,
         "dtype": config.dtype,
         "max_length": config.max_length,
@@ -153,7 +130,7 @@ def task_config_hash(variant: Variant, config: RunConfig, model: str, limit: int
     if part == "scores" and variant.spec.family == "probe" and config.robustness:
         identity["robustness"] = list(config.robustness)
     if part == "metrics":
-        identity |= {"part": part, "metrics": list(config.metrics), "metric_samples": config.metric_samples, "metrics_version": METRICS_VERSION}
+        identity |= {"part": part, "metrics": list(config.metrics or ()), "metric_samples": config.metric_samples, "metrics_version": METRICS_VERSION}
     return hash_value(identity)
 
 
@@ -163,7 +140,7 @@ def _run_task(
     work: list[tuple[Variant, list[str]]],
     config: RunConfig,
     plan: MetricPlan,
-    model_name: str,
+    checkpoint: Checkpoint,
     run_id: str,
     stats: CaptureStats,
     prefix: str,
@@ -228,7 +205,7 @@ def _run_task(
     evaluator = get_evaluator(spec.family)
     for v, parts in work:
         pooling = pooling_of[v.suffix]
-        complete: dict[str, Any] = dict(model=model_name, revision=config.revision, task=spec.name, subset=spec.subset, split=spec.split,
+        complete: dict[str, Any] = dict(model=checkpoint.name, revision=checkpoint.revision, task=spec.name, subset=spec.subset, split=spec.split,
                         n_layers=handle.n_layers, run_id=run_id, protocol=v.protocol, site=v.site)
         entry: dict[str, Any] = {"protocol": v.protocol, "site": v.site, "pooling": pooling}
         if "scores" in parts:
@@ -276,8 +253,8 @@ def _manifest(run_id: str, status: str, config: RunConfig, handle: ModelHandle, 
         "run_id": run_id,
         "status": status,
         "written_at": datetime.now(timezone.utc).isoformat(),
-        "config": asdict(config),
-        "config_hash": hash_value(asdict(config)),
+        "config": config.model_dump(mode="json"),
+        "config_hash": hash_value(config.model_dump(mode="json")),
         "model": handle.provenance(),
         "environment": env,
         "tasks": tasks,
@@ -301,22 +278,24 @@ class ModelRunner:
     skips every task part already stored with the same config.
     """
 
-    def __init__(self, model: str, checkpoint: Any, config: RunConfig, plan: MetricPlan, run_id: str, env: dict[str, Any], label: str) -> None:
-        self.model, self.checkpoint, self.config, self.plan, self.run_id, self.env, self.label = model, checkpoint, config, plan, run_id, env, label
+    def __init__(self, checkpoint: Checkpoint, config: RunConfig, plan: MetricPlan, run_id: str, env: dict[str, Any], label: str) -> None:
+        self.checkpoint, self.config, self.plan, self.run_id, self.env, self.label = checkpoint, config, plan, run_id, env, label
         self.store = ResultStore(config.output)
-        self.name = checkpoint.name  # the name rows are stored under
+        # One name and one revision, the checkpoint's: rows, result files, hashes and the manifest all use them
+        # (the name the user typed may be an alias; the revision may be the one the registry pins).
+        self.name, self.revision = checkpoint.name, checkpoint.revision
         self.handle: ModelHandle | None = None
         self.variant_handles: dict[str, ModelHandle] = {}
         self.stats = CaptureStats()
-        previous = self.store.read_manifest(self.name, config.revision, run_id) or {}
+        previous = self.store.read_manifest(self.name, self.revision, run_id) or {}
         self.timings: dict[str, float] = dict(previous.get("timings_seconds", {}))
         self.task_records: dict[str, Any] = dict(previous.get("tasks", {}))
         self.manifests: list[Path | str] = []
 
     def run_task(self, spec: TaskSpec, position: str) -> str:
         """Run the parts of ``spec``'s variants not stored yet; ``done`` or ``skipped``."""
-        config, store, revision = self.config, self.store, self.config.revision
-        prefix = f"[{self.label} · {position}] {self.model} · {spec.name}"
+        config, store, revision = self.config, self.store, self.revision
+        prefix = f"[{self.label} · {position}] {self.name} · {spec.name}"
         evaluator = get_evaluator(spec.family)
         variants, missing = task_variants(spec, config)
         if missing:
@@ -331,7 +310,7 @@ class ModelRunner:
             pooling = self.checkpoint.pooling if v.pooling == "model" else v.pooling
             wanted = [part for part, on in (("scores", evaluator is not None), ("metrics", bool(self.plan.metrics) and owners[(v.site, pooling)] == v.suffix)) if on]
             for part in wanted:
-                hashes[(v.suffix, part)] = task_config_hash(v, config, self.name, config.limit, part)
+                hashes[(v.suffix, part)] = task_config_hash(v, config, self.checkpoint, part)
             parts = [part for part in wanted if _needs_run(store, self.name, revision, spec.name, part, hashes[(v.suffix, part)], config.overwrite, v.suffix)]
             if parts:
                 work.append((v, parts))
@@ -347,7 +326,7 @@ class ModelRunner:
         if spec.family in INTERVENTION_FAMILIES and not self.handle.is_causal:
             # Patching and the logit lens need a causal language model: an encoder skips them, with a reason.
             if any("scores" in parts for _, parts in work):
-                _log(f"{prefix}: {spec.family} skipped: it needs a causal language model with an unembedding; {self.model} is not one")
+                _log(f"{prefix}: {spec.family} skipped: it needs a causal language model with an unembedding; {self.name} is not one")
             work = [(v, [p for p in parts if p != "scores"]) for v, parts in work]
             work = [(v, parts) for v, parts in work if parts]
             if not work:
@@ -359,7 +338,7 @@ class ModelRunner:
                     self.checkpoint, device=config.device, device_map=config.device_map,
                     dtype="bfloat16" if variant == "bfloat16" else "float16", quantization="int8" if variant == "int8" else None,
                 )
-        rows, record = _run_task(self.handle, spec, work, config, self.plan, self.name, self.run_id, self.stats, prefix, self.variant_handles)
+        rows, record = _run_task(self.handle, spec, work, config, self.plan, self.checkpoint, self.run_id, self.stats, prefix, self.variant_handles)
         for (suffix, part), frame in rows.items():
             store.write_task(frame, self.name, revision, spec.name, hashes[(suffix, part)], part, suffix)
         previous = self.task_records.get(spec.name, {}).get("variants", {})
@@ -380,7 +359,7 @@ class ModelRunner:
     def _write_manifest(self, status: str) -> None:
         if self.handle is None:  # written only after a task ran, so the model is loaded
             raise ValueError("no manifest before the model is loaded")
-        path = self.store.write_manifest(self.name, self.config.revision, self.run_id,
+        path = self.store.write_manifest(self.name, self.revision, self.run_id,
                                          _manifest(self.run_id, status, self.config, self.handle, self.env, self.task_records, self.timings, self.stats))
         if path not in self.manifests:
             self.manifests.append(path)

@@ -12,6 +12,7 @@ import pytest
 
 from layerbench import load_results
 from layerbench.cli import main
+from layerbench.errors import UserError
 from layerbench.metrics import list_metrics
 
 
@@ -38,13 +39,17 @@ def error_lines(err: str) -> list[str]:
         (["run", "--model", "minilm-l6", "--limit", "1"], "1 is not in the range x>=2"),
         (["run", "--model", "minilm-l6", "--metrics", "anisotropy,entropy9"], "unknown metric 'entropy9'"),
         (["run", "--model", "minilm-l6", "--tasks", "bbc-news-layer-stats", "--no-metrics"], "nothing to run: every chosen task is label-free"),
-        (["run", "--model", "minilm-l6", "--robustness", "noise,fp4"], "unknown robustness variant(s) fp4"),
+        (["run", "--model", "minilm-l6", "--robustness", "noise,fp4"], "unknown robustness variant 'fp4'"),
         (["run", "--model", "minilm-l6", "--robustness", "int8"], "int8 needs the bitsandbytes package and a CUDA GPU"),
         (["run", "--model", "minilm-l6", "--pooling", "max"], "'max' is not one of"),
         (["run", "--model", "minilm-l6", "--tasks", "mteb:NoSuchMtebTask"], "unknown mteb task 'NoSuchMtebTask'"),
         (["validate", "no/such/folder"], "'no/such/folder' does not exist"),
         (["run", "--model", "minilm-l6", "--no-metrics", "--metrics", "anisotropy"], "give --metrics or --no-metrics, not both"),
         (["run", "--model", "minilm-l6", "--metric-samples", "1"], "1 is not in the range x>=2"),
+        (["run", "--model", "minilm-l6", "--site", "residual,hidden"], "unknown capture site 'hidden'; use one of residual, normed, mlp-input"),
+        (["run", "--model", "minilm-l6", "--address", "auto"], "--address needs --executor ray"),
+        (["run", "--model", "minilm-l6", "--tasks", "concept-capitals", "--suite", "quick"], "give --tasks or --suite, not both"),
+        (["run", "--model", "minilm-l6", "--protocol", "jin2025"], "unknown protocol 'jin2025'"),
         (["run"], "Missing option '--model'"),
         (["list", "things"], "No such command 'things'"),
     ],
@@ -58,6 +63,31 @@ def test_user_mistakes_print_one_line_and_exit_2_writing_nothing(capsys, tmp_pat
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     assert "Traceback" not in err
     assert not output.exists()
+
+
+def test_every_run_option_is_a_config_field_and_back():
+    """`layerbench run` declares its options once more than RunConfig does (click needs them); the two cannot drift apart."""
+    from layerbench.cli import run
+    from layerbench.run_config import RunConfig
+
+    cli_only = {"quiet", "no_cache", "no_metrics"}  # --no-cache and --no-metrics set the fields cache and metrics
+    options = {p.name for p in run.params}
+    assert options - cli_only == set(RunConfig.model_fields) - {"cache"}
+
+
+def test_the_python_api_checks_the_same_config(tmp_path):
+    import layerbench
+    from layerbench.run_config import RunConfig
+
+    with pytest.raises(UserError, match=r"--limit: Input should be greater than or equal to 2 \(got 1\)"):
+        layerbench.run("minilm-l6", tasks=["concept-capitals"], limit=1, output=tmp_path)
+    with pytest.raises(UserError, match="unknown pooling 'max'; use one of mean, last, cls"):
+        layerbench.run("minilm-l6", pooling="max", output=tmp_path)
+    with pytest.raises(UserError, match="no model given"):
+        layerbench.run([], output=tmp_path)
+    config = RunConfig.of("minilm-l6", tasks="concept-capitals, mteb-lee-sts", sites=["residual", "normed,residual"], output=tmp_path)
+    assert config.tasks == ("concept-capitals", "mteb-lee-sts") and config.sites == ("residual", "normed") and config.output == str(tmp_path)
+    assert not tmp_path.joinpath("minilm-l6").exists()
 
 
 def test_the_installed_command_exits_2_on_a_user_mistake():
@@ -120,12 +150,12 @@ def test_quick_suite_on_both_packaged_models_then_resume_and_overwrite(capsys, t
     assert (out_dir / "smollm2-135m-q4" / "concept-capitals.parquet").is_file() and (out_dir / "smollm2-135m-q4" / "mteb-lee-sts.parquet").is_file()
     headlines = label_free[label_free.task == "bbc-news-layer-stats"]
     whole_set = headlines[headlines.metric.isin([m.name for m in list_metrics() if m.input_kind == "pooled"])]
-    assert (whole_set["n"] == 64).all() and df[df.layer >= 0]["depth"].between(0, 1).all()
+    assert (whole_set["n"] == 64).all() and df[df.layer.notna()]["depth"].between(0, 1).all()
     tokens = headlines[headlines.metric == "prompt_entropy"]
     assert (tokens["n"] == 32).all() and (tokens["stderr"] > 0).all()  # the quick suite's metric_samples
     probe = df[(df.task == "concept-capitals") & (df.metric == "accuracy")]
     assert len(probe) == 7 + 31 and probe["value"].between(0, 1).all() and (probe["stderr"] > 0).all()
-    summary = df[(df.task == "concept-capitals") & (df.layer == -1)]
+    summary = df[(df.task == "concept-capitals") & df.layer.isna()]
     assert set(summary.metric) >= {"peak_layer", "peak_depth", "jumping_layer", "converging_layer", "converging_depth"} and summary["depth"].isna().all()
     lee = df[(df.task == "mteb-lee-sts") & (df.metric == "main_score")]
     assert len(lee) == 7 + 31 and lee["value"].between(-1, 1).all()

@@ -21,7 +21,7 @@ def rows(model: str = "org/m", accuracy=ACCURACY, stderr: float = 0.01, loss=(0.
         [dict(metric="accuracy", layer=l, value=a, stderr=stderr, n=200, higher_is_better=True) for l, a in zip(layers, accuracy)]
         + [dict(metric="infonce", layer=l, value=v, stderr=np.nan, n=200, higher_is_better=False) for l, v in zip(layers, loss)]
         + [dict(metric="effective_rank", layer=l, value=10.0 + l, stderr=np.nan, n=200, higher_is_better=None) for l in layers]
-        + [dict(metric="converging_depth", layer=-1, value=2 / 3, stderr=np.nan, n=200, higher_is_better=None)])
+        + [dict(metric="converging_depth", layer=None, value=2 / 3, stderr=np.nan, n=200, higher_is_better=None)])
     return complete_rows(scores, model=model, revision=None, task=task, subset="factual", split="test", n_layers=len(accuracy) - 1, run_id="r")
 
 
@@ -55,9 +55,9 @@ def test_compare_flags_a_known_regression_and_a_known_improvement():
     worse = rows(accuracy=[0.50, 0.60, 0.70, 0.70])  # layer 2 drops by 0.10, ten standard errors
     report = compare_results(base, worse, tolerance=0.01)
     regressions = report[report.verdict == "regression"]
-    assert set(zip(regressions.metric, regressions.layer)) == {("accuracy", 2), ("best:accuracy", -1)}
+    assert set(zip(regressions.metric, regressions.layer)) == {("accuracy", 2), ("best:accuracy", pd.NA)}  # a summary row: no layer
     better = compare_results(base, rows(accuracy=[0.50, 0.60, 0.90, 0.70]))
-    assert (better.verdict != "regression").all() and set(better[better.verdict == "improvement"].layer) == {2, -1}
+    assert (better.verdict != "regression").all() and set(better[better.verdict == "improvement"].layer) == {2, pd.NA}
     # A lower-is-better metric regresses when it rises.
     report = compare_results(base, rows(loss=(0.9, 0.5, 0.3, 0.6)))
     assert report.loc[(report.metric == "infonce") & (report.layer == 3), "verdict"].item() == "regression"

@@ -183,7 +183,7 @@ def test_backpatch_sweep_rows_on_a_handful_of_queries(smollm):
     assert len(patched) == 6 * 2 * 2 and (patched.source_layer > patched.layer).all()
     assert set(patched.subset) == {f"{p}+{g}" for p in ("e1-last", "prompt-last") for g in ("was-wrong", "was-right")}
     assert patched.groupby("subset").n.first().sum() == 2 * 6  # every swept query is in exactly one group per position
-    summary = rows[rows.layer == -1].set_index(["metric", "subset"]).value
+    summary = rows[rows.layer.isna()].set_index(["metric", "subset"]).value
     for check in ("first_hop_correct", "second_hop_correct", "composition_correct", "entity_shortcut", "relation_shortcut"):
         assert 0 <= summary[(check, "all")] <= 1
     assert summary[("swept_queries", "all")] == 6
@@ -209,7 +209,7 @@ def test_internal_consistency_rows_on_a_handful_of_questions(smollm):
     assert curves.n.groupby(curves.subset).first().sum() == 4 * 3  # 4 questions x 3 paths
     # the last layer agrees with itself
     assert (curves[curves.layer == 30].value.dropna() == 1).all()
-    summary = rows[rows.layer == -1].set_index("metric")
+    summary = rows[rows.layer.isna()].set_index("metric")
     for metric in ("path_accuracy", "greedy_accuracy", "sc_accuracy", "ic_weighted_sc_accuracy", "paths_with_answer"):
         assert 0 <= summary.value[metric] <= 1
     assert np.isnan(summary.value["ic_auroc"]) or 0 <= summary.value["ic_auroc"] <= 1

@@ -76,9 +76,9 @@ def test_concept_depth_points(accuracy, peak, jumping, converging):
 def test_probe_rows_carry_scores_per_layer_and_the_summary():
     layers, y = synthetic_layers()
     rows = probe_layers(layers, y, ProbeSettings())
-    per_layer = rows[rows.layer >= 0]
+    per_layer = rows[rows.layer.notna()]
     assert set(per_layer.metric) == {"accuracy", "f1", "auroc"} and len(per_layer) == 9
-    summary = rows[rows.layer == -1].set_index("metric")["value"]
+    summary = rows[rows.layer.isna()].set_index("metric")["value"]
     assert summary["peak_layer"] == 2 and summary["peak_depth"] == 1.0 and summary["peak_accuracy"] == 1.0
 
 

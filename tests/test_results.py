@@ -93,3 +93,21 @@ def test_results_go_to_an_fsspec_url_as_to_a_folder():
     assert again.status["sentence-transformers/all-MiniLM-L6-v2"]["bbc-news-layer-stats"] == "skipped"  # resumes from the URL too
     with pytest.raises(UserError, match="cannot open results location 'nosuchproto://x'"):
         load_results("nosuchproto://x")
+
+
+def test_rows_files_and_manifest_carry_the_checkpoints_one_name_and_revision(tmp_path, monkeypatch):
+    """A registry entry that pins a revision: the run stores under the checkpoint's name and revision, never the alias or --revision's None."""
+    import dataclasses
+    import json
+
+    import layerbench
+    from layerbench import api
+
+    resolve = api.resolve_checkpoint
+    monkeypatch.setattr(api, "resolve_checkpoint", lambda name, revision=None: dataclasses.replace(resolve(name, revision), revision="pinned-rev"))
+    summary = layerbench.run("minilm-l6", tasks=["bbc-news-layer-stats"], limit=8, metrics=["mean_norm"], output=tmp_path)
+    rows = load_results(tmp_path)
+    assert set(rows.model) == {"sentence-transformers/all-MiniLM-L6-v2"} and set(rows.revision) == {"pinned-rev"}
+    manifest = json.loads(summary.manifests[0].read_text())
+    assert manifest["model"]["name"] == "sentence-transformers/all-MiniLM-L6-v2" and manifest["model"]["revision"] == "pinned-rev"
+    assert "pinned-rev" in str(summary.manifests[0])

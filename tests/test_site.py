@@ -105,7 +105,7 @@ def test_internal_consistency_curves_and_auroc_reach_the_site(tmp_path):
 
     agreement = [dict(metric="calibrated_agreement", layer=l, value=v, stderr=0.05, n=40, higher_is_better=None, subset=s)
                  for s, base in (("correct-paths", 0.6), ("incorrect-paths", 0.3)) for l, v in enumerate(np.linspace(base, 1.0, 5))]
-    summary_rows = [dict(metric="ic_auroc", layer=-1, value=0.71, stderr=np.nan, n=120, higher_is_better=True, subset="all")]
+    summary_rows = [dict(metric="ic_auroc", layer=None, value=0.71, stderr=np.nan, n=120, higher_is_better=True, subset="all")]
     rows = complete_rows(pd.DataFrame(agreement + summary_rows), model="org/lm", revision=None, task="consistency-coinflip",
                          subset="all", split="test", n_layers=4, run_id="r")
     ResultStore(tmp_path / "results").write_task(rows, "org/lm", None, "consistency-coinflip", "hash")

@@ -38,11 +38,10 @@ import torch
 from layerbench.data.dataset import TextDataset
 from layerbench.data.two_hop import CHECKS, TwoHopQuery, contains, mentions, parse_queries
 from layerbench.errors import UserError
-from layerbench.evaluators.probe import SUMMARY_LAYER
-from layerbench.metrics.arrays import stderr_of
 from layerbench.models.generation import generate, greedy_from_cache
 from layerbench.models.loading import ModelHandle
 from layerbench.models.residual import first_token_id, last_token_states, lens_statistics, patch_positions, record_layers
+from layerbench.results.rows import layer_row, mean_row, summary_row
 from layerbench.specs.schema import BackpatchSettings, TaskSpec
 
 
@@ -131,7 +130,7 @@ def sweep_query(handle: ModelHandle, prompt: str, positions: dict[str, int], pai
     return out
 
 
-def _share_rows(metric: str, flags: np.ndarray, subset: str, layer: int = SUMMARY_LAYER, source_layer=None) -> dict:
+def _share_rows(metric: str, flags: np.ndarray, subset: str, layer: int | None = None, source_layer: int | None = None) -> dict:
     n = len(flags)
     value = float(flags.mean()) if n else float("nan")
     stderr = float(np.sqrt(value * (1 - value) / n)) if n > 1 else float("nan")
@@ -147,15 +146,14 @@ def lens_rows(handle: ModelHandle, queries: list[TwoHopQuery], prompts: list[str
         stats = lens_statistics(handle, states, targets)
         for layer in range(states.shape[0]):
             rank, prob = stats["rank"][layer].numpy(), stats["prob"][layer].numpy()
-            n = len(rank)
             rows += [
-                dict(metric=f"lens_{entity}_rank", layer=layer, value=float(np.median(rank)), stderr=float("nan"), n=n, higher_is_better=False),
-                dict(metric=f"lens_{entity}_prob", layer=layer, value=float(prob.mean()), stderr=stderr_of(prob), n=n, higher_is_better=True),
-                dict(metric=f"lens_{entity}_top1", layer=layer, value=float((rank == 1).mean()), stderr=stderr_of((rank == 1).astype(float)), n=n, higher_is_better=True),
+                layer_row(f"lens_{entity}_rank", layer, np.median(rank), n=len(rank), higher_is_better=False),
+                mean_row(f"lens_{entity}_prob", layer, prob, higher_is_better=True),
+                mean_row(f"lens_{entity}_top1", layer, (rank == 1).astype(float), higher_is_better=True),
             ]
             if entity == "answer":
                 entropy = stats["entropy"][layer].numpy()
-                rows.append(dict(metric="lens_entropy", layer=layer, value=float(entropy.mean()), stderr=stderr_of(entropy), n=n, higher_is_better=None))
+                rows.append(mean_row("lens_entropy", layer, entropy, higher_is_better=None))
     return [r | {"subset": "prompt-last", "source_layer": None} for r in rows]
 
 
@@ -189,8 +187,7 @@ def evaluate_backpatch(handle: ModelHandle, data: TextDataset, spec: TaskSpec, s
 
     known = checks["first_hop"] & checks["second_hop"] & ~checks["entity_shortcut"] & ~checks["relation_shortcut"]
     swept = np.flatnonzero(known if settings.sweep == "known-hops" else np.ones(len(queries), bool))
-    rows.append(dict(metric="swept_queries", layer=SUMMARY_LAYER, source_layer=None, value=float(len(swept)), stderr=float("nan"),
-                     n=len(queries), higher_is_better=None, subset="all"))
+    rows.append(summary_row("swept_queries", len(swept), n=len(queries), higher_is_better=None, source_layer=None, subset="all"))
     pairs = layer_pairs(handle.n_layers, settings)
     outcome: dict[tuple[str, int, int], list[bool]] = {}
     for i in swept:
@@ -215,8 +212,7 @@ def evaluate_backpatch(handle: ModelHandle, data: TextDataset, spec: TaskSpec, s
         hit = np.array([any(outcome[(position, ls, lt)][k] for ls, lt in back) for k in range(len(swept))], dtype=bool) if len(swept) else np.zeros(0, bool)
         wrong = hit[~was_right] if len(swept) else hit
         rows.append(_share_rows("oracle_fix_rate", wrong, position))
-        rows.append(dict(metric="oracle_fixed", layer=SUMMARY_LAYER, source_layer=None, value=float(wrong.sum()), stderr=float("nan"),
-                         n=len(wrong), higher_is_better=True, subset=position))
+        rows.append(summary_row("oracle_fixed", wrong.sum(), n=len(wrong), higher_is_better=True, source_layer=None, subset=position))
         for group, members in (("was-wrong", ~was_right), ("was-right", was_right)):
             rows.append(_share_rows("backpatch_success", hit[members] if len(swept) else hit, f"{position}+{group}"))
     frame = pd.DataFrame(rows)

@@ -36,11 +36,11 @@ import torch
 
 from layerbench.data.dataset import TextDataset
 from layerbench.errors import UserError
-from layerbench.evaluators.probe import SUMMARY_LAYER
-from layerbench.metrics.arrays import mean_and_stderr, stderr_of
+from layerbench.metrics.arrays import mean_and_stderr
 from layerbench.models.generation import generate
 from layerbench.models.loading import ModelHandle
 from layerbench.models.residual import continuation_states, first_token_id, lens_logits
+from layerbench.results.rows import mean_row, summary_row
 from layerbench.specs.schema import ConsistencySettings, TaskSpec
 
 ANSWER_CUE = " So the answer is"
@@ -160,10 +160,7 @@ def evaluate_consistency(handle: ModelHandle, data: TextDataset, spec: TaskSpec,
     for subset, members in (("correct-paths", ok), ("incorrect-paths", ~ok)):
         for layer in range(n_layers):
             for metric, latent, reference in (("calibrated_agreement", calibrated[layer], calibrated[-1]), ("agreement", p_true[layer, :n_sampled] > 0.5, final[:n_sampled])):
-                agree = (latent == reference)[members].astype(float)
-                n = len(agree)
-                rows.append(dict(metric=metric, layer=layer, value=float(agree.mean()) if n else float("nan"),
-                                 stderr=stderr_of(agree), n=n, higher_is_better=None, subset=subset))
+                rows.append(mean_row(metric, layer, (latent == reference)[members].astype(float), higher_is_better=None, subset=subset))
 
     sc, weighted = [], []
     for q in range(len(questions)):
@@ -182,7 +179,7 @@ def evaluate_consistency(handle: ModelHandle, data: TextDataset, spec: TaskSpec,
         "mean_ic_incorrect": (float(ic[~ok].mean()) if (~ok).any() else float("nan"), int((~ok).sum()), None),
         "paths_with_answer": (float(reached.mean()), len(reached), None),
     }
-    rows += [dict(metric=m, layer=SUMMARY_LAYER, value=v, stderr=float("nan"), n=n, higher_is_better=h, subset="all") for m, (v, n, h) in summary.items()]
+    rows += [summary_row(m, v, n=n, higher_is_better=h, subset="all") for m, (v, n, h) in summary.items()]
     return pd.DataFrame(rows)
 
 
@@ -383,5 +380,5 @@ def evaluate_xie2024(handle: ModelHandle, data: TextDataset, spec: TaskSpec, see
         "mean_ic_incorrect": (float(ic[~correct].mean() / n_layers) if (~correct).any() else float("nan"), int((~correct).sum()), None),
         "paths_with_answer": (float(with_answer.mean()), len(with_answer), None),
     }
-    rows += [dict(metric=m, layer=SUMMARY_LAYER, value=v, stderr=float("nan"), n=n, higher_is_better=h, subset="all") for m, (v, n, h) in summary.items()]
+    rows += [summary_row(m, v, n=n, higher_is_better=h, subset="all") for m, (v, n, h) in summary.items()]
     return pd.DataFrame(rows)

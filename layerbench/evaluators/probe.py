@@ -37,10 +37,10 @@ import pandas as pd
 from layerbench.data.dataset import TextDataset
 from layerbench.errors import UserError
 from layerbench.metrics.arrays import stderr_of
+from layerbench.results.rows import mean_row, summary_row
 from layerbench.specs.schema import ProbeSettings, TaskSpec
 
 SCORES = ("accuracy", "f1", "auroc")
-SUMMARY_LAYER = -1  # rows about all layers of a task, not one
 
 
 def encode_labels(labels: Sequence[Any], expected: Sequence[Any] | None) -> np.ndarray:
@@ -192,8 +192,7 @@ def probe_layers(pooled: np.ndarray, y: np.ndarray, settings: ProbeSettings, see
             splits.append(cv_fold_scores(pooled[index].astype(np.float64), y, settings.folds, settings.C, settings.max_iter, seed))
     rows = []
     for layer, scores in zip(layers, splits):
-        rows += [dict(metric=name, layer=layer, value=mean, stderr=err, n=len(y), higher_is_better=True)
-                 for name, (mean, err) in ((name, mean_and_spread(v)) for name, v in scores.items())]
+        rows += [mean_row(name, layer, v, higher_is_better=True) | {"n": len(y)} for name, v in scores.items()]  # n: the items probed, not the splits
     frame = pd.DataFrame(rows)
     accuracy = np.stack([scores["accuracy"] for scores in splits])  # [K, splits]
     per_split = [concept_depth(accuracy[:, k], settings.jump_delta, settings.converge_epsilon, layers) for k in range(accuracy.shape[1])]
@@ -203,11 +202,11 @@ def probe_layers(pooled: np.ndarray, y: np.ndarray, settings: ProbeSettings, see
         for name, values in ((f"{point}_layer", per_split_layers), (f"{point}_depth", per_split_layers / n_layers)):
             defined = values[~np.isnan(values)]
             value, err = mean_and_spread(defined) if len(defined) else (float("nan"), float("nan"))
-            described.append(dict(metric=name, layer=SUMMARY_LAYER, value=value, stderr=err, n=len(y), higher_is_better=pd.NA))
+            described.append(summary_row(name, value, stderr=err, n=len(y), higher_is_better=None))
     # The best layer's accuracy is read off the mean curve: a mean of each split's own maximum would be biased upwards.
     curve = frame[frame.metric == "accuracy"].reset_index(drop=True)
     best = curve.loc[curve.value.idxmax()]
-    described.append(dict(metric="peak_accuracy", layer=SUMMARY_LAYER, value=float(best.value), stderr=float(best.stderr), n=len(y), higher_is_better=True))
+    described.append(summary_row("peak_accuracy", best.value, stderr=best.stderr, n=len(y), higher_is_better=True))
     return pd.concat([frame, pd.DataFrame(described)], ignore_index=True)
 
 

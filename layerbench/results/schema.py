@@ -16,7 +16,8 @@ COLUMNS: dict[str, str] = {
     "subset": "string",
     "split": "string",
     "metric": "string",
-    "layer": "int64",
+    # The layer a row reads (0 = the embedding output); <NA> for a summary of all layers (a concept depth, an AUROC).
+    "layer": "Int64",
     # Interventions only: the layer a patched state was taken from (``layer`` is
     # where it was written); <NA> for every row that reads a single layer.
     "source_layer": "Int64",
@@ -51,7 +52,7 @@ def complete_rows(
 
     Adds the identifying columns and ``depth = layer / n_layers`` (0 for the
     embedding output, 1 for the last block; NaN for summary rows, whose
-    ``layer`` is -1), and fixes the column order and dtypes.
+    ``layer`` is null), and fixes the column order and dtypes.
     """
     frame = scores.copy()
     frame["model"] = model
@@ -62,7 +63,8 @@ def complete_rows(
     frame["subset"] = frame["subset"] if "subset" in frame else subset
     frame["split"] = frame["split"] if "split" in frame else split
     frame["n_layers"] = n_layers
-    frame["depth"] = (frame["layer"] / n_layers).where(frame["layer"] >= 0)  # layer -1: a summary of all layers
+    frame["layer"] = pd.array(frame["layer"], dtype="Int64")
+    frame["depth"] = (frame["layer"] / n_layers).astype("float64")  # NaN for summary rows
     frame["run_id"] = run_id
     return conform(frame)
 
@@ -70,6 +72,9 @@ def complete_rows(
 def conform(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with exactly the schema's columns, in order, with its dtypes (optional columns filled: :data:`OPTIONAL`)."""
     frame = frame.assign(**{c: fill for c, fill in OPTIONAL.items() if c not in frame})
+    if "layer" in frame:  # files written before summary rows had a null layer marked them -1
+        layer = frame["layer"].astype("Int64")
+        frame["layer"] = layer.mask(layer == -1)
     missing = [c for c in COLUMNS if c not in frame]
     if missing:
         raise ValueError(f"result rows lack columns {missing}")
