@@ -37,13 +37,19 @@ def main_metric(df: pd.DataFrame, task: str) -> str | None:
 
     ``task`` may carry a variant suffix (``concept-capitals@jin2024``, as the leaderboard names variants).
     """
+    return main_metrics(df[df.task == task]).get(task)
+
+
+def main_metrics(df: pd.DataFrame) -> dict[str, str | None]:
+    """:func:`main_metric` of every task in ``df``, in one pass over the rows."""
     from layerbench.specs.protocols import base_task
 
-    metrics = set(df.loc[df.task == task, "metric"])
-    for candidate in (_registered_main_scores().get(base_task(task)), "main_score"):
-        if candidate in metrics:
-            return candidate
-    return None
+    registered = _registered_main_scores()
+    out: dict[str, str | None] = {}
+    for task, metrics in df.groupby("task", sort=False).metric.unique().items():
+        present = set(metrics)
+        out[task] = next((c for c in (registered.get(base_task(task)), "main_score") if c in present), None)
+    return out
 
 
 def layer_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -90,7 +96,7 @@ def best_layer(df: pd.DataFrame, task: str | None = None, metric: str | None = N
     if metric is not None:
         rows = rows[rows.metric == metric]
     else:
-        mains = {t: main_metric(df, t) for t in rows.task.unique()}
+        mains = main_metrics(df)
         rows = rows[rows.metric == rows.task.map(mains)]
     out = []
     for key, group in rows.groupby(GROUP, dropna=False, sort=True):
@@ -118,7 +124,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     best = best.sort_values([*TASK_KEY, "subset", "split"]).drop_duplicates(TASK_KEY)
     keys = df[TASK_KEY].drop_duplicates()
     out = keys.merge(best.drop(columns=["subset", "split"]), on=TASK_KEY, how="left")
-    out["metric"] = [main_metric(df, t) for t in out.task]
+    mains = main_metrics(df)
+    out["metric"] = out.task.map(mains)
     summaries = df[df.layer.isna()].sort_values("subset")
     for metric, column in HEADLINE_SUMMARIES:
         values = summaries[summaries.metric == metric].drop_duplicates(TASK_KEY)[[*TASK_KEY, "value"]]
@@ -140,24 +147,25 @@ def metric_predicts_best_layer(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     Returns:
         Columns ``model, task, protocol, site, spearman, picked_layer, picked_score, last_score, best_score``.
     """
+    keys = ["model", "task", "protocol", "site"]
     rows = layer_rows(df)
+    mains = main_metrics(df)
+    # Per (model, task, protocol, site) and layer: the first row of the task's main metric, and of `metric`.
+    target = rows[(rows.metric == rows.task.map(mains)) & (rows.metric != metric)].drop_duplicates([*keys, "layer"])
+    signal = rows[rows.metric == metric].drop_duplicates([*keys, "layer"])
+    both = target.merge(signal, on=[*keys, "layer"], suffixes=("_target", "_signal")).sort_values([*keys, "layer"])
     out = []
-    for (model, task, protocol, site), group in rows.groupby(["model", "task", "protocol", "site"], sort=True):
-        main = main_metric(df, task)
-        if main is None or main == metric:
+    for (model, task, protocol, site), group in both.groupby(keys, sort=True):
+        if len(group) < 3 or group.higher_is_better_target.isna().all():
             continue
-        target = group[group.metric == main].drop_duplicates("layer").set_index("layer").sort_index()
-        signal = group[group.metric == metric].drop_duplicates("layer").set_index("layer").sort_index()
-        layers = target.index.intersection(signal.index)
-        if len(layers) < 3 or target.higher_is_better.isna().all():
-            continue
-        direction = signal.higher_is_better.iloc[0]
+        direction = group.higher_is_better_signal.iloc[0]
         descriptive = pd.isna(direction)
         sign = 1.0 if descriptive or bool(direction) else -1.0
-        higher = bool(target.higher_is_better.iloc[0])
-        scores = target.value[layers]
+        higher = bool(group.higher_is_better_target.iloc[0])
+        layers = group.layer.to_numpy(dtype=np.int64)
+        scores = pd.Series(group.value_target.to_numpy(dtype=np.float64), index=layers)
         score = scores if higher else -scores
-        ranked = sign * signal.value[layers]
+        ranked = sign * pd.Series(group.value_signal.to_numpy(dtype=np.float64), index=layers)
         # A constant curve has no ranking: its correlation is undefined, not zero.
         rho = np.nan if ranked.nunique() < 2 or score.nunique() < 2 else ranked.corr(score, method="spearman")
         picked = int(layers.max()) if descriptive else int(ranked.idxmax())

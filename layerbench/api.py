@@ -86,6 +86,7 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, list[TaskSpec], Metric
         "limit": config.limit if config.limit is not None or chosen_suite is None else chosen_suite.limit,
         "metrics": tuple(plan.names),
         "metric_samples": config.metric_samples or suite_samples or 512,
+        "max_length": config.max_length or (chosen_suite.max_length if chosen_suite is not None else None),
         "protocols": tuple(protocols),
     })
     return resolved, specs, plan

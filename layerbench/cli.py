@@ -54,7 +54,7 @@ def app() -> None:
 @click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True, help="auto: float32 on CPU, the checkpoint's dtype on GPUs.")
 @click.option("--device-map", type=click.Choice(["auto"]), default=None, help="'auto' spreads a model too big for one device over all GPUs (needs accelerate).")
 @click.option("--batch-size", type=BatchSize(), default="auto", show_default=True, help="Texts per forward pass, or 'auto' (largest that fits, backs off on out-of-memory).")
-@click.option("--max-length", type=click.IntRange(min=1), default=None, help="Truncate inputs to N tokens (default: the task's, else the model's limit).")
+@click.option("--max-length", type=click.IntRange(min=1), default=None, help="Truncate inputs to N tokens (default: the suite's, else the task's, else the model's limit).")
 @click.option("--overwrite", is_flag=True, help="Redo tasks whose results already exist.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the activation cache.")
 @click.option("--metrics", "metrics", multiple=True, help="Comma-separated label-free metrics to compute on every task (default: all; see `layerbench list metrics`).")
@@ -130,7 +130,7 @@ def list_tasks(family) -> None:
         click.echo(f"{spec.name:36} {spec.family:10} {sizes[spec.name]:>7}  {_source_name(spec)}")
     click.echo("")
     for suite in all_suites().values():
-        extra = [f"{suite.limit} examples each" if suite.limit else "", "needs the network" if suite.needs_network else ""]
+        extra = [f"{suite.limit} examples each" if suite.limit else "", f"inputs truncated to {suite.max_length} tokens" if suite.max_length else "", "needs the network" if suite.needs_network else ""]
         click.echo(f"suite {suite.name:20} {len(suite.tasks):3} tasks{''.join(f'; {e}' for e in extra if e)}: {', '.join(suite.tasks)}")
 
 

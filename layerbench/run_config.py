@@ -60,7 +60,7 @@ class RunConfig(BaseModel):
         seed: seeds python, numpy, torch and every subsample.
         device, dtype, device_map: where and how the models load.
         batch_size: texts per forward pass, or ``auto``.
-        max_length: truncate inputs to this many tokens (None: the task's, else the model's limit).
+        max_length: truncate inputs to this many tokens (None: the suite's, else the task's, else the model's limit).
         overwrite: redo task parts whose results exist from another config.
         cache: read and write the activation cache.
         metrics: label-free metrics to compute (None: all registered; empty: none).

@@ -64,3 +64,23 @@ def tiny_llama_dir(tmp_path_factory):
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[UNK]").save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory) -> tuple[Path, str]:
+    """`layerbench run` of the quick suite on both packaged models, once per session: its results folder and its stdout.
+
+    The end-to-end tests read it (tests/test_cli.py) or compare against it (tests/test_ray.py)
+    instead of each running the same suite again. Tests that write copy the folder first.
+    """
+    import contextlib
+    import io
+
+    from layerbench.cli import main
+
+    out = tmp_path_factory.mktemp("quick") / "results"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["run", "-m", "minilm-l6", "-m", "smollm2-135m-q4", "--suite", "quick", "-o", str(out), "--quiet"])
+    assert code == 0, printed.getvalue()
+    return out, printed.getvalue()

@@ -42,14 +42,16 @@ def test_minilm_last_layer_equals_mteb_on_the_sentence_transformer(minilm):
     from sentence_transformers import SentenceTransformer
 
     spec = get_task("mteb-lee-sts").model_copy(update={"evaluator": {"normalize": True}})
-    data = load_task_data(spec)
+    # 150 of the 1,225 pairs, the same seeded subsample on both sides: mteb's STS evaluator encodes every pair's two
+    # documents (2,450 encodes for all pairs, 45 s here), and the equality holds on any subsample.
+    data = load_task_data(spec, limit=150)
     pooled = capture_layers(minilm, data.texts, "mean", max_length=256, cache=False).pooled
     rows = evaluate_mteb({"clean": pooled}, data, spec)
     ours = rows[(rows.metric == "main_score") & (rows.layer == 6)]["value"].item()
 
     model = SentenceTransformer(str(minilm.checkpoint.path), device="cpu")
     assert model.max_seq_length == 256
-    theirs = run_mteb(model, get_mteb_task("LeeDocumentSTS", {})).task_results[0].get_score()
+    theirs = run_mteb(model, get_mteb_task("LeeDocumentSTS", {}, limit=150)).task_results[0].get_score()
     assert abs(ours - theirs) < 1e-4, (ours, theirs)
     assert 0.5 < theirs < 0.9  # a real correlation, not a degenerate one
     per_layer = rows[rows.metric == "main_score"].sort_values("layer")["value"].to_numpy()

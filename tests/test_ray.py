@@ -36,11 +36,12 @@ def _assert_same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
 
 
 @pytest.mark.slow
-def test_the_quick_suite_on_ray_gives_the_rows_of_an_in_process_run(ray_cluster, tmp_path):
-    local = layerbench.run(MODELS, suite="quick", output=tmp_path / "local")
+def test_the_quick_suite_on_ray_gives_the_rows_of_an_in_process_run(ray_cluster, tmp_path, quick_run):
+    local = quick_run[0]  # the session's in-process run of the same suite (tests/conftest.py)
     on_ray = layerbench.run(MODELS, suite="quick", output=tmp_path / "ray", executor="ray")
-    assert on_ray.status == local.status and all(s == "done" for per in on_ray.status.values() for s in per.values())
-    _assert_same_rows(_rows(tmp_path / "local"), _rows(tmp_path / "ray"))
+    quick = ["bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts"]
+    assert on_ray.status == {model: dict.fromkeys(quick, "done") for model in MODELS}
+    _assert_same_rows(_rows(local), _rows(tmp_path / "ray"))
     # A finished job is never redone: the same run again skips every job.
     again = layerbench.run(MODELS, suite="quick", output=tmp_path / "ray", executor="ray")
     assert all(s == "skipped" for per in again.status.values() for s in per.values()) and again.forward_passes == 0
@@ -67,19 +68,19 @@ def _dying_worker_class():
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_job_is_retried_and_nothing_is_lost_or_duplicated(ray_cluster, tmp_path, monkeypatch):
+def test_a_worker_killed_mid_job_is_retried_and_nothing_is_lost_or_duplicated(ray_cluster, tmp_path, monkeypatch, quick_run):
     import layerbench.ray_executor
 
     model = MODELS[0]
-    reference = layerbench.run(model, suite="quick", output=tmp_path / "reference")
+    reference = _rows(quick_run[0] / "sentence-transformers__all-MiniLM-L6-v2")  # the session's in-process run (tests/conftest.py)
     # A class made in a function is shipped to the workers by value, so they run this test's worker, not the package's.
     monkeypatch.setattr(layerbench.ray_executor, "ModelWorker", _dying_worker_class())
     summary = layerbench.run(model, suite="quick", output=tmp_path / "ray", executor="ray")
     assert (tmp_path / "ray" / ".fault-sentence-transformers__all-MiniLM-L6-v2-concept-capitals").exists()  # it did die
-    assert summary.status == reference.status
+    assert summary.status == {model: dict.fromkeys(["bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts"], "done")}
     rows = _rows(tmp_path / "ray")
     assert not rows.duplicated(KEY).any()
-    _assert_same_rows(_rows(tmp_path / "reference"), rows)
+    _assert_same_rows(reference, rows)
     manifest = json.loads(summary.manifests[0].read_text())
     # The restarted worker picked up the manifest of the one that died: every task is recorded once.
     assert manifest["status"] == "complete" and set(manifest["tasks"]) == {"bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts"}

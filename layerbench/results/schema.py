@@ -69,6 +69,13 @@ def complete_rows(
     return conform(frame)
 
 
+def check_columns(frame: pd.DataFrame) -> None:
+    """Raise ValueError when ``frame`` lacks a column of the schema that is not optional."""
+    missing = [c for c in COLUMNS if c not in frame and c not in OPTIONAL]
+    if missing:
+        raise ValueError(f"result rows lack columns {missing}")
+
+
 def conform(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with exactly the schema's columns, in order, with its dtypes (optional columns filled: :data:`OPTIONAL`)."""
     frame = frame.assign(**{c: fill for c, fill in OPTIONAL.items() if c not in frame})

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from layerbench.errors import UserError
-from layerbench.results.schema import conform
+from layerbench.results.schema import OPTIONAL, check_columns, conform
 from layerbench.storage import write_whole
 
 _HASH_KEY = b"layerbench.config_hash"
@@ -147,7 +147,12 @@ def load_results(path: str | Path) -> pd.DataFrame:
     for file in files:
         try:
             with fs.open(file, "rb") as handle:
-                frames.append(conform(pd.read_parquet(handle)))
+                frame = pd.read_parquet(handle)
+            check_columns(frame)
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise UserError(f"corrupt result file '{file}' ({str(exc).splitlines()[0]}); delete it and re-run that task") from None
-    return pd.concat(frames, ignore_index=True)
+        frames.append(frame)
+    # One conform of all rows (a per-file conform costs more than the reading); a column that older files lack
+    # is null in their rows after the concat and filled with its default (schema.OPTIONAL).
+    rows = pd.concat(frames, ignore_index=True)
+    return conform(rows.fillna({c: v for c, v in OPTIONAL.items() if c in rows and v is not pd.NA}))

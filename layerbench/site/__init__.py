@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from layerbench.analysis import layer_rows, main_metric, metric_predicts_best_layer, summary
+from layerbench.analysis import layer_rows, main_metrics, metric_predicts_best_layer, summary
 from layerbench.errors import UserError
 from layerbench.results import load_results, model_slug
 from layerbench.specs.protocols import OURS, base_task, variant_suffix
@@ -107,12 +107,12 @@ def _curve_figure(title: str, traces: list[dict[str, Any]], y_title: str, x_titl
 
 def _trace(frame: pd.DataFrame, name: str, color: str | None = None, visible: bool = True) -> dict[str, Any]:
     frame = frame.sort_values("layer")
-    trace: dict[str, Any] = {"type": "scatter", "mode": "lines+markers", "name": name, "x": [_number(v) for v in frame.depth],
-             "y": [_number(v) for v in frame.value], "text": [f"layer {int(v)}" for v in frame.layer],
+    trace: dict[str, Any] = {"type": "scatter", "mode": "lines+markers", "name": name, "x": [_number(v) for v in frame.depth.tolist()],
+             "y": [_number(v) for v in frame.value.tolist()], "text": [f"layer {int(v)}" for v in frame.layer.tolist()],
              "hovertemplate": "%{text}: %{y:.4g}<extra>" + name + "</extra>", "visible": True if visible else "legendonly"}
     if color:
         trace["line"] = {"color": color}
-    errors = [_number(v) for v in frame.stderr]
+    errors = [_number(v) for v in frame.stderr.tolist()]
     if any(e is not None for e in errors):
         trace["error_y"] = {"type": "data", "array": errors, "visible": True, "thickness": 1}
     return trace
@@ -125,24 +125,27 @@ def _model_sections(rows: pd.DataFrame, families: dict[str, str], figures: dict[
     label_free = {info.name for info in list_metrics()}
     sections = []
     per_layer = layer_rows(rows)
+    mains = main_metrics(rows)
+    by_task = dict(iter(per_layer.groupby("task", sort=False)))
     for family in (*FAMILIES, "other"):
-        tasks = sorted(t for t in per_layer.task.unique() if families.get(t, "other") == family)
+        tasks = sorted(t for t in by_task if families.get(t, "other") == family)
         score_plots, metric_plots = [], []
         for task in tasks:
-            task_rows = per_layer[per_layer.task == task]
-            main = main_metric(rows, task)
+            task_rows = by_task[task]
+            main = mains.get(task)
+            curves = dict(iter(task_rows.groupby(["metric", "subset"], sort=False)))  # (metric, subset) -> its rows, in row order
             scores = [m for m in sorted(task_rows.metric.unique()) if m not in label_free and not m.startswith(("lens_", "calibrated_", "agreement"))]
             if scores:
                 traces = []
-                for i, (metric, subset) in enumerate(task_rows[task_rows.metric.isin(scores)][["metric", "subset"]].drop_duplicates().itertuples(index=False)):
-                    part = task_rows[(task_rows.metric == metric) & (task_rows.subset == subset)]
-                    traces.append(_trace(part, f"{metric} ({subset})", _PALETTE[i % len(_PALETTE)], visible=metric == (main or scores[0])))
+                for i, (metric, subset) in enumerate(key for key in curves if key[0] in scores):
+                    traces.append(_trace(curves[(metric, subset)], f"{metric} ({subset})", _PALETTE[i % len(_PALETTE)], visible=metric == (main or scores[0])))
                 plot = f"{prefix}-{task}-scores"
                 figures[plot] = _curve_figure(f"{task}: {main or 'scores'}", traces, main or "score")
                 score_plots.append(plot)
             metrics = [m for m in sorted(task_rows.metric.unique()) if m in label_free]
             if metrics:
-                traces = [_trace(task_rows[task_rows.metric == m], m, _PALETTE[i % len(_PALETTE)], visible=i == 0) for i, m in enumerate(metrics)]
+                by_metric = dict(iter(task_rows[task_rows.metric.isin(metrics)].groupby("metric", sort=False)))
+                traces = [_trace(by_metric[m], m, _PALETTE[i % len(_PALETTE)], visible=i == 0) for i, m in enumerate(metrics)]
                 plot = f"{prefix}-{task}-metrics"
                 figures[plot] = _curve_figure(f"{task}: label-free metrics", traces, "value (click the legend)")
                 metric_plots.append(plot)
@@ -297,10 +300,12 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
                manifests=[{"run_id": m.get("run_id", "?"), "status": m.get("status", "?"), "text": json.dumps(m, indent=2, default=str)} for m in manifests.get(model, [])])
 
     task_index = []
+    mains = main_metrics(rows)
+    per_layer_by_task = dict(iter(layer_rows(rows).groupby("task", sort=False)))
     for task in tasks:
         figures = {}
-        mine = layer_rows(rows[rows.task == task])
-        main = main_metric(rows, task)
+        mine = per_layer_by_task.get(task, rows.iloc[:0])
+        main = mains.get(task)
         plots = []
         metric_list = [main] if main else []
         metric_list += [m for m in ("accuracy", "main_score") if m != main and m in set(mine.metric)]

@@ -336,6 +336,8 @@ class SuiteSpec(_Strict):
         languages: subsets kept of the suite's ``mteb:NAME`` tasks (``[eng]``, as ``MTEB(eng, v1)`` does).
         metric_samples: texts per task the token and view metrics read
             (overrides ``--metric-samples``' default; an explicit option wins).
+        max_length: truncates every task's inputs to this many tokens (for smoke
+            runs: long documents cost the most); ``--max-length`` wins.
         needs_network: the suite's data comes from the Hub or the web.
     """
 
@@ -346,4 +348,5 @@ class SuiteSpec(_Strict):
     protocols: list[str] = []
     languages: list[str] | None = None
     metric_samples: int | None = Field(default=None, ge=2)
+    max_length: int | None = Field(default=None, ge=1)
     needs_network: bool = False
