@@ -29,10 +29,10 @@ from layerbench.data import load_packaged, load_task_data  # noqa: E402
 from layerbench.data.two_hop import mentions  # noqa: E402
 from layerbench.evaluators.backpatch import e1_last_token, layer_pairs, queries_of, sweep_query  # noqa: E402
 from layerbench.evaluators.consistency import ANSWER_CUE, cut_path, evaluate_consistency, question_prompts  # noqa: E402
+from layerbench.families.backpatch import BackpatchSettings  # noqa: E402
 from layerbench.models.generation import ensure_padding, generate  # noqa: E402
 from layerbench.models.residual import last_token_states, patch_positions, record_layers  # noqa: E402
 from layerbench.specs import get_task  # noqa: E402
-from layerbench.specs.schema import BackpatchSettings  # noqa: E402
 
 
 def naive_variant(handle, prompt: str, p: int, ls: int, lt: int, max_new_tokens: int) -> str:

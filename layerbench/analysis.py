@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 
 from layerbench.errors import UserError
+from layerbench.families import all_families
 
 GROUP = ["model", "revision", "task", "protocol", "site", "subset", "split", "metric"]
 # What one task's ranking is per: a model run of a task under one protocol at one site.
 TASK_KEY = ["model", "revision", "task", "protocol", "site"]
-# Summary rows the leaderboard shows per task when they exist, as (metric, column name).
-HEADLINE_SUMMARIES = (("converging_depth", "concept_depth"), ("oracle_fix_rate", "oracle_fix_rate"), ("ic_auroc", "ic_auroc"))
+# Summary rows the leaderboard shows per task when they exist, as (metric, column name): each family's headlines.
+HEADLINE_SUMMARIES = tuple(headline for family in all_families().values() for headline in family.headlines)
 
 
 @lru_cache(maxsize=None)

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from layerbench.errors import UserError
-from layerbench.evaluators import get_evaluator
+from layerbench.families import get_family
 from layerbench.manifest import environment
 from layerbench.metrics.suite import MetricPlan
 from layerbench.models.loading import quantization_kwargs, resolve_device
@@ -70,13 +70,13 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, list[TaskSpec], Metric
     protocols = check_protocol_names(list(config.protocols))
     plan = MetricPlan.from_names(None if config.metrics is None else list(config.metrics))
     specs, chosen_suite = resolve_tasks(list(config.tasks) or None, config.suite)
-    evaluators = {spec.name: get_evaluator(spec.family) for spec in specs}  # an unknown family fails here
+    families = [get_family(spec.family) for spec in specs]  # an unknown family fails here
     for spec in specs:
         if isinstance(spec.data, MtebSource):  # an unknown mteb name fails here, before any model loads
             from layerbench.data.mteb_tasks import check_mteb_task
 
             check_mteb_task(spec.data.task)
-    if not plan.metrics and all(e is None for e in evaluators.values()):
+    if not plan.metrics and all(family.reads == "nothing" for family in families):
         raise UserError("nothing to run: every chosen task is label-free and --no-metrics (or an empty --metrics) turns the metrics off")
     if not protocols and chosen_suite is not None:
         protocols = check_protocol_names(chosen_suite.protocols)

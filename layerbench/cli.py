@@ -98,7 +98,7 @@ def run(quiet: bool, no_cache: bool, no_metrics: bool, **options) -> None:
 
 @app.group(name="list")
 def list_() -> None:
-    """List registered models, tasks or metrics."""
+    """List registered models, tasks, task families or metrics."""
 
 
 @list_.command(name="models")
@@ -117,11 +117,15 @@ def _source_name(spec) -> str:
 
 
 @list_.command(name="tasks")
-@click.option("--family", default=None, help="Only tasks of this family (probe, mteb, label-free, backpatch, consistency).")
+@click.option("--family", default=None, help="Only tasks of this family (see `layerbench list families`).")
 def list_tasks(family) -> None:
     """Tasks and suites: name, family, size (items evaluated) and data source."""
     from layerbench.data import task_sizes
+    from layerbench.families import get_family
     from layerbench.specs import all_suites, all_tasks
+
+    if family is not None:
+        get_family(family)  # an unknown family is an error, not an empty list
 
     specs = [spec for spec in all_tasks().values() if not family or spec.family == family]
     sizes = task_sizes(specs)
@@ -222,6 +226,17 @@ def leaderboard(results, output) -> None:
 
     index = build_site([*results], output)
     click.echo(f"site written: {index} (open it in a browser, or serve {output}/ from any static host)")
+
+
+@list_.command(name="families")
+def list_families() -> None:
+    """Task families: name, what the evaluator reads, settings (with defaults), description."""
+    from layerbench.families import all_families
+
+    for family in all_families().values():
+        knobs = ", ".join(f"{name}={field.default!r}" for name, field in family.settings.model_fields.items())
+        reads = {"states": "pooled states", "model": "the model (causal LMs only)" if family.causal_lm_only else "the model", "nothing": "nothing (metrics only)"}[family.reads]
+        click.echo(f"{family.name:12} reads {reads}\n    {family.description}\n    settings: {knobs or 'none'}")
 
 
 @list_.command(name="metrics")

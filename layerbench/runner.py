@@ -26,7 +26,7 @@ from layerbench.data import load_task_data
 from layerbench.data.augment import make_views, noise_prefix
 from layerbench.data.dataset import sample_indices
 from layerbench.errors import UserError
-from layerbench.evaluators import get_evaluator
+from layerbench.families import get_family
 from layerbench.fingerprint import hash_value
 from layerbench.metrics.suite import METRICS_VERSION, MetricPlan, evaluate_metrics
 from layerbench.models import ModelHandle
@@ -36,7 +36,6 @@ from layerbench.results import ResultStore, complete_rows
 from layerbench.run_config import RunConfig
 from layerbench.specs import TaskSpec
 from layerbench.specs.protocols import resolve_protocol, variant_suffix
-from layerbench.specs.schema import INTERVENTION_FAMILIES
 
 __all__ = ["ModelRunner", "RunConfig", "RunSummary", "Variant", "seed_everything", "task_config_hash", "task_variants"]
 
@@ -127,7 +126,7 @@ def task_config_hash(variant: Variant, config: RunConfig, checkpoint: Checkpoint
         "protocol": variant.protocol,
         "site": variant.site,
     }
-    if part == "scores" and variant.spec.family == "probe" and config.robustness:
+    if part == "scores" and get_family(variant.spec.family).robustness and config.robustness:
         identity["robustness"] = list(config.robustness)
     if part == "metrics":
         identity |= {"part": part, "metrics": list(config.metrics or ()), "metric_samples": config.metric_samples, "metrics_version": METRICS_VERSION}
@@ -160,11 +159,12 @@ def _run_task(
     began = time.perf_counter()
     data = load_task_data(spec, config.limit, config.seed)
     t_data = time.perf_counter() - began
-    intervention = spec.family in INTERVENTION_FAMILIES
+    family = get_family(spec.family)
+    intervention = family.reads == "model"
     pooling_of = {v.suffix: handle.default_pooling if v.pooling == "model" else v.pooling for v, _ in work}
     with_metrics = any("metrics" in parts for _, parts in work)
     with_scores = [v for v, parts in work if "scores" in parts]
-    variants = [r for r in config.robustness if spec.family == "probe"] if with_scores and not intervention else []
+    variants = [r for r in config.robustness if family.robustness] if with_scores and not intervention else []
     noise_texts = [noise_prefix(text, config.seed) + text for text in data.texts] if "noise" in variants else []
     sample = sample_indices(len(data), config.metric_samples, config.seed).tolist() if with_metrics and plan.needs_sample else []
     n_views = plan.n_views if sample else 0
@@ -202,7 +202,7 @@ def _run_task(
     rows: dict[tuple[str, str], pd.DataFrame] = {}
     seconds = {"data": t_data, "capture": t_capture}
     record: dict[str, Any] = {"family": spec.family, "version": spec.version, "n": n, "data": data.provenance, "variants": {}}
-    evaluator = get_evaluator(spec.family)
+    evaluator = family.load_evaluator()
     for v, parts in work:
         pooling = pooling_of[v.suffix]
         complete: dict[str, Any] = dict(model=checkpoint.name, revision=checkpoint.revision, task=spec.name, subset=spec.subset, split=spec.split,
@@ -296,7 +296,8 @@ class ModelRunner:
         """Run the parts of ``spec``'s variants not stored yet; ``done`` or ``skipped``."""
         config, store, revision = self.config, self.store, self.revision
         prefix = f"[{self.label} · {position}] {self.name} · {spec.name}"
-        evaluator = get_evaluator(spec.family)
+        family = get_family(spec.family)
+        has_scores = family.reads != "nothing"
         variants, missing = task_variants(spec, config)
         if missing:
             _log(f"{prefix}: no {' or '.join(missing)} protocol for the {spec.family} family" + ("; skipped" if not variants else ""))
@@ -308,7 +309,7 @@ class ModelRunner:
         hashes: dict[tuple[str, str], str] = {}
         for v in variants:
             pooling = self.checkpoint.pooling if v.pooling == "model" else v.pooling
-            wanted = [part for part, on in (("scores", evaluator is not None), ("metrics", bool(self.plan.metrics) and owners[(v.site, pooling)] == v.suffix)) if on]
+            wanted = [part for part, on in (("scores", has_scores), ("metrics", bool(self.plan.metrics) and owners[(v.site, pooling)] == v.suffix)) if on]
             for part in wanted:
                 hashes[(v.suffix, part)] = task_config_hash(v, config, self.checkpoint, part)
             parts = [part for part in wanted if _needs_run(store, self.name, revision, spec.name, part, hashes[(v.suffix, part)], config.overwrite, v.suffix)]
@@ -316,14 +317,14 @@ class ModelRunner:
                 work.append((v, parts))
         if not work:
             if variants:
-                _log(f"{prefix}: " + ("already done, skipped (--overwrite to redo)" if evaluator is not None or self.plan.metrics else "label-free task and no metrics chosen, skipped"))
+                _log(f"{prefix}: " + ("already done, skipped (--overwrite to redo)" if has_scores or self.plan.metrics else "label-free task and no metrics chosen, skipped"))
             return "skipped"
         if self.handle is None:
             began = time.perf_counter()
             _log(f"{prefix}: loading model")
             self.handle = load_checkpoint(self.checkpoint, device=config.device, dtype=config.dtype, device_map=config.device_map)
             self.timings["load_model"] = self.timings.get("load_model", 0.0) + time.perf_counter() - began
-        if spec.family in INTERVENTION_FAMILIES and not self.handle.is_causal:
+        if family.causal_lm_only and not self.handle.is_causal:
             # Patching and the logit lens need a causal language model: an encoder skips them, with a reason.
             if any("scores" in parts for _, parts in work):
                 _log(f"{prefix}: {spec.family} skipped: it needs a causal language model with an unembedding; {self.name} is not one")
@@ -331,7 +332,7 @@ class ModelRunner:
             work = [(v, parts) for v, parts in work if parts]
             if not work:
                 return "skipped"
-        if spec.family == "probe" and any("scores" in parts for _, parts in work):
+        if family.robustness and any("scores" in parts for _, parts in work):
             for variant in set(config.robustness) & {"bfloat16", "int8"} - set(self.variant_handles):
                 _log(f"{prefix}: loading model again in {variant} (robustness variant)")
                 self.variant_handles[variant] = load_checkpoint(

@@ -9,9 +9,9 @@ from layerbench.data.two_hop import TwoHopQuery, mentions, parse_queries
 from layerbench.errors import UserError
 from layerbench.evaluators.backpatch import layer_pairs, settled, sweep_query
 from layerbench.evaluators.consistency import calibrated_answers, cut_path, internal_consistency
+from layerbench.families.backpatch import BackpatchSettings
 from layerbench.models.generation import generate
 from layerbench.models.residual import lens_logits, lens_statistics, patch_positions, record_layers
-from layerbench.specs.schema import BackpatchSettings
 
 QUERY = dict(e1="Tokyo", r1="capital-of", e2="Japan", r2="currency", e3="yen", e2_aliases=["Nippon"], e3_aliases=["Japanese yen"],
              r1_template="{} is the capital of", r1_phrase="the country whose capital is {}", r2_template="The currency of {} is the")

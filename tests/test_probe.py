@@ -6,8 +6,8 @@ import pytest
 
 from layerbench.data import load_task_data
 from layerbench.evaluators.probe import concept_depth, cv_probe, encode_labels, jin2024_probe, probe_layers
+from layerbench.families.probe import ProbeSettings
 from layerbench.specs import get_task
-from layerbench.specs.schema import ProbeSettings
 
 
 def synthetic_layers(n: int = 200, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,8 @@ from layerbench.data import load_task_data
 from layerbench.data.dataset import TextDataset
 from layerbench.errors import UserError
 from layerbench.evaluators.consistency import question_prompts
-from layerbench.specs.schema import ConsistencySettings, TaskSpec
+from layerbench.families.consistency import ConsistencySettings
+from layerbench.specs.schema import TaskSpec
 
 QUERY = dict(e1="Tokyo", r1="capital-of", e2="Japan", r2="currency", e3="yen", e2_aliases=["Nippon"], e3_aliases=["Japanese yen"],
              r1_template="{} is the capital of", r1_phrase="the country whose capital is {}", r2_template="The currency of {} is the")

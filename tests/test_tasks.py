@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,29 @@ def test_builders_blame_the_spec_only_for_options_that_do_not_fit():
         builders.build("double", {"m": 1})
     with pytest.raises(TypeError):
         builders.build("broken", {})
+
+
+def test_a_family_added_as_one_module_runs_a_task_added_as_one_file(tmp_path, monkeypatch):
+    """The README's worked example: tests/fixtures/families/knn_family.py registers `knn`; one YAML file makes a task of it."""
+    import importlib
+
+    import layerbench
+    from layerbench.families import all_families, get_family, registry
+
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))  # the registration below ends with the test
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "fixtures" / "families"))
+    module = importlib.import_module("knn_family")
+    assert get_family("knn") is module.FAMILY and "knn" in all_families()
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "knn-capitals.yaml").write_text(
+        "name: knn-capitals\nfamily: knn\ndescription: capitals, by nearest neighbours\n"
+        "data: {source: packaged, dataset: capitals-true-false}\nlabels: [false, true]\n"
+        "pooling: last\nevaluator: {k: 3}\nmain_score: knn_accuracy\n"
+    )
+    monkeypatch.setenv("LAYERBENCH_TASKS", str(tasks))
+    layerbench.run("minilm-l6", tasks=["knn-capitals"], limit=40, metrics=[], output=tmp_path / "results")
+    rows = layerbench.load_results(tmp_path / "results")
+    accuracy = rows[rows.metric == "knn_accuracy"].sort_values("layer")
+    assert accuracy.layer.tolist() == list(range(7)) and accuracy.value.between(0, 1).all() and (accuracy.n == 40).all()
+    assert layerbench.best_layer(rows).metric.tolist() == ["knn_accuracy"]  # the spec's main score, read like any other

@@ -38,11 +38,12 @@ import torch
 from layerbench.data.dataset import TextDataset
 from layerbench.data.two_hop import CHECKS, TwoHopQuery, contains, mentions, parse_queries
 from layerbench.errors import UserError
+from layerbench.families.backpatch import BackpatchSettings
 from layerbench.models.generation import generate, greedy_from_cache
 from layerbench.models.loading import ModelHandle
 from layerbench.models.residual import first_token_id, last_token_states, lens_statistics, patch_positions, record_layers
 from layerbench.results.rows import layer_row, mean_row, summary_row
-from layerbench.specs.schema import BackpatchSettings, TaskSpec
+from layerbench.specs.schema import TaskSpec
 
 
 def queries_of(data: TextDataset, task: str) -> list[TwoHopQuery]:

@@ -36,12 +36,13 @@ import torch
 
 from layerbench.data.dataset import TextDataset
 from layerbench.errors import UserError
+from layerbench.families.consistency import ConsistencySettings
 from layerbench.metrics.arrays import mean_and_stderr
 from layerbench.models.generation import generate
 from layerbench.models.loading import ModelHandle
 from layerbench.models.residual import continuation_states, first_token_id, lens_logits
 from layerbench.results.rows import mean_row, summary_row
-from layerbench.specs.schema import ConsistencySettings, TaskSpec
+from layerbench.specs.schema import TaskSpec
 
 ANSWER_CUE = " So the answer is"
 # Where a sampled path stops reasoning: it states its answer, or starts a new question.

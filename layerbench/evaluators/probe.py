@@ -36,9 +36,10 @@ import pandas as pd
 
 from layerbench.data.dataset import TextDataset
 from layerbench.errors import UserError
+from layerbench.families.probe import ProbeSettings
 from layerbench.metrics.arrays import stderr_of
 from layerbench.results.rows import mean_row, summary_row
-from layerbench.specs.schema import ProbeSettings, TaskSpec
+from layerbench.specs.schema import TaskSpec
 
 SCORES = ("accuracy", "f1", "auroc")
 

@@ -13,7 +13,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from layerbench.errors import UserError
-from layerbench.specs.schema import FAMILY_SETTINGS, SuiteSpec, TaskSpec
+from layerbench.families import get_family
+from layerbench.specs.schema import SuiteSpec, TaskSpec
 
 BUILTIN_TASKS = Path(__file__).resolve().parents[1] / "tasks"  # packaged with layerbench (wheel included)
 
@@ -28,7 +29,7 @@ def _field_error(path: Path, exc: ValidationError, prefix: str = "") -> UserErro
     """The first problem of ``exc`` as one line: file, dotted field, what is expected."""
     err = exc.errors()[0]
     where = ".".join([prefix] * bool(prefix) + [str(p) for p in err["loc"]]) or "(top level)"
-    return UserError(f"{path}: field '{where}': {err['msg']}")
+    return UserError(f"{path}: field '{where}': {str(err['msg']).removeprefix('Value error, ')}")
 
 
 def _parse(path: Path, model: type[BaseModel]) -> BaseModel:
@@ -52,12 +53,13 @@ def load_task_file(path: str | Path) -> TaskSpec:
     path = Path(path)
     spec = _parse(path, TaskSpec)
     assert isinstance(spec, TaskSpec)
+    family = get_family(spec.family)
     try:
-        FAMILY_SETTINGS[spec.family](**spec.evaluator)
+        family.settings(**spec.evaluator)
     except ValidationError as exc:
         raise _field_error(path, exc, "evaluator") from None
-    if spec.family == "mteb" and spec.data.source != "mteb":
-        raise UserError(f"{path}: field 'data.source': an mteb task reads an mteb task (source: mteb), not '{spec.data.source}'")
+    if family.sources is not None and spec.data.source not in family.sources:
+        raise UserError(f"{path}: field 'data.source': {family.name} tasks read source {' or '.join(family.sources)}, not '{spec.data.source}'")
     if spec.data.source == "mteb" and spec.prompt != "{text}":
         raise UserError(f"{path}: field 'prompt': mteb tasks take no template (mteb builds their texts); remove it")
     if spec.data.source == "local" and not Path(spec.data.path).expanduser().is_absolute():

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field
 
 from layerbench.choices import Pooling, Site
+from layerbench.families import Strict, check_family_name, get_family
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Strict = Strict  # specs refuse unknown fields, as family settings do
 
 
 class PackagedSource(_Strict):
@@ -120,155 +119,13 @@ DataSource = Annotated[
 ]
 
 
-class ProbeSettings(_Strict):
-    """Knobs of the ``probe`` family (concept-depth probing, Jin et al. 2024).
-
-    Attributes:
-        protocol: ``layerbench`` (stratified k-fold cross-validation,
-            standardized features, L2 logistic regression; mean and standard
-            error over folds, and concept depth per fold) or ``jin2024`` (the
-            authors' code: texts grouped by class in the order of the spec's
-            ``labels``, one ``train_test_split(test_size=0.4, random_state=42)``,
-            no scaling, scikit-learn's default ``LogisticRegression``).
-        folds: k of the ``layerbench`` protocol.
-        repeats: ``jin2024`` only: splits with ``random_state`` 42, 43, ...
-            (1, the paper's, gives no spread; more give the mean and standard
-            error over splits, for accuracy and concept depth alike).
-        C: inverse L2 strength of the ``layerbench`` protocol's probe.
-        max_iter: solver iterations of the ``layerbench`` protocol's probe.
-        jump_delta: the jumping point is the first layer whose accuracy rises
-            by at least this much over the layer before (our definition).
-        converge_epsilon: the converging point is the first layer within this
-            much of the best accuracy (our definition).
-    """
-
-    protocol: Literal["layerbench", "jin2024"] = "layerbench"
-    folds: int = Field(default=5, ge=2)
-    repeats: int = Field(default=1, ge=1)
-    C: float = Field(default=1.0, gt=0)
-    max_iter: int = Field(default=1000, ge=1)
-    jump_delta: float = Field(default=0.1, gt=0, le=1)
-    converge_epsilon: float = Field(default=0.01, ge=0, le=1)
-
-
-class MtebSettings(_Strict):
-    """Knobs of the ``mteb`` family (per-layer MTEB, Skean et al. 2025).
-
-    Attributes:
-        protocol: ``layerbench`` or ``skean2024`` (the same evaluation; the
-            protocol's site and pooling make the difference: a truncated
-            model's normed states, mean-pooled).
-        normalize: L2-normalize each layer's pooled vectors before mteb sees them.
-        eval_splits: splits to evaluate (None: the task's own).
-    """
-
-    protocol: Literal["layerbench", "skean2024"] = "layerbench"
-    normalize: bool = False
-    eval_splits: list[str] | None = None
-
-
-class LabelFreeSettings(_Strict):
-    """The ``label-free`` family has no knobs: its rows are the metric suite's."""
-
-    protocol: Literal["layerbench"] = "layerbench"
-
-
-class BackpatchSettings(_Strict):
-    """Knobs of the ``backpatch`` family (multi-hop back-patching, Biran et al. 2024).
-
-    Attributes:
-        protocol: ``layerbench`` (prompts capitalized, answers matched as whole
-            words, every layer 0..L as source and target) or ``biran2024``
-            (the authors' code: prompts as written, answers as substrings of
-            the label or an alias longer than one character, block outputs
-            1..L only, their relation-shortcut prompt).
-        max_new_tokens: greedy tokens generated per check and per patched variant.
-        positions: where states are patched: ``e1-last`` (the last token of the
-            source entity) and/or ``prompt-last`` (the last token of the prompt).
-        forward_patching: also patch from earlier into later layers (ls < lt), for comparison.
-        layer_step: sweep every k-th layer as source and target (1: all layers;
-            the last layer is always included).
-        sweep: which queries the sweep runs on: ``known-hops`` (the paper's
-            filter: both single hops answered, neither shortcut gives the
-            answer) or ``all``.
-        batch_size: patched variants per forward pass.
-    """
-
-    protocol: Literal["layerbench", "biran2024"] = "layerbench"
-    max_new_tokens: int = Field(default=10, ge=1)
-    positions: list[Literal["e1-last", "prompt-last"]] = Field(default=["e1-last", "prompt-last"], min_length=1)
-    forward_patching: bool = False
-    layer_step: int = Field(default=1, ge=1)
-    sweep: Literal["known-hops", "all"] = "known-hops"
-    batch_size: int = Field(default=128, ge=1)
-
-
-class WorkedExample(_Strict):
-    """A few-shot exemplar for chain-of-thought prompts: a question (and its context), its worked reasoning and its true/false answer."""
-
-    question: str = Field(min_length=1)
-    rationale: str = Field(min_length=1)
-    answer: bool
-    context: str | None = None
-
-
-class ConsistencySettings(_Strict):
-    """Knobs of the ``consistency`` family (internal consistency, Xie et al. 2024).
-
-    Attributes:
-        protocol: ``layerbench`` (each path cut before its answer and
-            followed by " So the answer is"; one calibration over all paths;
-            IC the share of layers ``first_layer..L`` that agree) or
-            ``xie2024`` (the authors' code: "{context}\nQ: {question}\nA: {chain} {answer}"
-            exemplars, paths stop at a blank line, the lens reads the last token of
-            the path with its last sentence dropped and no cue, calibration at the
-            median per layer and answer over the questions, separately for each
-            vote index; IC the sum over all L+1 layers; correctness by the
-            calibrated final answer; votes weighted by IC, ties broken at random
-            over 100 permutations).
-        paths: K reasoning paths sampled per question and seed.
-        seeds: sampling rounds of K paths each (Xie et al.: 2 seeds x 20 paths).
-        max_new_tokens: the longest reasoning path, in tokens.
-        temperature, top_p: the sampling of the paths.
-        shots: worked examples in the few-shot chain-of-thought prompt, taken
-            from the data (items with a ``rationale`` record, alternating labels).
-        exemplars: worked examples written in the spec instead, for data sets
-            without rationales (BoolQ); then every item is a question. Items
-            whose record carries its own ``exemplars`` (Xie et al.'s ProntoQA
-            and ProofWriter files) use those.
-        answers: the two answer words the lens compares (the first means label True).
-        first_layer: layers below this one are left out of the agreement (the
-            embedding output says nothing about the answer); IC counts layers
-            ``first_layer .. L``.
-    """
-
-    protocol: Literal["layerbench", "xie2024"] = "layerbench"
-    paths: int = Field(default=8, ge=1)
-    seeds: int = Field(default=1, ge=1)
-    max_new_tokens: int = Field(default=64, ge=1)
-    temperature: float = Field(default=0.7, gt=0)
-    top_p: float = Field(default=0.95, gt=0, le=1)
-    shots: int = Field(default=3, ge=0)
-    exemplars: list[WorkedExample] = []
-    answers: tuple[str, str] = ("True", "False")
-    first_layer: int = Field(default=1, ge=0)
-
-
-FAMILY_SETTINGS: dict[str, type[BaseModel]] = {
-    "probe": ProbeSettings, "mteb": MtebSettings, "label-free": LabelFreeSettings,
-    "backpatch": BackpatchSettings, "consistency": ConsistencySettings,
-}
-# Families that run the model themselves (patching, generation, the logit lens) instead of reading captured states.
-INTERVENTION_FAMILIES = ("backpatch", "consistency")
-
-
 class TaskSpec(_Strict):
     """One task.
 
     Attributes:
         name: what ``--tasks`` and result rows call it.
-        family: the evaluator that reads it: ``probe``, ``mteb``, ``label-free``,
-            or an intervention family that runs the model itself: ``backpatch``, ``consistency``.
+        family: the registered family whose evaluator reads it (:mod:`layerbench.families`):
+            ``probe``, ``mteb``, ``label-free``, or one that runs the model itself: ``backpatch``, ``consistency``.
         version: bumped when a change makes old results incomparable.
         description: one line for listings.
         data: where the texts (and labels) come from.
@@ -282,8 +139,8 @@ class TaskSpec(_Strict):
             ``mlp-input``; :mod:`layerbench.capture.sites`), or None for the
             protocol's own (``residual`` for ours).
         max_length: truncate inputs to this many tokens (None: the model's limit).
-        evaluator: the family's settings (see :class:`ProbeSettings`,
-            :class:`MtebSettings`); validated on load.
+        evaluator: the family's settings (its ``settings`` model, e.g.
+            :class:`layerbench.families.probe.ProbeSettings`); validated on load.
         metrics: the scores the evaluator reports per layer (informational:
             ``layerbench list tasks`` shows them).
         main_score: the score the leaderboard headlines (an evaluator score
@@ -294,7 +151,7 @@ class TaskSpec(_Strict):
     """
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    family: Literal["probe", "mteb", "label-free", "backpatch", "consistency"]
+    family: Annotated[str, AfterValidator(check_family_name)]
     version: int = Field(default=1, ge=1)
     description: str
     data: DataSource
@@ -312,8 +169,8 @@ class TaskSpec(_Strict):
 
     @property
     def settings(self) -> Any:
-        """The family's typed settings (:data:`FAMILY_SETTINGS`)."""
-        return FAMILY_SETTINGS[self.family](**self.evaluator)
+        """The family's typed settings (its registered ``settings`` model, :mod:`layerbench.families`)."""
+        return get_family(self.family).settings(**self.evaluator)
 
     @property
     def protocol(self) -> str:

@@ -1,0 +1,49 @@
+"""The ``backpatch`` family: multi-hop back-patching on a causal language model (Biran et al. 2024)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from layerbench.families.registry import Family, Strict, register
+
+
+class BackpatchSettings(Strict):
+    """Knobs of the ``backpatch`` family (multi-hop back-patching, Biran et al. 2024).
+
+    Attributes:
+        protocol: ``layerbench`` (prompts capitalized, answers matched as whole
+            words, every layer 0..L as source and target) or ``biran2024``
+            (the authors' code: prompts as written, answers as substrings of
+            the label or an alias longer than one character, block outputs
+            1..L only, their relation-shortcut prompt).
+        max_new_tokens: greedy tokens generated per check and per patched variant.
+        positions: where states are patched: ``e1-last`` (the last token of the
+            source entity) and/or ``prompt-last`` (the last token of the prompt).
+        forward_patching: also patch from earlier into later layers (ls < lt), for comparison.
+        layer_step: sweep every k-th layer as source and target (1: all layers;
+            the last layer is always included).
+        sweep: which queries the sweep runs on: ``known-hops`` (the paper's
+            filter: both single hops answered, neither shortcut gives the
+            answer) or ``all``.
+        batch_size: patched variants per forward pass.
+    """
+
+    protocol: Literal["layerbench", "biran2024"] = "layerbench"
+    max_new_tokens: int = Field(default=10, ge=1)
+    positions: list[Literal["e1-last", "prompt-last"]] = Field(default=["e1-last", "prompt-last"], min_length=1)
+    forward_patching: bool = False
+    layer_step: int = Field(default=1, ge=1)
+    sweep: Literal["known-hops", "all"] = "known-hops"
+    batch_size: int = Field(default=128, ge=1)
+
+
+FAMILY = register(Family(
+    name="backpatch",
+    description="two-hop queries: the hops, the shortcuts, the logit lens, and states patched from later into earlier layers (Biran et al. 2024)",
+    settings=BackpatchSettings,
+    reads="model",
+    evaluator="layerbench.evaluators.backpatch:evaluate_backpatch",
+    causal_lm_only=True,
+    headlines=(("oracle_fix_rate", "oracle_fix_rate"),),
+))

@@ -1,0 +1,20 @@
+"""The ``label-free`` family: tasks whose rows are the label-free metric suite's alone."""
+from __future__ import annotations
+
+from typing import Literal
+
+from layerbench.families.registry import Family, Strict, register
+
+
+class LabelFreeSettings(Strict):
+    """The ``label-free`` family has no knobs: its rows are the metric suite's."""
+
+    protocol: Literal["layerbench"] = "layerbench"
+
+
+FAMILY = register(Family(
+    name="label-free",
+    description="no evaluator: the label-free metrics (entropy, rank, geometry, views) on the task's texts",
+    settings=LabelFreeSettings,
+    reads="nothing",
+))

@@ -1,0 +1,50 @@
+"""The ``probe`` family: concept-depth probing of pooled states, layer by layer (Jin et al. 2024)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from layerbench.families.registry import Family, Strict, register
+
+
+class ProbeSettings(Strict):
+    """Knobs of the ``probe`` family (concept-depth probing, Jin et al. 2024).
+
+    Attributes:
+        protocol: ``layerbench`` (stratified k-fold cross-validation,
+            standardized features, L2 logistic regression; mean and standard
+            error over folds, and concept depth per fold) or ``jin2024`` (the
+            authors' code: texts grouped by class in the order of the spec's
+            ``labels``, one ``train_test_split(test_size=0.4, random_state=42)``,
+            no scaling, scikit-learn's default ``LogisticRegression``).
+        folds: k of the ``layerbench`` protocol.
+        repeats: ``jin2024`` only: splits with ``random_state`` 42, 43, ...
+            (1, the paper's, gives no spread; more give the mean and standard
+            error over splits, for accuracy and concept depth alike).
+        C: inverse L2 strength of the ``layerbench`` protocol's probe.
+        max_iter: solver iterations of the ``layerbench`` protocol's probe.
+        jump_delta: the jumping point is the first layer whose accuracy rises
+            by at least this much over the layer before (our definition).
+        converge_epsilon: the converging point is the first layer within this
+            much of the best accuracy (our definition).
+    """
+
+    protocol: Literal["layerbench", "jin2024"] = "layerbench"
+    folds: int = Field(default=5, ge=2)
+    repeats: int = Field(default=1, ge=1)
+    C: float = Field(default=1.0, gt=0)
+    max_iter: int = Field(default=1000, ge=1)
+    jump_delta: float = Field(default=0.1, gt=0, le=1)
+    converge_epsilon: float = Field(default=0.01, ge=0, le=1)
+
+
+FAMILY = register(Family(
+    name="probe",
+    description="a linear probe per layer on the pooled states (accuracy, F1, AUROC) and the concept depth (Jin et al. 2024)",
+    settings=ProbeSettings,
+    reads="states",
+    evaluator="layerbench.evaluators.probe:evaluate_probe",
+    robustness=True,
+    headlines=(("converging_depth", "concept_depth"),),
+))
