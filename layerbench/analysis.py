@@ -8,6 +8,7 @@ or capture sites is kept apart by the ``protocol`` and ``site`` columns.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 
 import numpy as np
@@ -23,8 +24,15 @@ TASK_KEY = ["model", "revision", "task", "protocol", "site"]
 HEADLINE_SUMMARIES = tuple(headline for family in all_families().values() for headline in family.headlines)
 
 
-@lru_cache(maxsize=None)
 def _registered_main_scores() -> dict[str, str]:
+    """Each installed task's main score, from the task folders as they are now ($LAYERBENCH_TASKS may change between calls)."""
+    from layerbench.specs.registry import task_dirs
+
+    return _main_scores_in(tuple(task_dirs()))
+
+
+@lru_cache(maxsize=8)
+def _main_scores_in(folders: tuple) -> dict[str, str]:
     from layerbench.specs import all_tasks
 
     try:
@@ -41,15 +49,20 @@ def main_metric(df: pd.DataFrame, task: str) -> str | None:
     return main_metrics(df[df.task == task]).get(task)
 
 
-def main_metrics(df: pd.DataFrame) -> dict[str, str | None]:
-    """:func:`main_metric` of every task in ``df``, in one pass over the rows."""
+def main_metrics(df: pd.DataFrame, declared: Mapping[str, str | None] | None = None) -> dict[str, str | None]:
+    """:func:`main_metric` of every task in ``df``, in one pass over the rows.
+
+    ``declared`` (task -> its spec's main score, as run manifests record it)
+    replaces the registered specs: the leaderboard reads it from the result
+    folders, so it does not depend on the task specs of the machine it runs on.
+    """
     from layerbench.specs.protocols import base_task
 
-    registered = _registered_main_scores()
+    wanted = dict(declared) if declared is not None else _registered_main_scores()
     out: dict[str, str | None] = {}
     for task, metrics in df.groupby("task", sort=False).metric.unique().items():
         present = set(metrics)
-        out[task] = next((c for c in (registered.get(base_task(task)), "main_score") if c in present), None)
+        out[task] = next((c for c in (wanted.get(task, wanted.get(base_task(task))), "main_score") if c in present), None)
     return out
 
 
@@ -76,13 +89,14 @@ def layer_curve(df: pd.DataFrame, task: str, metric: str, *, model: str | None =
     return rows[columns].sort_values(["model", "subset", "split", "layer"]).reset_index(drop=True)
 
 
-def best_layer(df: pd.DataFrame, task: str | None = None, metric: str | None = None) -> pd.DataFrame:
+def best_layer(df: pd.DataFrame, task: str | None = None, metric: str | None = None, mains: Mapping[str, str | None] | None = None) -> pd.DataFrame:
     """The best layer of every (model, revision, task, protocol, site, subset, split, metric), by the metric's direction.
 
     Args:
         df: result rows.
         task: only this task (default: all).
         metric: only this metric (default: each task's main metric, :func:`main_metric`).
+        mains: task -> main metric (:func:`main_metrics`), when the caller has them.
 
     Returns:
         One row per group: the group's columns plus ``best_layer``, ``best_depth``,
@@ -97,7 +111,7 @@ def best_layer(df: pd.DataFrame, task: str | None = None, metric: str | None = N
     if metric is not None:
         rows = rows[rows.metric == metric]
     else:
-        mains = main_metrics(df)
+        mains = mains if mains is not None else main_metrics(df)
         rows = rows[rows.metric == rows.task.map(mains)]
     out = []
     for key, group in rows.groupby(GROUP, dropna=False, sort=True):
@@ -111,7 +125,7 @@ def best_layer(df: pd.DataFrame, task: str | None = None, metric: str | None = N
     return pd.DataFrame(out, columns=[*GROUP, "best_layer", "best_depth", "best_value", "last_layer", "last_value", "gain", "n_layers"])
 
 
-def summary(df: pd.DataFrame) -> pd.DataFrame:
+def summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None = None) -> pd.DataFrame:
     """One row per (model, revision, task, protocol, site): its main metric's best and last layer, plus the task's headline summaries.
 
     Columns: ``model, revision, task, protocol, site, metric, best_layer, best_depth,
@@ -120,12 +134,12 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     ``oracle_fix_rate`` (back-patching, first position in name order),
     ``ic_auroc`` (internal consistency), each NaN where the task has none.
     """
-    best = best_layer(df)
+    mains = mains if mains is not None else main_metrics(df)
+    best = best_layer(df, mains=mains)
     # A task whose main metric has several subsets (robustness variants) is ranked on the first in name order.
     best = best.sort_values([*TASK_KEY, "subset", "split"]).drop_duplicates(TASK_KEY)
     keys = df[TASK_KEY].drop_duplicates()
     out = keys.merge(best.drop(columns=["subset", "split"]), on=TASK_KEY, how="left")
-    mains = main_metrics(df)
     out["metric"] = out.task.map(mains)
     summaries = df[df.layer.isna()].sort_values("subset")
     for metric, column in HEADLINE_SUMMARIES:
@@ -135,7 +149,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["model", "task", "protocol", "site"]).reset_index(drop=True)
 
 
-def metric_predicts_best_layer(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+def metric_predicts_best_layer(df: pd.DataFrame, metric: str, mains: Mapping[str, str | None] | None = None) -> pd.DataFrame:
     """How well a label-free metric picks the best layer of the downstream tasks.
 
     For every (model, task) with per-layer rows of both ``metric`` and the
@@ -150,7 +164,7 @@ def metric_predicts_best_layer(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """
     keys = ["model", "task", "protocol", "site"]
     rows = layer_rows(df)
-    mains = main_metrics(df)
+    mains = mains if mains is not None else main_metrics(df)
     # Per (model, task, protocol, site) and layer: the first row of the task's main metric, and of `metric`.
     target = rows[(rows.metric == rows.task.map(mains)) & (rows.metric != metric)].drop_duplicates([*keys, "layer"])
     signal = rows[rows.metric == metric].drop_duplicates([*keys, "layer"])

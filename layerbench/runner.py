@@ -24,7 +24,7 @@ from layerbench.capture import CaptureStats, capture_layers
 from layerbench.choices import DEFAULT_SITE
 from layerbench.data import load_task_data
 from layerbench.data.augment import make_views, noise_prefix
-from layerbench.data.dataset import sample_indices
+from layerbench.data.dataset import TextDataset, sample_indices
 from layerbench.errors import UserError
 from layerbench.families import get_family
 from layerbench.fingerprint import hash_value
@@ -133,118 +133,49 @@ def task_config_hash(variant: Variant, config: RunConfig, checkpoint: Checkpoint
     return hash_value(identity)
 
 
-def _run_task(
-    handle: ModelHandle,
-    spec: TaskSpec,
-    work: list[tuple[Variant, list[str]]],
-    config: RunConfig,
-    plan: MetricPlan,
-    checkpoint: Checkpoint,
-    run_id: str,
-    stats: CaptureStats,
-    prefix: str,
-    variant_handles: dict[str, ModelHandle],
-) -> tuple[dict[tuple[str, str], pd.DataFrame], dict[str, Any]]:
-    """Data -> captures -> evaluators and metrics -> tidy rows per (variant suffix, part), and the manifest record.
+@dataclass(frozen=True)
+class TaskTexts:
+    """Every text one task's capture runs, as one list, and where each part of it lies.
 
-    ``work`` pairs each variant to run with its parts (``scores``,
-    ``metrics``). One capture per pooling serves every variant and part: all
-    their sites, the task's texts, their noisy copies (the ``noise``
-    robustness variant), the augmented views of the metric sample, and the
-    per-prompt kernels on that sample's token states go through the same
-    batched forward passes. A precision variant is one more capture of the
-    task's texts with the model loaded in that precision. The caller asks for
-    the label-free metrics once per (site, pooling) (:meth:`ModelRunner.run_task`).
+    The capture sees ``all``: the task's texts (N), their noisy copies (N
+    more, for the ``noise`` robustness variant), then V augmented views of
+    each of the S texts sampled for the metrics (S x V). The accessors cut a
+    site's pooled states ``[K, len(all), D]`` back into those parts.
     """
-    began = time.perf_counter()
-    data = load_task_data(spec, config.limit, config.seed)
-    t_data = time.perf_counter() - began
-    family = get_family(spec.family)
-    intervention = family.reads == "model"
-    pooling_of = {v.suffix: handle.default_pooling if v.pooling == "model" else v.pooling for v, _ in work}
-    with_metrics = any("metrics" in parts for _, parts in work)
-    with_scores = [v for v, parts in work if "scores" in parts]
-    variants = [r for r in config.robustness if family.robustness] if with_scores and not intervention else []
-    noise_texts = [noise_prefix(text, config.seed) + text for text in data.texts] if "noise" in variants else []
-    sample = sample_indices(len(data), config.metric_samples, config.seed).tolist() if with_metrics and plan.needs_sample else []
+
+    data: TextDataset
+    noise: list[str]
+    sample: list[int]
+    n_views: int
+    views: list[str]
+
+    @property
+    def all(self) -> list[str]:
+        return self.data.texts + self.noise + self.views
+
+    def clean(self, pooled: np.ndarray) -> np.ndarray:
+        """``[K, N, D]``: the task's own texts."""
+        return pooled[:, : len(self.data)]
+
+    def noisy(self, pooled: np.ndarray) -> np.ndarray | None:
+        """``[K, N, D]``: the noisy copies, or None when the noise variant is not asked for."""
+        n = len(self.data)
+        return pooled[:, n : 2 * n] if self.noise else None
+
+    def view_states(self, pooled: np.ndarray) -> np.ndarray | None:
+        """``[K, S, V, D]``: the views of the metric sample, or None when no view metric is planned."""
+        if not self.n_views:
+            return None
+        return pooled[:, len(self.data) + len(self.noise) :].reshape(pooled.shape[0], len(self.sample), self.n_views, -1)
+
+
+def task_texts(data: TextDataset, config: RunConfig, plan: MetricPlan, noise: bool, metrics: bool) -> TaskTexts:
+    """The texts of one task's capture: its texts, their noisy copies if ``noise``, the views of the metric sample if ``metrics`` needs them."""
+    noisy = [noise_prefix(text, config.seed) + text for text in data.texts] if noise else []
+    sample = sample_indices(len(data), config.metric_samples, config.seed).tolist() if metrics and plan.needs_sample else []
     n_views = plan.n_views if sample else 0
-    view_texts = [v for views in make_views([data.texts[i] for i in sample], n_views, config.seed) for v in views] if n_views else []
-    n = len(data)
-    # pooling -> sites captured with it
-    capture_sites: dict[str, list[str]] = {}
-    for v, parts in work:
-        if "metrics" in parts or not intervention:
-            capture_sites.setdefault(pooling_of[v.suffix], [])
-            if v.site not in capture_sites[pooling_of[v.suffix]]:
-                capture_sites[pooling_of[v.suffix]].append(v.site)
-    _log(
-        f"{prefix}: {n} texts, {handle.n_layers + 1} layers; "
-        + "; ".join(f"{v.label} ({pooling_of[v.suffix]} pooling)" for v, _ in work)
-        + (f"; robustness variants {', '.join(variants)}" if variants else "")
-        + (f"; metrics on {len(sample)} sampled texts, {n_views} augmented views each" if sample else "")
-    )
-    began = time.perf_counter()
-    passes_before, kernel_seconds = stats.forward_passes, stats.per_prompt_seconds
-    max_length = config.max_length or spec.max_length
-    captures = {
-        pooling: capture_layers(
-            handle, data.texts + noise_texts + view_texts, pooling, config.batch_size, max_length, cache=config.cache, stats=stats,
-            per_prompt=plan.kernels if sample else None, per_prompt_texts=sample, sites=sites,
-        )
-        for pooling, sites in capture_sites.items()
-    }
-    precision = {
-        (r, pooling): capture_layers(variant_handles[r], data.texts, pooling, config.batch_size, max_length, cache=config.cache, stats=stats, sites=sites)
-        for r in variants if r in variant_handles for pooling, sites in capture_sites.items()
-    }
-    t_kernels = stats.per_prompt_seconds - kernel_seconds  # token metrics, computed inside the capture
-    t_capture = time.perf_counter() - began - t_kernels
-    rows: dict[tuple[str, str], pd.DataFrame] = {}
-    seconds = {"data": t_data, "capture": t_capture}
-    record: dict[str, Any] = {"family": spec.family, "version": spec.version, "n": n, "data": data.provenance, "variants": {}}
-    evaluator = family.load_evaluator()
-    for v, parts in work:
-        pooling = pooling_of[v.suffix]
-        complete: dict[str, Any] = dict(model=checkpoint.name, revision=checkpoint.revision, task=spec.name, subset=spec.subset, split=spec.split,
-                        n_layers=handle.n_layers, run_id=run_id, protocol=v.protocol, site=v.site)
-        entry: dict[str, Any] = {"protocol": v.protocol, "site": v.site, "pooling": pooling}
-        if "scores" in parts:
-            if evaluator is None:  # run_task asks for scores only where the family has an evaluator
-                raise ValueError(f"task '{spec.name}' has no evaluator for its scores")
-            began = time.perf_counter()
-            _log(f"{prefix}: {spec.family} evaluator, {v.label}, on {handle.n_layers + 1} layers")
-            if intervention:
-                scores = evaluator(handle, data, v.spec, config.seed)
-            else:
-                site = captures[pooling].sites[v.site]
-                states = {"clean": site.pooled[:, :n]}
-                if noise_texts:
-                    states["noise"] = site.pooled[:, n : 2 * n]
-                for r in variants:
-                    if (r, pooling) in precision:
-                        states[r] = precision[(r, pooling)].sites[v.site].pooled
-                scores = evaluator(states, data, v.spec, config.seed, layers=site.layers)
-            rows[(v.suffix, "scores")] = complete_rows(scores, **complete)
-            seconds["evaluate"] = seconds.get("evaluate", 0.0) + time.perf_counter() - began
-            if variants:
-                entry["robustness"] = variants
-        if "metrics" in parts:
-            began = time.perf_counter()
-            _log(f"{prefix}: {len(plan.metrics)} label-free metrics, {v.site} site")
-            site = captures[pooling].sites[v.site]
-            pooled = site.pooled[:, :n]
-            views = site.pooled[:, n + len(noise_texts) :].reshape(pooled.shape[0], len(sample), n_views, -1) if n_views else None
-            metric_rows, notes = evaluate_metrics(plan, pooled, site.per_prompt, views, layers=site.layers)
-            rows[(v.suffix, "metrics")] = complete_rows(metric_rows, **complete)
-            seconds["metrics"] = seconds.get("metrics", 0.0) + time.perf_counter() - began
-            entry["metrics"] = {"names": plan.names, "sampled_texts": len(sample), "views_per_text": n_views, "notes": notes}
-            for name, note in notes.items():
-                _log(f"{prefix}: {name}: {note}")
-        entry["rows"] = {part: len(rows[(v.suffix, part)]) for part in ("scores", "metrics") if (v.suffix, part) in rows}
-        record["variants"][v.suffix or "default"] = entry
-    seconds["metrics"] = seconds.get("metrics", 0.0) + (t_kernels if sample else 0.0)
-    record |= {"forward_passes": stats.forward_passes - passes_before, "seconds": seconds}
-    return rows, record
+    views = [v for per_text in make_views([data.texts[i] for i in sample], n_views, config.seed) for v in per_text] if n_views else []
+    return TaskTexts(data, noisy, sample, n_views, views)
 
 
 def _manifest(run_id: str, status: str, config: RunConfig, handle: ModelHandle, env: dict[str, Any], tasks: dict[str, Any], timings: dict[str, float], stats: CaptureStats) -> dict[str, Any]:
@@ -339,7 +270,7 @@ class ModelRunner:
                     self.checkpoint, device=config.device, device_map=config.device_map,
                     dtype="bfloat16" if variant == "bfloat16" else "float16", quantization="int8" if variant == "int8" else None,
                 )
-        rows, record = _run_task(self.handle, spec, work, config, self.plan, self.checkpoint, self.run_id, self.stats, prefix, self.variant_handles)
+        rows, record = self._run_parts(spec, work, prefix)
         for (suffix, part), frame in rows.items():
             store.write_task(frame, self.name, revision, spec.name, hashes[(suffix, part)], part, suffix)
         previous = self.task_records.get(spec.name, {}).get("variants", {})
@@ -351,6 +282,98 @@ class ModelRunner:
         # Rewritten after every task, so an interrupted run still documents what it finished.
         self._write_manifest("running")
         return "done"
+
+    def _run_parts(self, spec: TaskSpec, work: list[tuple[Variant, list[str]]], prefix: str) -> tuple[dict[tuple[str, str], pd.DataFrame], dict[str, Any]]:
+        """Data -> captures -> evaluators and metrics -> tidy rows per (variant suffix, part), and the task's manifest record.
+
+        ``work`` pairs each variant to run with its parts (``scores``,
+        ``metrics``). One capture per pooling serves every variant and part:
+        all their sites, the task's texts, their noisy copies, the augmented
+        views of the metric sample, and the per-prompt kernels on that
+        sample's token states go through the same batched forward passes
+        (:class:`TaskTexts`). A precision variant is one more capture of the
+        task's texts with the model loaded in that precision.
+        """
+        handle, config, plan, stats = self.handle, self.config, self.plan, self.stats
+        assert handle is not None  # run_task loads the model first
+        began = time.perf_counter()
+        data = load_task_data(spec, config.limit, config.seed)
+        seconds = {"data": time.perf_counter() - began}
+        family = get_family(spec.family)
+        reads_states = family.reads == "states"
+        pooling_of = {v.suffix: handle.default_pooling if v.pooling == "model" else v.pooling for v, _ in work}
+        with_scores = any("scores" in parts for _, parts in work)
+        robustness = [r for r in config.robustness if family.robustness] if with_scores and reads_states else []
+        texts = task_texts(data, config, plan, "noise" in robustness, any("metrics" in parts for _, parts in work))
+        sites_of: dict[str, list[str]] = {}  # pooling -> the sites captured with it (a model-reading family captures only for its metrics)
+        for v, parts in work:
+            if "metrics" in parts or reads_states:
+                sites_of.setdefault(pooling_of[v.suffix], [])
+                if v.site not in sites_of[pooling_of[v.suffix]]:
+                    sites_of[pooling_of[v.suffix]].append(v.site)
+        _log(
+            f"{prefix}: {len(data)} texts, {handle.n_layers + 1} layers; "
+            + "; ".join(f"{v.label} ({pooling_of[v.suffix]} pooling)" for v, _ in work)
+            + (f"; robustness variants {', '.join(robustness)}" if robustness else "")
+            + (f"; metrics on {len(texts.sample)} sampled texts, {texts.n_views} augmented views each" if texts.sample else "")
+        )
+        began = time.perf_counter()
+        passes_before, kernel_seconds = stats.forward_passes, stats.per_prompt_seconds
+        max_length = config.max_length or spec.max_length
+        captures = {
+            pooling: capture_layers(handle, texts.all, pooling, config.batch_size, max_length, cache=config.cache, stats=stats,
+                                    per_prompt=plan.kernels if texts.sample else None, per_prompt_texts=texts.sample, sites=sites)
+            for pooling, sites in sites_of.items()
+        }
+        precision = {
+            (r, pooling): capture_layers(self.variant_handles[r], data.texts, pooling, config.batch_size, max_length, cache=config.cache, stats=stats, sites=sites)
+            for r in robustness if r in self.variant_handles for pooling, sites in sites_of.items()
+        }
+        t_kernels = stats.per_prompt_seconds - kernel_seconds  # token metrics, computed inside the capture
+        seconds["capture"] = time.perf_counter() - began - t_kernels
+        rows: dict[tuple[str, str], pd.DataFrame] = {}
+        record: dict[str, Any] = {"family": spec.family, "main_score": spec.main_score, "version": spec.version, "n": len(data), "data": data.provenance,
+                                  "variants": {}}
+        evaluator = family.load_evaluator()
+        for v, parts in work:
+            pooling = pooling_of[v.suffix]
+            identity: dict[str, Any] = dict(model=self.name, revision=self.revision, task=spec.name, subset=spec.subset, split=spec.split,
+                                            n_layers=handle.n_layers, run_id=self.run_id, protocol=v.protocol, site=v.site)
+            entry: dict[str, Any] = {"protocol": v.protocol, "site": v.site, "pooling": pooling}
+            if "scores" in parts:
+                if evaluator is None:  # run_task asks for scores only where the family has an evaluator
+                    raise ValueError(f"task '{spec.name}' has no evaluator for its scores")
+                began = time.perf_counter()
+                _log(f"{prefix}: {spec.family} evaluator, {v.label}, on {handle.n_layers + 1} layers")
+                if reads_states:
+                    site = captures[pooling].sites[v.site]
+                    states = {"clean": texts.clean(site.pooled)}
+                    noisy = texts.noisy(site.pooled)
+                    if noisy is not None:
+                        states["noise"] = noisy
+                    states |= {r: precision[(r, pooling)].sites[v.site].pooled for r in robustness if (r, pooling) in precision}
+                    scores = evaluator(states, data, v.spec, config.seed, layers=site.layers)
+                else:
+                    scores = evaluator(handle, data, v.spec, config.seed)
+                rows[(v.suffix, "scores")] = complete_rows(scores, **identity)
+                seconds["evaluate"] = seconds.get("evaluate", 0.0) + time.perf_counter() - began
+                if robustness:
+                    entry["robustness"] = robustness
+            if "metrics" in parts:
+                began = time.perf_counter()
+                _log(f"{prefix}: {len(plan.metrics)} label-free metrics, {v.site} site")
+                site = captures[pooling].sites[v.site]
+                metric_rows, notes = evaluate_metrics(plan, texts.clean(site.pooled), site.per_prompt, texts.view_states(site.pooled), layers=site.layers)
+                rows[(v.suffix, "metrics")] = complete_rows(metric_rows, **identity)
+                seconds["metrics"] = seconds.get("metrics", 0.0) + time.perf_counter() - began
+                entry["metrics"] = {"names": plan.names, "sampled_texts": len(texts.sample), "views_per_text": texts.n_views, "notes": notes}
+                for name, note in notes.items():
+                    _log(f"{prefix}: {name}: {note}")
+            entry["rows"] = {part: len(rows[(v.suffix, part)]) for part in ("scores", "metrics") if (v.suffix, part) in rows}
+            record["variants"][v.suffix or "default"] = entry
+        seconds["metrics"] = seconds.get("metrics", 0.0) + (t_kernels if texts.sample else 0.0)
+        record |= {"forward_passes": stats.forward_passes - passes_before, "seconds": seconds}
+        return rows, record
 
     def finish(self) -> None:
         """Mark this model's manifest complete (nothing to do if no task ran)."""

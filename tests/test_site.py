@@ -117,3 +117,23 @@ def test_internal_consistency_curves_and_auroc_reach_the_site(tmp_path):
     curves = figures["m-consistency-coinflip-calibrated_agreement"]["data"]
     assert [t["name"] for t in curves] == ["correct-paths", "incorrect-paths"] and curves[0]["y"][0] == pytest.approx(0.6)
     assert curves[1]["x"] == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])
+
+
+def test_the_site_is_a_function_of_the_result_folders_alone(tmp_path, monkeypatch, quick_run):
+    """Task specs installed where the site is built (another family, another main score for a task) change nothing on it."""
+    from layerbench import analysis
+
+    build_site([quick_run[0]], tmp_path / "here")
+    other = tmp_path / "other-specs"
+    other.mkdir()
+    (other / "concept-capitals.yaml").write_text(  # same name, another family and main score: found first
+        "name: concept-capitals\nfamily: label-free\ndescription: not the one that ran\n"
+        "data: {source: packaged, dataset: bbc-news}\nmain_score: anisotropy\n")
+    monkeypatch.setenv("LAYERBENCH_TASKS", str(other))
+    assert analysis.main_metric(load_results(quick_run[0]), "concept-capitals") == "anisotropy"  # pandas users read the installed specs
+    build_site([quick_run[0]], tmp_path / "elsewhere")
+    pages = sorted(p.relative_to(tmp_path / "here") for p in (tmp_path / "here").rglob("*.html"))
+    assert pages == sorted(p.relative_to(tmp_path / "elsewhere") for p in (tmp_path / "elsewhere").rglob("*.html"))
+    for page in pages:
+        assert (tmp_path / "here" / page).read_bytes() == (tmp_path / "elsewhere" / page).read_bytes(), page
+    assert "Family probe; main metric accuracy" in (tmp_path / "here" / "tasks" / "concept-capitals.html").read_text()

@@ -1,6 +1,8 @@
 """Data larger than memory: pooled states spilled to disk in float16, and the pooled metrics streamed over them."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -42,6 +44,10 @@ def test_a_capture_over_the_memory_budget_spills_to_float16_and_the_metrics_stre
     in_memory = capture_layers(minilm, texts, "mean", cache=False).pooled
     spilled = capture_layers(minilm, texts, "mean", cache=False, memory_budget=1).pooled
     assert isinstance(spilled, np.memmap) and spilled.dtype == np.float16 and spilled.shape == in_memory.shape
+    # The spill file is gone from the folder at once (the mapping holds the space): a long-lived worker piles up nothing.
+    from layerbench.config import cache_dir
+
+    assert not list((cache_dir() / "spill").glob(f"pooled-{os.getpid()}-*.npy"))
     np.testing.assert_allclose(np.asarray(spilled, np.float32), in_memory, rtol=2e-3, atol=2e-3)  # float16 storage only
     plan = MetricPlan.from_names(["dataset_entropy", "dataset_entropy_normalized", "effective_rank", "anisotropy", "mean_norm", "intrinsic_dimension"])
     streamed, _ = evaluate_metrics(plan, spilled, {}, None)

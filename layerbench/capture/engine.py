@@ -12,10 +12,10 @@ the host scatters batch k's pooled states, the device already runs batch k+1.
 """
 from __future__ import annotations
 
-import atexit
 import os
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -241,17 +241,26 @@ class Capture:
 def pooled_array(shape: tuple[int, int, int], budget: int) -> np.ndarray:
     """Where a capture writes its pooled states ``[K, N, D]``: float32 in memory, or float16 on disk beyond ``budget`` bytes.
 
-    The disk copy is an ``np.memmap`` under the cache folder's ``spill/``,
-    removed when the process exits. float16 keeps 3 significant digits and
-    values up to 65,504 (far above the pooled states of the models here).
+    The disk copy is an ``np.memmap`` under the cache folder's ``spill/``.
+    Its file is unlinked as soon as it is mapped: the mapping keeps the space
+    until the array (and every view of it) is garbage-collected, so a
+    long-lived process (a Ray worker running task after task) leaves no
+    files behind, nor does a crash. Where an open file cannot be unlinked
+    (Windows), it is removed when the array is collected. float16 keeps 3
+    significant digits and values up to 65,504 (far above the pooled states
+    of the models here).
     """
     if 4 * int(np.prod(shape)) <= budget:
         return np.empty(shape, dtype=np.float32)
     folder = cache_dir() / "spill"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"pooled-{os.getpid()}-{uuid.uuid4().hex}.npy"
-    atexit.register(lambda: path.unlink(missing_ok=True))
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+    try:
+        path.unlink()
+    except PermissionError:  # Windows: a mapped file stays until it is unmapped
+        weakref.finalize(array, path.unlink, missing_ok=True)
+    return array
 
 
 def pooled_kind(site: str, pooling: str) -> str:

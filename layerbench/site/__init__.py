@@ -18,6 +18,12 @@ entry, named with its variant suffix (``mteb-lee-sts@skean2024``,
 ``concept-capitals@jin2024``): its curves, best layer and gain sit beside
 ours. The index averages our protocol's tasks per family and shows the paper
 protocols' headline numbers in their own columns.
+
+What the pages show is declared in ``schema.yaml`` beside this module (section
+order, special sections, index and summary columns); what is known about a
+task (its family and main score) comes from the run manifests in the result
+folders, never from the task specs installed where the site is built, so a
+results folder copied to another machine renders the same there.
 """
 from __future__ import annotations
 
@@ -30,14 +36,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import yaml
+
 from layerbench.analysis import layer_rows, main_metrics, metric_predicts_best_layer, summary
 from layerbench.errors import UserError
 from layerbench.results import load_results, model_slug
-from layerbench.specs.protocols import OURS, base_task, variant_suffix
+from layerbench.specs.protocols import base_task, variant_suffix
 
 HERE = Path(__file__).parent
-# Families whose headline numbers the index shows, in order.
-FAMILIES = ("probe", "mteb", "label-free", "backpatch", "consistency")
+
+
+def presentation() -> dict[str, Any]:
+    """The presentation schema (``schema.yaml``): section order, special sections, index and summary columns."""
+    return yaml.safe_load((HERE / "schema.yaml").read_text())
+
+
+def _columns(declared: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
+    """A schema's column list as the table template takes it: (key, title, is_text)."""
+    return [(c["id"], c["title"], bool(c.get("text"))) for c in declared]
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
 
 
@@ -78,24 +94,15 @@ def read_manifests(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
     return runs
 
 
-def task_families(manifests: dict[str, list[dict[str, Any]]], tasks: list[str]) -> dict[str, str]:
-    """Each task's family: from the manifests (what ran), else from the registered spec, else ``other``."""
-    families: dict[str, str] = {}
+def task_info(manifests: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """What the runs recorded about each task (by its name without variant suffix): ``family`` and ``main_score``, the latest run's."""
+    info: dict[str, dict[str, Any]] = {}
     for runs in manifests.values():
         for run in runs:
             for task, entry in run.get("tasks", {}).items():
-                if isinstance(entry, dict) and entry.get("family"):
-                    families[task] = entry["family"]
-    missing = [t for t in tasks if base_task(t) not in families]
-    if missing:
-        from layerbench.specs import all_tasks
-
-        try:
-            registered = all_tasks()
-        except UserError:
-            registered = {}
-        families |= {base_task(t): registered[base_task(t)].family if base_task(t) in registered else "other" for t in missing}
-    return {t: families[base_task(t)] for t in tasks}
+                if isinstance(entry, dict):
+                    info[task] = {**info.get(task, {}), **{k: entry[k] for k in ("family", "main_score") if entry.get(k)}}
+    return info
 
 
 def _curve_figure(title: str, traces: list[dict[str, Any]], y_title: str, x_title: str = "relative depth (layer / L)") -> dict[str, Any]:
@@ -118,23 +125,26 @@ def _trace(frame: pd.DataFrame, name: str, color: str | None = None, visible: bo
     return trace
 
 
-def _model_sections(rows: pd.DataFrame, families: dict[str, str], figures: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+def _model_sections(rows: pd.DataFrame, families: dict[str, str], mains: dict[str, str | None], schema: dict[str, Any],
+                    figures: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     """The figures of one model's page, grouped in sections; fills ``figures`` (plot id -> Plotly figure)."""
     from layerbench.metrics import list_metrics
 
     label_free = {info.name for info in list_metrics()}
+    not_scores = tuple(schema["not_scores"])
     sections = []
     per_layer = layer_rows(rows)
-    mains = main_metrics(rows)
     by_task = dict(iter(per_layer.groupby("task", sort=False)))
-    for family in (*FAMILIES, "other"):
+    present = sorted(set(families.get(t, "other") for t in by_task))
+    order = [f for f in schema["families"] if f in present] + [f for f in present if f not in schema["families"]]
+    for family in order:
         tasks = sorted(t for t in by_task if families.get(t, "other") == family)
         score_plots, metric_plots = [], []
         for task in tasks:
             task_rows = by_task[task]
             main = mains.get(task)
             curves = dict(iter(task_rows.groupby(["metric", "subset"], sort=False)))  # (metric, subset) -> its rows, in row order
-            scores = [m for m in sorted(task_rows.metric.unique()) if m not in label_free and not m.startswith(("lens_", "calibrated_", "agreement"))]
+            scores = [m for m in sorted(task_rows.metric.unique()) if m not in label_free and not m.startswith(not_scores)]
             if scores:
                 traces = []
                 for i, (metric, subset) in enumerate(key for key in curves if key[0] in scores):
@@ -153,55 +163,70 @@ def _model_sections(rows: pd.DataFrame, families: dict[str, str], figures: dict[
             sections.append({"id": f"family-{family}", "title": f"{family}: task scores per layer", "plots": score_plots, "note": ""})
         if metric_plots:
             sections.append({"id": f"family-{family}-metrics", "title": f"{family}: label-free metrics per layer", "plots": metric_plots, "note": ""})
-    sections += _backpatch_sections(rows, figures, prefix) + _consistency_sections(rows, figures, prefix)
+    for section in schema["sections"]:
+        build = {"heatmap": _heatmap_sections, "subset_curves": _subset_curve_sections}[section["kind"]]
+        sections += build(rows, section, figures, prefix)
     return sections
 
 
-def _backpatch_sections(rows: pd.DataFrame, figures: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
-    patched = rows[(rows.metric == "patched_correct") & rows.source_layer.notna()]
+def _heatmap_sections(rows: pd.DataFrame, section: dict[str, Any], figures: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    """Per task with rows of ``section["metric"]`` that have a source layer: a heat map (source x target layer) per subset."""
+    patched = rows[(rows.metric == section["metric"]) & rows.source_layer.notna()]
     sections = []
     for task in sorted(patched.task.unique()):
         plots, empty = [], []
         for subset in sorted(patched[patched.task == task].subset.unique()):
             cells = patched[(patched.task == task) & (patched.subset == subset)]
-            if cells.value.isna().all():  # no query in this group (e.g. none the model got right unpatched)
+            if cells.value.isna().all():  # no item in this group (e.g. no query the model got right unpatched)
                 empty.append(subset)
                 continue
             grid = cells.pivot_table(index="source_layer", columns="layer", values="value", aggfunc="first").sort_index().sort_index(axis=1)
             plot = f"{prefix}-{task}-heat-{subset}"
             figures[plot] = {"data": [{"type": "heatmap", "x": [int(c) for c in grid.columns], "y": [int(i) for i in grid.index],
                                        "z": [[_number(v) for v in row] for row in grid.to_numpy()], "zmin": 0, "zmax": 1, "colorscale": "Viridis",
-                                       "colorbar": {"title": {"text": "correct"}},
+                                       "colorbar": {"title": {"text": section["colorbar"]}},
                                        "hovertemplate": "source %{y} → target %{x}: %{z:.2f}<extra></extra>"}],
                              "layout": {"title": {"text": f"{task}: {subset} (n={int(cells.n.iloc[0])})", "font": {"size": 14}},
                                         "margin": {"l": 55, "r": 10, "t": 40, "b": 45},
-                                        "xaxis": {"title": {"text": "target layer lt"}}, "yaxis": {"title": {"text": "source layer ls"}}}}
+                                        "xaxis": {"title": {"text": section["x_title"]}}, "yaxis": {"title": {"text": section["y_title"]}}}}
             plots.append(plot)
-        sections.append({"id": f"backpatch-{task}", "title": f"Back-patching heat maps: {task}", "plots": plots,
-                         "note": "Share of queries answered correctly when the state from source layer ls is written into target layer lt, by position and by whether the model got the query right unpatched."
-                         + (f" No query in: {', '.join(empty)}." if empty else "")})
+        sections.append({"id": f"{section['id']}-{task}", "title": section["title"].format(task=task), "plots": plots,
+                         "note": section["note"] + (f" No query in: {', '.join(empty)}." if empty else "")})
     return sections
 
 
-def _consistency_sections(rows: pd.DataFrame, figures: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
-    curves = layer_rows(rows[rows.metric.isin(["calibrated_agreement", "agreement"])])
+def _subset_curve_sections(rows: pd.DataFrame, section: dict[str, Any], figures: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    """Per task with any of ``section["metrics"]``: a plot per metric with one curve per subset, in the section's colours."""
+    curves = layer_rows(rows[rows.metric.isin(section["metrics"])])
     sections = []
     for task in sorted(curves.task.unique()):
         plots = []
-        for metric in ("calibrated_agreement", "agreement"):
+        for metric in section["metrics"]:
             part = curves[(curves.task == task) & (curves.metric == metric)]
             if part.empty:
                 continue
-            traces = [_trace(part[part.subset == s], s, color) for s, color in (("correct-paths", "#2ca02c"), ("incorrect-paths", "#d62728")) if (part.subset == s).any()]
+            traces = [_trace(part[part.subset == s], s, color) for s, color in section["subsets"].items() if (part.subset == s).any()]
             plot = f"{prefix}-{task}-{metric}"
-            figures[plot] = _curve_figure(f"{task}: {metric}", traces, "share agreeing with the final answer")
+            figures[plot] = _curve_figure(f"{task}: {metric}", traces, section["y_title"])
             plots.append(plot)
-        sections.append({"id": f"consistency-{task}", "title": f"Internal consistency: {task}", "plots": plots,
-                         "note": "Per layer, the share of reasoning paths whose latent answer (logit lens) agrees with the final answer, for correct and incorrect paths."})
+        sections.append({"id": f"{section['id']}-{task}", "title": section["title"].format(task=task), "plots": plots, "note": section["note"]})
     return sections
 
 
-def _index_rows(table: pd.DataFrame, families: dict[str, str], manifests: dict[str, list[dict[str, Any]]], rows: pd.DataFrame) -> list[dict[str, Any]]:
+def _aggregate(values: pd.Series, statistic: str) -> Any:
+    """An index cell: the ``mean`` of the defined values, or ``count_positive`` as "k/n"; None when there are none."""
+    values = values.dropna().astype(float)
+    if values.empty:
+        return None
+    if statistic == "mean":
+        return _number(values.mean())
+    if statistic == "count_positive":
+        return f"{int((values > 0).sum())}/{len(values)}"
+    raise ValueError(f"schema.yaml: unknown statistic '{statistic}'; use mean or count_positive")
+
+
+def _index_rows(table: pd.DataFrame, families: dict[str, str], manifests: dict[str, list[dict[str, Any]]], rows: pd.DataFrame,
+                schema: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for (model, revision), group in table.groupby(["model", "revision"], dropna=False, sort=True):
         revision = None if pd.isna(revision) else revision
@@ -210,35 +235,17 @@ def _index_rows(table: pd.DataFrame, families: dict[str, str], manifests: dict[s
         row: dict[str, Any] = {"model": model, "_href_model": f"models/{model_slug(model, revision)}.html", "revision": revision or "—",
                                "parameters": latest.get("parameters"), "layers": n_layers}
         group = group.assign(family=group.task.map(lambda t: families.get(t, "other")))
-        ours, papers = group[group.protocol == OURS], group[group.protocol != OURS]
-        for family in ("probe", "mteb"):
-            part = ours[(ours.family == family) & ours.best_value.notna()]
-            row[f"{family}_best"] = _number(part.best_value.mean()) if len(part) else None
-            row[f"{family}_depth"] = _number(part.best_depth.mean()) if len(part) else None
-            row[f"{family}_last"] = _number(part.last_value.mean()) if len(part) else None
-            row[f"{family}_gain"] = _number(part.gain.mean()) if len(part) else None
-        row["concept_depth"] = _number(ours.concept_depth.mean())
-        row["fix_rate"] = _number(ours.oracle_fix_rate.mean())
-        row["ic_auroc"] = _number(ours.ic_auroc.mean())
-        # The paper protocols' headlines: Skean's MTEB gain of the best layer over the last, Jin's concept depth.
-        skean = papers[(papers.protocol == "skean2024") & papers.gain.notna()]
-        row["skean_gain"] = _number(skean.gain.mean()) if len(skean) else None
-        row["skean_beats_last"] = f"{int((skean.gain > 0).sum())}/{len(skean)}" if len(skean) else None
-        row["jin_depth"] = _number(papers[papers.protocol == "jin2024"].concept_depth.mean())
+        for column in schema["index_columns"]:
+            if "field" not in column:
+                continue
+            part = group
+            if "family" in column:
+                part = part[part.family == column["family"]]
+            if "protocol" in column:
+                part = part[part.protocol == column["protocol"]]
+            row[column["id"]] = _aggregate(part[column["field"]], column["statistic"])
         out.append(row)
     return out
-
-
-INDEX_COLUMNS = [("model", "model", True), ("revision", "revision", True), ("parameters", "parameters", False), ("layers", "layers", False),
-                 ("probe_best", "probe best", False), ("probe_depth", "probe best depth", False), ("probe_last", "probe last", False),
-                 ("probe_gain", "probe gain", False), ("concept_depth", "concept depth", False),
-                 ("mteb_best", "MTEB best", False), ("mteb_depth", "MTEB best depth", False), ("mteb_last", "MTEB last", False),
-                 ("mteb_gain", "MTEB gain", False), ("fix_rate", "fix rate", False), ("ic_auroc", "IC AUROC", False),
-                 ("skean_gain", "MTEB gain (skean2024)", False), ("skean_beats_last", "tasks where a layer beats the last (skean2024)", True),
-                 ("jin_depth", "concept depth (jin2024)", False)]
-SUMMARY_COLUMNS = [("protocol", "protocol", True), ("site", "site", True), ("metric", "main metric", True), ("best_layer", "best layer", False), ("best_depth", "best depth", False),
-                   ("best_value", "best", False), ("last_value", "last", False), ("gain", "gain", False),
-                   ("concept_depth", "concept depth", False), ("oracle_fix_rate", "fix rate", False), ("ic_auroc", "IC AUROC", False)]
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -263,9 +270,14 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
     # Each (task, protocol, site) is its own entry on the site, named as its result file is.
     rows = rows.assign(task=[t + variant_suffix(p, s) for t, p, s in zip(rows.task, rows.protocol, rows.site)])
     manifests = read_manifests(paths)
+    schema = presentation()
     tasks = sorted(rows.task.unique())
-    families = task_families(manifests, tasks)
-    table = summary(rows)
+    # Family and main score as the runs recorded them (never the task specs installed here).
+    info = task_info(manifests)
+    families = {t: info.get(base_task(t), {}).get("family", "other") for t in tasks}
+    mains = main_metrics(rows, {t: info.get(base_task(t), {}).get("main_score") for t in tasks})
+    table = summary(rows, mains)
+    summary_columns = _columns(schema["summary_columns"])
     out = Path(output)
     for sub in ("assets", "models", "tasks", "data"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -279,9 +291,9 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
     def render(name: str, target: Path, **context: Any) -> None:
         target.write_text(env.get_template(name).render(figures=context.pop("figures", {}), **context), encoding="utf-8")
 
-    models = _index_rows(table, families, manifests, rows)
+    models = _index_rows(table, families, manifests, rows, schema)
     render("index.html", out / "index.html", root="", title="Layer-wise leaderboard", sources=[str(p) for p in paths], n_rows=len(rows),
-           models=models, n_tasks=len(tasks), model_table={"id": "models", "columns": INDEX_COLUMNS, "rows": models})
+           models=models, n_tasks=len(tasks), model_table={"id": "models", "columns": _columns(schema["index_columns"]), "rows": models})
 
     for model_row in models:
         model = model_row["model"]
@@ -289,18 +301,17 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
         slug = model_slug(model, revision)
         mine = rows[(rows.model == model) & (rows.revision.isna() if revision is None else rows.revision == revision)]
         figures: dict[str, Any] = {}
-        sections = _model_sections(mine, families, figures, "m")
+        sections = _model_sections(mine, families, mains, schema, figures, "m")
         task_rows = _records(table[table.model == model].assign(family=lambda t: t.task.map(lambda x: families.get(x, "other"))))
         for r in task_rows:
             r["_href_task"] = f"../tasks/{r['task']}.html"
         latest = (manifests.get(model) or [{}])[-1]
         render("model.html", out / "models" / f"{slug}.html", root="../", title=model, figures=figures, sections=sections,
                model={"parameters": latest.get("model", {}).get("parameters"), "n_layers": model_row["layers"], "revision": revision},
-               task_table={"id": "tasks", "columns": [("task", "task", True), ("family", "family", True), *SUMMARY_COLUMNS], "rows": task_rows},
+               task_table={"id": "tasks", "columns": [("task", "task", True), ("family", "family", True), *summary_columns], "rows": task_rows},
                manifests=[{"run_id": m.get("run_id", "?"), "status": m.get("status", "?"), "text": json.dumps(m, indent=2, default=str)} for m in manifests.get(model, [])])
 
     task_index = []
-    mains = main_metrics(rows)
     per_layer_by_task = dict(iter(layer_rows(rows).groupby("task", sort=False)))
     for task in tasks:
         figures = {}
@@ -323,7 +334,7 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
             r["_href_model"] = f"../models/{model_slug(r['model'], r['revision'])}.html"
         render("task.html", out / "tasks" / f"{task}.html", root="../", title=task, figures=figures, plots=plots,
                description=f"Family {families.get(task, 'other')}; main metric {main or '—'}; every model's curve against relative depth.",
-               best_table={"id": "best", "columns": [("model", "model", True), *SUMMARY_COLUMNS], "rows": best})
+               best_table={"id": "best", "columns": [("model", "model", True), *summary_columns], "rows": best})
         task_index.append({"task": task, "_href_task": f"tasks/{task}.html", "family": families.get(task, "other"), "metric": main,
                            "models": int(table[table.task == task].model.nunique()),
                            "best": _number(table[table.task == task].best_value.max())})
@@ -331,7 +342,7 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
            task_table={"id": "tasks", "columns": [("task", "task", True), ("family", "family", True), ("metric", "main metric", True),
                                                    ("models", "models", False), ("best", "best score", False)], "rows": task_index})
 
-    metric_rows, detail_rows = _metric_tables(rows)
+    metric_rows, detail_rows = _metric_tables(rows, mains)
     render("metrics.html", out / "metrics.html", root="", title="Label-free metrics as layer pickers",
            metric_table={"id": "metrics", "columns": [("metric", "metric", True), ("direction", "direction", True), ("pairs", "model x task", False),
                                                       ("spearman", "mean Spearman", False), ("picked_gain", "mean (picked - last)", False),
@@ -343,7 +354,7 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
     return out / "index.html"
 
 
-def _metric_tables(rows: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _metric_tables(rows: pd.DataFrame, mains: dict[str, str | None]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from layerbench.metrics import list_metrics
 
     direction = {True: "higher is better", False: "lower is better", None: "descriptive"}
@@ -352,7 +363,7 @@ def _metric_tables(rows: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[
     for info in list_metrics():
         if info.name not in present:
             continue
-        picks = metric_predicts_best_layer(rows, info.name)
+        picks = metric_predicts_best_layer(rows, info.name, mains)
         if picks.empty:
             continue
         summary_rows.append({"metric": info.name, "direction": direction[info.higher_is_better], "pairs": len(picks),
