@@ -18,6 +18,7 @@ import pandas as pd
 from layerbench.data.dataset import TextDataset
 from layerbench.data.mteb_tasks import model_meta, run_mteb
 from layerbench.errors import UserError
+from layerbench.metrics.arrays import stderr_of
 from layerbench.specs.schema import TaskSpec
 
 # Fields of mteb's score dicts that are not scores.
@@ -70,8 +71,7 @@ def score_rows(scores: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any
             experiments = entry.get("scores_per_experiment") or []
             for name, value in _flatten(entry):
                 spread: list[float] = [e[name] for e in experiments if isinstance(e, dict) and isinstance(e.get(name), (int, float))]
-                stderr = float(np.std(spread, ddof=1) / math.sqrt(len(spread))) if len(spread) > 1 else float("nan")
-                rows.append(dict(subset=entry.get("hf_subset", "default"), split=split, metric=name, value=float(value), stderr=stderr))
+                rows.append(dict(subset=entry.get("hf_subset", "default"), split=split, metric=name, value=float(value), stderr=stderr_of(np.asarray(spread))))
     return rows
 
 
