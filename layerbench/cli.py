@@ -12,7 +12,7 @@ import click
 
 from layerbench.choices import DEVICES, DTYPES, EXECUTORS, POOLINGS, ROBUSTNESS, SITES
 from layerbench.errors import UserError
-from layerbench.run_config import RunConfig
+from layerbench.run_config import RunConfig, split_names
 
 
 class BatchSize(click.ParamType):
@@ -30,10 +30,6 @@ class BatchSize(click.ParamType):
         if number < 1:
             self.fail(f"'{value}' is not a positive integer or 'auto'", param, ctx)
         return number
-
-
-def _split(values: tuple[str, ...]) -> list[str]:
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -164,7 +160,7 @@ def validate(paths, online, suite, tasks) -> None:
     if paths:
         click.echo(f"all specs valid: {', '.join(paths)}")
     if online:
-        _validate_online(paths, suite, _split(tasks))
+        _validate_online(paths, suite, list(split_names(tasks)))
 
 
 def _validate_online(paths, suite, tasks) -> None:
@@ -209,7 +205,7 @@ def compare(base, candidate, tolerance, z, tasks, report) -> None:
     from layerbench.compare import compare_results, format_report
     from layerbench.results import load_results
 
-    rows = compare_results(load_results(base), load_results(candidate), tolerance=tolerance, z=z, tasks=_split(tasks) or None)
+    rows = compare_results(load_results(base), load_results(candidate), tolerance=tolerance, z=z, tasks=list(split_names(tasks)) or None)
     click.echo(format_report(rows, tolerance, z))
     if report:
         rows.to_csv(report, index=False)

@@ -16,8 +16,17 @@ def hash_value(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _memo_path() -> Path:
-    return cache_dir() / "file-sha256.json"
+def read_memo(name: str) -> dict[str, Any]:
+    """The JSON memo ``name`` in the cache folder (``{}`` when absent or damaged: everything is computed again)."""
+    try:
+        return json.loads((cache_dir() / name).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_memo(name: str, memo: dict[str, Any]) -> None:
+    """Replace the JSON memo ``name`` in the cache folder, whole (a reader sees the old memo or the new)."""
+    atomic_write_bytes(cache_dir() / name, json.dumps(memo, indent=0).encode())
 
 
 def file_sha256(path: str | Path) -> str:
@@ -30,11 +39,7 @@ def file_sha256(path: str | Path) -> str:
     path = Path(path).resolve()
     stat = path.stat()
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    memo_file = _memo_path()
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (OSError, ValueError):
-        memo = {}
+    memo = read_memo("file-sha256.json")
     if key in memo:
         return memo[key]
     digest = hashlib.sha256()
@@ -42,7 +47,7 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 22), b""):
             digest.update(chunk)
     memo[key] = digest.hexdigest()
-    atomic_write_bytes(memo_file, json.dumps(memo, indent=0).encode())
+    write_memo("file-sha256.json", memo)
     return memo[key]
 
 

@@ -21,10 +21,10 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from layerbench.choices import DEVICES, DTYPES, EXECUTORS, POOLINGS, ROBUSTNESS, SITES, unknown_choice
 from layerbench.errors import UserError
 
-__all__ = ["RunConfig"]
+__all__ = ["RunConfig", "split_names"]
 
 
-def _names(value: Any) -> tuple[str, ...]:
+def split_names(value: Any) -> tuple[str, ...]:
     """A name, a sequence of names or comma-separated names -> a tuple without repeats, in order."""
     if value is None:
         return ()
@@ -44,7 +44,7 @@ def _one_of(kind: str, choices: tuple[str, ...]) -> Callable[[Any], Any]:
     return check
 
 
-Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
+Names = Annotated[tuple[str, ...], BeforeValidator(split_names)]
 
 
 class RunConfig(BaseModel):
@@ -90,7 +90,7 @@ class RunConfig(BaseModel):
     max_length: int | None = Field(default=None, ge=1)
     overwrite: bool = False
     cache: bool = True
-    metrics: Annotated[tuple[str, ...] | None, BeforeValidator(lambda v: v if v is None else _names(v))] = None
+    metrics: Annotated[tuple[str, ...] | None, BeforeValidator(lambda v: v if v is None else split_names(v))] = None
     metric_samples: int | None = Field(default=None, ge=2)
     pooling: Annotated[str | None, AfterValidator(_one_of("pooling", POOLINGS))] = None
     protocols: Names = ()

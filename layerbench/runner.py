@@ -37,7 +37,7 @@ from layerbench.run_config import RunConfig
 from layerbench.specs import TaskSpec
 from layerbench.specs.protocols import resolve_protocol, variant_suffix
 
-__all__ = ["ModelRunner", "RunConfig", "RunSummary", "Variant", "seed_everything", "task_config_hash", "task_variants"]
+__all__ = ["ModelRunner", "RunSummary", "TaskTexts", "Variant", "seed_everything", "task_config_hash", "task_texts", "task_variants"]
 
 
 @dataclass
@@ -84,6 +84,10 @@ class Variant:
     @property
     def label(self) -> str:
         return f"{self.protocol} on {self.site}"
+
+    def capture_pooling(self, model_default: str) -> str:
+        """The pooling the capture uses: the variant's, or ``model_default`` (the checkpoint's registry default) for ``model``."""
+        return model_default if self.pooling == "model" else self.pooling
 
 
 def task_variants(spec: TaskSpec, config: RunConfig) -> tuple[list[Variant], list[str]]:
@@ -235,12 +239,12 @@ class ModelRunner:
         # The label-free metrics run once per (site, pooling): the first variant with that pair owns them.
         owners: dict[tuple[str, str], str] = {}
         for v in variants:
-            owners.setdefault((v.site, self.checkpoint.pooling if v.pooling == "model" else v.pooling), v.suffix)
+            owners.setdefault((v.site, v.capture_pooling(self.checkpoint.pooling)), v.suffix)
         work: list[tuple[Variant, list[str]]] = []
         hashes: dict[tuple[str, str], str] = {}
         for v in variants:
-            pooling = self.checkpoint.pooling if v.pooling == "model" else v.pooling
-            wanted = [part for part, on in (("scores", has_scores), ("metrics", bool(self.plan.metrics) and owners[(v.site, pooling)] == v.suffix)) if on]
+            owns_metrics = owners[(v.site, v.capture_pooling(self.checkpoint.pooling))] == v.suffix
+            wanted = [part for part, on in (("scores", has_scores), ("metrics", bool(self.plan.metrics) and owns_metrics)) if on]
             for part in wanted:
                 hashes[(v.suffix, part)] = task_config_hash(v, config, self.checkpoint, part)
             parts = [part for part in wanted if _needs_run(store, self.name, revision, spec.name, part, hashes[(v.suffix, part)], config.overwrite, v.suffix)]
@@ -301,7 +305,7 @@ class ModelRunner:
         seconds = {"data": time.perf_counter() - began}
         family = get_family(spec.family)
         reads_states = family.reads == "states"
-        pooling_of = {v.suffix: handle.default_pooling if v.pooling == "model" else v.pooling for v, _ in work}
+        pooling_of = {v.suffix: v.capture_pooling(handle.default_pooling) for v, _ in work}
         with_scores = any("scores" in parts for _, parts in work)
         robustness = [r for r in config.robustness if family.robustness] if with_scores and reads_states else []
         texts = task_texts(data, config, plan, "noise" in robustness, any("metrics" in parts for _, parts in work))

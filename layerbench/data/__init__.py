@@ -78,23 +78,16 @@ def task_sizes(specs: list[TaskSpec]) -> dict[str, str]:
     is keyed by the spec and every installed distribution's version (the data
     comes from installed packages), so any change to either sizes it again.
     """
-    import json
     from importlib.metadata import distributions
 
-    from layerbench.config import cache_dir
-    from layerbench.fingerprint import hash_value
-    from layerbench.storage import atomic_write_bytes
+    from layerbench.fingerprint import hash_value, read_memo, write_memo
 
     installed = sorted(f"{d.metadata['Name']}=={d.version}" for d in distributions())
     keys = {spec.name: hash_value([spec.model_dump(), installed]) for spec in specs}
-    memo_file = cache_dir() / "task-sizes.json"
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (OSError, ValueError):  # absent or damaged: size everything again
-        memo = {}
+    memo = read_memo("task-sizes.json")
     missing = [spec for spec in specs if keys[spec.name] not in memo]
     for spec in missing:
         memo[keys[spec.name]] = task_size(spec)
     if missing:
-        atomic_write_bytes(memo_file, json.dumps(memo, indent=0).encode())
+        write_memo("task-sizes.json", memo)
     return {spec.name: memo[keys[spec.name]] for spec in specs}
