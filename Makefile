@@ -24,7 +24,7 @@ demo: venv
 	@echo "Results: $(DEMO_OUTPUT)/<model>/<task>.parquet (probe and mteb scores per layer), $(DEMO_OUTPUT)/<model>/metrics/<task>.parquet (label-free metrics), manifests in $(DEMO_OUTPUT)/<model>/runs/"
 
 test: venv
-	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python -m pytest -n auto --maxprocesses 4
 
 # Guard rails (run by .ci/run): ruff, the import rules in pyproject.toml (the CLI above the API above the
 # executors above the runner; building blocks never import upwards), and mypy on layerbench/.

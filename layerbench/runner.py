@@ -251,6 +251,10 @@ class ModelRunner:
             if parts:
                 work.append((v, parts))
         if not work:
+            if hashes and self._recorded_in_this_run(spec.name, hashes):
+                # Finished by an earlier attempt of this run (a Ray worker that died before its reply reached the driver).
+                _log(f"{prefix}: done earlier in this run")
+                return "done"
             if variants:
                 _log(f"{prefix}: " + ("already done, skipped (--overwrite to redo)" if has_scores or self.plan.metrics else "label-free task and no metrics chosen, skipped"))
             return "skipped"
@@ -286,6 +290,11 @@ class ModelRunner:
         # Rewritten after every task, so an interrupted run still documents what it finished.
         self._write_manifest("running")
         return "done"
+
+    def _recorded_in_this_run(self, task: str, hashes: dict[tuple[str, str], str]) -> bool:
+        """Whether this run's manifest already records every (variant, part) of ``task`` with these config hashes."""
+        recorded = self.task_records.get(task, {}).get("variants", {})
+        return all(recorded.get(suffix or "default", {}).get("config_hashes", {}).get(part) == h for (suffix, part), h in hashes.items())
 
     def _run_parts(self, spec: TaskSpec, work: list[tuple[Variant, list[str]]], prefix: str) -> tuple[dict[tuple[str, str], pd.DataFrame], dict[str, Any]]:
         """Data -> captures -> evaluators and metrics -> tidy rows per (variant suffix, part), and the task's manifest record.

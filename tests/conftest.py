@@ -30,6 +30,23 @@ def _session_cache() -> str:
 
 os.environ["LAYERBENCH_CACHE"] = _session_cache()
 
+
+def _share_the_cores() -> None:
+    """Under pytest-xdist (``make test`` runs ``-n auto``), give each worker its share of the cores.
+
+    Two workers that each start two torch (OpenMP) threads on two cores spin against
+    each other and run slower than one; set before torch is imported, so that the
+    subprocesses and Ray workers a test starts inherit it too.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, threads)
+
+
+_share_the_cores()
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -84,3 +101,27 @@ def quick_run(tmp_path_factory) -> tuple[Path, str]:
         code = main(["run", "-m", "minilm-l6", "-m", "smollm2-135m-q4", "--suite", "quick", "-o", str(out), "--quiet"])
     assert code == 0, printed.getvalue()
     return out, printed.getvalue()
+
+
+
+# The modules that read the session's quick-suite run (the ``quick_run`` fixture below).
+QUICK_RUN_MODULES = frozenset({"test_cli.py", "test_ray.py", "test_site.py"})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist (``make test``), one worker runs a whole module, and one worker the modules of ``quick_run``.
+
+    A module's fixtures then load a model once, and the quick-suite run is computed once.
+    This is ``--dist loadfile`` with one merged scope, written as a scheduler because
+    ``--dist loadgroup``'s ``xdist_group`` marks are silently ignored under pytest 9.2
+    (pytest-dev/pytest-xdist#1386). Scopes go out largest first.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "quick-run" if Path(module).name in QUICK_RUN_MODULES else module
+
+    return ModuleScheduling(config, log)

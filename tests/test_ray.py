@@ -35,18 +35,6 @@ def _assert_same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
     np.testing.assert_allclose(a.value.to_numpy(float), b.value.to_numpy(float), rtol=1e-6, atol=1e-9, equal_nan=True)
 
 
-@pytest.mark.slow
-def test_the_quick_suite_on_ray_gives_the_rows_of_an_in_process_run(ray_cluster, tmp_path, quick_run):
-    local = quick_run[0]  # the session's in-process run of the same suite (tests/conftest.py)
-    on_ray = layerbench.run(MODELS, suite="quick", output=tmp_path / "ray", executor="ray")
-    quick = ["bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts"]
-    assert on_ray.status == {model: dict.fromkeys(quick, "done") for model in MODELS}
-    _assert_same_rows(_rows(local), _rows(tmp_path / "ray"))
-    # A finished job is never redone: the same run again skips every job.
-    again = layerbench.run(MODELS, suite="quick", output=tmp_path / "ray", executor="ray")
-    assert all(s == "skipped" for per in again.status.values() for s in per.values()) and again.forward_passes == 0
-
-
 def _dying_worker_class():
     """A ModelWorker whose first attempt at ``concept-capitals`` kills its process mid-job (model loaded, nothing written),
     as a lost node or an out-of-memory kill would; the marker file records that it died."""
@@ -67,23 +55,45 @@ def _dying_worker_class():
     return DyingWorker
 
 
-@pytest.mark.slow
-def test_a_worker_killed_mid_job_is_retried_and_nothing_is_lost_or_duplicated(ray_cluster, tmp_path, monkeypatch, quick_run):
+@pytest.fixture(scope="module")
+def ray_run(ray_cluster, tmp_path_factory):
+    """The quick suite on both models on Ray, once per module, each model's worker killed mid-job at its first
+    ``concept-capitals``: (results folder, summary). The two tests below read this one run."""
     import layerbench.ray_executor
 
-    model = MODELS[0]
-    reference = _rows(quick_run[0] / "sentence-transformers__all-MiniLM-L6-v2")  # the session's in-process run (tests/conftest.py)
-    # A class made in a function is shipped to the workers by value, so they run this test's worker, not the package's.
-    monkeypatch.setattr(layerbench.ray_executor, "ModelWorker", _dying_worker_class())
-    summary = layerbench.run(model, suite="quick", output=tmp_path / "ray", executor="ray")
-    assert (tmp_path / "ray" / ".fault-sentence-transformers__all-MiniLM-L6-v2-concept-capitals").exists()  # it did die
-    assert summary.status == {model: dict.fromkeys(["bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts"], "done")}
-    rows = _rows(tmp_path / "ray")
-    assert not rows.duplicated(KEY).any()
-    _assert_same_rows(reference, rows)
-    manifest = json.loads(summary.manifests[0].read_text())
-    # The restarted worker picked up the manifest of the one that died: every task is recorded once.
-    assert manifest["status"] == "complete" and set(manifest["tasks"]) == {"bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts"}
+    out = tmp_path_factory.mktemp("ray") / "results"
+    with pytest.MonkeyPatch.context() as patch:
+        # A class made in a function is shipped to the workers by value, so they run this test's worker, not the package's.
+        patch.setattr(layerbench.ray_executor, "ModelWorker", _dying_worker_class())
+        summary = layerbench.run(MODELS, suite="quick", output=out, executor="ray")
+    return out, summary
+
+
+@pytest.mark.slow
+def test_the_quick_suite_on_ray_gives_the_rows_of_an_in_process_run(ray_run, quick_run):
+    out, on_ray = ray_run
+    local = quick_run[0]  # the session's in-process run of the same suite (tests/conftest.py)
+    quick = ["bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts"]
+    assert on_ray.status == {model: dict.fromkeys(quick, "done") for model in MODELS}
+    _assert_same_rows(_rows(local), _rows(out))
+    # A finished job is never redone: the same run again skips every job.
+    again = layerbench.run(MODELS, suite="quick", output=out, executor="ray")
+    assert all(s == "skipped" for per in again.status.values() for s in per.values()) and again.forward_passes == 0
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_job_is_retried_and_nothing_is_lost_or_duplicated(ray_run, quick_run):
+    out, summary = ray_run
+    for model in MODELS:
+        slug = model.replace("/", "__")
+        assert (out / f".fault-{slug}-concept-capitals").exists()  # it did die
+        rows = _rows(out / slug)
+        assert not rows.duplicated(KEY).any()
+        _assert_same_rows(_rows(quick_run[0] / slug), rows)  # the session's in-process run (tests/conftest.py)
+    for manifest in summary.manifests:
+        # The restarted worker picked up the manifest of the one that died: every task is recorded once.
+        recorded = json.loads(manifest.read_text())
+        assert recorded["status"] == "complete" and set(recorded["tasks"]) == {"bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts"}
 
 
 def test_ray_is_optional(monkeypatch):

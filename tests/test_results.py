@@ -111,3 +111,23 @@ def test_rows_files_and_manifest_carry_the_checkpoints_one_name_and_revision(tmp
     manifest = json.loads(summary.manifests[0].read_text())
     assert manifest["model"]["name"] == "sentence-transformers/all-MiniLM-L6-v2" and manifest["model"]["revision"] == "pinned-rev"
     assert "pinned-rev" in str(summary.manifests[0])
+
+
+def test_a_runner_restarted_in_the_same_run_reports_its_finished_task_done_and_a_new_run_skipped(tmp_path):
+    """A Ray worker that dies after finishing a task but before its reply reached the driver is restarted and the job retried:
+    the retry finds the task in this run's manifest and says ``done``; a later run finds it stored and says ``skipped``."""
+    from layerbench.api import resolve_config
+    from layerbench.metrics.suite import MetricPlan
+    from layerbench.models.resolve import resolve_checkpoint
+    from layerbench.run_config import RunConfig
+    from layerbench.runner import ModelRunner
+
+    config, specs, _ = resolve_config(RunConfig.of("minilm-l6", tasks=["bbc-news-layer-stats"], limit=8, metrics=["mean_norm"], output=str(tmp_path)))
+    plan, checkpoint = MetricPlan.from_names(["mean_norm"]), resolve_checkpoint("minilm-l6")
+
+    def attempt(run_id: str) -> str:
+        return ModelRunner(checkpoint, config, plan, run_id, {}, "model 1/1").run_task(specs[0], "task 1/1")
+
+    assert attempt("run-a") == "done"
+    assert attempt("run-a") == "done"  # the same run, a new worker: finished earlier in this run
+    assert attempt("run-b") == "skipped"  # another run: it was there before

@@ -18,7 +18,7 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -273,6 +273,154 @@ def _kernel_tag(site: str, name: str) -> str:
     return tag if site == DEFAULT_SITE else f"{tag}@{site}"
 
 
+class _CacheWriter:
+    """Writes cache entries in a few threads while the model computes the next batches.
+
+    ``close`` waits for every write and raises the first that failed (disk full),
+    so an interrupted capture keeps each batch it finished and loses no error.
+    """
+
+    def __init__(self, store: ActivationCache | None, threads: int) -> None:
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=threads) if store is not None else None
+        self._writes: list[Future[None]] = []
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        if self.store is not None and self._pool is not None:
+            self._writes.append(self._pool.submit(self.store.put, key, value))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            for write in self._writes:
+                write.result()
+
+
+def _to_host(pooled: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.cuda.Event | None]:
+    """Start copying a batch's pooled states ``{site: [K, B, D]}`` to the host; on a GPU the copy does not block.
+
+    Returns the host tensors and the event to wait for before reading them (None on a CPU),
+    so that the batch is finished one step later, while the GPU already runs the next forward.
+    """
+    if not any(tensor.is_cuda for tensor in pooled.values()):
+        return pooled, None
+    hosts = {}
+    for site, tensor in pooled.items():
+        hosts[site] = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        hosts[site].copy_(tensor, non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+    return hosts, ready
+
+
+@dataclass
+class _CaptureJob:
+    """One call of :func:`capture_layers`: which states the cache holds, which need a pass, and where each goes.
+
+    Attributes:
+        out: site -> ``[K, N, D]`` pooled states, filled from the cache and then batch by batch.
+        unique: each distinct text -> its positions in the N texts (a repeated text is computed once).
+        missing: the distinct texts that need a forward pass, in first-seen order.
+        pooled_missing: (site, text) pairs whose pooled states the cache lacks (to be written).
+        prompt_values: (site, text) -> kernel name -> ``[K]`` per-prompt statistics found or computed.
+    """
+
+    texts: list[str]
+    pooling: str
+    layers: dict[str, range]
+    kernels: dict[str, PerPromptKernel]
+    token_texts: set[str]
+    store: ActivationCache | None
+    prefix: bytes
+    stats: CaptureStats
+    out: dict[str, np.ndarray]
+    unique: dict[str, list[int]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    pooled_missing: set[tuple[str, str]] = field(default_factory=set)
+    prompt_values: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def _lookup(self, kind: str, text: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        if self.store is None:
+            return None
+        key = text_key(self.prefix, kind, text)
+        hit = self.store.get(key)
+        if hit is not None and hit.shape == shape:
+            self.stats.cache_hits += 1
+            return hit
+        if self.store.exists(key):
+            self.stats.cache_rejected += 1  # present but truncated or corrupt: recompute
+        return None
+
+    def read_cache(self) -> None:
+        """Fill ``out`` and ``prompt_values`` from the cache; list in ``missing`` the texts that need a pass."""
+        for i, text in enumerate(self.texts):
+            self.unique.setdefault(text, []).append(i)
+        for text, positions in self.unique.items():
+            needs_pass = False
+            for site, layers in self.layers.items():
+                hit = self._lookup(pooled_kind(site, self.pooling), text, self.out[site][:, 0].shape)
+                if hit is not None:
+                    self.out[site][:, positions] = hit[:, None, :]
+                else:
+                    self.pooled_missing.add((site, text))
+                    needs_pass = True
+                if text in self.token_texts:
+                    found = {name: self._lookup(_kernel_tag(site, name), text, (len(layers),)) for name in self.kernels}
+                    kept = {name: v for name, v in found.items() if v is not None}
+                    if len(kept) == len(found):
+                        self.prompt_values[(site, text)] = kept
+                    else:
+                        needs_pass = True
+            if needs_pass:
+                self.missing.append(text)
+
+    def store_batch(self, chunk: list[int], pooled: dict[str, torch.Tensor], ready: torch.cuda.Event | None, writer: _CacheWriter) -> None:
+        """Scatter a batch's pooled states ``{site: [K, B, D]}`` of ``missing[chunk]`` into ``out`` and the cache."""
+        if ready is not None:
+            ready.synchronize()
+        firsts = [self.unique[self.missing[idx]][0] for idx in chunk]
+        for site, tensor in pooled.items():
+            array = tensor.numpy()  # [K, B, D]
+            self.out[site][:, firsts] = array
+            for j, idx in enumerate(chunk):
+                if (site, self.missing[idx]) in self.pooled_missing:
+                    writer.put(text_key(self.prefix, pooled_kind(site, self.pooling), self.missing[idx]), array[:, j].copy())
+
+    def run_kernels(self, chunk: list[int], site: str, per_layer: list[torch.Tensor], mask: torch.Tensor, writer: _CacheWriter) -> None:
+        """The per-prompt kernels on the token states (``K`` x ``[B, T, D]``) of the batch's texts that asked for them."""
+        rows = [j for j, idx in enumerate(chunk) if self.missing[idx] in self.token_texts and (site, self.missing[idx]) not in self.prompt_values]
+        if not rows:
+            return
+        began = time.perf_counter()
+        lengths = mask[rows].sum(dim=1)
+        width = int(lengths.max())
+        picked = torch.tensor(rows, device=mask.device)
+        # [K, b, T, D] of the sampled prompts only; kernels go float64 chunk by chunk
+        states = torch.stack([layer[picked, :width] for layer in per_layer]).to("cpu", torch.float32).numpy()
+        real = lengths.cpu().numpy()
+        values = {name: kernel(states, real) for name, kernel in self.kernels.items()}
+        for j, row in enumerate(rows):
+            text = self.missing[chunk[row]]
+            self.prompt_values[(site, text)] = {name: v[:, j].copy() for name, v in values.items()}
+            for name in self.kernels:
+                writer.put(text_key(self.prefix, _kernel_tag(site, name), text), self.prompt_values[(site, text)][name])
+        self.stats.per_prompt_seconds += time.perf_counter() - began
+
+    def result(self, per_prompt_texts: Sequence[int]) -> Capture:
+        """The :class:`Capture`: repeated texts copied from their first position, kernels' values in the order asked."""
+        captures = {}
+        for site, layers in self.layers.items():
+            for positions in self.unique.values():
+                if len(positions) > 1:
+                    self.out[site][:, positions[1:]] = self.out[site][:, positions[:1]]
+            per_prompt_out = {
+                name: np.stack([self.prompt_values[(site, self.texts[i])][name] for i in per_prompt_texts], axis=1) if len(per_prompt_texts) else np.empty((len(layers), 0))
+                for name in self.kernels
+            }
+            captures[site] = SiteCapture(self.out[site], layers, per_prompt_out)
+        return Capture(captures)
+
+
 def capture_layers(
     handle: ModelHandle,
     texts: Sequence[str],
@@ -330,130 +478,32 @@ def capture_layers(
     if cache:
         store = ActivationCache(activation_cache_location() if isinstance(cache, bool) else as_location(cache))
     numerics = str(handle.dtype) + (f"+{handle.quantization}" if handle.quantization else "")
-    prefix = key_prefix(handle.checkpoint.fingerprint, handle.tokenizer_fingerprint, length, numerics)
     layers = {site: site_layers(handle.n_layers, site) for site in sites}
     budget = memory_budget if memory_budget is not None else config_memory_budget()
-    out = {site: pooled_array((len(layers[site]), len(texts), handle.hidden_size), budget) for site in sites}
-    unique: dict[str, list[int]] = {}
-    for i, text in enumerate(texts):
-        unique.setdefault(text, []).append(i)
-    token_texts = {texts[i] for i in per_prompt_texts} if kernels else set()
-    # (site, text) -> kernel name -> [K]
-    prompt_values: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    missing: list[str] = []
-    pooled_missing: set[tuple[str, str]] = set()
-
-    def lookup(kind: str, text: str, shape: tuple[int, ...]) -> np.ndarray | None:
-        if store is None:
-            return None
-        key = text_key(prefix, kind, text)
-        hit = store.get(key)
-        if hit is not None and hit.shape == shape:
-            stats.cache_hits += 1
-            return hit
-        if store.exists(key):
-            stats.cache_rejected += 1  # present but truncated or corrupt: recompute
-        return None
-
-    for text, positions in unique.items():
-        needs_pass = False
-        for site in sites:
-            hit = lookup(pooled_kind(site, pooling), text, out[site][:, 0].shape)
-            if hit is not None:
-                out[site][:, positions] = hit[:, None, :]
-            else:
-                pooled_missing.add((site, text))
-                needs_pass = True
-            if text in token_texts:
-                found = {name: lookup(_kernel_tag(site, name), text, (len(layers[site]),)) for name in kernels}
-                kept = {name: v for name, v in found.items() if v is not None}
-                if len(kept) == len(found):
-                    prompt_values[(site, text)] = kept
-                else:
-                    needs_pass = True
-        if needs_pass:
-            missing.append(text)
-
-    # Cache files are written by a few threads while the model computes the
-    # next batches; the finally clause waits for them, so an interrupted run
-    # keeps every batch it finished and a failed write (disk full) is raised.
-    writers = CACHE_WRITERS if handle.device.type == "cuda" else 1  # on a CPU more writers only contend with torch
-    writer = ThreadPoolExecutor(max_workers=writers) if store else None
-    writes = []
+    job = _CaptureJob(
+        texts=texts, pooling=pooling, layers=layers, kernels=kernels,
+        token_texts={texts[i] for i in per_prompt_texts} if kernels else set(), store=store,
+        prefix=key_prefix(handle.checkpoint.fingerprint, handle.tokenizer_fingerprint, length, numerics), stats=stats,
+        out={site: pooled_array((len(layers[site]), len(texts), handle.hidden_size), budget) for site in sites},
+    )
+    job.read_cache()
+    writer = _CacheWriter(store, CACHE_WRITERS if handle.device.type == "cuda" else 1)  # on a CPU more writers only contend with torch
     pending: deque[tuple[list[int], dict[str, torch.Tensor], torch.cuda.Event | None]] = deque()
-
-    def finish(chunk: list[int], pooled: dict[str, torch.Tensor], ready: torch.cuda.Event | None) -> None:
-        if ready is not None:
-            ready.synchronize()
-        firsts = [unique[missing[idx]][0] for idx in chunk]
-        for site, tensor in pooled.items():
-            array = tensor.numpy()  # [K, B, D]
-            out[site][:, firsts] = array
-            if writer is not None and store is not None:
-                for j, idx in enumerate(chunk):
-                    if (site, missing[idx]) in pooled_missing:
-                        writes.append(writer.submit(store.put, text_key(prefix, pooled_kind(site, pooling), missing[idx]), array[:, j].copy()))
-
-    def run_kernels(chunk: list[int], site: str, per_layer: list[torch.Tensor], mask: torch.Tensor) -> None:
-        rows = [j for j, idx in enumerate(chunk) if missing[idx] in token_texts and (site, missing[idx]) not in prompt_values]
-        if not rows:
-            return
-        began = time.perf_counter()
-        lengths = mask[rows].sum(dim=1)
-        width = int(lengths.max())
-        picked = torch.tensor(rows, device=mask.device)
-        # [K, b, T, D] of the sampled prompts only; kernels go float64 chunk by chunk
-        states = torch.stack([layer[picked, :width] for layer in per_layer]).to("cpu", torch.float32).numpy()
-        lengths = lengths.cpu().numpy()
-        values = {name: kernel(states, lengths) for name, kernel in kernels.items()}
-        for j, row in enumerate(rows):
-            text = missing[chunk[row]]
-            prompt_values[(site, text)] = {name: v[:, j].copy() for name, v in values.items()}
-            if writer is not None and store is not None:
-                for name in kernels:
-                    writes.append(writer.submit(store.put, text_key(prefix, _kernel_tag(site, name), text), prompt_values[(site, text)][name]))
-        stats.per_prompt_seconds += time.perf_counter() - began
-
     try:
-        for chunk, stacks, mask in iter_batches(handle, missing, batch_size, length, stats, desc=f"{handle.name} forward", sites=sites):
-            pooled = {site: pool_layers(per_layer, mask, pooling) for site, per_layer in stacks.items()}
-            ready = None
-            if mask.is_cuda:
-                # Copy into pinned memory without blocking and finish the batch
-                # one step later, while the GPU already runs the next forward.
-                hosts = {}
-                for site, tensor in pooled.items():
-                    hosts[site] = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-                    hosts[site].copy_(tensor, non_blocking=True)
-                ready = torch.cuda.Event()
-                ready.record()
-                pooled = hosts
-            pending.append((chunk, pooled, ready))
+        for chunk, stacks, mask in iter_batches(handle, job.missing, batch_size, length, stats, desc=f"{handle.name} forward", sites=sites):
+            pending.append((chunk, *_to_host({site: pool_layers(per_layer, mask, pooling) for site, per_layer in stacks.items()})))
             for site, per_layer in stacks.items():
-                run_kernels(chunk, site, per_layer, mask)
+                job.run_kernels(chunk, site, per_layer, mask, writer)
             del stacks
             while len(pending) > 1:
-                finish(*pending.popleft())
+                job.store_batch(*pending.popleft(), writer)
     finally:
         try:
             while pending:  # also after an interrupt: these batches are complete
-                finish(*pending.popleft())
+                job.store_batch(*pending.popleft(), writer)
         finally:
-            if writer is not None:
-                writer.shutdown(wait=True)
-                for write in writes:
-                    write.result()
-    captures = {}
-    for site in sites:
-        for positions in unique.values():  # repeated texts were computed once
-            if len(positions) > 1:
-                out[site][:, positions[1:]] = out[site][:, positions[:1]]
-        per_prompt_out = {
-            name: np.stack([prompt_values[(site, texts[i])][name] for i in per_prompt_texts], axis=1) if len(per_prompt_texts) else np.empty((len(layers[site]), 0))
-            for name in kernels
-        }
-        captures[site] = SiteCapture(out[site], layers[site], per_prompt_out)
-    return Capture(captures)
+            writer.close()
+    return job.result(per_prompt_texts)
 
 
 def embed_layers(
