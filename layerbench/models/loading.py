@@ -6,6 +6,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -217,9 +218,9 @@ def load_checkpoint(checkpoint: Checkpoint, device: str = "auto", dtype: str = "
     if device_map is None:
         _check_fits(checkpoint, torch_dtype, checkpoint_dtype, torch_device)
 
-    extra: dict[str, Any] = {}
+    extra = _converter_kwargs(checkpoint.path)
     if quantization is not None:
-        extra = quantization_kwargs(quantization, torch_device)
+        extra |= quantization_kwargs(quantization, torch_device)
         device_map = device_map or "auto"
     is_causal = _is_causal(config)
     auto_class = AutoModelForCausalLM if is_causal else AutoModel
@@ -229,7 +230,7 @@ def load_checkpoint(checkpoint: Checkpoint, device: str = "auto", dtype: str = "
             model = auto_class.from_pretrained(checkpoint.path, dtype=torch_dtype, device_map=device_map, **extra)
             torch_device = model.get_input_embeddings().weight.device
         else:
-            model = auto_class.from_pretrained(checkpoint.path, dtype=torch_dtype).to(torch_device)
+            model = auto_class.from_pretrained(checkpoint.path, dtype=torch_dtype, **extra).to(torch_device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(checkpoint.path)
         except (OSError, ValueError) as exc:
@@ -250,6 +251,15 @@ def load_checkpoint(checkpoint: Checkpoint, device: str = "auto", dtype: str = "
     )
     _ = handle.tokenizer_fingerprint  # taken now, from the tokenizer as loaded
     return handle
+
+
+def _converter_kwargs(folder: Path) -> dict[str, Any]:
+    """``from_pretrained`` arguments that a folder converted by layerbench records (``add_pooling_layer: false`` for
+    an encoder with no pooler weights); none for any other folder."""
+    source = Path(folder) / "layerbench-source.json"
+    if not source.is_file():
+        return {}
+    return dict(json.loads(source.read_text()).get("from_pretrained", {}))
 
 
 def quantization_kwargs(quantization: str, device: torch.device) -> dict[str, Any]:

@@ -19,13 +19,14 @@ class PackagedCopy(BaseModel):
     path: str | None = None
     weights: str | None = None
     gguf: str | None = None
+    e5s1: str | None = None
     sha256: str
     licence: str | None = None
 
     @model_validator(mode="after")
     def _one_format(self) -> "PackagedCopy":
-        if (self.path is None) == (self.gguf is None):
-            raise ValueError("give exactly one of 'path' (a checkpoint folder) or 'gguf' (a file)")
+        if sum(x is not None for x in (self.path, self.gguf, self.e5s1)) != 1:
+            raise ValueError("give exactly one of 'path' (a checkpoint folder), 'gguf' or 'e5s1' (a file)")
         if self.path is not None and self.weights is None:
             raise ValueError("'path' needs 'weights', the file the sha256 is of")
         return self

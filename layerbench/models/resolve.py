@@ -112,12 +112,19 @@ def _packaged_checkpoint(entry: ModelEntry, hub_error: str | None) -> Checkpoint
         assert copy.weights is not None
         path = folder / copy.path
         _verified(path / copy.weights, copy, entry.name)
-    else:
-        assert copy.gguf is not None
+    elif copy.gguf is not None:
         gguf = folder / copy.gguf
         _verified(gguf, copy, entry.name)
         path = dequantized_gguf(gguf, copy.sha256)
         provenance["gguf_file"] = copy.gguf
+    else:
+        from layerbench.models.e5s1 import converted_e5s1
+
+        assert copy.e5s1 is not None
+        packed = folder / copy.e5s1
+        _verified(packed, copy, entry.name)
+        path = converted_e5s1(packed, copy.sha256)
+        provenance["e5s1_file"] = copy.e5s1
     provenance["path"] = str(path)
     return Checkpoint(entry.name, None, path, f"sha256:{copy.sha256}", provenance, entry.pooling)
 
