@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +31,29 @@ def write_memo(name: str, memo: dict[str, Any]) -> None:
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 hex digest of a file's bytes.
+    """sha256 hex digest of a file's bytes (:func:`concatenation_sha256` of one file)."""
+    return concatenation_sha256([path])
 
-    Reading a large checkpoint costs seconds, so digests are memoised in the
-    cache folder under (absolute path, size, mtime): a changed file is hashed
-    again, an unchanged one is not.
+
+def concatenation_sha256(paths: Sequence[str | Path]) -> str:
+    """sha256 hex digest of the files' bytes concatenated in order, without writing the concatenation.
+
+    A model shipped in chunks (several packages, one chunk each) is checked
+    against the whole file's published digest this way. Reading a large
+    checkpoint costs seconds, so digests are memoised in the cache folder under
+    each file's (absolute path, size, mtime): a changed file is hashed again,
+    an unchanged one is not.
     """
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    resolved = [Path(p).resolve() for p in paths]
+    key = " + ".join(f"{p}|{p.stat().st_size}|{p.stat().st_mtime_ns}" for p in resolved)
     memo = read_memo("file-sha256.json")
     if key in memo:
         return memo[key]
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
+    for path in resolved:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
     memo[key] = digest.hexdigest()
     write_memo("file-sha256.json", memo)
     return memo[key]

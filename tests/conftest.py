@@ -66,6 +66,12 @@ def smollm():
 
 
 @pytest.fixture(scope="session")
+def gemma():
+    """The packaged Gemma 3 270M base, Q4_K_M from four chunk packages, dequantized (18 layers, 640 wide)."""
+    return load_model("gemma3-270m-base-q4", device="cpu")
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory):
     """A 3-block random Llama checkpoint folder with a word-level tokenizer of its 101 ids."""
     from tokenizers import Tokenizer, models, pre_tokenizers

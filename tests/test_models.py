@@ -27,9 +27,9 @@ from layerbench.models.resolve import resolve_checkpoint
 SMALL = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=3, vocab_size=101, max_position_embeddings=64, num_key_value_heads=4)
 
 
-def test_registry_ships_the_two_offline_models():
+def test_registry_ships_the_four_offline_models():
     names = {e.name for e in registry_entries()}
-    assert {"sentence-transformers/all-MiniLM-L6-v2", "smollm2-135m-q4"} <= names
+    assert {"sentence-transformers/all-MiniLM-L6-v2", "smollm2-135m-q4", "gemma3-270m-base-q4", "multilingual-e5-small-q4"} <= names
     assert find_entry("MINILM-L6").name == "sentence-transformers/all-MiniLM-L6-v2"
     assert find_entry("nope") is None
     assert resolve_checkpoint("minilm-l6").name == "sentence-transformers/all-MiniLM-L6-v2"

