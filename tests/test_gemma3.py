@@ -16,8 +16,8 @@ from layerbench.errors import UserError
 from layerbench.fingerprint import concatenation_sha256
 from layerbench.models import registry
 from layerbench.models.registry import find_entry
-from layerbench.models.resolve import resolve_checkpoint
 from layerbench.models.residual import lens_logits, record_layers
+from layerbench.models.resolve import resolve_checkpoint
 
 
 def test_the_chunks_are_checked_as_one_file(tmp_path):
