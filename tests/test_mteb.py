@@ -6,7 +6,7 @@ import pytest
 
 from layerbench import capture_layers
 from layerbench.data import load_task_data
-from layerbench.data.mteb_tasks import OFFLINE_TASKS, evaluation_items, get_mteb_task, run_mteb
+from layerbench.data.mteb_tasks import OFFLINE_TASKS, evaluation_items, get_mteb_task, model_meta, prompted_texts, run_mteb
 from layerbench.errors import UserError
 from layerbench.evaluators.mteb import evaluate_mteb, score_rows
 from layerbench.specs import get_task
@@ -88,3 +88,46 @@ def test_a_layer_score_does_not_depend_on_the_layers_evaluated_before_it():
     assert main[0] == main[2]
     again = evaluate_mteb({"clean": pooled[[2]]}, data, spec).query("metric == 'main_score'")["value"].item()
     assert again == main[2]
+
+
+def _featurize(texts: list[str], dim: int = 64) -> np.ndarray:
+    """Hashed character-trigram counts ``[N, dim]``: a deterministic embedding that a prefix changes."""
+    import zlib
+
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    for i, text in enumerate(texts):
+        for j in range(len(text) - 2):
+            out[i, zlib.crc32(text[j : j + 3].encode()) % dim] += 1
+    return out
+
+
+@pytest.mark.parametrize("name", ["mteb-bbc-retrieval", "mteb-lee-sts", "mteb-bbc-classification"])
+def test_model_prompts_prefix_each_text_as_mteb_itself_would(name):
+    """With e5's prompt table, our prefixed capture scores what mteb scores on an encoder that prefixes its own inputs."""
+    from mteb.models.abs_encoder import AbsEncoder
+
+    from layerbench.models.registry import find_entry
+
+    prompts = find_entry("e5-small-q4").prompts
+    spec = get_task(name)
+    raw = load_task_data(spec, limit=40)
+    data = prompted_texts(raw, prompts)
+    expected = {"mteb-bbc-retrieval": {"query": "query: ", "document": "passage: "}}.get(name, {"none": "query: "})
+    assert data.provenance["prompts"] == expected
+    assert all(t == expected[r["prompt_type"] or "none"] + r["input"] for t, r in zip(data.texts, data.records))
+    assert prompted_texts(raw, {"query": "q: "}).texts == [("q: " if r["prompt_type"] == "query" else "") + r["input"] for r in raw.records]
+
+    class PrefixingEncoder(AbsEncoder):  # the independent path: mteb picks the prompt while it evaluates
+        model_prompts = prompts
+        mteb_model_meta = model_meta("prefixing")
+
+        def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs):
+            prompt = self.model_prompts.get(self.get_prompt_name(task_metadata, prompt_type) or "", "")
+            return _featurize([prompt + text for batch in inputs for text in batch["text"]])
+
+    theirs = run_mteb(PrefixingEncoder(), raw.payload).task_results[0].get_score()
+    ours = evaluate_mteb({"clean": _featurize(data.texts)[None]}, data, spec).query("metric == 'main_score'")["value"].item()
+    assert ours == pytest.approx(theirs, abs=1e-12)
+    if name != "mteb-bbc-classification":  # one prefix on every text shifts all vectors alike, which a classifier can ignore; cosines cannot
+        unprefixed = evaluate_mteb({"clean": _featurize(raw.texts)[None]}, raw, spec).query("metric == 'main_score'")["value"].item()
+        assert unprefixed != ours  # the prefixes did reach the states

@@ -177,14 +177,14 @@ def rotten_tomatoes_classification(n_train: int = 1000, n_test: int = 500, seed:
 
 
 def _bbc(n: int | None, seed: int, limit: int | None) -> tuple[list[str], list[str], list[int], str]:
-    """Headlines, bodies and topic ids of ``n`` BBC articles balanced over the 5 topics (all 2,225 if None)."""
+    """Headlines, bodies and topic ids of ``n`` BBC articles balanced over the 5 topics (all 2,225 if None; at least 5)."""
     articles = bbc_news(field="text")
     headlines = bbc_news(field="headline").texts
     assert articles.labels is not None  # topics
     n = min(n, limit) if (n and limit) else (n or limit)
     order = list(range(len(articles)))
-    if n is not None:
-        kept, _ = balanced(order, articles.labels, n - n % 5, seed)
+    if n is not None:  # a multiple of the 5 topics, at least one article each (a --limit under 5 would keep none)
+        kept, _ = balanced(order, articles.labels, max(5, n - n % 5), seed)
         order = sorted(kept)
     topics = sorted(set(articles.labels))
     bodies = [articles.texts[i][len(headlines[i]):].strip() for i in order]
@@ -327,21 +327,52 @@ def run_mteb(encoder: Any, task: Any, splits: list[str] | None = None) -> Any:
 
 
 def recording_encoder(dim: int = 16, seed: int = 0) -> Any:
-    """An mteb encoder that records every text it is asked for and returns seeded random vectors."""
+    """An mteb encoder that records every (text, prompt type) it is asked for and returns seeded random vectors.
+
+    The prompt type (``query``, ``document`` or None) is what a model's prompt
+    table keys on (:func:`prompted_texts`): the same string asked as a query
+    and as a document is two inputs to a model with e5's prefixes.
+    """
     from mteb.models.abs_encoder import AbsEncoder
 
     class RecordingEncoder(AbsEncoder):
         def __init__(self) -> None:
-            self.texts: dict[str, None] = {}  # ordered set
+            self.inputs: dict[tuple[str, str | None], None] = {}  # ordered set
             self.rng = np.random.default_rng(seed)
             self.mteb_model_meta = model_meta("recording")
 
         def encode(self, inputs: Any, *, task_metadata: Any, hf_split: str, hf_subset: str, prompt_type: Any = None, **kwargs: Any) -> np.ndarray:
             texts = [text for batch in inputs for text in batch["text"]]
-            self.texts.update(dict.fromkeys(texts))
+            kind = prompt_type.value if prompt_type is not None else None
+            self.inputs.update(dict.fromkeys((text, kind) for text in texts))
             return self.rng.standard_normal((len(texts), dim)).astype(np.float32)
 
     return RecordingEncoder()
+
+
+def prompted_texts(data: TextDataset, prompts: dict[str, str]) -> TextDataset:
+    """``data``'s texts as a model with prompt table ``prompts`` reads them: each prefixed with its prompt.
+
+    The prompt is the one mteb's own lookup (``get_prompt_name``: task name
+    and prompt type, task name, task type and prompt type, task type, prompt
+    type) picks from ``prompts`` for the task and the text's recorded prompt
+    type; a text with no matching key is left as it is. The records keep each
+    raw text and prompt type, which is how the evaluator serves mteb's requests.
+    """
+    from mteb.models.abs_encoder import get_prompt_name
+    from mteb.types import PromptType
+
+    metadata = data.payload.metadata
+    assert data.records is not None  # load_mteb records every text's prompt type
+
+    def prefix(kind: str | None) -> str:
+        name = get_prompt_name(prompts, metadata, PromptType(kind) if kind else None)
+        return prompts.get(name, "") if name else ""
+
+    prefixes = {kind: prefix(kind) for kind in {r["prompt_type"] for r in data.records}}
+    texts = [prefixes[r["prompt_type"]] + r["input"] for r in data.records]
+    used = {kind or "none": p for kind, p in prefixes.items()}
+    return TextDataset(texts, data.labels, {**data.provenance, "prompts": used}, data.payload, data.records)
 
 
 def model_meta(name: str) -> Any:
@@ -366,4 +397,5 @@ def load_mteb(name: str, options: dict[str, Any], limit: int | None, seed: int, 
     meta = task.metadata
     provenance = {"source": "mteb", "task": meta.name, "type": meta.type, "main_score": meta.main_score,
                   "dataset": dict(meta.dataset), "licence": meta.license, "reference": meta.reference, "options": options}
-    return TextDataset(list(recorder.texts), None, provenance, payload=task)
+    records = [{"input": text, "prompt_type": kind} for text, kind in recorder.inputs]
+    return TextDataset([r["input"] for r in records], None, provenance, payload=task, records=records)

@@ -25,19 +25,21 @@ from layerbench.specs.schema import TaskSpec
 _NOT_SCORES = {"hf_subset", "languages", "mteb_version", "evaluation_time", "scores_per_experiment"}
 
 
-def layer_encoder(pooled: np.ndarray, texts: list[str], normalize: bool = False) -> Any:
+def layer_encoder(pooled: np.ndarray, inputs: list[tuple[str, str | None]], normalize: bool = False) -> Any:
     """An mteb encoder serving captured states.
 
     Args:
-        pooled: ``[L+1, N, D]`` pooled states of ``texts``.
-        texts: the N texts, in the capture's order.
+        pooled: ``[L+1, N, D]`` pooled states, in the capture's order.
+        inputs: the N (text, prompt type) pairs mteb asks for, in the same
+            order: a text's row is found by what mteb asks for, whatever
+            prefix the model read before it.
         normalize: L2-normalize rows before mteb sees them (mteb's cosine scores are unchanged by it; classifiers are not).
 
     Set ``encoder.layer`` (a row index of ``pooled``) before each evaluation.
     """
     from mteb.models.abs_encoder import AbsEncoder
 
-    index = {text: i for i, text in enumerate(texts)}
+    index = {pair: i for i, pair in enumerate(inputs)}
 
     class LayerEncoder(AbsEncoder):
         def __init__(self) -> None:
@@ -45,9 +47,10 @@ def layer_encoder(pooled: np.ndarray, texts: list[str], normalize: bool = False)
             self.mteb_model_meta = model_meta("layer-encoder")
 
         def encode(self, inputs: Any, *, task_metadata: Any, hf_split: str, hf_subset: str, prompt_type: Any = None, **kwargs: Any) -> np.ndarray:
-            asked = [text for batch in inputs for text in batch["text"]]
+            kind = prompt_type.value if prompt_type is not None else None
+            asked = [(text, kind) for batch in inputs for text in batch["text"]]
             try:
-                rows = pooled[self.layer, [index[text] for text in asked]]
+                rows = pooled[self.layer, [index[pair] for pair in asked]]
             except KeyError as exc:  # mteb asked for a text the recording run did not see
                 raise RuntimeError(f"mteb asked for a text outside the capture: {str(exc)[:80]}") from None
             rows = rows.astype(np.float32)
@@ -103,7 +106,8 @@ def evaluate_mteb(states: Mapping[str, np.ndarray], data: TextDataset, spec: Tas
         raise UserError(f"task '{spec.name}': an mteb task needs data from an mteb source")
     settings = spec.settings
     pooled = states["clean"]
-    encoder = layer_encoder(pooled, data.texts, settings.normalize)
+    inputs: list[tuple[str, str | None]] = [(r["input"], r["prompt_type"]) for r in data.records] if data.records else [(t, None) for t in data.texts]
+    encoder = layer_encoder(pooled, inputs, settings.normalize)
     layers = list(layers) if layers is not None else list(range(pooled.shape[0]))
     rows = []
     for index, layer in enumerate(layers):

@@ -29,4 +29,5 @@ FAMILY = register(Family(
     reads="states",
     evaluator="layerbench.evaluators.mteb:evaluate_mteb",
     sources=("mteb",),
+    model_texts="layerbench.data.mteb_tasks:prompted_texts",
 ))

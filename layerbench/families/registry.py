@@ -56,6 +56,10 @@ class Family:
             unembedding; encoders skip its scores with a reason.
         robustness: it accepts the robustness variants (``--robustness``).
         sources: the data sources its tasks may read (None: any).
+        model_texts: ``"module:function"`` that turns the task's data into the
+            texts a given model reads, ``(data, prompts) -> data`` where
+            ``prompts`` is the model's prompt table (the e5 prefixes of an mteb
+            task); None: every model reads the data's texts as they are.
         headlines: summary metrics (rows with a null layer) that
             :func:`layerbench.summary` and the leaderboard show per task, as
             ``(metric, column)``: the converging depth of a probe task as ``concept_depth``.
@@ -69,14 +73,25 @@ class Family:
     causal_lm_only: bool = False
     robustness: bool = False
     sources: tuple[str, ...] | None = None
+    model_texts: str | None = None
     headlines: tuple[tuple[str, str], ...] = ()
 
     def load_evaluator(self) -> Evaluator | None:
         """The evaluator function, imported now (its module may import torch, mteb, scikit-learn)."""
-        if self.evaluator is None:
-            return None
-        module, _, function = self.evaluator.partition(":")
-        return getattr(importlib.import_module(module), function)
+        return _imported(self.evaluator)
+
+    def texts_for_model(self, data: Any, prompts: dict[str, str]) -> Any:
+        """``data`` as a model with prompt table ``prompts`` reads it (``data`` itself when the family has no ``model_texts``)."""
+        prepare = _imported(self.model_texts)
+        return prepare(data, prompts) if prepare is not None and prompts else data
+
+
+def _imported(name: str | None) -> Callable[..., Any] | None:
+    """The function a ``"module:function"`` name points to, imported now; None for None."""
+    if name is None:
+        return None
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 _FAMILIES: dict[str, Family] = {}

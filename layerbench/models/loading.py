@@ -83,6 +83,7 @@ class ModelHandle:
             "device_map": self.device_map,
             "dtype": str(self.dtype).removeprefix("torch."),
             "final_norm_on_last_layer": self.anatomy.norm_on_last_layer,
+            "prompts": self.checkpoint.prompts,
             **{f"copy_{k}": v for k, v in self.checkpoint.provenance.items()},
         }
 

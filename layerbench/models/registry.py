@@ -59,6 +59,7 @@ class ModelEntry(BaseModel):
     revision: str | None = None
     packaged: PackagedCopy | None = None
     pooling: Pooling = "mean"
+    prompts: dict[str, str] = {}
     notes: str = ""
 
 

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,9 @@ class Checkpoint:
 
     ``fingerprint`` identifies the weights (Hub commit or content hash) and
     keys the activation cache; ``provenance`` goes into the run manifest.
+    ``prompts`` are the prefixes the model expects before its inputs, keyed as
+    mteb's ``model_prompts`` are (a prompt type such as ``query`` or
+    ``document``, a task type such as ``Classification``, or a task name).
     """
 
     name: str
@@ -38,6 +41,7 @@ class Checkpoint:
     fingerprint: str
     provenance: dict[str, Any] = field(default_factory=dict)
     pooling: str = "mean"
+    prompts: dict[str, str] = field(default_factory=dict)
 
 
 class HubUnreachable(Exception):
@@ -143,7 +147,7 @@ def _packaged_checkpoint(entry: ModelEntry, hub_error: str | None) -> Checkpoint
         path = converted_e5s1(packed, copy.sha256)
         provenance["e5s1_file"] = copy.e5s1
     provenance["path"] = str(path)
-    return Checkpoint(entry.name, None, path, f"sha256:{copy.sha256}", provenance, entry.pooling)
+    return Checkpoint(entry.name, None, path, f"sha256:{copy.sha256}", provenance, entry.pooling, dict(entry.prompts))
 
 
 def converted_once(source: Path, sha256: str, build: Callable[[Path], None], record: dict[str, Any], what: str) -> Path:
@@ -268,7 +272,7 @@ def resolve_checkpoint(name: str, revision: str | None = None) -> Checkpoint:
         hub_error = None
         if entry.hub_id:
             try:
-                return _hub_checkpoint(entry.name, entry.hub_id, revision or entry.revision, entry.pooling)
+                return replace(_hub_checkpoint(entry.name, entry.hub_id, revision or entry.revision, entry.pooling), prompts=dict(entry.prompts))
             except HubUnreachable as exc:
                 hub_error = str(exc)[:160]
         if revision is not None and revision != entry.revision:
