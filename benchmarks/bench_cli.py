@@ -21,7 +21,7 @@ COMMANDS = {
     "layerbench list models": ["list", "models"],
     "layerbench list tasks": ["list", "tasks"],
     "layerbench list metrics": ["list", "metrics"],
-    "layerbench validate layerbench/tasks": ["validate", str(ROOT / "layerbench" / "tasks")],
+    "layerbench validate tasks": ["validate", str(ROOT / "tasks")],
 }
 
 

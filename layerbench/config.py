@@ -7,6 +7,19 @@ from pathlib import Path
 from layerbench.storage import as_location
 
 
+def shipped_folder(name: str) -> Path:
+    """A top-level folder of the project that ships inside the package: ``tasks`` or ``leaderboard``.
+
+    In a source checkout (and an editable install) it is the repository's own
+    ``tasks/`` or ``leaderboard/``; a wheel carries it as ``layerbench/tasks``
+    or ``layerbench/leaderboard`` (``package-dir`` in pyproject.toml), so a
+    wheel installed elsewhere lists every task and builds the same site.
+    """
+    here = Path(__file__).resolve().parent
+    inside = here / name
+    return inside if inside.is_dir() else here.parent / name
+
+
 def cache_dir() -> Path:
     """Root of layerbench's on-disk cache (activations, converted models, fingerprints).
 

@@ -107,7 +107,7 @@ def test_list_commands(capsys):
     sizes = {line.split()[0]: line.split()[2] for line in out.splitlines() if line.startswith(("concept-", "mteb-", "jin2024-"))}
     assert sizes["concept-capitals"] == "498" and sizes["mteb-lee-sts"] == "1225" and sizes["jin2024-cities"] == "network"
     assert sum(name.startswith("concept-") for name in sizes) == 9 and sum(name.startswith("jin2024-") for name in sizes) == 9
-    code, out, _ = run_cli(capsys, "validate", str(Path(__file__).resolve().parents[1] / "layerbench" / "tasks"))
+    code, out, _ = run_cli(capsys, "validate", str(Path(__file__).resolve().parents[1] / "tasks"))
     assert code == 0 and "all specs valid" in out
     code, out, _ = run_cli(capsys, "list", "metrics")
     assert code == 0 and "anisotropy" in out and "descriptive" in out
@@ -120,7 +120,7 @@ def test_list_commands(capsys):
 
 def test_help_list_and_validate_import_no_torch(tmp_path):
     """The CLI answers at once: these commands never import torch or transformers (benchmarks/bench_cli.py times them)."""
-    tasks = Path(__file__).resolve().parents[1] / "layerbench" / "tasks"
+    tasks = Path(__file__).resolve().parents[1] / "tasks"
     code = (
         "import sys\n"
         "from layerbench.cli import main\n"

@@ -127,3 +127,27 @@ def test_a_family_added_as_one_module_runs_a_task_added_as_one_file(tmp_path, mo
     accuracy = rows[rows.metric == "knn_accuracy"].sort_values("layer")
     assert accuracy.layer.tolist() == list(range(7)) and accuracy.value.between(0, 1).all() and (accuracy.n == 40).all()
     assert layerbench.best_layer(rows).metric.tolist() == ["knn_accuracy"]  # the spec's main score, read like any other
+
+
+@pytest.mark.slow
+def test_a_wheel_installed_elsewhere_lists_every_task_and_carries_the_leaderboard(tmp_path):
+    """tasks/ and leaderboard/ live at the top of the repository; the wheel carries both inside the package."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(root)],
+                   check=True, capture_output=True, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    wheel = next((tmp_path / "dist").glob("layerbench-*.whl"))
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site-packages")
+    specs = sorted(p.stem for p in (root / "tasks").glob("*.yaml"))
+    parts = sorted(str(p.relative_to(root / "leaderboard")) for p in (root / "leaderboard").rglob("*") if p.is_file())
+    script = ("import layerbench, layerbench.site as s; from layerbench.specs import all_tasks; from layerbench.config import shipped_folder; "
+              "print(layerbench.__file__); print(sorted(all_tasks())); print(sorted(str(p.relative_to(s.PARTS)) for p in s.PARTS.rglob('*') if p.is_file()))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "site-packages"), "LAYERBENCH_TASKS": ""}).stdout.splitlines()
+    assert out[0].startswith(str(tmp_path / "site-packages"))  # the wheel's copy, not this checkout
+    assert eval(out[1]) == specs and len(specs) >= 30
+    assert eval(out[2]) == parts and "schema.yaml" in parts and "templates/index.html" in parts

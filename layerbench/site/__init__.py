@@ -11,7 +11,7 @@
 
 Everything a page needs is in the folder, so it opens from ``file://`` and
 from any static host with no network. Figures are Plotly JSON embedded in
-the page; the templates are Jinja2 (``layerbench/site/templates``).
+the page; the templates are Jinja2 (``leaderboard/templates``).
 
 A task run under a paper's protocol or at another capture site is its own
 entry, named with its variant suffix (``mteb-lee-sts@skean2024``,
@@ -19,7 +19,7 @@ entry, named with its variant suffix (``mteb-lee-sts@skean2024``,
 ours. The index averages our protocol's tasks per family and shows the paper
 protocols' headline numbers in their own columns.
 
-What the pages show is declared in ``schema.yaml`` beside this module (section
+What the pages show is declared in ``leaderboard/schema.yaml`` (section
 order, special sections, index and summary columns); what is known about a
 task (its family and main score) comes from the run manifests in the result
 folders, never from the task specs installed where the site is built, so a
@@ -38,17 +38,18 @@ import pandas as pd
 
 import yaml
 
+from layerbench.config import shipped_folder
 from layerbench.analysis import layer_rows, main_metrics, metric_predicts_best_layer, summary
 from layerbench.errors import UserError
 from layerbench.results import load_results, model_slug
 from layerbench.specs.protocols import base_task, variant_suffix
 
-HERE = Path(__file__).parent
+PARTS = shipped_folder("leaderboard")  # what the published site is made of: schema.yaml, templates/, static/
 
 
 def presentation() -> dict[str, Any]:
     """The presentation schema (``schema.yaml``): section order, special sections, index and summary columns."""
-    return yaml.safe_load((HERE / "schema.yaml").read_text())
+    return yaml.safe_load((PARTS / "schema.yaml").read_text())
 
 
 def _columns(declared: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
@@ -285,7 +286,7 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
     rows.to_csv(out / "data" / "results.csv", index=False)
     rows.to_parquet(out / "data" / "results.parquet", index=False)
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(PARTS / "templates"), autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["fmt"] = _fmt
 
     def render(name: str, target: Path, **context: Any) -> None:
@@ -381,4 +382,4 @@ def _copy_assets(target: Path) -> None:
         raise UserError(f"the plotly package has no JavaScript bundle at {bundle}; reinstall plotly")
     shutil.copyfile(bundle, target / "plotly.min.js")
     for name in ("site.js", "site.css"):
-        shutil.copyfile(HERE / "static" / name, target / name)
+        shutil.copyfile(PARTS / "static" / name, target / name)

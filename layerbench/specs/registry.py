@@ -1,7 +1,7 @@
 """Find, parse and validate task and suite specs.
 
 Specs are looked up in every folder of ``$LAYERBENCH_TASKS`` (separated by
-``os.pathsep``) and then in ``layerbench/tasks/`` (installed with the package);
+``os.pathsep``) and then in the project's ``tasks/`` (shipped inside the wheel);
 suites in the ``suites/`` subfolder of each. The first spec with a name wins.
 """
 from __future__ import annotations
@@ -12,11 +12,12 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from layerbench.config import shipped_folder
 from layerbench.errors import UserError
 from layerbench.families import get_family
 from layerbench.specs.schema import SuiteSpec, TaskSpec
 
-BUILTIN_TASKS = Path(__file__).resolve().parents[1] / "tasks"  # packaged with layerbench (wheel included)
+BUILTIN_TASKS = shipped_folder("tasks")  # the repository's tasks/, shipped inside the wheel
 
 
 def task_dirs() -> list[Path]:

@@ -1,4 +1,4 @@
-"""Typed schema of task and suite specs (the YAML files under ``layerbench/tasks/``).
+"""Typed schema of task and suite specs (the YAML files under the project's ``tasks/``).
 
 A task is data: which evaluator family reads it, which data it runs on, how
 its texts are built and pooled, which knobs its evaluator takes. Adding a
