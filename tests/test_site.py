@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -37,6 +38,8 @@ def _pages(site: Path) -> list[Path]:
 def test_the_site_holds_every_model_and_task_of_the_results(site):
     rows = load_results(RESULTS)
     index = (site / "index.html").read_text()
+    # the four offline models of three architectures (BERT, Llama, Gemma 3; two encoders, two decoders)
+    assert {"sentence-transformers/all-MiniLM-L6-v2", "smollm2-135m-q4", "multilingual-e5-small-q4", "gemma3-270m-base-q4"} <= set(rows.model)
     for model, revision in rows[["model", "revision"]].drop_duplicates().itertuples(index=False):
         slug = model_slug(model, None if pd.isna(revision) else revision)
         assert model in index and (site / "models" / f"{slug}.html").is_file()
@@ -95,6 +98,7 @@ def test_pages_load_sort_and_plot_in_headless_chromium(site):
         page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
         # Every page over HTTP, and the first task page also from disk.
         first_task = next(html for html in _pages(site) if html.parent.name == "tasks")
+        shots = {"tasks_mteb-bbc-clustering": "task", "models_gemma3-270m-base-q4": "model"}
         for url, html in [(base + html.relative_to(site).as_posix(), html) for html in _pages(site)] + [(first_task.as_uri(), first_task)]:
             page.goto(url)
             page.wait_for_load_state("load")
@@ -105,8 +109,10 @@ def test_pages_load_sort_and_plot_in_headless_chromium(site):
             for plot in plots:
                 assert plot["drawn"] and plot["points"] and min(plot["points"]) > 0, (url, plot)
             name = str(html.relative_to(site)).replace("/", "_").removesuffix(".html")
-            if url.startswith("http") and (html.parent == site or name.startswith("models_")):
-                page.screenshot(path=str(ARTIFACTS / f"site_{name}.png"), full_page=False)
+            if url.startswith("http") and (html.parent == site or name in shots):  # one screenshot of each page kind
+                page.screenshot(path=str(ARTIFACTS / f"site_{shots.get(name, name)}.png"), full_page=False)
+                if page.locator("#m-depth-heatmap").count():
+                    page.locator("#m-depth-heatmap").screenshot(path=str(ARTIFACTS / "site_model_tasks_by_depth.png"))
         assert not errors, errors
 
         # The model table sorts on a click: by layers, ascending then descending.
@@ -167,3 +173,49 @@ def test_the_site_is_a_function_of_the_result_folders_alone(tmp_path, monkeypatc
     for page in pages:
         assert (tmp_path / "here" / page).read_bytes() == (tmp_path / "elsewhere" / page).read_bytes(), page
     assert "Family probe; main metric accuracy" in (tmp_path / "here" / "tasks" / "concept-capitals.html").read_text()
+
+
+def _figures(page: Path) -> dict:
+    import json
+
+    text = page.read_text()
+    start = text.index('<script type="application/json" id="figures">') + len('<script type="application/json" id="figures">')
+    return json.loads(text[start:text.index("</script>", start)])
+
+
+def test_each_task_page_marks_every_models_best_layer_on_relative_depth(site):
+    figures = _figures(site / "tasks" / "mteb-bbc-clustering.html")
+    traces = next(iter(figures.values()))["data"]
+    curves = {t["name"]: t for t in traces if t["mode"] == "lines+markers"}
+    stars = [t for t in traces if t["mode"] == "markers"]
+    assert len(curves) >= 4 and len(stars) == len(curves)
+    for star in stars:
+        curve = curves[star["legendgroup"]]
+        assert max(x for x in curve["x"]) == pytest.approx(1.0) and min(curve["x"]) == 0  # relative depth: every model spans 0..1
+        assert star["y"][0] == max(y for y in curve["y"] if y is not None)  # v-measure: higher is better
+        assert star["x"][0] == curve["x"][curve["y"].index(star["y"][0])]
+
+
+def test_the_tasks_by_depth_heat_map_scales_each_task_between_its_worst_and_best_layer():
+    from layerbench.site import _depth_heatmap
+
+    rows = pd.DataFrame({"task": ["a"] * 3 + ["b"] * 3 + ["c"] * 3, "layer": [0, 1, 2] * 3, "depth": [0.0, 0.5, 1.0] * 3, "subset": "default",
+                         "split": "test", "metric": ["acc"] * 3 + ["loss"] * 3 + ["acc"] * 3, "value": [0.2, 0.6, 1.0, 3.0, 1.0, 2.0, 0.5, 0.5, 0.5],
+                         "higher_is_better": [True] * 3 + [False] * 3 + [True] * 3, "source_layer": pd.NA, "model": "m"})
+    figure = _depth_heatmap(rows, {"a": "acc", "b": "loss", "c": "acc"}, "t")
+    heat = figure["data"][0]
+    assert heat["y"] == ["a", "b", "c"] and heat["x"] == [0.0, 0.5, 1.0]
+    assert np.allclose(heat["z"], [[0.0, 0.5, 1.0], [0.0, 1.0, 0.5], [1.0, 1.0, 1.0]])  # b: lower is better, so its lowest loss is 1
+    assert heat["customdata"][1] == [3.0, 1.0, 2.0]  # the hover shows the raw score
+
+
+def test_the_metrics_verdict_says_so_when_no_metric_beats_the_last_layer():
+    from layerbench.site import _verdict
+
+    row = dict(direction="higher is better", pairs=8, ceiling=0.05, beats_last="1/8")
+    losing = [dict(row, metric="lidar", picked_gain=-0.02, per_model={"m1": -0.03, "m2": 0.01}), dict(row, metric="dime", picked_gain=-0.05, per_model={})]
+    text = _verdict(losing)
+    assert text.startswith("No label-free metric beats the last layer") and "closest is lidar (-0.020)" in text
+    assert "lidar on m2 (+0.010)" in text and "+0.050" in text
+    winning = _verdict([dict(losing[0], picked_gain=0.01), losing[1]])
+    assert winning.startswith("Over these 8 (model, task) pairs, 1 of 2") and "lidar (+0.010, better than the last layer on 1/8)" in winning

@@ -39,7 +39,7 @@ import pandas as pd
 import yaml
 
 from layerbench.config import shipped_folder
-from layerbench.analysis import layer_rows, main_metrics, metric_predicts_best_layer, summary
+from layerbench.analysis import best_layer, layer_rows, main_metrics, metric_predicts_best_layer, summary
 from layerbench.errors import UserError
 from layerbench.results import load_results, model_slug
 from layerbench.specs.protocols import base_task, variant_suffix
@@ -106,11 +106,14 @@ def task_info(manifests: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str,
     return info
 
 
-def _curve_figure(title: str, traces: list[dict[str, Any]], y_title: str, x_title: str = "relative depth (layer / L)") -> dict[str, Any]:
+def _curve_figure(title: str, traces: list[dict[str, Any]], y_title: str, x_title: str = "relative depth (layer / L)", legend_below: bool = False) -> dict[str, Any]:
+    legend: dict[str, Any] = {"font": {"size": 10}}
+    if legend_below:  # a wide plot with several models: the legend under the axis, the plot the full width
+        legend |= {"orientation": "h", "y": -0.2}
     return {"data": traces, "layout": {
         "title": {"text": title, "font": {"size": 14}}, "margin": {"l": 55, "r": 10, "t": 40, "b": 45},
         "xaxis": {"title": {"text": x_title}, "range": [-0.02, 1.02]}, "yaxis": {"title": {"text": y_title}},
-        "legend": {"font": {"size": 10}}, "hovermode": "closest"}}
+        "legend": legend, "hovermode": "closest"}}
 
 
 def _trace(frame: pd.DataFrame, name: str, color: str | None = None, visible: bool = True) -> dict[str, Any]:
@@ -126,6 +129,46 @@ def _trace(frame: pd.DataFrame, name: str, color: str | None = None, visible: bo
     return trace
 
 
+def _best_marker(best: pd.Series, name: str, color: str) -> dict[str, Any]:
+    """A star on a curve at its best layer (a row of :func:`layerbench.analysis.best_layer`)."""
+    return {"type": "scatter", "mode": "markers", "name": f"best: {name}", "showlegend": False, "legendgroup": name,
+            "x": [_number(best.best_depth)], "y": [_number(best.best_value)],
+            "marker": {"symbol": "star", "size": 15, "color": color, "line": {"color": "#1d2230", "width": 1}},
+            "hovertemplate": f"best layer {int(best.best_layer)}: %{{y:.4g}}<extra>{name}</extra>"}
+
+
+def _depth_heatmap(rows: pd.DataFrame, mains: dict[str, str | None], title: str) -> dict[str, Any] | None:
+    """Tasks x depth for one model: each task's main score per layer, scaled to [0, 1] between its worst and best layer.
+
+    The scaling makes tasks with different units comparable row by row (1 is
+    the task's best layer, 0 its worst; flipped for lower-is-better scores);
+    the hover shows the raw score. None when no task has a directed main score.
+    """
+    per_layer = layer_rows(rows)
+    per_layer = per_layer[(per_layer.metric == per_layer.task.map(mains)) & per_layer.higher_is_better.notna()]
+    per_layer = per_layer.sort_values(["task", "subset", "split"]).drop_duplicates(["task", "layer"])  # the first subset, as the summary ranks
+    if per_layer.empty:
+        return None
+    tasks = sorted(per_layer.task.unique())
+    depths = sorted(per_layer.depth.unique())
+    z, raw = [], []
+    for task in tasks:
+        curve = per_layer[per_layer.task == task].set_index("depth")
+        values = curve.value.astype(float)
+        low, high = values.min(), values.max()
+        scaled = (values - low) / (high - low) if high > low else values * 0 + 1.0
+        if not bool(curve.higher_is_better.iloc[0]):
+            scaled = 1.0 - scaled
+        z.append([_number(scaled.get(d)) for d in depths])
+        raw.append([_number(values.get(d)) for d in depths])
+    return {"data": [{"type": "heatmap", "x": [_number(d) for d in depths], "y": tasks, "z": z, "customdata": raw, "zmin": 0, "zmax": 1,
+                      "colorscale": "Viridis", "colorbar": {"title": {"text": "scaled score"}},
+                      "hovertemplate": "%{y}<br>depth %{x:.2f}: %{customdata:.4g} (scaled %{z:.2f})<extra></extra>"}],
+            "layout": {"title": {"text": title, "font": {"size": 14}}, "height": 120 + 18 * len(tasks),
+                       "margin": {"l": 250, "r": 10, "t": 40, "b": 45}, "xaxis": {"title": {"text": "relative depth (layer / L)"}},
+                       "yaxis": {"automargin": True, "tickfont": {"size": 10}, "autorange": "reversed"}}}
+
+
 def _model_sections(rows: pd.DataFrame, families: dict[str, str], mains: dict[str, str | None], schema: dict[str, Any],
                     figures: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     """The figures of one model's page, grouped in sections; fills ``figures`` (plot id -> Plotly figure)."""
@@ -134,6 +177,12 @@ def _model_sections(rows: pd.DataFrame, families: dict[str, str], mains: dict[st
     label_free = {info.name for info in list_metrics()}
     not_scores = tuple(schema["not_scores"])
     sections = []
+    heatmap = _depth_heatmap(rows, mains, "every task's main score by depth, scaled per task (1 = its best layer)")
+    if heatmap is not None:
+        figures[f"{prefix}-depth-heatmap"] = heatmap
+        sections.append({"id": "tasks-by-depth", "title": "Tasks x depth", "plots": [f"{prefix}-depth-heatmap"], "wide": True,
+                         "note": "One row per task (and paper protocol), one column per layer: where in the model each task is solved best. "
+                                 "Each row is scaled between its own worst (0) and best (1) layer; hover for the raw score."})
     per_layer = layer_rows(rows)
     by_task = dict(iter(per_layer.groupby("task", sort=False)))
     present = sorted(set(families.get(t, "other") for t in by_task))
@@ -324,17 +373,22 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
         for metric in metric_list:
             part = mine[mine.metric == metric]
             traces = []
-            for i, ((model, subset), curve) in enumerate(part.groupby(["model", "subset"], sort=True)):
-                traces.append(_trace(curve, f"{model} ({subset})", _PALETTE[i % len(_PALETTE)]))
+            bests = best_layer(part, metric=metric).set_index(["model", "subset", "split"])
+            for i, ((model, subset, split), curve) in enumerate(part.groupby(["model", "subset", "split"], sort=True)):
+                color = _PALETTE[i % len(_PALETTE)]
+                traces.append(_trace(curve, f"{model} ({subset})", color))
+                if (model, subset, split) in bests.index:
+                    traces.append(_best_marker(bests.loc[(model, subset, split)], f"{model} ({subset})", color))
             if traces:
                 plot = f"t-{metric}"
-                figures[plot] = _curve_figure(f"{task}: {metric}", traces, metric)
+                figures[plot] = _curve_figure(f"{task}: {metric} of every model by relative depth (stars: best layers)", traces, metric, legend_below=True)
                 plots.append(plot)
         best = _records(table[table.task == task])
         for r in best:
             r["_href_model"] = f"../models/{model_slug(r['model'], r['revision'])}.html"
         render("task.html", out / "tasks" / f"{task}.html", root="../", title=task, figures=figures, plots=plots,
-               description=f"Family {families.get(task, 'other')}; main metric {main or '—'}; every model's curve against relative depth.",
+               description=f"Family {families.get(task, 'other')}; main metric {main or '—'}. Every model's curve against relative depth "
+                           "(layer / its number of layers, so models of different depth line up); a star marks each model's best layer.",
                best_table={"id": "best", "columns": [("model", "model", True), *summary_columns], "rows": best})
         task_index.append({"task": task, "_href_task": f"tasks/{task}.html", "family": families.get(task, "other"), "metric": main,
                            "models": int(table[table.task == task].model.nunique()),
@@ -343,35 +397,102 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
            task_table={"id": "tasks", "columns": [("task", "task", True), ("family", "family", True), ("metric", "main metric", True),
                                                    ("models", "models", False), ("best", "best score", False)], "rows": task_index})
 
-    metric_rows, detail_rows = _metric_tables(rows, mains)
-    render("metrics.html", out / "metrics.html", root="", title="Label-free metrics as layer pickers",
-           metric_table={"id": "metrics", "columns": [("metric", "metric", True), ("direction", "direction", True), ("pairs", "model x task", False),
-                                                      ("spearman", "mean Spearman", False), ("picked_gain", "mean (picked - last)", False),
-                                                      ("regret", "mean (best - picked)", False)], "rows": metric_rows},
+    judged = _metric_tables(rows, mains)
+    render("metrics.html", out / "metrics.html", root="", title="Label-free metrics as layer pickers", figures=judged["figures"],
+           verdict=judged["verdict"], models=sorted(rows.model.unique()), plots=list(judged["figures"]),
+           metric_table={"id": "metrics", "columns": [("metric", "metric", True), ("direction", "direction", True), ("models", "models", False),
+                                                      ("pairs", "model x task", False), ("spearman", "mean Spearman", False),
+                                                      ("beats_last", "beats last", True), ("picked_gain", "mean (picked - last)", False),
+                                                      ("ceiling", "mean (best - last)", False), ("regret", "mean (best - picked)", False)],
+                         "rows": judged["summary"]},
            detail_table={"id": "details", "columns": [("metric", "metric", True), ("model", "model", True), ("task", "task", True),
                                                       ("spearman", "Spearman", False), ("picked_layer", "picked layer", False),
                                                       ("picked_score", "score at pick", False), ("last_score", "score at last", False),
-                                                      ("best_score", "best score", False)], "rows": detail_rows})
+                                                      ("best_score", "best score", False)], "rows": judged["details"]})
     return out / "index.html"
 
 
-def _metric_tables(rows: pd.DataFrame, mains: dict[str, str | None]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _metric_tables(rows: pd.DataFrame, mains: dict[str, str | None]) -> dict[str, Any]:
+    """The metrics page: per label-free metric, how well it picks each (model, task)'s best layer, with figures and a verdict.
+
+    For every (model, task) where both exist (:func:`layerbench.analysis.metric_predicts_best_layer`):
+    Spearman's rank correlation across layers between the metric and the
+    task's main score, and the main score at the layer the metric picks
+    against the last layer's and the best layer's. Gains are signed so that
+    positive is better whatever the task's direction. Returns the summary and
+    detail rows, the figures and the verdict sentence.
+    """
     from layerbench.metrics import list_metrics
 
     direction = {True: "higher is better", False: "lower is better", None: "descriptive"}
+    higher = layer_rows(rows).drop_duplicates("task").set_index("task").higher_is_better.to_dict()
     present = set(rows.metric)
-    summary_rows, details = [], []
+    summary_rows, details, picks_of = [], [], {}
     for info in list_metrics():
         if info.name not in present:
             continue
         picks = metric_predicts_best_layer(rows, info.name, mains)
         if picks.empty:
             continue
-        summary_rows.append({"metric": info.name, "direction": direction[info.higher_is_better], "pairs": len(picks),
-                             "spearman": _number(picks.spearman.mean()), "picked_gain": _number((picks.picked_score - picks.last_score).mean()),
-                             "regret": _number((picks.best_score - picks.picked_score).abs().mean())})
-        details += [{"metric": info.name, **r} for r in _records(picks)]
-    return summary_rows, details
+        sign = np.array([1.0 if higher.get(t) is not False else -1.0 for t in picks.task])
+        picks = picks.assign(gain=sign * (picks.picked_score - picks.last_score), ceiling=sign * (picks.best_score - picks.last_score))
+        picks_of[info.name] = picks
+        picks_layers = info.higher_is_better is not None  # a descriptive metric has no best layer: it "picks" the last
+        summary_rows.append({"metric": info.name, "direction": direction[info.higher_is_better], "pairs": len(picks), "models": picks.model.nunique(),
+                             "spearman": _number(picks.spearman.mean()),
+                             "beats_last": f"{int((picks.gain > 1e-12).sum())}/{len(picks)}" if picks_layers else None,
+                             "picked_gain": _number(picks.gain.mean()) if picks_layers else None, "ceiling": _number(picks.ceiling.mean()),
+                             "regret": _number((picks.ceiling - picks.gain).mean()) if picks_layers else None,
+                             "per_model": {m: float(g.gain.mean()) for m, g in picks.groupby("model")} if picks_layers else {}})
+        details += [{"metric": info.name, **r} for r in _records(picks.drop(columns=["gain", "ceiling"]))]
+    figures: dict[str, Any] = {}
+    if picks_of:
+        models = sorted({m for p in picks_of.values() for m in p.model})
+        names = list(picks_of)
+
+        def bars(value: Any, title: str, y_title: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+            traces = []
+            for i, model in enumerate(models):
+                ys = [_number(value(picks_of[n][picks_of[n].model == model])) for n in names]
+                traces.append({"type": "bar", "name": model, "x": names, "y": ys, "marker": {"color": _PALETTE[i % len(_PALETTE)]},
+                               "hovertemplate": "%{x}: %{y:.3f}<extra>" + model + "</extra>"})
+            if extra:
+                traces += extra["traces"](models)
+            return {"data": traces, "layout": {"title": {"text": title, "font": {"size": 14}}, "barmode": "group", "height": 460,
+                                               "margin": {"l": 60, "r": 10, "t": 40, "b": 120}, "yaxis": {"title": {"text": y_title}, "zeroline": True},
+                                               "xaxis": {"tickangle": -30}, "legend": {"font": {"size": 10}}}}
+
+        figures["spearman"] = bars(lambda p: p.spearman.mean() if len(p) else None,
+                                   "Rank correlation with the task's score across layers (mean over each model's tasks)", "mean Spearman")
+        ceiling = {m: float(pd.concat([p[p.model == m] for p in picks_of.values()]).drop_duplicates("task").ceiling.mean()) for m in models}
+        names = [r["metric"] for r in summary_rows if r["picked_gain"] is not None]  # descriptive metrics pick no layer
+        figures["gain"] = bars(lambda p: p.gain.mean() if len(p) else None,
+                               "Score at the picked layer minus the last layer's (diamonds: the best layer's)", "picked - last (mean over tasks)",
+                               {"traces": lambda ms: [{"type": "scatter", "mode": "markers", "name": f"best layer: {m}", "x": names, "y": [ceiling[m]] * len(names),
+                                                       "marker": {"symbol": "diamond-open", "size": 9, "color": _PALETTE[i % len(_PALETTE)]},
+                                                       "hovertemplate": "best - last: %{y:.3f}<extra>" + m + "</extra>"} for i, m in enumerate(ms)]})
+    return {"summary": summary_rows, "details": details, "figures": figures, "verdict": _verdict(summary_rows)}
+
+
+def _verdict(summary_rows: list[dict[str, Any]]) -> str:
+    """One honest paragraph on whether any label-free metric picks better layers than simply taking the last one."""
+    if not summary_rows:
+        return "No result folder has both label-free metrics and task scores per layer, so no metric can be judged here."
+    directed = [r for r in summary_rows if r["picked_gain"] is not None]
+    winners = sorted((r for r in directed if r["picked_gain"] > 0), key=lambda r: -r["picked_gain"])
+    pairs = max(r["pairs"] for r in summary_rows)
+    ceiling = max((r["ceiling"] for r in summary_rows if r["ceiling"] is not None), default=0.0)
+    local = [f"{r['metric']} on {m} ({g:+.3f})" for r in directed for m, g in sorted(r["per_model"].items()) if g > 0]
+    on_some = f" Averaged over one model's tasks only, some do: {', '.join(local)}." if local else ""
+    if not winners:
+        best = max(directed, key=lambda r: r["picked_gain"]) if directed else None
+        closest = f" The closest is {best['metric']} ({best['picked_gain']:+.3f})." if best else ""
+        return (f"No label-free metric beats the last layer: over these {pairs} (model, task) pairs, the layer any metric picks "
+                f"scores lower on average than simply the last layer.{closest}{on_some} The best layer would gain {ceiling:+.3f} on average: "
+                "the room is there, and these metrics do not find it.")
+    listed = ", ".join(f"{r['metric']} ({r['picked_gain']:+.3f}, better than the last layer on {r['beats_last']})" for r in winners)
+    return (f"Over these {pairs} (model, task) pairs, {len(winners)} of {len(directed)} metrics that pick a layer beat the last layer on "
+            f"average: {listed}. The best layer would gain {ceiling:+.3f}; the rest of that gap no metric recovers.")
 
 
 def _copy_assets(target: Path) -> None:
