@@ -9,7 +9,7 @@ CONSTRAINTS ?= constraints.txt
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 DEMO_OUTPUT ?= demo-results
 
-.PHONY: demo test lint bench site results venv clean
+.PHONY: demo test lint bench site results leaderboard venv clean
 
 venv: $(VENV)/.installed
 
@@ -37,11 +37,17 @@ lint: venv
 site: venv
 	$(BIN)/layerbench leaderboard results -o site
 
-# The committed reference results: the default suite under our protocol and each paper's, and SmolLM2's
-# coin-flip internal consistency under ours and Xie et al.'s (about 40 minutes on 2 CPU cores).
-results: venv
-	$(BIN)/layerbench run --model sentence-transformers/all-MiniLM-L6-v2 --model smollm2-135m-q4 --suite default --protocol layerbench,paper --output results
-	$(BIN)/layerbench run --model smollm2-135m-q4 --tasks consistency-coinflip --protocol layerbench,xie2024 --limit 20 --no-metrics --output results
+# The committed reference results and the site built from them, with one command: the default suite under our
+# protocol and each paper's on the four offline models (MiniLM, multilingual-e5-small, SmolLM2, Gemma 3), and the
+# decoders' coin-flip internal consistency under ours and Xie et al.'s. A model and task already recorded with the
+# same configuration is skipped, so an interrupted or partial build resumes.
+LEADERBOARD_MODELS := --model sentence-transformers/all-MiniLM-L6-v2 --model multilingual-e5-small-q4 --model smollm2-135m-q4 --model gemma3-270m-base-q4
+leaderboard: venv
+	$(BIN)/layerbench run $(LEADERBOARD_MODELS) --suite default --protocol layerbench,paper --output results
+	$(BIN)/layerbench run --model smollm2-135m-q4 --model gemma3-270m-base-q4 --tasks consistency-coinflip --protocol layerbench,xie2024 --limit 20 --no-metrics --output results
+	$(BIN)/layerbench leaderboard results -o site
+
+results: leaderboard
 
 bench: venv
 	$(BIN)/python benchmarks/bench_cli.py
