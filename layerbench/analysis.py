@@ -132,7 +132,9 @@ def summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None = None) -> 
     best_value, last_value, gain`` (NaN when the main metric has no per-layer
     rows) and ``concept_depth`` (converging depth of a probe task),
     ``oracle_fix_rate`` (back-patching, first position in name order),
-    ``ic_auroc`` (internal consistency), each NaN where the task has none.
+    ``ic_auroc`` (internal consistency), each NaN where the task has none;
+    ``note`` says why a headline is missing (a probe task whose best layer
+    does not beat its baselines has no concept depth), else null.
     """
     mains = mains if mains is not None else main_metrics(df)
     best = best_layer(df, mains=mains)
@@ -142,10 +144,17 @@ def summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None = None) -> 
     out = keys.merge(best.drop(columns=["subset", "split"]), on=TASK_KEY, how="left")
     out["metric"] = out.task.map(mains)
     summaries = df[df.layer.isna()].sort_values("subset")
+    if "note" not in summaries:  # rows built by hand, or read before the column existed
+        summaries = summaries.assign(note=pd.NA)
+    notes = []
     for metric, column in HEADLINE_SUMMARIES:
-        values = summaries[summaries.metric == metric].drop_duplicates(TASK_KEY)[[*TASK_KEY, "value"]]
-        out = out.merge(values.rename(columns={"value": column}), on=TASK_KEY, how="left")
+        values = summaries[summaries.metric == metric].drop_duplicates(TASK_KEY)[[*TASK_KEY, "value", "note"]]
+        out = out.merge(values.drop(columns="note").rename(columns={"value": column}), on=TASK_KEY, how="left")
         out[column] = out[column].astype(float)
+        notes.append(values[[*TASK_KEY, "note"]].dropna())
+    # Why a headline is missing ("not decodable beyond the baseline: ..."), the first such note per task.
+    found = pd.concat(notes).drop_duplicates(TASK_KEY) if notes else pd.DataFrame(columns=[*TASK_KEY, "note"])
+    out = out.merge(found, on=TASK_KEY, how="left")
     return out.sort_values(["model", "task", "protocol", "site"]).reset_index(drop=True)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from layerbench.data import load_task_data
@@ -77,9 +78,65 @@ def test_probe_rows_carry_scores_per_layer_and_the_summary():
     layers, y = synthetic_layers()
     rows = probe_layers(layers, y, ProbeSettings())
     per_layer = rows[rows.layer.notna()]
-    assert set(per_layer.metric) == {"accuracy", "f1", "auroc"} and len(per_layer) == 9
+    assert set(per_layer.metric) == {"accuracy", "f1", "auroc", "control_accuracy", "selectivity"} and len(per_layer) == 15
     summary = rows[rows.layer.isna()].set_index("metric")["value"]
     assert summary["peak_layer"] == 2 and summary["peak_depth"] == 1.0 and summary["peak_accuracy"] == 1.0
+    assert summary["chance_accuracy"] == 0.5 and "bow_accuracy" not in summary  # no texts given: chance is the baseline
+    # selectivity is accuracy minus the control task's, split by split
+    by = per_layer.set_index(["metric", "layer"]).value
+    for layer in range(3):
+        assert by[("selectivity", layer)] == pytest.approx(by[("accuracy", layer)] - by[("control_accuracy", layer)])
+        assert abs(by[("control_accuracy", layer)] - 0.5) < 0.15  # shuffled labels: nothing to learn
+
+
+def _words(n: int, rng: np.random.Generator, vocabulary: int = 300, length: int = 8) -> list[str]:
+    """n texts of random made-up words: no surface feature tells anything."""
+    return [" ".join(f"w{k}" for k in rng.integers(vocabulary, size=length)) for _ in range(n)]
+
+
+def test_a_label_one_token_gives_away_gets_no_concept_depth_however_good_the_probe():
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 200)
+    texts = [t + (" yes" if label else " no") for t, label in zip(_words(400, rng), y)]
+    noise = rng.standard_normal((4, 400, 16))
+    rows = probe_layers(noise, y, ProbeSettings(), texts=texts)
+    selectivity = rows[rows.metric == "selectivity"].value
+    # States that know nothing: accuracy = control, within three standard errors of a difference of two accuracies on 400 items (0.11).
+    assert len(selectivity) == 4 and selectivity.abs().max() < 0.11
+    summary = rows[rows.layer.isna()].set_index("metric")
+    assert summary.value["bow_accuracy"] == 1.0
+    assert summary.value[["peak_depth", "jumping_depth", "converging_depth"]].isna().all()
+    assert summary.note["converging_depth"].startswith("not decodable beyond the baseline")
+    # Even states that carry the token perfectly place no concept: the surface already gives the label.
+    planted = noise.copy()
+    planted[:, :, 0] = 4 * (2 * y - 1)
+    summary = probe_layers(planted, y, ProbeSettings(), texts=texts).query("layer.isna()", engine="python").set_index("metric")
+    assert summary.value["peak_accuracy"] == 1.0 and np.isnan(summary.value["converging_depth"])
+
+
+def test_a_direction_planted_from_one_layer_on_puts_the_jumping_point_there():
+    # 4,000 items: test folds of 800, where two noise layers' accuracies differ by 0.1 (the jump threshold) only at four standard errors.
+    rng = np.random.default_rng(2)
+    y = np.repeat([0, 1], 2000)
+    states = rng.standard_normal((8, 4000, 16))
+    states[5:, :, 3] += 3 * (2 * y - 1)  # decodable from layer 5
+    texts = _words(4000, rng)
+    rows = probe_layers(states, y, ProbeSettings(), texts=texts)
+    summary = rows[rows.layer.isna()].set_index("metric")
+    assert abs(summary.value["bow_accuracy"] - 0.5) < 0.1  # made-up words: the bag of words is at chance
+    assert summary.value["jumping_layer"] == 5 and summary.value["converging_layer"] == 5 and summary.value["beyond_baseline"] > 0.3
+    assert pd.isna(summary.note["converging_depth"])
+    selectivity = rows[rows.metric == "selectivity"].set_index("layer").value
+    assert selectivity[:5].abs().max() < 0.05 and selectivity[5:].min() > 0.4
+
+
+def test_groups_stay_on_one_side_of_every_split():
+    from layerbench.evaluators.probe import probe_splits
+
+    y = np.tile([0, 1], 60)
+    groups = np.repeat(np.arange(40), 3)
+    for train, test in probe_splits(y, ProbeSettings(), seed=0, groups=groups):
+        assert not set(groups[train]) & set(groups[test])
 
 
 def test_multiclass_labels_use_macro_f1_and_one_vs_rest_auroc():

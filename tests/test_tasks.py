@@ -46,16 +46,59 @@ def test_coinflip_answers_are_the_parity_of_the_flips():
 
 def test_syllogism_answers_follow_the_chain():
     data = syllogisms(n=100, depth=4, shuffle=True, seed=1)
+    negated_queries = Counter()
     for text, label in zip(data.texts, data.labels):
         rules = dict(re.findall(r"Every (\w+) is (?:a|not a) (\w+)\.", text))
         negated = set(re.findall(r"Every (\w+) is not a", text))
         name, start = re.search(r"(\w+) is a (\w+)\. True or false", text).groups()
-        target = re.search(r"True or false: \w+ is a (\w+)\.", text).group(1)
-        category, truth, hops = start, True, 0
+        query_negated, target = re.search(r"True or false: \w+ is (not )?a (\w+)\.", text).groups()
+        category, affirmed, hops = start, True, 0
         while category in rules:
-            truth = category not in negated
+            affirmed = category not in negated
             category, hops = rules[category], hops + 1
-        assert category == target and hops == 4 and truth == label
+        assert category == target and hops == 4 and (affirmed != bool(query_negated)) == label
+        # No surface cue: one negated rule in every text, the query negated in both classes.
+        assert len(negated) == 1 and len(rules) == 8
+        negated_queries[(label, bool(query_negated))] += 1
+    assert min(negated_queries.values()) >= 15 and len(negated_queries) == 4
+
+
+# Sentiment and subjectivity are lexical by nature: their bag-of-words baseline is reported in every run, not removed.
+LEXICAL = {"concept-rt-sentiment", "concept-rt-subjectivity", "concept-pang-lee-polarity"}
+
+
+@pytest.mark.parametrize("name", CONCEPT_TASKS)
+def test_no_surface_cue_gives_the_label_away(name):
+    """A bag of words (unigram and bigram counts, logistic regression) on the probe's own 5 folds stays within 0.1 of chance."""
+    import numpy as np
+
+    from layerbench.evaluators.probe import bag_of_words_probe, encode_labels, probe_splits, split_scores
+
+    spec = get_task(name)
+    data = load_task_data(spec)
+    y = encode_labels(data.labels, spec.labels)
+    groups = [r["group"] for r in data.records] if data.records and all("group" in r for r in data.records) else None
+    splits = probe_splits(y, spec.settings, seed=0, groups=groups)
+    bow = split_scores(np.asarray(data.texts, dtype=object), y, splits, bag_of_words_probe)["accuracy"].mean()
+    chance = np.bincount(y).max() / len(y)
+    if name in LEXICAL:
+        assert bow < 0.9, bow  # reported beside the probe; the probe's selectivity is read against it
+    else:
+        assert abs(bow - chance) <= 0.1, (name, bow, chance)
+
+
+def test_paired_statements_stay_balanced_within_their_ring():
+    data = load_task_data(get_task("concept-capitals"))
+    groups = Counter(r["group"] for r in data.records)
+    assert set(groups.values()) == {6} and len(data) == 6 * len(groups) >= 480
+    by_group: dict[int, list[tuple[str, bool]]] = {}
+    for text, label, record in zip(data.texts, data.labels, data.records):
+        by_group.setdefault(record["group"], []).append((text, label))
+    for statements in by_group.values():
+        parsed = [(re.match(r"The capital of (.+) is (.+)\.$", text).groups(), label) for text, label in statements]
+        for side in (0, 1):  # every country and every capital of the ring: once true, once false
+            seen = Counter((entities[side], label) for entities, label in parsed)
+            assert all(seen[(entity, True)] == seen[(entity, False)] == 1 for entity, _ in seen), statements
 
 
 def test_arithmetic_answers_are_the_comparison():

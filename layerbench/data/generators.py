@@ -71,34 +71,54 @@ def coinflip(n: int = 400, people: int = 4, seed: int = 0) -> TextDataset:
 
 @generator("syllogisms")
 def syllogisms(n: int = 400, depth: int = 3, shuffle: bool = False, seed: int = 0) -> TextDataset:
-    """Multi-step syllogisms in the style of PrOntoQA (Saparov & He 2023), with invented categories.
+    """Multi-step syllogisms in the style of PrOntoQA (Saparov & He 2023), with invented categories and no surface cue.
 
-    A chain of ``depth`` rules leads from an individual's category to a final
-    property; the last rule is affirmative or negated at random, so the query
-    "X is a Z." is true or false and nothing else on the surface differs.
-    ``shuffle`` presents the rules out of order.
+    Two chains of ``depth`` rules each lead from two start categories to the
+    same final category Z; one chain's last rule is affirmative, the other's
+    negated. An individual belongs to one start category, and the query asks
+    "X is a Z." or "X is not a Z.". The label is whether the query follows,
+    so it needs every hop of the individual's chain: each text holds exactly
+    one negated rule and an affirmative one, the query is negated in half of
+    each class, and which chain comes first is random. A bag of words
+    (unigrams and bigrams) sees the same words with both labels; the old
+    design, where only false items negated their last rule, gave the label
+    away with the one word "not" (bag of words 1.000, probes 1.0 at layer 1).
+    ``shuffle`` presents all rules in a random order.
 
-    Example (depth 2): "Every wumpus is a yumpus. Every yumpus is not a
-    zumpus. Max is a wumpus. True or false: Max is a zumpus." -> False.
+    Example (depth 2): "Every wumpus is a yumpus. Every yumpus is not a zumpus.
+    Every rompus is a tumpus. Every tumpus is a zumpus. Max is a rompus.
+    True or false: Max is not a zumpus." -> False.
     """
     _check_n(n)
-    if not 1 <= depth <= len(_CATEGORIES) - 1:
-        raise UserError(f"depth must be between 1 and {len(_CATEGORIES) - 1}, got {depth}")
+    if not 1 <= depth <= (len(_CATEGORIES) - 1) // 2:
+        raise UserError(f"depth must be between 1 and {(len(_CATEGORIES) - 1) // 2}, got {depth}")
     rng = np.random.default_rng(seed)
     texts, labels, rationales = [], [], []
     for i in range(n):
-        truth = i % 2 == 0
-        chain = [_CATEGORIES[k] for k in rng.choice(len(_CATEGORIES), size=depth + 1, replace=False)]
-        rules = [f"Every {a} is a {b}." for a, b in zip(chain[:-2], chain[1:-1])]
-        rules.append(f"Every {chain[-2]} is {'a' if truth else 'not a'} {chain[-1]}.")
+        truth = i % 2 == 0  # exact balance
+        negated_query = bool(rng.integers(2))  # independent of the label
+        words = [_CATEGORIES[k] for k in rng.choice(len(_CATEGORIES), size=2 * depth + 1, replace=False)]
+        final = words[-1]
+        chains = [words[:depth], words[depth : 2 * depth]]  # start ... last category before Z
+        own = int(rng.integers(2))  # the individual's chain
+        # The individual's chain ends affirmatively exactly when the (possibly negated) query is true.
+        own_affirmative = truth != negated_query
+        affirmative = [own_affirmative if c == own else not own_affirmative for c in range(2)]
+        rules_of = [[f"Every {a} is a {b}." for a, b in zip(chain[:-1], chain[1:])] + [f"Every {chain[-1]} is {'a' if aff else 'not a'} {final}."]
+                    for chain, aff in zip(chains, affirmative)]
+        first = int(rng.integers(2))
+        rules = rules_of[first] + rules_of[1 - first]
         if shuffle:
             rules = [rules[k] for k in rng.permutation(len(rules))]
         name = _NAMES[int(rng.integers(len(_NAMES)))]
-        texts.append(" ".join([*rules, f"{name} is a {chain[0]}.", f"True or false: {name} is a {chain[-1]}."]))
+        start = chains[own][0]
+        query = f"{name} is {'not a' if negated_query else 'a'} {final}."
+        texts.append(" ".join([*rules, f"{name} is a {start}.", f"True or false: {query}"]))
         labels.append(truth)
-        steps = [f"{name} is a {a}. Every {a} is a {b}, so {name} is a {b}." for a, b in zip(chain[:-2], chain[1:-1])]
-        steps.append(f"{name} is a {chain[-2]}. Every {chain[-2]} is {'a' if truth else 'not a'} {chain[-1]}, "
-                     f"so {name} is {'a' if truth else 'not a'} {chain[-1]}.")
+        chain = chains[own]
+        steps = [f"{name} is a {a}. Every {a} is a {b}, so {name} is a {b}." for a, b in zip(chain[:-1], chain[1:])]
+        steps.append(f"{name} is a {chain[-1]}. Every {chain[-1]} is {'a' if own_affirmative else 'not a'} {final}, "
+                     f"so {name} is {'a' if own_affirmative else 'not a'} {final}.")
         rationales.append(" ".join(steps))
     return _shuffled(texts, labels, rng, _provenance("syllogisms", n=n, depth=depth, shuffle=shuffle, seed=seed), rationales)
 

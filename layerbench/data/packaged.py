@@ -10,6 +10,7 @@ from __future__ import annotations
 import bz2
 import json
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -103,61 +104,98 @@ def _countryinfo_provenance(dataset: str, version: str, **extra: Any) -> dict[st
             "licence": "countryinfo: MIT", **extra}
 
 
+def ring_statements(pairs: list[tuple[str, str]], rng: np.random.Generator, allowed: Callable[[str, str], bool], ring: int = 3) -> list[list[tuple[str, str, bool]]]:
+    """True and false (subject, object) statements in rings: each entity's statements balanced within one group.
+
+    ``pairs`` are true (subject, object) facts with distinct subjects. They
+    are shuffled and cut into rings of ``ring``; in a ring, subject i is
+    stated once with its own object (True) and once with the next pair's
+    object (False), when ``allowed(subject, object)`` says that false
+    statement is really false (else another order of the ring, else the ring
+    is dropped). Within a ring every subject and every object appears once
+    true and once false, so no word tells the label, and a split that keeps
+    rings whole never tests an entity whose statement with the other label it
+    trained on (a paired design split at random scores a bag of words *below*
+    chance, which is a surface cue too: capitals 0.11).
+
+    Returns:
+        One list of ``(subject, object, truth)`` per ring, 2 x ``ring`` statements each.
+    """
+    from itertools import permutations
+
+    order = [pairs[i] for i in rng.permutation(len(pairs))]
+    rings = []
+    for start in range(0, len(order) - ring + 1, ring):
+        members = order[start : start + ring]
+        for arranged in permutations(members):
+            falses = [(s, arranged[(i + 1) % ring][1]) for i, (s, _) in enumerate(arranged)]
+            if all(o != arranged[i][1] and allowed(s, o) for i, (s, o) in enumerate(falses)):
+                rings.append([(s, o, True) for s, o in arranged] + [(s, o, False) for s, o in falses])
+                break
+    return rings
+
+
+def _ring_dataset(dataset: str, rings: list[list[tuple[str, str, bool]]], sentence: Callable[[str, str], str], provenance: dict[str, Any],
+                  n: int | None, seed: int, rationale: Callable[[str, str, bool], str] | None = None) -> TextDataset:
+    """The statements of ``rings`` as a data set whose records carry each statement's ring as ``group`` (``n``: whole rings, at most n statements)."""
+    if n is not None:
+        if n < len(rings[0]) or n % 2:
+            raise UserError(f"data set '{dataset}': n must be even and at least {len(rings[0])}, got {n}")
+        rings = rings[: max(1, n // len(rings[0]))]
+    items = [(sentence(s, o), truth, g, (rationale(s, o, truth) if rationale else None)) for g, ring in enumerate(rings) for s, o, truth in ring]
+    order = np.random.default_rng(seed).permutation(len(items))
+    records = [{"group": int(items[i][2]), **({"rationale": items[i][3]} if rationale else {})} for i in order]
+    return TextDataset([items[i][0] for i in order], [items[i][1] for i in order], provenance, records=records)
+
+
 @packaged_dataset("capitals-true-false")
 def capitals_true_false(n: int | None = None, seed: int = 0) -> TextDataset:
     """True and false capital statements from countryinfo: "The capital of France is Paris." / "... is Lima."
 
-    Every country with a capital appears twice, once with its capital (True)
-    and once with another country's capital drawn at random (False), so the
-    country alone never tells the label. ``n``: how many statements (None: all 498), half true.
+    Every country with a capital is stated once with its capital (True) and
+    once with the capital of another country of its ring (False), and every
+    capital once true and once false (:func:`ring_statements`, rings of three
+    countries, each a ``group``). ``n``: at most this many statements, whole rings (None: all).
     """
     records, version = _countries()
-    pairs = [(r["name"], r["capital"]) for r in records if r.get("capital")]
-    rng = np.random.default_rng(seed)
-    texts, labels, rationale = [], [], {}
-    for i, (country, capital) in enumerate(pairs):
-        others = [c for j, (_, c) in enumerate(pairs) if j != i and c != capital]
-        wrong = others[int(rng.integers(len(others)))]
-        texts += [f"The capital of {country} is {capital}.", f"The capital of {country} is {wrong}."]
-        labels += [True, False]
-        rationale[texts[-2]] = f"The capital of {country} is {capital}."
-        rationale[texts[-1]] = f"The capital of {country} is {capital}, not {wrong}."
-    texts, labels = _balance("capitals-true-false", texts, labels, n, seed)
-    return TextDataset(texts, labels, _countryinfo_provenance("capitals-true-false", version, n=n, seed=seed),
-                       records=[{"rationale": rationale[t]} for t in texts])
+    # countryinfo gives one capital as a list (Vatican City State: ['Vatican City']); the old loader printed the list.
+    pairs = sorted({(r["name"], c[0] if isinstance(c, list) else c) for r in records if (c := r.get("capital"))})
+    capital_of = dict(pairs)
+    rings = ring_statements(pairs, np.random.default_rng(seed), lambda country, capital: capital_of[country] != capital)
+
+    def why(country: str, capital: str, truth: bool) -> str:
+        return f"The capital of {country} is {capital}." if truth else f"The capital of {country} is {capital_of[country]}, not {capital}."
+
+    return _ring_dataset("capitals-true-false", rings, lambda c, k: f"The capital of {c} is {k}.",
+                         _countryinfo_provenance("capitals-true-false", version, n=n, seed=seed), n, seed, why)
 
 
 @packaged_dataset("borders-true-false")
 def borders_true_false(seed: int = 0) -> TextDataset:
     """True and false statements that two countries share a land border, from countryinfo.
 
-    Every country with a neighbour appears twice: with one of its neighbours
-    (True) and with a country that does not border it (False), both drawn at random.
+    Every country with a neighbour is stated once with one of its neighbours
+    (drawn at random; True) and once with the neighbour drawn for another
+    country of its ring that does not border it (False); rings of three,
+    each a ``group`` (:func:`ring_statements`).
     """
     records, version = _countries()
     by_code = {r["ISO"]["alpha3"]: r["name"] for r in records if isinstance(r.get("ISO"), dict) and r["ISO"].get("alpha3")}
-    names = sorted(set(by_code.values()))
     rng = np.random.default_rng(seed)
-    texts, labels = [], []
-    for record in records:
-        neighbours = sorted({by_code[c] for c in record.get("borders") or [] if c in by_code})
-        if not neighbours:
-            continue
-        strangers = [n for n in names if n not in neighbours and n != record["name"]]
-        near = neighbours[int(rng.integers(len(neighbours)))]
-        far = strangers[int(rng.integers(len(strangers)))]
-        texts += [f"{record['name']} shares a border with {near}.", f"{record['name']} shares a border with {far}."]
-        labels += [True, False]
-    texts, labels = _balance("borders-true-false", texts, labels, None, seed)
-    return TextDataset(texts, labels, _countryinfo_provenance("borders-true-false", version, seed=seed))
+    neighbours_of = {r["name"]: sorted({by_code[c] for c in r.get("borders") or [] if c in by_code}) for r in records}
+    pairs = [(country, near[int(rng.integers(len(near)))]) for country, near in sorted(neighbours_of.items()) if near]
+    rings = ring_statements(pairs, rng, lambda a, b: a != b and b not in neighbours_of[a])
+    return _ring_dataset("borders-true-false", rings, lambda a, b: f"{a} shares a border with {b}.",
+                         _countryinfo_provenance("borders-true-false", version, seed=seed), None, seed)
 
 
 @packaged_dataset("city-in-state-true-false")
 def city_in_state_true_false(seed: int = 0) -> TextDataset:
     """True and false "CITY is a city in STATE." statements from the city-in-state section of gensim's questions-words.txt.
 
-    Every (city, state) pair appears twice: with its state (True) and with
-    another state drawn at random (False).
+    Every (city, state) pair is stated once with its state (True) and once
+    with the state of another city of its ring (False); rings of three, each
+    a ``group`` (:func:`ring_statements`).
     """
     path, version = gensim_file("questions-words.txt")
     pairs: dict[str, str] = {}
@@ -170,15 +208,9 @@ def city_in_state_true_false(seed: int = 0) -> TextDataset:
             words = line.split()
             pairs.setdefault(words[0], words[1])
             pairs.setdefault(words[2], words[3])
-    states = sorted(set(pairs.values()))
-    rng = np.random.default_rng(seed)
-    texts, labels = [], []
-    for city, state in sorted(pairs.items()):
-        others = [s for s in states if s != state]
-        texts += [f"{city} is a city in {state}.", f"{city} is a city in {others[int(rng.integers(len(others)))]}."]
-        labels += [True, False]
-    texts, labels = _balance("city-in-state-true-false", texts, labels, None, seed)
-    return TextDataset(texts, labels, _gensim_provenance("city-in-state-true-false", "questions-words.txt", version, seed=seed))
+    rings = ring_statements(sorted(pairs.items()), np.random.default_rng(seed), lambda city, state: pairs[city] != state)
+    return _ring_dataset("city-in-state-true-false", rings, lambda c, s: f"{c} is a city in {s}.",
+                         _gensim_provenance("city-in-state-true-false", "questions-words.txt", version, seed=seed), None, seed)
 
 
 @packaged_dataset("pang-lee-polarity")

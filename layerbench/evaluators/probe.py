@@ -24,6 +24,26 @@ row's value is the mean over splits and its ``stderr`` the standard error
 over them, so a concept depth comes with its spread (one split has none).
 ``peak_accuracy`` is the highest mean accuracy. The two thresholds are our
 reading of the paper's figures, not numbers the paper fixes.
+
+A probe's accuracy means only what its baselines leave (Hewitt and Liang
+2019; Belinkov 2022), so every run also reports, on the same splits:
+
+- ``bow_accuracy``: a bag-of-words logistic regression on the texts
+  (unigrams and bigrams), the surface-feature baseline; ``chance_accuracy``
+  the majority class's share of each test split;
+- ``control_accuracy`` per layer: the same probe on the same states with the
+  labels shuffled by a seeded permutation (Hewitt and Liang's control task),
+  and ``selectivity`` = accuracy - control accuracy, split by split;
+- ``beyond_baseline``: the best layer's accuracy minus the better of the two
+  baselines, split by split, with a one-sided test (a paired t-test over the
+  splits; a binomial bound on one split). The peak, jumping and converging
+  points are reported only when it passes at the 5% level; otherwise they are
+  null with the reason in ``note`` ("not decodable beyond the baseline").
+
+Items that share a ``group`` (a data set's records: the statements about one
+entity of a paired true/false design) are kept on one side of every
+``layerbench`` split, so that neither a probe nor the bag of words is scored
+on an entity it saw with the opposite label.
 """
 from __future__ import annotations
 
@@ -77,29 +97,79 @@ def _scores(y_true: np.ndarray, scores: np.ndarray, n_classes: int) -> dict[str,
     return {"accuracy": float(accuracy_score(y_true, predicted)), "f1": float(f1), "auroc": float(auroc)}
 
 
+def probe_splits(y: np.ndarray, settings: ProbeSettings, seed: int = 0, groups: Sequence[Any] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The protocol's train/test splits of N items: ``[(train indices, test indices)]``.
+
+    ``layerbench``: stratified k-fold, shuffled with ``seed`` (grouped, when
+    ``groups`` ``[N]`` is given, so that a group is never on both sides).
+    ``jin2024``: the authors' ``train_test_split(test_size=0.4, random_state=42 + r)``
+    of the items grouped by class, for r < ``repeats``.
+
+    Raises:
+        UserError: a class has fewer items than folds.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+
+    if settings.protocol == "jin2024":
+        order = grouped_by_class(y)
+        # train_test_split draws positions from N and the seed alone, so splitting positions is splitting their X.
+        return [(order[train], order[test]) for train, test in
+                (train_test_split(np.arange(len(y)), test_size=0.4, random_state=42 + r) for r in range(settings.repeats))]
+    folds = settings.folds
+    if np.bincount(y).min() < folds:
+        raise UserError(f"{folds}-fold cross-validation needs at least {folds} examples of every class; the smallest class has {np.bincount(y).min()}")
+    positions = np.zeros(len(y))
+    if groups is not None:
+        return list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(positions, y, np.asarray(groups)))
+    return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(positions, y))
+
+
+def state_probe(settings: ProbeSettings) -> Any:
+    """An unfitted probe of the protocol: standardized features and L2 logistic regression (ours), or the authors' default ``LogisticRegression()``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if settings.protocol == "jin2024":
+        return LogisticRegression()
+    return make_pipeline(StandardScaler(), LogisticRegression(C=settings.C, max_iter=settings.max_iter))
+
+
+def bag_of_words_probe() -> Any:
+    """The surface baseline: unigram and bigram counts (scikit-learn's ``CountVectorizer``, fitted on the training split) and logistic regression."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(CountVectorizer(ngram_range=(1, 2)), LogisticRegression(max_iter=1000))
+
+
+def split_scores(X: Any, y: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]], make_probe: Any) -> dict[str, np.ndarray]:
+    """Score name -> ``[splits]`` test scores of a fresh ``make_probe()`` fitted on each split's training part.
+
+    Args:
+        X: ``[N, D]`` features, or ``[N]`` texts (an object array) for :func:`bag_of_words_probe`. y: ``[N]`` class ids.
+    """
+    n_classes = int(y.max()) + 1
+    per_split: dict[str, list[float]] = {name: [] for name in SCORES}
+    for train, test in splits:
+        probe = make_probe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a separable layer warns about convergence; its scores are still right
+            probe.fit(X[train], y[train])
+        for name, value in _scores(y[test], probe.decision_function(X[test]), n_classes).items():
+            per_split[name].append(value)
+    return {name: np.array(v) for name, v in per_split.items()}
+
+
 def cv_fold_scores(X: np.ndarray, y: np.ndarray, folds: int = 5, C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
     """Stratified k-fold probe on one layer: score name -> ``[folds]`` test scores, one per fold.
 
     Args:
         X: ``[N, D]`` features. y: ``[N]`` class ids.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    n_classes = int(y.max()) + 1
-    if np.bincount(y).min() < folds:
-        raise UserError(f"{folds}-fold cross-validation needs at least {folds} examples of every class; the smallest class has {np.bincount(y).min()}")
-    per_fold: dict[str, list[float]] = {name: [] for name in SCORES}
-    for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(X, y):
-        probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a separable layer warns about convergence; its scores are still right
-            probe.fit(X[train], y[train])
-        for name, value in _scores(y[test], probe.decision_function(X[test]), n_classes).items():
-            per_fold[name].append(value)
-    return {name: np.array(v) for name, v in per_fold.items()}
+    settings = ProbeSettings(folds=folds, C=C, max_iter=max_iter)
+    return split_scores(X, y, probe_splits(y, settings, seed), lambda: state_probe(settings))
 
 
 def mean_and_spread(values: np.ndarray) -> tuple[float, float]:
@@ -135,6 +205,42 @@ def jin2024_probe(X: np.ndarray, y: np.ndarray, random_state: int = 42) -> dict[
     return {name: (value, float("nan")) for name, value in _scores(y_test, probe.decision_function(X_test), int(y.max()) + 1).items()}
 
 
+def control_labels(y: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Hewitt and Liang's control task for whole texts: the labels ``[N]`` shuffled by a seeded permutation (class counts kept)."""
+    return y[np.random.default_rng([seed, 0xC0]).permutation(len(y))]
+
+
+def chance_accuracy(y: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """``[splits]``: the share of each test part's most frequent class (what always guessing it scores)."""
+    return np.array([np.bincount(y[test]).max() / len(test) for _, test in splits])
+
+
+def beyond_baseline(best: np.ndarray, baseline: np.ndarray, n_test: Sequence[int], alpha: float = 0.05) -> tuple[bool, float]:
+    """Whether the best layer's accuracy beats the baseline's, split by split: (passes, one-sided p value).
+
+    Args:
+        best, baseline: ``[splits]`` accuracies on the same test parts.
+        n_test: ``[splits]`` test sizes (used with one split only).
+
+    Over k >= 2 splits: a paired t-test of the differences (k - 1 degrees of
+    freedom); on one split, the normal approximation to the two accuracies'
+    binomial errors on its test part. Passes when the mean difference is
+    positive and p < ``alpha``.
+    """
+    from scipy import stats
+
+    d = np.asarray(best, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    k = len(d)
+    if k >= 2:
+        se = d.std(ddof=1) / np.sqrt(k)
+        p = float(stats.t.sf(d.mean() / se, k - 1)) if se > 0 else (0.0 if d.mean() > 0 else 1.0)
+    else:
+        a, b, n = float(best[0]), float(baseline[0]), int(n_test[0])
+        se = np.sqrt((a * (1 - a) + b * (1 - b)) / n)
+        p = float(stats.norm.sf(d[0] / se)) if se > 0 else (0.0 if d[0] > 0 else 1.0)
+    return bool(d.mean() > 0 and p < alpha), p
+
+
 def grouped_by_class(y: np.ndarray) -> np.ndarray:
     """The order of Jin et al.'s ``X``: every item of class 0 (in data order), then class 1, ...: ``[N]`` indices."""
     return np.argsort(y, kind="stable")
@@ -164,50 +270,67 @@ def concept_depth(accuracy: np.ndarray, jump_delta: float = 0.1, converge_epsilo
     }
 
 
-def probe_layers(pooled: np.ndarray, y: np.ndarray, settings: ProbeSettings, seed: int = 0, layers: Sequence[int] | None = None) -> pd.DataFrame:
-    """Probe scores of every layer and the concept-depth summary.
+def probe_layers(pooled: np.ndarray, y: np.ndarray, settings: ProbeSettings, seed: int = 0, layers: Sequence[int] | None = None,
+                 texts: Sequence[str] | None = None, groups: Sequence[Any] | None = None, control: bool = True) -> pd.DataFrame:
+    """Probe scores of every layer, its baselines, and the concept-depth summary.
 
     Args:
         pooled: ``[K, N, D]`` pooled states. y: ``[N]`` class ids.
         layers: the layer number of each of the K rows (default ``0..K-1``); depth = layer / L with L the last.
+        texts: the N texts the model read; given, the bag-of-words baseline is fitted on them.
+        groups: ``[N]`` group of each item, kept on one side of every ``layerbench`` split.
+        control: also fit the control-task probe per layer (and report selectivity).
 
     Returns:
-        Rows ``metric, layer, value, stderr, n, higher_is_better``: accuracy,
-        f1 and auroc per layer; ``peak_*``, ``jumping_*`` and ``converging_*``
-        at ``layer = -1`` (``*_depth`` = layer / L): each depth point the mean
-        over splits with the standard error over them; ``peak_accuracy`` the
-        highest mean accuracy, with that layer's standard error.
+        Rows ``metric, layer, value, stderr, n, higher_is_better, note``:
+        accuracy, f1 and auroc per layer (and ``control_accuracy``,
+        ``selectivity``); ``peak_*``, ``jumping_*`` and ``converging_*``
+        summaries (``*_depth`` = layer / L), each the mean over splits with the
+        standard error over them, null with a note when the best layer does
+        not beat the baselines; ``peak_accuracy``, ``chance_accuracy``,
+        ``bow_accuracy`` and ``beyond_baseline``.
     """
     layers = list(layers) if layers is not None else list(range(pooled.shape[0]))
     n_layers = layers[-1]
-    splits: list[dict[str, np.ndarray]] = []  # per layer: score name -> [splits]
-    if settings.protocol == "jin2024":
-        order = grouped_by_class(y)
-        y_ordered = y[order]
-        for index in range(len(layers)):
-            X = pooled[index][order].astype(np.float64)
-            runs = [jin2024_probe(X, y_ordered, 42 + r) for r in range(settings.repeats)]
-            splits.append({name: np.array([run[name][0] for run in runs]) for name in SCORES})
-    else:
-        for index in range(len(layers)):
-            splits.append(cv_fold_scores(pooled[index].astype(np.float64), y, settings.folds, settings.C, settings.max_iter, seed))
+    splits = probe_splits(y, settings, seed, groups)
+    make = lambda: state_probe(settings)  # noqa: E731
+    per_layer = [split_scores(pooled[index].astype(np.float64), y, splits, make) for index in range(len(layers))]  # per layer: name -> [splits]
     rows = []
-    for layer, scores in zip(layers, splits):
+    for layer, scores in zip(layers, per_layer):
         rows += [mean_row(name, layer, v, higher_is_better=True) | {"n": len(y)} for name, v in scores.items()]  # n: the items probed, not the splits
+    if control:
+        shuffled = control_labels(y, seed)
+        for index, layer in enumerate(layers):
+            control_accuracy = split_scores(pooled[index].astype(np.float64), shuffled, splits, make)["accuracy"]
+            rows.append(mean_row("control_accuracy", layer, control_accuracy, higher_is_better=None) | {"n": len(y)})
+            rows.append(mean_row("selectivity", layer, per_layer[index]["accuracy"] - control_accuracy, higher_is_better=True) | {"n": len(y)})
     frame = pd.DataFrame(rows)
-    accuracy = np.stack([scores["accuracy"] for scores in splits])  # [K, splits]
+    accuracy = np.stack([scores["accuracy"] for scores in per_layer])  # [K, splits]
+    curve = frame[frame.metric == "accuracy"].reset_index(drop=True)
+    best_index = int(curve.value.idxmax())  # the best layer is read off the mean curve: a mean of each split's own maximum would be biased upwards
+    described = [summary_row("peak_accuracy", curve.value[best_index], stderr=curve.stderr[best_index], n=len(y), higher_is_better=True)]
+    chance = chance_accuracy(y, splits)
+    baseline = chance
+    described.append(mean_row("chance_accuracy", None, chance, higher_is_better=None) | {"n": len(y)})
+    if texts is not None:
+        bow = split_scores(np.asarray(list(texts), dtype=object), y, splits, bag_of_words_probe)["accuracy"]
+        described.append(mean_row("bow_accuracy", None, bow, higher_is_better=None) | {"n": len(y)})
+        baseline = np.maximum(chance, bow)
+    passes, p = beyond_baseline(accuracy[best_index], baseline, [len(test) for _, test in splits])
+    margin = accuracy[best_index] - baseline
+    verdict = (f"best layer {layers[best_index]}: accuracy {accuracy[best_index].mean():.3f} vs baseline {baseline.mean():.3f} "
+               f"({'bag of words or chance' if texts is not None else 'chance'}, the better per split), one-sided p = {p:.2g} over {len(splits)} split(s)")
+    described.append(mean_row("beyond_baseline", None, margin, higher_is_better=True) | {"n": len(y), "note": verdict})
     per_split = [concept_depth(accuracy[:, k], settings.jump_delta, settings.converge_epsilon, layers) for k in range(accuracy.shape[1])]
-    described = []
     for point in ("peak", "jumping", "converging"):
-        per_split_layers = np.array([p[f"{point}_layer"] for p in per_split])
+        per_split_layers = np.array([depth[f"{point}_layer"] for depth in per_split])
         for name, values in ((f"{point}_layer", per_split_layers), (f"{point}_depth", per_split_layers / n_layers)):
             defined = values[~np.isnan(values)]
+            if not passes:  # no concept to place in depth
+                described.append(summary_row(name, float("nan"), n=len(y), higher_is_better=None, note=f"not decodable beyond the baseline: {verdict}"))
+                continue
             value, err = mean_and_spread(defined) if len(defined) else (float("nan"), float("nan"))
             described.append(summary_row(name, value, stderr=err, n=len(y), higher_is_better=None))
-    # The best layer's accuracy is read off the mean curve: a mean of each split's own maximum would be biased upwards.
-    curve = frame[frame.metric == "accuracy"].reset_index(drop=True)
-    best = curve.loc[curve.value.idxmax()]
-    described.append(summary_row("peak_accuracy", best.value, stderr=best.stderr, n=len(y), higher_is_better=True))
     return pd.concat([frame, pd.DataFrame(described)], ignore_index=True)
 
 
@@ -219,9 +342,12 @@ def evaluate_probe(states: Mapping[str, np.ndarray], data: TextDataset, spec: Ta
     if data.labels is None:
         raise UserError(f"task '{spec.name}': a probe needs labels; its data has none (set label_field)")
     y = encode_labels(data.labels, spec.labels)
+    groups = [r["group"] for r in data.records] if data.records and all("group" in r for r in data.records) else None
     frames = []
     for variant, pooled in states.items():
-        frame = probe_layers(pooled, y, spec.settings, seed, layers)
+        # Baselines and the control task once, on the clean texts; a robustness variant is read against them.
+        clean = variant == "clean"
+        frame = probe_layers(pooled, y, spec.settings, seed, layers, texts=data.texts if clean else None, groups=groups, control=clean)
         frame["subset"] = spec.subset if variant == "clean" else f"{spec.subset}+{variant}"
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)

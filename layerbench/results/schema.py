@@ -28,11 +28,14 @@ COLUMNS: dict[str, str] = {
     "n": "int64",
     "higher_is_better": "boolean",
     "run_id": "string",
+    # Why a row's value is missing or how to read it (a concept depth not reported: "not decodable beyond
+    # the baseline ..."); null for most rows.
+    "note": "string",
 }
 
 KEY = ["model", "revision", "task", "protocol", "site", "subset", "split", "metric", "layer", "source_layer"]
 # Columns an evaluator may leave out (and files written before they existed lack), with what fills them.
-OPTIONAL = {"source_layer": pd.NA, "protocol": "layerbench", "site": "residual"}
+OPTIONAL = {"source_layer": pd.NA, "protocol": "layerbench", "site": "residual", "note": pd.NA}
 
 
 def complete_rows(

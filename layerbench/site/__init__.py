@@ -129,6 +129,22 @@ def _trace(frame: pd.DataFrame, name: str, color: str | None = None, visible: bo
     return trace
 
 
+def _baseline_lines(rows: pd.DataFrame, baselines: dict[str, str], name: str = "", color: str = "#5a6273") -> list[dict[str, Any]]:
+    """Dashed horizontal lines across depth 0..1 at the summary rows of ``baselines`` (metric -> label) in ``rows``."""
+    lines = []
+    summaries = rows[rows.layer.isna()]
+    for i, (metric, label) in enumerate(baselines.items()):
+        found = summaries[summaries.metric == metric]
+        if found.empty or pd.isna(found.value.iloc[0]):
+            continue
+        value = float(found.value.iloc[0])
+        title = f"{label}: {name}" if name else label
+        lines.append({"type": "scatter", "mode": "lines", "name": title, "x": [0, 1], "y": [value, value], "legendgroup": name or metric,
+                      "line": {"color": color, "dash": "dash" if i == 0 else "dot", "width": 1.5}, "showlegend": not name or i == 0,
+                      "hovertemplate": f"{title}: {value:.4g}<extra></extra>"})
+    return lines
+
+
 def _best_marker(best: pd.Series, name: str, color: str) -> dict[str, Any]:
     """A star on a curve at its best layer (a row of :func:`layerbench.analysis.best_layer`)."""
     return {"type": "scatter", "mode": "markers", "name": f"best: {name}", "showlegend": False, "legendgroup": name,
@@ -199,6 +215,7 @@ def _model_sections(rows: pd.DataFrame, families: dict[str, str], mains: dict[st
                 traces = []
                 for i, (metric, subset) in enumerate(key for key in curves if key[0] in scores):
                     traces.append(_trace(curves[(metric, subset)], f"{metric} ({subset})", _PALETTE[i % len(_PALETTE)], visible=metric == (main or scores[0])))
+                traces += _baseline_lines(rows[rows.task == task], schema.get("baselines", {}))
                 plot = f"{prefix}-{task}-scores"
                 figures[plot] = _curve_figure(f"{task}: {main or 'scores'}", traces, main or "score")
                 score_plots.append(plot)
@@ -299,10 +316,13 @@ def _index_rows(table: pd.DataFrame, families: dict[str, str], manifests: dict[s
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as dicts with plain Python values (numbers or None), for the templates."""
+    """Rows as dicts with plain Python values (numbers or None), for the templates; a row with a ``note`` is shown muted."""
     out = []
     for record in frame.to_dict("records"):
-        out.append({k: (None if (not isinstance(v, str) and pd.isna(v)) else (v.item() if hasattr(v, "item") else v)) for k, v in record.items()})
+        row = {k: (None if (not isinstance(v, str) and pd.isna(v)) else (v.item() if hasattr(v, "item") else v)) for k, v in record.items()}
+        if row.get("note"):
+            row["_class"] = "muted"
+        out.append(row)
     return out
 
 
@@ -379,6 +399,8 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
                 traces.append(_trace(curve, f"{model} ({subset})", color))
                 if (model, subset, split) in bests.index:
                     traces.append(_best_marker(bests.loc[(model, subset, split)], f"{model} ({subset})", color))
+                if metric == main:
+                    traces += _baseline_lines(rows[(rows.task == task) & (rows.model == model)], schema.get("baselines", {}), model, color)
             if traces:
                 plot = f"t-{metric}"
                 figures[plot] = _curve_figure(f"{task}: {metric} of every model by relative depth (stars: best layers)", traces, metric, legend_below=True)
@@ -388,14 +410,22 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
             r["_href_model"] = f"../models/{model_slug(r['model'], r['revision'])}.html"
         render("task.html", out / "tasks" / f"{task}.html", root="../", title=task, figures=figures, plots=plots,
                description=f"Family {families.get(task, 'other')}; main metric {main or '—'}. Every model's curve against relative depth "
-                           "(layer / its number of layers, so models of different depth line up); a star marks each model's best layer.",
+                           "(layer / its number of layers, so models of different depth line up); a star marks each model's best layer, dashed and "
+                           "dotted lines its baselines where the task has them (bag of words, chance). A greyed-out row has no concept depth: "
+                           "its best layer does not beat the baselines (see its note).",
                best_table={"id": "best", "columns": [("model", "model", True), *summary_columns], "rows": best})
-        task_index.append({"task": task, "_href_task": f"tasks/{task}.html", "family": families.get(task, "other"), "metric": main,
-                           "models": int(table[table.task == task].model.nunique()),
-                           "best": _number(table[table.task == task].best_value.max())})
+        mine_summary = table[table.task == task]
+        noted = int(mine_summary.note.notna().sum())  # models for which the task's headline is withheld (no concept beyond the baselines)
+        entry = {"task": task, "_href_task": f"tasks/{task}.html", "family": families.get(task, "other"), "metric": main,
+                 "models": int(mine_summary.model.nunique()), "best": _number(mine_summary.best_value.max()),
+                 "headline": f"{len(mine_summary) - noted}/{len(mine_summary)}" if noted else None}
+        if noted and noted == len(mine_summary):
+            entry["_class"] = "muted"
+        task_index.append(entry)
     render("tasks.html", out / "tasks.html", root="", title="Tasks",
            task_table={"id": "tasks", "columns": [("task", "task", True), ("family", "family", True), ("metric", "main metric", True),
-                                                   ("models", "models", False), ("best", "best score", False)], "rows": task_index})
+                                                   ("models", "models", False), ("best", "best score", False),
+                                                   ("headline", "models with a headline", True)], "rows": task_index})
 
     judged = _metric_tables(rows, mains)
     render("metrics.html", out / "metrics.html", root="", title="Label-free metrics as layer pickers", figures=judged["figures"],
