@@ -59,7 +59,7 @@ def _truncated_model_vectors(path, tokenizer, texts: list[str], layer: int) -> n
 @pytest.mark.slow
 def test_skean2024_equals_a_truncated_model_in_states_and_mteb_scores(smollm):
     from layerbench.data.mteb_tasks import run_mteb
-    from layerbench.evaluators.mteb import layer_encoder
+    from layerbench.evaluators.mteb import encoder_inputs, layer_encoder
 
     spec = under("mteb-lee-sts", "skean2024")
     data = load_task_data(spec, limit=30)
@@ -67,7 +67,7 @@ def test_skean2024_equals_a_truncated_model_in_states_and_mteb_scores(smollm):
     for layer in (0, 15):  # layer L of the normed site is Hugging Face's last entry (tests/test_sites.py)
         theirs = _truncated_model_vectors(smollm.checkpoint.path, smollm.tokenizer, data.texts, layer)
         assert relative(ours[layer], theirs) < 1e-4, layer
-        scores = [run_mteb(layer_encoder(states[None], data.texts), data.payload).task_results[0].get_score() for states in (ours[layer], theirs)]
+        scores = [run_mteb(layer_encoder(states[None], encoder_inputs(data)), data.payload).task_results[0].get_score() for states in (ours[layer], theirs)]
         assert abs(scores[0] - scores[1]) < 1e-3, (layer, scores)
 
 

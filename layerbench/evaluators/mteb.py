@@ -61,6 +61,13 @@ def layer_encoder(pooled: np.ndarray, inputs: list[tuple[str, str | None]], norm
     return LayerEncoder()
 
 
+def encoder_inputs(data: TextDataset) -> list[tuple[str, str | None]]:
+    """The (text, prompt type) mteb asks for at each row of ``data``'s capture (:func:`layer_encoder`'s ``inputs``)."""
+    if data.records and all("prompt_type" in r for r in data.records):
+        return [(r["input"], r["prompt_type"]) for r in data.records]
+    return [(text, None) for text in data.texts]
+
+
 def score_rows(scores: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """mteb's ``TaskResult.scores`` as rows ``subset, split, metric, value, stderr``.
 
@@ -106,8 +113,7 @@ def evaluate_mteb(states: Mapping[str, np.ndarray], data: TextDataset, spec: Tas
         raise UserError(f"task '{spec.name}': an mteb task needs data from an mteb source")
     settings = spec.settings
     pooled = states["clean"]
-    inputs: list[tuple[str, str | None]] = [(r["input"], r["prompt_type"]) for r in data.records] if data.records else [(t, None) for t in data.texts]
-    encoder = layer_encoder(pooled, inputs, settings.normalize)
+    encoder = layer_encoder(pooled, encoder_inputs(data), settings.normalize)
     layers = list(layers) if layers is not None else list(range(pooled.shape[0]))
     rows = []
     for index, layer in enumerate(layers):
