@@ -52,6 +52,7 @@ def app() -> None:
 @click.option("--batch-size", type=BatchSize(), default="auto", show_default=True, help="Texts per forward pass, or 'auto' (largest that fits, backs off on out-of-memory).")
 @click.option("--max-length", type=click.IntRange(min=1), default=None, help="Truncate inputs to N tokens (default: the suite's, else the task's, else the model's limit).")
 @click.option("--overwrite", is_flag=True, help="Redo tasks whose results already exist.")
+@click.option("--update", is_flag=True, help="Redo tasks whose results exist from another configuration (a changed task spec or option); skip those done with this one.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the activation cache.")
 @click.option("--metrics", "metrics", multiple=True, help="Comma-separated label-free metrics to compute on every task (default: all; see `layerbench list metrics`).")
 @click.option("--no-metrics", is_flag=True, help="Compute no label-free metrics (only the tasks' own scores).")

@@ -61,7 +61,9 @@ class RunConfig(BaseModel):
         device, dtype, device_map: where and how the models load.
         batch_size: texts per forward pass, or ``auto``.
         max_length: truncate inputs to this many tokens (None: the suite's, else the task's, else the model's limit).
-        overwrite: redo task parts whose results exist from another config.
+        overwrite: redo every task part whose results exist.
+        update: redo the task parts whose results exist from another config (a changed spec or option) and
+            skip those recorded with this one: what rebuilding a results folder after a change needs.
         cache: read and write the activation cache.
         metrics: label-free metrics to compute (None: all registered; empty: none).
         metric_samples: texts per task the token and view metrics read (None: the suite's, else 512).
@@ -89,6 +91,7 @@ class RunConfig(BaseModel):
     batch_size: int | Literal["auto"] = "auto"
     max_length: int | None = Field(default=None, ge=1)
     overwrite: bool = False
+    update: bool = False
     cache: bool = True
     metrics: Annotated[tuple[str, ...] | None, BeforeValidator(lambda v: v if v is None else split_names(v))] = None
     metric_samples: int | None = Field(default=None, ge=2)

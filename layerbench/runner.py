@@ -249,7 +249,7 @@ class ModelRunner:
             wanted = [part for part, on in (("scores", has_scores), ("metrics", bool(self.plan.metrics) and owns_metrics)) if on]
             for part in wanted:
                 hashes[(v.suffix, part)] = task_config_hash(v, config, self.checkpoint, part)
-            parts = [part for part in wanted if _needs_run(store, self.name, revision, spec.name, part, hashes[(v.suffix, part)], config.overwrite, v.suffix)]
+            parts = [part for part in wanted if _needs_run(store, self.name, revision, spec.name, part, hashes[(v.suffix, part)], config.overwrite, v.suffix, config.update)]
             if parts:
                 work.append((v, parts))
         if not work:
@@ -404,14 +404,18 @@ class ModelRunner:
             self.manifests.append(path)
 
 
-def _needs_run(store: ResultStore, model: str, revision: str | None, task: str, part: str, config_hash: str, overwrite: bool, variant: str = "") -> bool:
-    """Whether a task part must run: not stored yet, or stored and ``overwrite``; stored from another config is an error."""
+def _needs_run(store: ResultStore, model: str, revision: str | None, task: str, part: str, config_hash: str, overwrite: bool, variant: str = "",
+               update: bool = False) -> bool:
+    """Whether a task part must run: not stored yet, or stored and ``overwrite``, or stored from another config and ``update``;
+    stored from another config without either is an error."""
     stored = store.stored_hash(model, revision, task, part, variant)
     if stored is None or overwrite:
         return True
     if stored != config_hash:
+        if update:
+            return True
         raise UserError(
             f"{store.task_path(model, revision, task, part, variant)} holds {part} of '{task}{variant}' from another config; "
-            "pass --overwrite to replace them or choose another --output"
+            "pass --update to replace what changed, --overwrite to redo everything, or choose another --output"
         )
     return False

@@ -183,7 +183,7 @@ def test_quick_suite_on_both_packaged_models_then_resume_and_overwrite(capsys, t
     # Another config over existing results is refused, and the results survive.
     before = (out_dir / "sentence-transformers__all-MiniLM-L6-v2" / "metrics" / "bbc-news-layer-stats.parquet").read_bytes()
     code, _, err = run_cli(capsys, "run", "-m", "minilm-l6", "--suite", "quick", "--limit", "32", "-o", str(out_dir))
-    assert code == 2 and "from another config; pass --overwrite" in err
+    assert code == 2 and "from another config; pass --update to replace what changed, --overwrite to redo everything" in err
     assert (out_dir / "sentence-transformers__all-MiniLM-L6-v2" / "metrics" / "bbc-news-layer-stats.parquet").read_bytes() == before
     code, out, _ = run_cli(capsys, "run", "-m", "minilm-l6", "--suite", "quick", "--limit", "32", "-o", str(out_dir), "--overwrite", "--quiet")
     assert code == 0 and "3 task(s) run" in out
@@ -269,12 +269,14 @@ def test_chosen_metrics_their_sample_and_a_changed_choice(capsys, tmp_path, monk
     record = manifest["tasks"]["sentences"]["variants"]["default"]
     assert record["metrics"]["sampled_texts"] == 0 and manifest["capture"]["texts_computed"] == 40  # pooled metrics: no extra pass
 
-    # Another choice of metrics is another config: refused, then redone with --overwrite.
+    # Another choice of metrics is another config: refused, then redone with --update, which then skips it.
     args = ["run", "-m", "minilm-l6", "--tasks", "sentences", "-o", str(out_dir), "--metrics", "lidar,prompt_entropy", "--metric-samples", "8", "--no-cache"]
     code, _, err = run_cli(capsys, *args)
     assert code == 2 and "holds metrics of 'sentences' from another config" in err
-    code, _, err = run_cli(capsys, *args, "--overwrite")
+    code, _, err = run_cli(capsys, *args, "--update")
     assert code == 0, err
+    code, out, err = run_cli(capsys, *args, "--update", "--quiet")
+    assert code == 0 and "0 task(s) run, 1 skipped" in out, (out, err)
     df = load_results(out_dir)
     assert sorted(set(df["metric"])) == ["lidar", "prompt_entropy"]
     assert (df[df.metric == "lidar"]["n"] == 8).all() and (df[df.metric == "prompt_entropy"]["n"] == 8).all()
