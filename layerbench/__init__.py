@@ -6,8 +6,8 @@ Python API::
     handle = layerbench.load_model("smollm2-135m-q4")
     states = layerbench.embed_layers(handle, ["a text", "another"])   # [L+1, N, D]
     layerbench.metrics.matrix_entropy(states)                           # [L+1], one value per layer
-    layerbench.run("smollm2-135m-q4", suite="quick", output="results")
-    df = layerbench.load_results("results")
+    layerbench.run("smollm2-135m-q4", suite="quick", output="my-results")
+    df = layerbench.load_results("my-results")
     layerbench.best_layer(df)                                           # best layer per model and task
     layerbench.layer_curve(df, "concept-capitals", "accuracy")          # one curve against depth
     layerbench.summary(df)                                              # one row per model and task

@@ -17,7 +17,7 @@ from layerbench.manifest import environment
 from layerbench.metrics.suite import MetricPlan
 from layerbench.models.loading import quantization_kwargs, resolve_device
 from layerbench.models.resolve import resolve_checkpoint
-from layerbench.results import load_results
+from layerbench.results import check_reference, load_results
 from layerbench.run_config import RunConfig
 from layerbench.runner import ModelRunner, RunSummary, seed_everything
 from layerbench.specs import SuiteSpec, TaskSpec, get_suite, get_task
@@ -97,7 +97,7 @@ def run(models: RunConfig | str | Sequence[str], /, **options: Any) -> RunSummar
 
     ``models`` is a :class:`~layerbench.run_config.RunConfig`, or the models
     with any of its fields as keywords (``run("smollm2-135m-q4", suite="quick",
-    output="results")``); the fields are documented there.
+    output="my-results")``); the fields are documented there.
 
     Every task gets its evaluator's scores (label-free tasks have none) and
     the label-free metric suite (``metrics``: None for all registered, ``[]``
@@ -121,7 +121,8 @@ def run(models: RunConfig | str | Sequence[str], /, **options: Any) -> RunSummar
 
     A (model, task) part whose results already exist with the same config is
     skipped, so an interrupted run resumes where it stopped; existing results
-    from another config are an error unless ``overwrite``. Every bad input is
+    from another config are an error unless ``update`` or ``overwrite``; a
+    reference results folder is never written without ``reference``. Every bad input is
     rejected before any model is loaded or file written.
     """
     if isinstance(models, RunConfig) and options:
@@ -129,6 +130,7 @@ def run(models: RunConfig | str | Sequence[str], /, **options: Any) -> RunSummar
     config = models if isinstance(models, RunConfig) else RunConfig.of(models, **options)
     config, specs, plan = resolve_config(config)
     output = config.output
+    check_reference(output, config.reference)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     summary = RunSummary(as_location(output), run_id)
     models = list(config.models)

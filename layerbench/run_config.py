@@ -54,7 +54,9 @@ class RunConfig(BaseModel):
         models: registry aliases, Hub ids, local folders or GGUF files.
         tasks: task names (``mteb:NAME`` for any mteb task); empty: the suite's.
         suite: a named set of tasks (None with no tasks: ``default``).
-        output: the results folder, or an fsspec URL.
+        output: the results folder, or an fsspec URL (default ``layerbench-results``, never the committed ``results/``).
+        reference: allow writing into a reference results folder (one that holds ``.layerbench-reference``,
+            as the committed ``results/`` does); ``make leaderboard`` passes it, a run by hand should not.
         revision: the Hub revision of the models.
         limit: at most this many examples per task (a seeded subsample; None: the suite's, else all).
         seed: seeds python, numpy, torch and every subsample.
@@ -81,7 +83,7 @@ class RunConfig(BaseModel):
     models: Names = Field(min_length=1)
     tasks: Names = ()
     suite: str | None = None
-    output: Annotated[str, BeforeValidator(str)] = "results"
+    output: Annotated[str, BeforeValidator(str)] = "layerbench-results"
     revision: str | None = None
     limit: int | None = Field(default=None, ge=2)
     seed: int = 0
@@ -92,6 +94,7 @@ class RunConfig(BaseModel):
     max_length: int | None = Field(default=None, ge=1)
     overwrite: bool = False
     update: bool = False
+    reference: bool = False
     cache: bool = True
     metrics: Annotated[tuple[str, ...] | None, BeforeValidator(lambda v: v if v is None else split_names(v))] = None
     metric_samples: int | None = Field(default=None, ge=2)

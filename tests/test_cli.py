@@ -322,3 +322,24 @@ def test_a_task_added_as_a_file_runs_with_no_code_change(capsys, tmp_path, monke
     manifest = json.loads(next(out_dir.glob("*/runs/*.json")).read_text())
     assert manifest["capture"]["texts_computed"] == 80  # 40 texts and their 40 noisy copies, one pass
     assert manifest["tasks"]["parity"]["data"]["source"] == "local"
+
+
+def test_the_committed_reference_folder_is_never_written_by_accident(capsys, tmp_path, monkeypatch):
+    from layerbench.results import REFERENCE_MARKER
+
+    committed = Path(__file__).resolve().parents[1] / "results"
+    assert (committed / REFERENCE_MARKER).is_file()  # the committed results are marked as the reference
+    reference = tmp_path / "results"
+    reference.mkdir()
+    (reference / REFERENCE_MARKER).write_text("reference")
+    args = ["run", "-m", "minilm-l6", "--tasks", "bbc-news-layer-stats", "--limit", "8", "--metrics", "anisotropy", "-o", str(reference)]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and "is a reference results folder" in err and "--reference" in err
+    assert sorted(p.name for p in reference.iterdir()) == [REFERENCE_MARKER]  # nothing written
+    code, _, err = run_cli(capsys, *args, "--reference", "--quiet")
+    assert code == 0, err
+    assert (reference / "sentence-transformers__all-MiniLM-L6-v2" / "metrics" / "bbc-news-layer-stats.parquet").is_file()
+    # The default output is not the reference folder: run from the repository root, it writes beside it.
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *args[:-2], "--quiet")
+    assert code == 0 and (tmp_path / "layerbench-results").is_dir(), err

@@ -1,5 +1,5 @@
 """Tidy result rows, the atomic parquet store, run manifests and loading."""
 from layerbench.results.schema import COLUMNS, KEY, complete_rows
-from layerbench.results.store import ResultStore, load_results, model_slug
+from layerbench.results.store import REFERENCE_MARKER, ResultStore, check_reference, load_results, model_slug
 
-__all__ = ["COLUMNS", "KEY", "ResultStore", "complete_rows", "load_results", "model_slug"]
+__all__ = ["COLUMNS", "KEY", "REFERENCE_MARKER", "ResultStore", "check_reference", "complete_rows", "load_results", "model_slug"]

@@ -156,3 +156,25 @@ def load_results(path: str | Path) -> pd.DataFrame:
     # is null in their rows after the concat and filled with its default (schema.OPTIONAL).
     rows = pd.concat(frames, ignore_index=True)
     return conform(rows.fillna({c: v for c, v in OPTIONAL.items() if c in rows and v is not pd.NA}))
+
+
+REFERENCE_MARKER = ".layerbench-reference"
+
+
+def check_reference(output: str | Path, allowed: bool) -> None:
+    """Refuse to write into a reference results folder (one holding :data:`REFERENCE_MARKER`) unless ``allowed``.
+
+    The committed ``results/`` is what the leaderboard and the gate read as the
+    reference; a run by hand that wrote into it (the old default output) would
+    silently change the reference or be refused for another config.
+
+    Raises:
+        UserError: ``output`` is a reference folder and ``allowed`` is false.
+    """
+    import fsspec
+
+    location = str(output).rstrip("/")
+    fs, root = fsspec.core.url_to_fs(location)
+    if not allowed and fs.exists(f"{root}/{REFERENCE_MARKER}"):
+        raise UserError(f"'{output}' is a reference results folder (it holds {REFERENCE_MARKER}); write your runs elsewhere with --output DIR, "
+                        "or pass --reference to update the reference on purpose (make leaderboard does)")
