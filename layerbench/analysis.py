@@ -151,7 +151,7 @@ def summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None = None) -> 
         values = summaries[summaries.metric == metric].drop_duplicates(TASK_KEY)[[*TASK_KEY, "value", "note"]]
         out = out.merge(values.drop(columns="note").rename(columns={"value": column}), on=TASK_KEY, how="left")
         out[column] = out[column].astype(float)
-        notes.append(values[[*TASK_KEY, "note"]].dropna())
+        notes.append(values[[*TASK_KEY, "note"]].dropna(subset=["note"]))  # (revision is often null: drop on the note alone)
     # Why a headline is missing ("not decodable beyond the baseline: ..."), the first such note per task.
     found = pd.concat(notes).drop_duplicates(TASK_KEY) if notes else pd.DataFrame(columns=[*TASK_KEY, "note"])
     out = out.merge(found, on=TASK_KEY, how="left")

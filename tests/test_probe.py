@@ -174,3 +174,16 @@ def test_smollm2_capital_probe_is_at_chance_at_the_embeddings_and_above_0_7_at_i
         warnings.simplefilter("ignore")
         direct = (LogisticRegression().fit(X_train, y_train).predict(X_test) == y_test).mean()
     assert jin2024_probe(pooled[best].astype(np.float64), y)["accuracy"][0] == direct
+
+
+def test_the_summary_says_why_a_concept_depth_is_missing():
+    from layerbench.analysis import summary
+    from layerbench.results.schema import complete_rows
+
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 60)
+    texts = [t + (" yes" if label else " no") for t, label in zip(_words(120, rng), y)]
+    rows = probe_layers(rng.standard_normal((3, 120, 8)), y, ProbeSettings(), texts=texts)
+    tidy = complete_rows(rows, model="m", revision=None, task="t", subset="s", split="cv5", n_layers=2, run_id="r")  # a null revision, as usual
+    table = summary(tidy, {"t": "accuracy"})
+    assert len(table) == 1 and np.isnan(table.concept_depth[0]) and table.note[0].startswith("not decodable beyond the baseline")
