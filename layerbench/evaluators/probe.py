@@ -108,13 +108,11 @@ def probe_splits(y: np.ndarray, settings: ProbeSettings, seed: int = 0, groups: 
     Raises:
         UserError: a class has fewer items than folds.
     """
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     if settings.protocol == "jin2024":
         order = grouped_by_class(y)
-        # train_test_split draws positions from N and the seed alone, so splitting positions is splitting their X.
-        return [(order[train], order[test]) for train, test in
-                (train_test_split(np.arange(len(y)), test_size=0.4, random_state=42 + r) for r in range(settings.repeats))]
+        return [(order[train], order[test]) for train, test in (_jin2024_split(len(y), 42 + r) for r in range(settings.repeats))]
     folds = settings.folds
     if np.bincount(y).min() < folds:
         raise UserError(f"{folds}-fold cross-validation needs at least {folds} examples of every class; the smallest class has {np.bincount(y).min()}")
@@ -187,6 +185,17 @@ def cv_probe(X: np.ndarray, y: np.ndarray, folds: int = 5, C: float = 1.0, max_i
     return {name: mean_and_spread(v) for name, v in cv_fold_scores(X, y, folds, C, max_iter, seed).items()}
 
 
+def _jin2024_split(n: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
+    """The authors' ``train_test_split(X, y, test_size=0.4, random_state=...)`` as (train, test) positions of N items.
+
+    ``train_test_split`` draws positions from N and the seed alone, so splitting positions is splitting their X.
+    """
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(np.arange(n), test_size=0.4, random_state=random_state)
+    return train, test
+
+
 def jin2024_probe(X: np.ndarray, y: np.ndarray, random_state: int = 42) -> dict[str, tuple[float, float]]:
     """The authors' protocol on one layer: ``train_test_split(test_size=0.4, random_state=42)``, ``LogisticRegression()``.
 
@@ -195,14 +204,9 @@ def jin2024_probe(X: np.ndarray, y: np.ndarray, random_state: int = 42) -> dict[
     Returns:
         score name -> (test score, NaN): one split has no standard error.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
-
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.4, random_state=random_state)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the default max_iter=100 often stops early, as in the authors' runs
-        probe = LogisticRegression().fit(X_train, y_train)
-    return {name: (value, float("nan")) for name, value in _scores(y_test, probe.decision_function(X_test), int(y.max()) + 1).items()}
+    settings = ProbeSettings(protocol="jin2024")
+    scores = split_scores(X, y, [_jin2024_split(len(y), random_state)], lambda: state_probe(settings))
+    return {name: (float(values[0]), float("nan")) for name, values in scores.items()}
 
 
 def control_labels(y: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -325,10 +329,10 @@ def probe_layers(pooled: np.ndarray, y: np.ndarray, settings: ProbeSettings, see
     for point in ("peak", "jumping", "converging"):
         per_split_layers = np.array([depth[f"{point}_layer"] for depth in per_split])
         for name, values in ((f"{point}_layer", per_split_layers), (f"{point}_depth", per_split_layers / n_layers)):
-            defined = values[~np.isnan(values)]
             if not passes:  # no concept to place in depth
                 described.append(summary_row(name, float("nan"), n=len(y), higher_is_better=None, note=f"not decodable beyond the baseline: {verdict}"))
                 continue
+            defined = values[~np.isnan(values)]
             value, err = mean_and_spread(defined) if len(defined) else (float("nan"), float("nan"))
             described.append(summary_row(name, value, stderr=err, n=len(y), higher_is_better=None))
     return pd.concat([frame, pd.DataFrame(described)], ignore_index=True)

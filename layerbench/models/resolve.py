@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ def _download(repo_id: str, revision: str | None) -> Path:
         raise UserError(f"cannot store model '{repo_id}' in the Hugging Face cache ({exc}); check HF_HOME's permissions and free space") from exc
 
 
-def _hub_checkpoint(name: str, repo_id: str, revision: str | None, pooling: str) -> Checkpoint:
+def _hub_checkpoint(name: str, repo_id: str, revision: str | None, pooling: str, prompts: dict[str, str] | None = None) -> Checkpoint:
     path = _download(repo_id, revision)
     commit = path.name  # snapshots/<commit sha>
     return Checkpoint(
@@ -86,6 +86,7 @@ def _hub_checkpoint(name: str, repo_id: str, revision: str | None, pooling: str)
         fingerprint=f"hub:{repo_id}@{commit}",
         provenance={"source": "hub", "hub_id": repo_id, "revision": revision, "commit": commit, "path": str(path)},
         pooling=pooling,
+        prompts=dict(prompts or {}),
     )
 
 
@@ -272,7 +273,7 @@ def resolve_checkpoint(name: str, revision: str | None = None) -> Checkpoint:
         hub_error = None
         if entry.hub_id:
             try:
-                return replace(_hub_checkpoint(entry.name, entry.hub_id, revision or entry.revision, entry.pooling), prompts=dict(entry.prompts))
+                return _hub_checkpoint(entry.name, entry.hub_id, revision or entry.revision, entry.pooling, entry.prompts)
             except HubUnreachable as exc:
                 hub_error = str(exc)[:160]
         if revision is not None and revision != entry.revision:
