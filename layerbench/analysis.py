@@ -169,7 +169,8 @@ def metric_predicts_best_layer(df: pd.DataFrame, metric: str, mains: Mapping[str
     against the score at the last layer and at the true best layer.
 
     Returns:
-        Columns ``model, task, protocol, site, spearman, picked_layer, picked_score, last_score, best_score``.
+        Columns ``model, task, protocol, site, spearman, picked_layer, picked_score, last_score, best_score,
+        higher_is_better`` (the direction of the task's main score).
     """
     keys = ["model", "task", "protocol", "site"]
     rows = layer_rows(df)
@@ -194,5 +195,6 @@ def metric_predicts_best_layer(df: pd.DataFrame, metric: str, mains: Mapping[str
         rho = np.nan if ranked.nunique() < 2 or score.nunique() < 2 else ranked.corr(score, method="spearman")
         picked = int(layers.max()) if descriptive else int(ranked.idxmax())
         out.append(dict(model=model, task=task, protocol=protocol, site=site, spearman=float(rho), picked_layer=picked, picked_score=float(scores[picked]),
-                        last_score=float(scores[layers.max()]), best_score=float(scores.max() if higher else scores.min())))
-    return pd.DataFrame(out, columns=["model", "task", "protocol", "site", "spearman", "picked_layer", "picked_score", "last_score", "best_score"])
+                        last_score=float(scores[layers.max()]), best_score=float(scores.max() if higher else scores.min()), higher_is_better=higher))
+    return pd.DataFrame(out, columns=["model", "task", "protocol", "site", "spearman", "picked_layer", "picked_score", "last_score", "best_score",
+                                      "higher_is_better"])

@@ -455,7 +455,6 @@ def _metric_tables(rows: pd.DataFrame, mains: dict[str, str | None]) -> dict[str
     from layerbench.metrics import list_metrics
 
     direction = {True: "higher is better", False: "lower is better", None: "descriptive"}
-    higher = layer_rows(rows).drop_duplicates("task").set_index("task").higher_is_better.to_dict()
     present = set(rows.metric)
     summary_rows, details, picks_of = [], [], {}
     for info in list_metrics():
@@ -464,7 +463,7 @@ def _metric_tables(rows: pd.DataFrame, mains: dict[str, str | None]) -> dict[str
         picks = metric_predicts_best_layer(rows, info.name, mains)
         if picks.empty:
             continue
-        sign = np.array([1.0 if higher.get(t) is not False else -1.0 for t in picks.task])
+        sign = np.where(picks.higher_is_better.astype(bool), 1.0, -1.0)  # the main score's own direction
         picks = picks.assign(gain=sign * (picks.picked_score - picks.last_score), ceiling=sign * (picks.best_score - picks.last_score))
         picks_of[info.name] = picks
         picks_layers = info.higher_is_better is not None  # a descriptive metric has no best layer: it "picks" the last
@@ -474,7 +473,7 @@ def _metric_tables(rows: pd.DataFrame, mains: dict[str, str | None]) -> dict[str
                              "picked_gain": _number(picks.gain.mean()) if picks_layers else None, "ceiling": _number(picks.ceiling.mean()),
                              "regret": _number((picks.ceiling - picks.gain).mean()) if picks_layers else None,
                              "per_model": {m: float(g.gain.mean()) for m, g in picks.groupby("model")} if picks_layers else {}})
-        details += [{"metric": info.name, **r} for r in _records(picks.drop(columns=["gain", "ceiling"]))]
+        details += [{"metric": info.name, **r} for r in _records(picks.drop(columns=["gain", "ceiling", "higher_is_better"]))]
     figures: dict[str, Any] = {}
     if picks_of:
         models = sorted({m for p in picks_of.values() for m in p.model})
