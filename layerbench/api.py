@@ -6,6 +6,7 @@ in this process; ``executor="ray"`` hands the same runners to
 """
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -17,7 +18,7 @@ from layerbench.manifest import environment
 from layerbench.metrics.suite import MetricPlan
 from layerbench.models.loading import quantization_kwargs, resolve_device
 from layerbench.models.resolve import resolve_checkpoint
-from layerbench.results import check_reference, load_results
+from layerbench.results import ResultStore, check_reference, load_results
 from layerbench.run_config import RunConfig
 from layerbench.runner import ModelRunner, RunSummary, seed_everything
 from layerbench.specs import SuiteSpec, TaskSpec, get_suite, get_task
@@ -131,6 +132,8 @@ def run(models: RunConfig | str | Sequence[str], /, **options: Any) -> RunSummar
     config, specs, plan = resolve_config(config)
     output = config.output
     check_reference(output, config.reference)
+    for path in ResultStore(output).mark_interrupted():
+        print(f"marked {path} interrupted: the run that wrote it was killed", file=sys.stderr)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     summary = RunSummary(as_location(output), run_id)
     models = list(config.models)
@@ -145,7 +148,12 @@ def run(models: RunConfig | str | Sequence[str], /, **options: Any) -> RunSummar
         return summary
     for m_index, model in enumerate(models, 1):
         runner = ModelRunner(checkpoints[model], config, plan, run_id, env, f"model {m_index}/{len(models)}")
-        summary.status[model] = {spec.name: runner.run_task(spec, f"task {t_index}/{len(specs)}") for t_index, spec in enumerate(specs, 1)}
+        try:
+            summary.status[model] = {spec.name: runner.run_task(spec, f"task {t_index}/{len(specs)}") for t_index, spec in enumerate(specs, 1)}
+        except BaseException as exc:
+            # Ctrl-C, or an error that stops the run; a killed process cannot say so, and the next run marks it (ResultStore.mark_interrupted).
+            runner.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+            raise
         runner.finish()
         summary.forward_passes += runner.stats.forward_passes
         summary.manifests += [p for p in runner.manifests if p not in summary.manifests]

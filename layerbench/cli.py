@@ -120,8 +120,10 @@ def list_tasks(family) -> None:
     """Tasks and suites: name, family, size (items evaluated) and data source."""
     from layerbench.data import task_sizes
     from layerbench.families import get_family
-    from layerbench.specs import all_suites, all_tasks
+    from layerbench.specs import all_suites, all_tasks, malformed_specs
 
+    for problems in malformed_specs().values():  # each blocks only its own task or suite
+        click.echo(f"warning: left out, malformed: {problems}", err=True)
     if family is not None:
         get_family(family)  # an unknown family is an error, not an empty list
 
@@ -154,11 +156,11 @@ def validate(paths, online, suite, tasks) -> None:
         raise click.UsageError("give spec files or folders" + (", --suite or --tasks" if online else "") + " to validate")
     if (suite or tasks) and not online:
         raise click.UsageError("--suite and --tasks go with --online")
-    problems = [problem for path in paths for _, problem in validate_path(path)]
-    for problem in problems:
+    found = [found for path in paths for found in validate_path(path)]
+    for _, problem in found:
         click.echo(f"error: {problem}", err=True)
-    if problems:
-        raise UserError(f"{len(problems)} malformed spec(s)")
+    if found:
+        raise UserError(f"{len(found)} problem(s) in {len({file for file, _ in found})} spec file(s)")
     if paths:
         click.echo(f"all specs valid: {', '.join(paths)}")
     if online:

@@ -34,6 +34,26 @@ def git_sha() -> str | None:
         return None
 
 
+def reproducibility() -> dict[str, Any]:
+    """What decides whether a rerun gives the same bits, and whether it can.
+
+    On a CPU a rerun on the same machine with the same code, data, seed,
+    ``--batch-size`` and thread count gives the same rows bit for bit
+    (batches are a function of the text list, and the activation cache is
+    keyed by batch). A different thread count or batch size moves a state's
+    last float32 bits (about 1e-6 of its scale). CUDA kernels (atomics in
+    reductions, autotuned matmuls) are not bit-reproducible run to run.
+    """
+    import torch
+
+    gpu = torch.cuda.is_available()
+    return {
+        "threads": torch.get_num_threads(),
+        "bitwise": not gpu,
+        "why_not": "CUDA kernels are not bit-reproducible run to run; compare within noise" if gpu else None,
+    }
+
+
 def environment() -> dict[str, Any]:
     import torch
 
@@ -44,4 +64,5 @@ def environment() -> dict[str, Any]:
         "git_sha": git_sha(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "reproducibility": reproducibility(),
     }

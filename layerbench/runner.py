@@ -9,7 +9,9 @@ The local executor (:func:`layerbench.api.run`) and the Ray executor
 """
 from __future__ import annotations
 
+import os
 import random
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from layerbench.capture import CaptureStats, capture_layers
+from layerbench.capture import CaptureStats, capture_layers, counting_passes
 from layerbench.choices import DEFAULT_SITE
 from layerbench.data import load_task_data
 from layerbench.data.augment import make_views, noise_prefix
@@ -189,6 +191,8 @@ def _manifest(run_id: str, status: str, config: RunConfig, handle: ModelHandle, 
     return {
         "run_id": run_id,
         "status": status,
+        # Who writes it: a later run marks a manifest left "running" by a process that is gone as "interrupted".
+        "process": {"host": socket.gethostname(), "pid": os.getpid()},
         "written_at": datetime.now(timezone.utc).isoformat(),
         "config": config.model_dump(mode="json"),
         "config_hash": hash_value(config.model_dump(mode="json")),
@@ -369,7 +373,8 @@ class ModelRunner:
                     states |= {r: precision[(r, pooling)].sites[v.site].pooled for r in robustness if (r, pooling) in precision}
                     scores = evaluator(states, data, v.spec, config.seed, layers=site.layers)
                 else:
-                    scores = evaluator(handle, data, v.spec, config.seed)
+                    with counting_passes(handle, stats):
+                        scores = evaluator(handle, data, v.spec, config.seed)
                 rows[(v.suffix, "scores")] = complete_rows(scores, **identity)
                 seconds["evaluate"] = seconds.get("evaluate", 0.0) + time.perf_counter() - began
                 if robustness:
@@ -390,10 +395,10 @@ class ModelRunner:
         record |= {"forward_passes": stats.forward_passes - passes_before, "seconds": seconds}
         return rows, record
 
-    def finish(self) -> None:
-        """Mark this model's manifest complete (nothing to do if no task ran)."""
+    def finish(self, status: str = "complete") -> None:
+        """Mark this model's manifest ``complete`` (or ``interrupted``); nothing to do if no task ran."""
         if self.handle is not None:
-            self._write_manifest("complete")
+            self._write_manifest(status)
 
     def _write_manifest(self, status: str) -> None:
         if self.handle is None:  # written only after a task ran, so the model is loaded

@@ -113,10 +113,30 @@ def test_a_truncated_or_corrupt_cache_entry_is_recomputed(minilm, tmp_path):
     files[1].write_bytes(bytes(blob))
     stats = CaptureStats()
     again = embed_layers(minilm, SHORT, pooling="mean", cache=tmp_path, stats=stats)
-    assert stats.cache_rejected == 2 and stats.cache_hits == 1 and stats.texts_computed == 2
+    # The three texts share one batch, which is run again whole (so every state comes from the same batch as before).
+    assert stats.cache_rejected == 2 and stats.cache_hits == 1 and stats.texts_computed == 3
     np.testing.assert_array_equal(again, reference)
     assert embed_layers(minilm, SHORT, pooling="mean", cache=tmp_path, stats=stats) is not None
     assert stats.cache_hits == 4  # the rewritten entries are trusted again
+
+
+def test_states_are_the_same_bits_whatever_the_cache_holds(smollm, tmp_path):
+    """A text list's states are a function of the list alone: a cache warmed by other lists (other tasks sharing texts,
+    another batch size) is not read for them, so a warm run equals a cold one bit for bit (issue 19)."""
+    texts = SHORT + LONG
+    cold = embed_layers(smollm, texts, pooling="mean", cache=False)
+    embed_layers(smollm, texts[:2], pooling="mean", cache=tmp_path)  # the same texts in other batches
+    embed_layers(smollm, texts[::-1], pooling="mean", batch_size=2, cache=tmp_path)
+    stats = CaptureStats()
+    warm = embed_layers(smollm, texts, pooling="mean", cache=tmp_path, stats=stats)
+    assert stats.cache_hits == 0 and stats.texts_computed == len(texts)
+    np.testing.assert_array_equal(warm, cold)
+    stats = CaptureStats()
+    np.testing.assert_array_equal(embed_layers(smollm, texts, pooling="mean", cache=tmp_path, stats=stats), cold)
+    assert stats.forward_passes == 0 and stats.cache_hits == len(texts)
+    # Why the batch is part of the key: the same text in another batch differs in its last bits (SmolLM2, float32, CPU).
+    alone = embed_layers(smollm, texts[:1], pooling="mean", cache=False)
+    assert not np.array_equal(alone[:, 0], cold[:, 0])
 
 
 def test_an_interrupted_capture_keeps_what_it_computed(minilm, tmp_path, monkeypatch):
@@ -186,10 +206,10 @@ def test_per_prompt_metrics_come_from_the_same_forward_pass_and_the_cache(smollm
     assert stats.forward_passes == 0
     for name in kernels:
         np.testing.assert_array_equal(again.per_prompt[name], captured.per_prompt[name])
-    # A kernel not cached yet for a text runs a forward pass for that text only.
+    # A kernel not cached yet for a text runs its batch again (here the only one, all five texts), once.
     stats = CaptureStats()
     capture_layers(smollm, texts, cache=tmp_path, stats=stats, per_prompt={"entropy2": lambda h, n: metrics.prompt_entropies(h, n, alpha=2.0)}, per_prompt_texts=[1])
-    assert stats.texts_computed == 1
+    assert stats.forward_passes == 1 and stats.texts_computed == len(set(texts))
 
 
 def test_auto_batch_size_backs_off_on_out_of_memory(minilm, monkeypatch):

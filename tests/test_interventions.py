@@ -182,8 +182,14 @@ def check_backpatch_rows(handle) -> None:
     L = handle.n_layers
     spec = TaskSpec(name="bp", family="backpatch", description="d", data={"source": "packaged", "dataset": "two-hop-queries"},
                     evaluator={"layer_step": 10, "sweep": "all", "max_new_tokens": 6}, main_score="oracle_fix_rate")
+    from layerbench.capture import CaptureStats, counting_passes
+
     data = load_packaged("two-hop-queries", {"n": 6, "seed": 3})
-    rows = complete_rows(evaluate_backpatch(handle, data, spec, 0), model="m", revision=None, task="bp", subset="s", split="test", n_layers=L, run_id="r")
+    stats = CaptureStats()
+    with counting_passes(handle, stats):
+        rows = complete_rows(evaluate_backpatch(handle, data, spec, 0), model="m", revision=None, task="bp", subset="s", split="test", n_layers=L, run_id="r")
+    # The run reports the passes it made (issue 19: "0 forward passes"): at least one clean and one patched pass per query and position.
+    assert stats.forward_passes >= 6 * 3
     patched = rows[rows.metric == "patched_correct"]
     # layers 0, 10, 20, ..., L: every back-patch pair of them, two positions, two groups
     grid = len(set(range(0, L + 1, 10)) | {L})

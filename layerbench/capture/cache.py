@@ -2,8 +2,11 @@
 
 One file per (text, pooling) under ``<cache>/activations/<k[:2]>/<k>.lbc``,
 where ``k`` is the sha256 of everything that determines the pooled states:
-model weights fingerprint, tokenizer fingerprint, max_length, dtype, pooling
-and the text itself. A file is ``MAGIC + sha256(payload) + payload`` with the
+model weights fingerprint, tokenizer fingerprint, max_length, dtype, pooling,
+the text itself and the batch it was computed in (the digest of the batch's
+token ids: a float32 forward pass gives a text last bits that depend on its
+batch's padded width and size, so an entry read back equals a recomputation
+of the same text list bit for bit). A file is ``MAGIC + sha256(payload) + payload`` with the
 payload a float32 ``[L+1, D]`` array in ``.npy`` format (or, for a
 per-prompt metric, a float64 ``[L+1]`` array keyed by the metric instead of the pooling): a truncated or
 corrupt file fails the digest check and is recomputed, never trusted. Writes
@@ -91,6 +94,6 @@ def key_prefix(model_fingerprint: str, tokenizer_fingerprint: str, max_length: i
     return hashlib.sha256(f"{model_fingerprint}|{tokenizer_fingerprint}|{max_length}|{dtype}".encode()).digest()
 
 
-def text_key(prefix: bytes, kind: str, text: str) -> str:
-    """Cache key of one text's entry of one ``kind``: a pooling, or a per-prompt metric's tag."""
-    return hashlib.sha256(prefix + kind.encode() + b"\0" + text.encode()).hexdigest()
+def text_key(prefix: bytes, kind: str, text: str, batch: bytes) -> str:
+    """Cache key of one text's entry of one ``kind`` (a pooling, or a per-prompt metric's tag) computed in the batch of digest ``batch``."""
+    return hashlib.sha256(prefix + kind.encode() + b"\0" + batch + text.encode()).hexdigest()

@@ -12,6 +12,7 @@ the host scatters batch k's pooled states, the device already runs batch k+1.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
@@ -19,6 +20,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +65,28 @@ class CaptureStats:
     batch_sizes: list[int] = field(default_factory=list)
 
 
+@contextmanager
+def counting_passes(handle: ModelHandle, stats: CaptureStats) -> Iterator[None]:
+    """Add to ``stats.forward_passes`` every call of the model's base module inside the block.
+
+    The intervention families run the model themselves (prompts, patched
+    continuations, every decoding step of a generation is one call); this is
+    how their passes are counted, as the capture counts its batches.
+    """
+    calls = 0
+
+    def count(*_: object) -> None:
+        nonlocal calls
+        calls += 1
+
+    hook = handle.model.base_model.register_forward_pre_hook(count)
+    try:
+        yield
+    finally:
+        hook.remove()
+        stats.forward_passes += calls
+
+
 def resolve_max_length(handle: ModelHandle, max_length: int | None) -> int:
     """``max_length`` or the model's own limit (tokenizer's, else position embeddings)."""
     if max_length is not None:
@@ -83,7 +107,7 @@ def _tokenize(handle: ModelHandle, texts: Sequence[str], max_length: int) -> lis
     return ids
 
 
-def _pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token id lists into ``[B, T]`` ids and mask tensors on ``device``.
 
     On a GPU the host tensors are pinned and copied without blocking, so the
@@ -135,6 +159,52 @@ def _forward(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor, sites: 
         return site_stacks(handle, out.hidden_states, recorder.take(), sites)
 
 
+def plan_batches(token_ids: Sequence[Sequence[int]], batch_size: int | None, budget: int | None, max_batch: int) -> list[list[int]]:
+    """The batches a capture runs: positions in ``token_ids``, longest texts first, each batch right-padded to its first text.
+
+    A pure function of the token ids and the sizes, so that one text list is
+    always batched the same way: a float's last bits depend on the batch a
+    text shares (its padded width and the kernels its shape picks), and the
+    cache keys each entry by its batch (:func:`batch_digest`).
+
+    Args:
+        token_ids: N token id lists.
+        batch_size: texts per batch, or None to pack under ``budget``.
+        budget: tokens per batch (padded), with ``batch_size`` None.
+        max_batch: the most texts per batch under a budget.
+    """
+    order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))  # stable: ties keep the given order
+    plan, start = [], 0
+    while start < len(order):
+        longest = len(token_ids[order[start]])
+        size = min(max_batch, max(1, budget // longest)) if budget is not None else int(batch_size or 1)
+        plan.append(order[start : start + size])
+        start += size
+    return plan
+
+
+def batch_digest(batch: Sequence[Sequence[int]]) -> bytes:
+    """sha256 of a batch's token id lists in batch order: the part of a cache key that says which batch computed an entry."""
+    digest = hashlib.sha256()
+    for ids in batch:
+        digest.update(np.asarray(ids, dtype=np.int64).tobytes() + b"\xff" * 8)  # -1 as int64 ends each text
+    return digest.digest()
+
+
+def _check_batch_size(batch_size: int | str) -> bool:
+    """Whether ``batch_size`` is ``auto``; anything but a positive integer or ``auto`` is a :class:`UserError`."""
+    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+        raise UserError(f"batch size must be a positive integer or 'auto', got {batch_size!r}")
+    return batch_size == "auto"
+
+
+def _batch_plan(handle: ModelHandle, token_ids: Sequence[Sequence[int]], batch_size: int | str, n_sites: int) -> list[list[int]]:
+    """:func:`plan_batches` with the handle's budget for ``batch_size="auto"``."""
+    auto = _check_batch_size(batch_size)
+    max_batch = CPU_MAX_BATCH if handle.device.type == "cpu" else MAX_AUTO_BATCH
+    return plan_batches(token_ids, None if auto else int(batch_size), _token_budget(handle, n_sites) if auto else None, max_batch)
+
+
 def iter_batches(
     handle: ModelHandle,
     texts: Sequence[str],
@@ -144,7 +214,7 @@ def iter_batches(
     desc: str = "capture",
     sites: Sequence[str] = (DEFAULT_SITE,),
 ) -> Iterator[tuple[list[int], dict[str, list[torch.Tensor]], torch.Tensor]]:
-    """Run every text through the model once, in length-sorted right-padded batches.
+    """Run every text through the model once, in the length-sorted right-padded batches of :func:`plan_batches`.
 
     Yields:
         ``(indices, states, mask)`` per batch: positions of the batch's texts
@@ -155,25 +225,35 @@ def iter_batches(
     an out-of-memory error; an explicit integer is used as given.
     """
     check_sites(handle, sites)
-    stats = stats if stats is not None else CaptureStats()
-    auto = batch_size == "auto"
-    if not auto and (not isinstance(batch_size, int) or batch_size < 1):
-        raise UserError(f"batch size must be a positive integer or 'auto', got {batch_size!r}")
-    if not texts:  # everything came from the cache
+    _check_batch_size(batch_size)
+    if not texts:
         return
-    length = resolve_max_length(handle, max_length)
-    token_ids = _tokenize(handle, texts, length)
-    order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
-    budget = _token_budget(handle, len(sites)) if auto else None
-    max_batch = CPU_MAX_BATCH if handle.device.type == "cpu" else MAX_AUTO_BATCH
+    token_ids = _tokenize(handle, texts, resolve_max_length(handle, max_length))
+    yield from run_batches(handle, token_ids, _batch_plan(handle, token_ids, batch_size, len(sites)), batch_size == "auto", stats, desc, sites)
+
+
+def run_batches(
+    handle: ModelHandle,
+    token_ids: Sequence[Sequence[int]],
+    plan: list[list[int]],
+    auto: bool,
+    stats: CaptureStats | None = None,
+    desc: str = "capture",
+    sites: Sequence[str] = (DEFAULT_SITE,),
+) -> Iterator[tuple[list[int], dict[str, list[torch.Tensor]], torch.Tensor]]:
+    """The forward pass of each batch of ``plan`` (positions in ``token_ids``), as :func:`iter_batches` yields them.
+
+    With ``auto``, an out-of-memory error re-plans the batches not yet run
+    under half the failed batch's tokens; otherwise it is a :class:`UserError`.
+    """
+    stats = stats if stats is not None else CaptureStats()
     pad_id = handle.tokenizer.pad_token_id
     pad_id = 0 if pad_id is None else pad_id
-    start = 0
-    with tqdm(total=len(texts), desc=desc, unit="text", disable=progress_disabled(), leave=False) as bar:
-        while start < len(order):
-            longest = len(token_ids[order[start]])
-            size = min(max_batch, max(1, budget // longest)) if budget is not None else int(batch_size)
-            chunk = order[start : start + size]
+    queue = deque(plan)
+    max_batch = CPU_MAX_BATCH if handle.device.type == "cpu" else MAX_AUTO_BATCH
+    with tqdm(total=sum(map(len, plan)), desc=desc, unit="text", disable=progress_disabled(), leave=False) as bar:
+        while queue:
+            chunk = queue[0]
             ids, mask = _pad([token_ids[i] for i in chunk], pad_id, handle.device)
             began = time.perf_counter()
             try:
@@ -181,19 +261,22 @@ def iter_batches(
             except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
                 if not _is_oom(exc):
                     raise
-                if not auto or size == 1:
-                    raise UserError(f"out of memory at a batch of {size} texts of {longest} tokens; use a smaller --batch-size or --max-length") from exc
+                longest = max(len(token_ids[i]) for i in chunk)
+                if not auto or len(chunk) == 1:
+                    raise UserError(f"out of memory at a batch of {len(chunk)} texts of {longest} tokens; use a smaller --batch-size or --max-length") from exc
                 del exc
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                budget = max(1, (size // 2) * longest)
+                rest = [i for batch in queue for i in batch]
+                sub = plan_batches([token_ids[i] for i in rest], None, max(1, (len(chunk) // 2) * longest), max_batch)
+                queue = deque([[rest[j] for j in batch] for batch in sub])
                 continue
+            queue.popleft()
             stats.forward_passes += 1
             stats.forward_seconds += time.perf_counter() - began
             stats.texts_computed += len(chunk)
             stats.batch_sizes.append(len(chunk))
             yield chunk, states, mask
-            start += len(chunk)
             bar.update(len(chunk))
 
 
@@ -315,13 +398,19 @@ def _to_host(pooled: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
 
 @dataclass
 class _CaptureJob:
-    """One call of :func:`capture_layers`: which states the cache holds, which need a pass, and where each goes.
+    """One call of :func:`capture_layers`: its batches, which of them the cache holds, and where each state goes.
+
+    Every distinct text is batched by :func:`plan_batches` over all of them,
+    whatever the cache holds, and its entries are keyed by its batch: a
+    batch is read whole from the cache or run whole. So a text's states are
+    the same bits whether computed now or read, whatever the cache held and
+    whichever task cached it (a text in another task's batch is another entry).
 
     Attributes:
         out: site -> ``[K, N, D]`` pooled states, filled from the cache and then batch by batch.
         unique: each distinct text -> its positions in the N texts (a repeated text is computed once).
-        missing: the distinct texts that need a forward pass, in first-seen order.
-        pooled_missing: (site, text) pairs whose pooled states the cache lacks (to be written).
+        distinct: the distinct texts in first-seen order; ``token_ids`` their token ids.
+        plan: the batches, as positions in ``distinct``; ``to_run``: those the cache lacks.
         prompt_values: (site, text) -> kernel name -> ``[K]`` per-prompt statistics found or computed.
     """
 
@@ -334,15 +423,24 @@ class _CaptureJob:
     prefix: bytes
     stats: CaptureStats
     out: dict[str, np.ndarray]
+    token_ids: list[list[int]]
+    plan: list[list[int]]
     unique: dict[str, list[int]] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
-    pooled_missing: set[tuple[str, str]] = field(default_factory=set)
+    distinct: list[str] = field(default_factory=list)
+    to_run: list[list[int]] = field(default_factory=list)
     prompt_values: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
 
-    def _lookup(self, kind: str, text: str, shape: tuple[int, ...]) -> np.ndarray | None:
-        if self.store is None:
-            return None
-        key = text_key(self.prefix, kind, text)
+    def _kinds(self, text: str) -> list[tuple[str, str, str | None, tuple[int, ...]]]:
+        """The cache entries one text of this job needs: (kind, site, kernel name or None, shape)."""
+        kinds: list[tuple[str, str, str | None, tuple[int, ...]]] = []
+        for site, layers in self.layers.items():
+            kinds.append((pooled_kind(site, self.pooling), site, None, self.out[site][:, 0].shape))
+            if text in self.token_texts:
+                kinds += [(_kernel_tag(site, name), site, name, (len(layers),)) for name in self.kernels]
+        return kinds
+
+    def _lookup(self, key: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        assert self.store is not None
         hit = self.store.get(key)
         if hit is not None and hit.shape == shape:
             self.stats.cache_hits += 1
@@ -352,43 +450,44 @@ class _CaptureJob:
         return None
 
     def read_cache(self) -> None:
-        """Fill ``out`` and ``prompt_values`` from the cache; list in ``missing`` the texts that need a pass."""
-        for i, text in enumerate(self.texts):
-            self.unique.setdefault(text, []).append(i)
-        for text, positions in self.unique.items():
-            needs_pass = False
-            for site, layers in self.layers.items():
-                hit = self._lookup(pooled_kind(site, self.pooling), text, self.out[site][:, 0].shape)
-                if hit is not None:
-                    self.out[site][:, positions] = hit[:, None, :]
-                else:
-                    self.pooled_missing.add((site, text))
-                    needs_pass = True
-                if text in self.token_texts:
-                    found = {name: self._lookup(_kernel_tag(site, name), text, (len(layers),)) for name in self.kernels}
-                    kept = {name: v for name, v in found.items() if v is not None}
-                    if len(kept) == len(found):
-                        self.prompt_values[(site, text)] = kept
+        """Fill ``out`` and ``prompt_values`` from every batch the cache holds whole; list the others in ``to_run``."""
+        for batch in self.plan:
+            if self.store is None:
+                self.to_run.append(batch)
+                continue
+            context = batch_digest([self.token_ids[i] for i in batch])
+            looked = {(self.distinct[i], kind): self._lookup(text_key(self.prefix, kind, self.distinct[i], context), shape)
+                      for i in batch for kind, _site, _name, shape in self._kinds(self.distinct[i])}
+            found = {key: value for key, value in looked.items() if value is not None}
+            if len(found) < len(looked):
+                self.to_run.append(batch)
+                continue
+            for i in batch:
+                text = self.distinct[i]
+                for kind, site, name, _ in self._kinds(text):
+                    if name is None:
+                        self.out[site][:, self.unique[text]] = found[(text, kind)][:, None, :]
                     else:
-                        needs_pass = True
-            if needs_pass:
-                self.missing.append(text)
+                        self.prompt_values.setdefault((site, text), {})[name] = found[(text, kind)]
 
     def store_batch(self, chunk: list[int], pooled: dict[str, torch.Tensor], ready: torch.cuda.Event | None, writer: _CacheWriter) -> None:
-        """Scatter a batch's pooled states ``{site: [K, B, D]}`` of ``missing[chunk]`` into ``out`` and the cache."""
+        """Scatter a batch's pooled states ``{site: [K, B, D]}`` of ``distinct[chunk]`` into ``out``; cache them and its kernels' values."""
         if ready is not None:
             ready.synchronize()
-        firsts = [self.unique[self.missing[idx]][0] for idx in chunk]
+        firsts = [self.unique[self.distinct[idx]][0] for idx in chunk]
+        context = batch_digest([self.token_ids[i] for i in chunk])
         for site, tensor in pooled.items():
             array = tensor.numpy()  # [K, B, D]
             self.out[site][:, firsts] = array
             for j, idx in enumerate(chunk):
-                if (site, self.missing[idx]) in self.pooled_missing:
-                    writer.put(text_key(self.prefix, pooled_kind(site, self.pooling), self.missing[idx]), array[:, j].copy())
+                text = self.distinct[idx]
+                writer.put(text_key(self.prefix, pooled_kind(site, self.pooling), text, context), array[:, j].copy())
+                for name, value in self.prompt_values.get((site, text), {}).items():
+                    writer.put(text_key(self.prefix, _kernel_tag(site, name), text, context), value)
 
-    def run_kernels(self, chunk: list[int], site: str, per_layer: list[torch.Tensor], mask: torch.Tensor, writer: _CacheWriter) -> None:
+    def run_kernels(self, chunk: list[int], site: str, per_layer: list[torch.Tensor], mask: torch.Tensor) -> None:
         """The per-prompt kernels on the token states (``K`` x ``[B, T, D]``) of the batch's texts that asked for them."""
-        rows = [j for j, idx in enumerate(chunk) if self.missing[idx] in self.token_texts and (site, self.missing[idx]) not in self.prompt_values]
+        rows = [j for j, idx in enumerate(chunk) if self.distinct[idx] in self.token_texts]
         if not rows:
             return
         began = time.perf_counter()
@@ -400,10 +499,7 @@ class _CaptureJob:
         real = lengths.cpu().numpy()
         values = {name: kernel(states, real) for name, kernel in self.kernels.items()}
         for j, row in enumerate(rows):
-            text = self.missing[chunk[row]]
-            self.prompt_values[(site, text)] = {name: v[:, j].copy() for name, v in values.items()}
-            for name in self.kernels:
-                writer.put(text_key(self.prefix, _kernel_tag(site, name), text), self.prompt_values[(site, text)][name])
+            self.prompt_values[(site, self.distinct[chunk[row]])] = {name: v[:, j].copy() for name, v in values.items()}
         self.stats.per_prompt_seconds += time.perf_counter() - began
 
     def result(self, per_prompt_texts: Sequence[int]) -> Capture:
@@ -480,20 +576,27 @@ def capture_layers(
     numerics = str(handle.dtype) + (f"+{handle.quantization}" if handle.quantization else "")
     layers = {site: site_layers(handle.n_layers, site) for site in sites}
     budget = memory_budget if memory_budget is not None else config_memory_budget()
+    unique: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        unique.setdefault(text, []).append(i)
+    distinct = list(unique)
+    token_ids = _tokenize(handle, distinct, length)
     job = _CaptureJob(
         texts=texts, pooling=pooling, layers=layers, kernels=kernels,
         token_texts={texts[i] for i in per_prompt_texts} if kernels else set(), store=store,
         prefix=key_prefix(handle.checkpoint.fingerprint, handle.tokenizer_fingerprint, length, numerics), stats=stats,
         out={site: pooled_array((len(layers[site]), len(texts), handle.hidden_size), budget) for site in sites},
+        token_ids=token_ids, plan=_batch_plan(handle, token_ids, batch_size, len(sites)), unique=unique, distinct=distinct,
     )
     job.read_cache()
     writer = _CacheWriter(store, CACHE_WRITERS if handle.device.type == "cuda" else 1)  # on a CPU more writers only contend with torch
     pending: deque[tuple[list[int], dict[str, torch.Tensor], torch.cuda.Event | None]] = deque()
     try:
-        for chunk, stacks, mask in iter_batches(handle, job.missing, batch_size, length, stats, desc=f"{handle.name} forward", sites=sites):
+        batches = run_batches(handle, token_ids, job.to_run, batch_size == "auto", stats, desc=f"{handle.name} forward", sites=sites)
+        for chunk, stacks, mask in batches:
             pending.append((chunk, *_to_host({site: pool_layers(per_layer, mask, pooling) for site, per_layer in stacks.items()})))
             for site, per_layer in stacks.items():
-                job.run_kernels(chunk, site, per_layer, mask, writer)
+                job.run_kernels(chunk, site, per_layer, mask)
             del stacks
             while len(pending) > 1:
                 job.store_batch(*pending.popleft(), writer)

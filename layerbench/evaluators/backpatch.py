@@ -34,7 +34,9 @@ import re
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
+from layerbench.config import progress_disabled
 from layerbench.data.dataset import TextDataset
 from layerbench.data.two_hop import CHECKS, TwoHopQuery, contains, mentions, parse_queries
 from layerbench.errors import UserError
@@ -164,7 +166,7 @@ def run_checks(handle: ModelHandle, queries: list[TwoHopQuery], settings: Backpa
     results = {}
     for check in CHECKS:
         prompts = [q.check_prompts(settings.protocol)[check] for q in queries]
-        texts = generate(handle, [p for p, _ in prompts], settings.max_new_tokens)
+        texts = generate(handle, [p for p, _ in prompts], settings.max_new_tokens, desc=f"{check} check")
         results[check] = np.array([found(t[0], names_of(q, entity)) for t, q, (_, entity) in zip(texts, queries, prompts)])
     return results
 
@@ -191,7 +193,7 @@ def evaluate_backpatch(handle: ModelHandle, data: TextDataset, spec: TaskSpec, s
     rows.append(summary_row("swept_queries", len(swept), n=len(queries), higher_is_better=None, source_layer=None, subset="all"))
     pairs = layer_pairs(handle.n_layers, settings)
     outcome: dict[tuple[str, int, int], list[bool]] = {}
-    for i in swept:
+    for i in tqdm(swept, desc=f"back-patching ({len(pairs)} layer pairs each)", unit="query", disable=progress_disabled(), leave=False):
         q, prompt = queries[i], prompts[i]
         positions = {}
         if "e1-last" in settings.positions:

@@ -128,8 +128,9 @@ def evaluate_consistency(handle: ModelHandle, data: TextDataset, spec: TaskSpec,
     labels, questions, prompts = question_prompts(data, settings, spec.name)
     stops = ["answer is", "\n\n", "\nQ:"]  # what cut_path cuts at: nothing after it is read
     sampled = generate(handle, prompts, settings.max_new_tokens, batch_size=max(1, 32 // settings.paths), sample=True,
-                       temperature=settings.temperature, top_p=settings.top_p, num_return_sequences=settings.paths, seed=seed, stop_strings=stops)
-    greedy = generate(handle, prompts, settings.max_new_tokens, batch_size=16, stop_strings=stops)
+                       temperature=settings.temperature, top_p=settings.top_p, num_return_sequences=settings.paths, seed=seed, stop_strings=stops,
+                       desc=f"{settings.paths} sampled paths per question")
+    greedy = generate(handle, prompts, settings.max_new_tokens, batch_size=16, stop_strings=stops, desc="greedy path per question")
     # Every path (K sampled, then the greedy one) is cut before its answer and asked for it.
     paths = [(q, cut_path(text)) for q, texts in enumerate(sampled) for text in texts] + [(q, cut_path(t[0])) for q, t in enumerate(greedy)]
     # Each question's prompt runs once; its paths run on copies of its key/value cache.

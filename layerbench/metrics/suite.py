@@ -150,6 +150,7 @@ def evaluate_metrics(
                 stderr = streamed["mean_norm_stderr"] if streamed is not None else mean_and_stderr(row_norms(data))[1]
             frames.append(_frame(info, values, stderr, n, layers))
         if caught:
-            notes[info.name] = "; ".join(filter(None, [notes.get(info.name), *(str(w.message) for w in caught)]))
+            # A warning names its metric ("lidar: 3 of 16 ..."); the note is keyed by it already and is logged after it.
+            notes[info.name] = "; ".join(filter(None, [notes.get(info.name), *(str(w.message).removeprefix(f"{info.name}: ") for w in caught)]))
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["metric", "layer", "value", "stderr", "n", "higher_is_better"])
     return rows, notes

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from tqdm.auto import tqdm
 
+from layerbench.config import progress_disabled
 from layerbench.models.loading import ModelHandle
 
 
@@ -27,7 +29,7 @@ def _batches(items: list, size: int):
 
 def generate(handle: ModelHandle, prompts: list[str], max_new_tokens: int, *, batch_size: int = 16,
              sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, num_return_sequences: int = 1,
-             seed: int = 0, stop_strings: list[str] | None = None) -> list[list[str]]:
+             seed: int = 0, stop_strings: list[str] | None = None, desc: str = "generate") -> list[list[str]]:
     """Continuations of ``prompts``: greedy, or ``num_return_sequences`` samples each (seeded per batch).
 
     Args:
@@ -36,6 +38,7 @@ def generate(handle: ModelHandle, prompts: list[str], max_new_tokens: int, *, ba
         sample: sample with ``temperature`` and ``top_p`` instead of taking the argmax.
         stop_strings: a sequence stops once its text contains one of these (kept in
             the text; what follows it is not generated), so a batch ends early.
+        desc: the progress bar's label (prompts done of N).
 
     Returns:
         N lists of ``num_return_sequences`` continuations (the new text only; EOS and padding dropped).
@@ -44,6 +47,7 @@ def generate(handle: ModelHandle, prompts: list[str], max_new_tokens: int, *, ba
     tok = handle.tokenizer
     side, tok.padding_side = tok.padding_side, "left"
     out: list[list[str]] = []
+    bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=progress_disabled(), leave=False)
     try:
         for start, chunk in _batches(prompts, batch_size):
             enc = tok(chunk, return_tensors="pt", padding=True).to(handle.device)
@@ -61,7 +65,9 @@ def generate(handle: ModelHandle, prompts: list[str], max_new_tokens: int, *, ba
             new = ids[:, enc["input_ids"].shape[1]:]
             texts = tok.batch_decode(new, skip_special_tokens=True)
             out += [texts[i : i + num_return_sequences] for i in range(0, len(texts), num_return_sequences)]
+            bar.update(len(chunk))
     finally:
+        bar.close()
         tok.padding_side = side
     return out
 

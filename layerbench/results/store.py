@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import socket
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +123,40 @@ class ResultStore:
         path = self.manifest_path(model, revision, run_id)
         write_whole(path, json.dumps(manifest, indent=2, default=str).encode(), self.fs)
         return path
+
+    def mark_interrupted(self) -> list[str]:
+        """Mark ``interrupted`` every manifest still ``running`` whose process is gone (a killed run); return their paths.
+
+        A manifest names the host and process id that wrote it. One written on
+        this host by a process that no longer exists can never finish; one
+        from another host (a shared results folder) cannot be checked and is left.
+        """
+        marked = []
+        for path in sorted(self.fs.glob(f"{self.path}/*/runs/*.json")):
+            try:
+                manifest = json.loads(self.fs.cat_file(path))
+            except (OSError, ValueError):
+                continue
+            process = manifest.get("process") or {}
+            if manifest.get("status") != "running" or process.get("host") != socket.gethostname() or _alive(process.get("pid")):
+                continue
+            manifest |= {"status": "interrupted", "interrupted_noticed_at": datetime.now(timezone.utc).isoformat()}
+            write_whole(path if self.root is None else Path(path), json.dumps(manifest, indent=2, default=str).encode(), self.fs)
+            marked.append(str(path))
+        return marked
+
+
+def _alive(pid: Any) -> bool:
+    """Whether process ``pid`` exists on this host (an unknown pid counts as alive: nothing is marked on a guess)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def load_results(path: str | Path) -> pd.DataFrame:

@@ -156,7 +156,7 @@ class TaskSpec(_Strict):
     description: str
     data: DataSource
     prompt: str = Field(default="{text}", pattern=r"\{text\}")
-    labels: list[Any] | None = None
+    labels: list[Any] | None = Field(default=None, min_length=2)
     pooling: Pooling | Literal["model"] = "model"
     site: Site | None = None
     max_length: int | None = Field(default=None, ge=1)
