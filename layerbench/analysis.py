@@ -22,6 +22,8 @@ GROUP = ["model", "revision", "task", "protocol", "site", "subset", "split", "me
 TASK_KEY = ["model", "revision", "task", "protocol", "site"]
 # Summary rows the leaderboard shows per task when they exist, as (metric, column name): each family's headlines.
 HEADLINE_SUMMARIES = tuple(headline for family in all_families().values() for headline in family.headlines)
+# The fewest items a headline summary must rest on to be shown as one (each family's headline_min_n).
+HEADLINE_MIN_N = {metric: n for family in all_families().values() for metric, n in family.headline_min_n}
 
 
 def _registered_main_scores() -> dict[str, str]:
@@ -71,7 +73,8 @@ def layer_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[df.layer.notna() & df.source_layer.isna()]
 
 
-def layer_curve(df: pd.DataFrame, task: str, metric: str, *, model: str | None = None, subset: str | None = None, split: str | None = None) -> pd.DataFrame:
+def layer_curve(df: pd.DataFrame, task: str, metric: str, *, model: str | None = None, subset: str | None = None, split: str | None = None,
+                protocol: str | None = None) -> pd.DataFrame:
     """One metric of one task against depth: columns ``model, revision, subset, split, layer, depth, value, stderr``, sorted.
 
     Raises:
@@ -79,7 +82,7 @@ def layer_curve(df: pd.DataFrame, task: str, metric: str, *, model: str | None =
     """
     rows = layer_rows(df)
     rows = rows[(rows.task == task) & (rows.metric == metric)]
-    for column, wanted in (("model", model), ("subset", subset), ("split", split)):
+    for column, wanted in (("model", model), ("subset", subset), ("split", split), ("protocol", protocol)):
         if wanted is not None:
             rows = rows[rows[column] == wanted]
     if rows.empty:
@@ -132,9 +135,11 @@ def summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None = None) -> 
     best_value, last_value, gain`` (NaN when the main metric has no per-layer
     rows) and ``concept_depth`` (converging depth of a probe task),
     ``oracle_fix_rate`` (back-patching, first position in name order),
-    ``ic_auroc`` (internal consistency), each NaN where the task has none;
-    ``note`` says why a headline is missing (a probe task whose best layer
-    does not beat its baselines has no concept depth), else null.
+    ``ic_auroc`` (internal consistency), each NaN where the task has none,
+    and each with its ``<column>_n`` (the items it rests on); ``note`` says
+    why a headline is missing (a probe task whose best layer does not beat
+    its baselines has no concept depth; a fix rate on fewer than 20 wrong
+    queries is withheld), else null.
     """
     mains = mains if mains is not None else main_metrics(df)
     best = best_layer(df, mains=mains)
@@ -148,8 +153,13 @@ def summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None = None) -> 
         summaries = summaries.assign(note=pd.NA)
     notes = []
     for metric, column in HEADLINE_SUMMARIES:
-        values = summaries[summaries.metric == metric].drop_duplicates(TASK_KEY)[[*TASK_KEY, "value", "note"]]
-        out = out.merge(values.drop(columns="note").rename(columns={"value": column}), on=TASK_KEY, how="left")
+        values = summaries[summaries.metric == metric].drop_duplicates(TASK_KEY)[[*TASK_KEY, "value", "n", "note"]]
+        few = values.n < HEADLINE_MIN_N.get(metric, 0)
+        if few.any():  # too few items to rank by: the value is withheld and the note says on how few it rests
+            values = values.assign(note=values.note.where(~few, [f"{metric} {v:.2f} rests on {n} items, fewer than the {HEADLINE_MIN_N[metric]} "
+                                                                 "a headline needs" for v, n in zip(values.value, values.n)]),
+                                   value=values.value.where(~few))
+        out = out.merge(values[[*TASK_KEY, "value", "n"]].rename(columns={"value": column, "n": f"{column}_n"}), on=TASK_KEY, how="left")
         out[column] = out[column].astype(float)
         notes.append(values[[*TASK_KEY, "note"]].dropna(subset=["note"]))  # (revision is often null: drop on the note alone)
     # Why a headline is missing ("not decodable beyond the baseline: ..."), the first such note per task.

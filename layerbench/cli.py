@@ -201,20 +201,42 @@ def _validate_online(paths, suite, tasks) -> None:
 @click.argument("base", type=click.Path())
 @click.argument("candidate", type=click.Path())
 @click.option("--tolerance", type=click.FloatRange(min=0), default=0.01, show_default=True, help="The smallest drop that counts, in each metric's units.")
-@click.option("--z", type=click.FloatRange(min=0), default=1.0, show_default=True, help="A drop must also exceed z combined standard errors (where both are known).")
+@click.option("--z", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="A drop must also exceed z standard deviations of the difference: the rows' standard errors and the base's seed noise (see `layerbench noise`).")
 @click.option("--tasks", "-t", "tasks", multiple=True, help="Comma-separated tasks to compare (default: all shared).")
-@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write every compared row to this CSV file.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write every compared row (diagnostics too) to this CSV file.")
 def compare(base, candidate, tolerance, z, tasks, report) -> None:
-    """Gate CANDIDATE results against BASE: exit 1 if any row dropped beyond tolerance and noise, 0 otherwise, 2 on bad input."""
-    from layerbench.compare import compare_results, format_report
+    """Gate CANDIDATE results against BASE on main scores and headlines: exit 1 if one dropped beyond tolerance and noise, 0 otherwise, 2 on bad input."""
+    from layerbench.compare import compare_results, format_report, read_seed_noise
     from layerbench.results import load_results
 
-    rows = compare_results(load_results(base), load_results(candidate), tolerance=tolerance, z=z, tasks=list(split_names(tasks)) or None)
-    click.echo(format_report(rows, tolerance, z))
+    base_rows, candidate_rows = load_results(base), load_results(candidate)
+    rows = compare_results(base_rows, candidate_rows, tolerance=tolerance, z=z, tasks=list(split_names(tasks)) or None, noise=read_seed_noise(base))
+    labels = [f"{path} ({', '.join(sorted(set(frame.model)))})" for path, frame in ((base, base_rows), (candidate, candidate_rows))]
+    click.echo(format_report(rows, tolerance, z, base_label=labels[0], candidate_label=labels[1]))
     if report:
         rows.to_csv(report, index=False)
     if (rows.verdict == "regression").any():
         raise click.exceptions.Exit(1)
+
+
+@app.command()
+@click.argument("base", type=click.Path(exists=True, file_okay=False))
+@click.argument("reruns", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+def noise(base, reruns) -> None:
+    """Measure BASE's run-to-run noise from RERUNS (the same models and tasks run with other --seed values); store it in BASE for `compare`.
+
+    Writes BASE/seed-noise.csv: each row's standard deviation over the runs, which `compare` adds to the
+    standard errors when it gates a candidate against BASE.
+    """
+    from layerbench.compare import NOISE_FILE, seed_noise
+    from layerbench.results import load_results
+
+    spread = seed_noise([load_results(base), *(load_results(path) for path in reruns)])
+    spread.to_csv(f"{base}/{NOISE_FILE}", index=False)
+    moving = spread[spread.seed_sd > 0]
+    click.echo(f"{len(spread)} rows in {1 + len(reruns)} runs; {len(moving)} move with the seed "
+               f"(largest sd {spread.seed_sd.max():.4f}); written {base}/{NOISE_FILE}")
 
 
 @app.command()

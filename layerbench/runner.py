@@ -298,9 +298,16 @@ class ModelRunner:
         return "done"
 
     def _recorded_in_this_run(self, task: str, hashes: dict[tuple[str, str], str]) -> bool:
-        """Whether this run's manifest already records every (variant, part) of ``task`` with these config hashes."""
+        """Whether this run already wrote every (variant, part) of ``task`` with these config hashes.
+
+        Its manifest says so, or else the rows do: they carry the run id, and a
+        result file is written whole before the manifest is, so a worker
+        killed between the two still counts its task as done by this run.
+        """
         recorded = self.task_records.get(task, {}).get("variants", {})
-        return all(recorded.get(suffix or "default", {}).get("config_hashes", {}).get(part) == h for (suffix, part), h in hashes.items())
+        if all(recorded.get(suffix or "default", {}).get("config_hashes", {}).get(part) == h for (suffix, part), h in hashes.items()):
+            return True
+        return all(self.store.stored_run_ids(self.name, self.revision, task, part, suffix) == {self.run_id} for suffix, part in hashes)
 
     def _run_parts(self, spec: TaskSpec, work: list[tuple[Variant, list[str]]], prefix: str) -> tuple[dict[tuple[str, str], pd.DataFrame], dict[str, Any]]:
         """Data -> captures -> evaluators and metrics -> tidy rows per (variant suffix, part), and the task's manifest record.

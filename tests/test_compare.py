@@ -58,11 +58,36 @@ def test_compare_flags_a_known_regression_and_a_known_improvement():
     assert set(zip(regressions.metric, regressions.layer)) == {("accuracy", 2), ("best:accuracy", pd.NA)}  # a summary row: no layer
     better = compare_results(base, rows(accuracy=[0.50, 0.60, 0.90, 0.70]))
     assert (better.verdict != "regression").all() and set(better[better.verdict == "improvement"].layer) == {2, pd.NA}
-    # A lower-is-better metric regresses when it rises.
+    # A label-free metric is a diagnostic: its move is reported, never gates; nor does a descriptive metric.
     report = compare_results(base, rows(loss=(0.9, 0.5, 0.3, 0.6)))
-    assert report.loc[(report.metric == "infonce") & (report.layer == 3), "verdict"].item() == "regression"
-    # A descriptive metric never gates.
-    assert (report[report.metric == "effective_rank"].verdict != "regression").all()
+    assert report.loc[(report.metric == "infonce") & (report.layer == 3), ["kind", "verdict"]].values.tolist() == [["diagnostic", "changed"]]
+    assert (report.verdict != "regression").all()
+    assert set(report[report.kind == "headline"].metric) == {"best:accuracy"} and set(report[report.kind == "main"].metric) == {"accuracy"}
+
+
+def test_a_lower_is_better_main_score_regresses_when_its_best_rises():
+    def losses(values):
+        frame = rows(accuracy=values)
+        return frame.assign(higher_is_better=frame.higher_is_better.where(frame.metric != "accuracy", False))
+
+    report = compare_results(losses([0.5, 0.4, 0.3, 0.35]), losses([0.5, 0.4, 0.38, 0.35]))
+    best = report[report.metric == "best:accuracy"].iloc[0]
+    assert (best.base, best.candidate, best.verdict) == (0.3, 0.35, "regression")  # the lowest went from 0.30 to 0.35
+
+
+def test_seed_noise_widens_the_gate_by_the_measured_spread():
+    from layerbench.compare import seed_noise
+
+    base, reruns = rows(stderr=np.nan), [rows(accuracy=[0.50, 0.60, 0.80 + d, 0.70], stderr=np.nan) for d in (0.04, -0.04)]
+    spread = seed_noise([base, *reruns]).set_index(["metric", "layer"]).seed_sd
+    assert spread[("accuracy", 2)] == pytest.approx(0.04) and spread[("accuracy", 0)] == 0.0
+    candidate = rows(accuracy=[0.50, 0.60, 0.75, 0.70], stderr=np.nan)  # -0.05: beyond the tolerance, within 2 x sqrt(2) x 0.04 = 0.113
+    assert (compare_results(base, candidate).verdict == "regression").any()
+    gated = compare_results(base, candidate, noise=seed_noise([base, *reruns]))
+    assert (gated.verdict != "regression").all()
+    assert gated.loc[gated.metric == "best:accuracy", "detectable"].item() == pytest.approx(2 * np.sqrt(2 * 0.04**2 * 4 / 4), rel=0.02)
+    with pytest.raises(UserError, match="at least one rerun"):
+        seed_noise([base])
 
 
 def test_compare_ignores_drops_within_tolerance_or_noise():
@@ -79,9 +104,13 @@ def test_compare_command_exit_codes(tmp_path, capsys):
     for name, frame in (("base", rows()), ("same", rows()), ("worse", rows(accuracy=[0.50, 0.60, 0.70, 0.70])), ("other", rows(task="concept-borders"))):
         ResultStore(tmp_path / name).write_task(frame, "org/m", None, frame.task.iloc[0], "hash")
     assert main(["compare", str(tmp_path / "base"), str(tmp_path / "same")]) == 0
+    capsys.readouterr()
     assert main(["compare", str(tmp_path / "base"), str(tmp_path / "worse"), "--report", str(tmp_path / "report.csv")]) == 1
     out = capsys.readouterr().out
     assert "2 regression" in out and "concept-capitals" in out
+    # The report names both sides and their models, lists the headline regression before the per-layer one, and reports its power.
+    assert f"base:      {tmp_path / 'base'} (org/m)" in out and f"candidate: {tmp_path / 'worse'} (org/m)" in out
+    assert out.index("HEADLINE regressions (1") < out.index("per-layer main-score regressions (1") < out.index("power:")
     assert len(pd.read_csv(tmp_path / "report.csv")) == len(compare_results(load_results(tmp_path / "base"), load_results(tmp_path / "worse")))
     assert main(["compare", str(tmp_path / "base"), str(tmp_path / "missing")]) == 2
     assert main(["compare", str(tmp_path / "base"), str(tmp_path / "other")]) == 2  # nothing in common
@@ -96,3 +125,17 @@ def test_the_stored_gate_baseline_passes_against_itself():
     rows = load_results(baseline)
     assert set(rows.task) == {"bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts"} and rows.model.nunique() == 1
     assert main(["compare", str(baseline), str(baseline)]) == 0
+
+
+def test_the_noise_command_stores_the_spread_that_compare_reads(tmp_path, capsys):
+    for name, frame in (("base", rows(stderr=np.nan)), ("seed1", rows(accuracy=[0.5, 0.6, 0.84, 0.7], stderr=np.nan)),
+                        ("seed2", rows(accuracy=[0.5, 0.6, 0.76, 0.7], stderr=np.nan)), ("worse", rows(accuracy=[0.5, 0.6, 0.75, 0.7], stderr=np.nan))):
+        ResultStore(tmp_path / name).write_task(frame, "org/m", None, "concept-capitals", "hash")
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "worse")]) == 1
+    assert main(["noise", str(tmp_path / "base"), str(tmp_path / "seed1"), str(tmp_path / "seed2")]) == 0
+    assert "seed-noise.csv" in capsys.readouterr().out
+    assert len(load_results(tmp_path / "base")) == len(rows())  # the noise file is not read as result rows
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "worse")]) == 0  # -0.05 is within this task's seed noise
+    (tmp_path / "base" / "seed-noise.csv").write_text("model,value\n")
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "worse")]) == 2
+    assert "lacks column(s)" in capsys.readouterr().err

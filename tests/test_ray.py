@@ -109,3 +109,21 @@ def test_the_local_executor_never_imports_ray(tmp_path):
             f"metrics=['mean_norm'], output={str(tmp_path)!r}); assert 'ray' not in sys.modules, 'ray was imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_retried_job_whose_rows_this_run_wrote_is_done_not_skipped(tmp_path):
+    """A worker killed after writing a task's rows but before its manifest (or before its reply reached the driver) leaves
+    the retry to find the rows: they carry this run's id, so the retry says "done", never "skipped" (the old flake)."""
+    from layerbench.api import resolve_config
+    from layerbench.models.resolve import resolve_checkpoint
+    from layerbench.run_config import RunConfig
+    from layerbench.runner import ModelRunner
+
+    config, specs, plan = resolve_config(RunConfig.of([MODELS[0]], tasks=["bbc-news-layer-stats"], limit=8, metrics=["mean_norm"], output=str(tmp_path)))
+    checkpoint = resolve_checkpoint(MODELS[0], None)
+    first = ModelRunner(checkpoint, config, plan, "run-1", {}, "model 1/1")
+    assert first.run_task(specs[0], "task 1/1") == "done"
+    for manifest in tmp_path.glob("*/runs/*.json"):
+        manifest.unlink()  # killed before the manifest was written
+    assert ModelRunner(checkpoint, config, plan, "run-1", {}, "model 1/1").run_task(specs[0], "task 1/1") == "done"
+    assert ModelRunner(checkpoint, config, plan, "run-2", {}, "model 1/1").run_task(specs[0], "task 1/1") == "skipped"  # another run's rows

@@ -219,3 +219,32 @@ def test_the_metrics_verdict_says_so_when_no_metric_beats_the_last_layer():
     assert "lidar on m2 (+0.010)" in text and "+0.050" in text
     winning = _verdict([dict(losing[0], picked_gain=0.01), losing[1]])
     assert winning.startswith("Over these 8 (model, task) pairs, 1 of 2") and "lidar (+0.010, better than the last layer on 1/8)" in winning
+
+
+def test_the_index_ranks_only_models_run_on_the_same_tasks_at_the_same_size(tmp_path):
+    """A copy of MiniLM run on 2 probe tasks (of 18: 9 under each protocol), one at 64 items, is listed apart with why; every headline cell says its n (issue 19)."""
+    from layerbench.results import ResultStore
+
+    rows = load_results(RESULTS)
+    minilm = rows[rows.model == "sentence-transformers/all-MiniLM-L6-v2"]
+    copy = tmp_path / "copy"
+    for task in ("concept-capitals", "concept-borders"):
+        part = minilm[(minilm.task == task) & (minilm.protocol == "layerbench")].assign(model="local/minilm-copy")
+        if task == "concept-borders":
+            part = part.assign(n=64)
+        ResultStore(copy).write_task(part, "local/minilm-copy", None, task, "hash")
+    out = tmp_path / "site"
+    build_site([RESULTS, copy], out)
+    index = (out / "index.html").read_text()
+    ranked, apart = index.split('id="apart"')
+    assert "local/minilm-copy" not in ranked and "local/minilm-copy" in apart
+    assert re.search(r"probe: 2 of 18 tasks; items concept-borders 64 of 318", apart)
+    for model in ("sentence-transformers/all-MiniLM-L6-v2", "smollm2-135m-q4", "gemma3-270m-base-q4", "multilingual-e5-small-q4"):
+        assert model in ranked
+    assert '<span class="n">9 tasks</span>' in ranked  # the probe means say what they average
+    # SmolLM2's fix rate rests on fewer than 20 wrong queries: withheld as a headline, with a note on its model page.
+    from layerbench.analysis import summary
+
+    table = summary(rows[rows.model == "smollm2-135m-q4"])
+    fix = table[table.task == "backpatch-two-hop"].iloc[0]
+    assert np.isnan(fix.oracle_fix_rate) and fix.oracle_fix_rate_n < 20 and "fewer than the 20 a headline needs" in fix.note

@@ -9,6 +9,7 @@ from layerbench.data.generators import GENERATORS, load_generated
 from layerbench.data.local import load_local
 from layerbench.data.packaged import PACKAGED, load_packaged, packaged_dataset
 from layerbench.errors import UserError
+from layerbench.families import get_family
 from layerbench.specs.schema import GeneratorSource, HubSource, LocalSource, MtebSource, PackagedSource, TaskSpec, UrlSource
 
 __all__ = ["GENERATORS", "PACKAGED", "TextDataset", "load_generated", "load_local", "load_packaged", "load_task_data", "packaged_dataset", "task_size", "task_sizes"]
@@ -21,7 +22,7 @@ def load_task_data(spec: TaskSpec, limit: int | None = None, seed: int = 0) -> T
     task takes the limit into its own data (pairs, documents) instead.
 
     Raises:
-        UserError: the source cannot be read, the data is empty, has labels but only one, or a label is not among the spec's ``labels``.
+        UserError: the source cannot be read, the data is empty, is classified but has one label, or a label is not among the spec's ``labels``.
     """
     source = spec.data
     if isinstance(source, MtebSource):
@@ -50,7 +51,7 @@ def load_task_data(spec: TaskSpec, limit: int | None = None, seed: int = 0) -> T
             data = dataclasses.replace(data, texts=[spec.prompt.replace("{text}", text) for text in data.texts])
     if len(data) == 0:
         raise UserError(f"task '{spec.name}': its data set is empty")
-    if data.labels is not None and len({str(v) for v in data.labels}) < 2:
+    if data.labels is not None and get_family(spec.family).classes and len({str(v) for v in data.labels}) < 2:
         kept = f" (of the {limit} examples kept)" if limit is not None else ""
         raise UserError(f"task '{spec.name}': its data has a single label {str(data.labels[0])!r}{kept}; a labelled task needs at least two")
     if spec.labels is not None and data.labels is not None:

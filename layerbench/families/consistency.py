@@ -67,4 +67,5 @@ FAMILY = register(Family(
     evaluator="layerbench.evaluators.consistency:evaluate_consistency",
     causal_lm_only=True,
     headlines=(("ic_auroc", "ic_auroc"),),
+    classes=True,
 ))

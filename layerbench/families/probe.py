@@ -47,4 +47,5 @@ FAMILY = register(Family(
     evaluator="layerbench.evaluators.probe:evaluate_probe",
     robustness=True,
     headlines=(("converging_depth", "concept_depth"),),
+    classes=True,
 ))

@@ -63,6 +63,12 @@ class Family:
         headlines: summary metrics (rows with a null layer) that
             :func:`layerbench.summary` and the leaderboard show per task, as
             ``(metric, column)``: the converging depth of a probe task as ``concept_depth``.
+        classes: its evaluator reads the labels as classes, so a task needs at
+            least two (probing, internal consistency); otherwise labels are
+            whatever the family makes of them (a two-hop query's relation pair).
+        headline_min_n: ``(metric, n)``: a headline resting on fewer than n
+            items (its summary row's ``n``) is not shown as one; its note says why
+            (the back-patching fix rate over a handful of wrong queries).
     """
 
     name: str
@@ -75,6 +81,8 @@ class Family:
     sources: tuple[str, ...] | None = None
     model_texts: str | None = None
     headlines: tuple[tuple[str, str], ...] = ()
+    headline_min_n: tuple[tuple[str, int], ...] = ()
+    classes: bool = False
 
     def load_evaluator(self) -> Evaluator | None:
         """The evaluator function, imported now (its module may import torch, mteb, scikit-learn)."""

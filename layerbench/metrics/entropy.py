@@ -42,9 +42,10 @@ def spectral_entropy(p: np.ndarray, alpha: float = 1.0) -> np.ndarray:
         raise ValueError(f"alpha must be positive, got {alpha}")
     positive = p > 0
     safe = np.where(positive, p, 1.0)
+    # "+ 0.0" turns the -0.0 of a one-point distribution (-(1 · log 1)) into 0.0, which prints as 0, not -0.
     if alpha == 1:
-        return -np.sum(np.where(positive, p * np.log(safe), 0.0), axis=-1)
-    return np.log(np.sum(np.where(positive, safe**alpha, 0.0), axis=-1)) / (1 - alpha)
+        return -np.sum(np.where(positive, p * np.log(safe), 0.0), axis=-1) + 0.0
+    return np.log(np.sum(np.where(positive, safe**alpha, 0.0), axis=-1)) / (1 - alpha) + 0.0
 
 
 def gram_entropy(K: np.ndarray, alpha: float = 1.0) -> np.ndarray:

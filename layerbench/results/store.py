@@ -98,6 +98,15 @@ class ResultStore:
             return None  # a corrupt file is as good as none: the task runs again
         return meta.get(_HASH_KEY, b"").decode() or None
 
+    def stored_run_ids(self, model: str, revision: str | None, task: str, part: str = "scores", variant: str = "") -> set[str]:
+        """The run ids in a stored task part's rows (empty when it has not run, or its file is unreadable)."""
+        path = self.task_path(model, revision, task, part, variant)
+        try:
+            with self.fs.open(str(path), "rb") as handle:
+                return set(pq.read_table(handle, columns=["run_id"]).column("run_id").to_pylist())
+        except (OSError, pa.ArrowException, KeyError):
+            return set()
+
     def write_task(self, rows: pd.DataFrame, model: str, revision: str | None, task: str, config_hash: str, part: str = "scores",
                    variant: str = "") -> str | Path:
         """Write one task part's rows atomically, tagged with the config hash that made them."""

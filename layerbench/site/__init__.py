@@ -292,15 +292,91 @@ def _aggregate(values: pd.Series, statistic: str) -> Any:
     raise ValueError(f"schema.yaml: unknown statistic '{statistic}'; use mean or count_positive")
 
 
+def _cell_n(part: pd.DataFrame, field: str, statistic: str) -> str | None:
+    """What an index cell rests on: its tasks for a mean over tasks, its items for a headline summary (``<field>_n``)."""
+    defined = part[part[field].notna()]
+    if defined.empty:
+        return None
+    if f"{field}_n" in defined:
+        return f"n={int(defined[f'{field}_n'].sum())}"
+    return f"{len(defined)} task" + "s" * (len(defined) != 1)
+
+
+def task_sizes(rows: pd.DataFrame, manifests: dict[str, list[dict[str, Any]]], mains: dict[str, str | None]) -> dict[tuple[str, str], int]:
+    """(model, task as the site names it) -> the items the task was run on, for every task with rows of its main score.
+
+    What "the same task set at full size" compares. The run manifests record
+    each task's data size (after ``--limit``); a task without a manifest falls
+    back on the largest ``n`` of its rows.
+    """
+    scored = rows[rows.metric == rows.task.map(mains)]
+    sizes = {(m, t): int(n) for (m, t), n in scored.groupby(["model", "task"]).n.max().items()}
+    for model, runs in manifests.items():
+        for manifest in runs:  # oldest first: the latest record of a task wins
+            for task, record in (manifest.get("tasks") or {}).items():
+                for variant in (record.get("variants") or {"default": {}}):
+                    key = (model, task + ("" if variant == "default" else variant))
+                    if key in sizes and isinstance(record.get("n"), int):
+                        sizes[key] = record["n"]
+    return sizes
+
+
+def task_signatures(table: pd.DataFrame, families: dict[str, str], sizes: dict[tuple[str, str], int]) -> dict[tuple[Any, Any], dict[str, frozenset]]:
+    """Per (model, revision or None) and family: the set of (task, items) it has scores on, the thing two models must share to be ranked together.
+
+    ``sizes`` maps (model, task) to the items the task was run on (:func:`task_sizes`).
+    """
+    out: dict[tuple[Any, Any], dict[str, frozenset]] = {}
+    for (model, revision), group in table.groupby(["model", "revision"], dropna=False, sort=True):
+        per_family: dict[str, set] = {}
+        for task in group.task:
+            if (model, task) not in sizes:  # no rows of its main score (an encoder's back-patching task has only label-free metric rows)
+                continue
+            per_family.setdefault(families.get(task, "other"), set()).add((task, sizes[(model, task)]))
+        out[(model, None if pd.isna(revision) else revision)] = {family: frozenset(tasks) for family, tasks in per_family.items()}
+    return out
+
+
+def reference_signatures(signatures: dict[tuple[Any, Any], dict[str, frozenset]]) -> dict[str, frozenset]:
+    """Per family, the task set most models were run on (ties: the one with more tasks, then more items): what the index ranks on."""
+    counts: dict[str, dict[frozenset, int]] = {}
+    for per_family in signatures.values():
+        for family, signature in per_family.items():
+            counts.setdefault(family, {}).setdefault(signature, 0)
+            counts[family][signature] += 1
+    return {family: max(found, key=lambda sig: (found[sig], len(sig), sum(n for _, n in sig))) for family, found in counts.items()}
+
+
+def _why_apart(mine: dict[str, frozenset], reference: dict[str, frozenset]) -> str | None:
+    """Why a model's tasks differ from the reference task sets (None: they match, it is ranked)."""
+    reasons = []
+    for family, signature in sorted(mine.items()):
+        wanted = reference[family]
+        if signature == wanted:
+            continue
+        tasks, wanted_tasks = {t for t, _ in signature}, {t for t, _ in wanted}
+        sizes, wanted_sizes = dict(signature), dict(wanted)
+        smaller = [f"{t} {sizes[t]} of {wanted_sizes[t]}" for t in sorted(tasks & wanted_tasks) if sizes[t] != wanted_sizes[t]]
+        parts = [f"{len(tasks & wanted_tasks)} of {len(wanted_tasks)} tasks"] if tasks != wanted_tasks else []
+        parts += [f"{len(tasks - wanted_tasks)} other task(s)"] if tasks - wanted_tasks else []
+        parts += [f"items {', '.join(smaller[:3])}" + (" ..." if len(smaller) > 3 else "")] if smaller else []
+        reasons.append(f"{family}: {'; '.join(parts)}")
+    return "; ".join(reasons) or None
+
+
 def _index_rows(table: pd.DataFrame, families: dict[str, str], manifests: dict[str, list[dict[str, Any]]], rows: pd.DataFrame,
-                schema: dict[str, Any]) -> list[dict[str, Any]]:
+                schema: dict[str, Any], sizes: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
+    """One index row per (model, revision): the schema's columns, each cell's n (``_n_<column>``), and ``apart``: why it is not ranked, else None."""
+    signatures = task_signatures(table, families, sizes)
+    reference = reference_signatures(signatures)
     out = []
     for (model, revision), group in table.groupby(["model", "revision"], dropna=False, sort=True):
         revision = None if pd.isna(revision) else revision
+        why = _why_apart(signatures[(model, revision)], reference)
         latest = (manifests.get(model) or [{}])[-1].get("model", {})
         n_layers = int(rows.loc[rows.model == model, "n_layers"].max())
         row: dict[str, Any] = {"model": model, "_href_model": f"models/{model_slug(model, revision)}.html", "revision": revision or "—",
-                               "parameters": latest.get("parameters"), "layers": n_layers}
+                               "parameters": latest.get("parameters"), "layers": n_layers, "tasks": int(group.task.nunique()), "apart": why}
         group = group.assign(family=group.task.map(lambda t: families.get(t, "other")))
         for column in schema["index_columns"]:
             if "field" not in column:
@@ -311,6 +387,7 @@ def _index_rows(table: pd.DataFrame, families: dict[str, str], manifests: dict[s
             if "protocol" in column:
                 part = part[part.protocol == column["protocol"]]
             row[column["id"]] = _aggregate(part[column["field"]], column["statistic"])
+            row[f"_n_{column['id']}"] = _cell_n(part, column["field"], column["statistic"])
         out.append(row)
     return out
 
@@ -361,9 +438,14 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
     def render(name: str, target: Path, **context: Any) -> None:
         target.write_text(env.get_template(name).render(figures=context.pop("figures", {}), **context), encoding="utf-8")
 
-    models = _index_rows(table, families, manifests, rows, schema)
+    sizes = task_sizes(rows, manifests, mains)
+    models = _index_rows(table, families, manifests, rows, schema, sizes)
+    ranked, apart = [m for m in models if m["apart"] is None], [m for m in models if m["apart"] is not None]
+    index_columns = _columns(schema["index_columns"])
     render("index.html", out / "index.html", root="", title="Layer-wise leaderboard", sources=[str(p) for p in paths], n_rows=len(rows),
-           models=models, n_tasks=len(tasks), model_table={"id": "models", "columns": _columns(schema["index_columns"]), "rows": models})
+           models=models, n_tasks=len(tasks), model_table={"id": "models", "columns": index_columns, "rows": ranked},
+           apart_table={"id": "apart", "columns": [*index_columns[:1], ("tasks", "tasks", False), ("apart", "not ranked because", True), *index_columns[1:]],
+                        "rows": apart})
 
     for model_row in models:
         model = model_row["model"]

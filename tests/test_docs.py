@@ -1,0 +1,99 @@
+"""The README says what the code does: its task tables match `layerbench list tasks`, its snippets run, and a slice of the
+committed results/ comes back to within 1e-6 when rerun (issue 19)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from layerbench.cli import main
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def _listed_tasks() -> dict[str, str]:
+    """`layerbench list tasks` as task -> size column."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["list", "tasks"]) == 0
+    sizes = {}
+    for line in out.getvalue().splitlines()[1:]:
+        if not line.strip() or line.startswith("suite "):
+            continue
+        name, _family, size, *_ = line.split()
+        sizes[name] = size
+    return sizes
+
+
+def _readme_task_rows() -> dict[str, str]:
+    """The first README table row of each task (its row in a task table; later tables report results), as task -> its last cell (the size)."""
+    rows = {}
+    for line in README.splitlines():
+        match = re.match(r"\| `([a-z0-9][a-z0-9_.-]*)` \|.*\| ([^|]+) \|$", line)
+        if match:
+            rows.setdefault(match.group(1), match.group(2).strip())
+    return rows
+
+
+def test_the_readme_task_tables_match_layerbench_list_tasks():
+    listed, documented = _listed_tasks(), _readme_task_rows()
+    tasks = {name: size for name, size in documented.items() if name in listed}
+    # Every offline probe and mteb task has its row, and every row's size is the listing's (commas and units aside).
+    assert {name for name in listed if name.startswith(("concept-", "mteb-")) and listed[name] != "network"} <= set(tasks)
+    for name, size in tasks.items():
+        number = re.match(r"[\d,]+", size)
+        assert number and number.group(0).replace(",", "") == listed[name], f"README says {name} has {size}; `layerbench list tasks` says {listed[name]}"
+
+
+def test_the_readme_names_the_cache_variables_as_the_code_reads_them():
+    from layerbench import config
+
+    source = Path(config.__file__).read_text()
+    assert "LAYERBENCH_ACTIVATION_CACHE" in source and "`$LAYERBENCH_ACTIVATION_CACHE`, default `$LAYERBENCH_CACHE/activations`" in README
+
+
+def _python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+@pytest.mark.slow
+def test_the_readme_python_snippets_run(capsys, monkeypatch):
+    """Every python block runs as written from the repository root (the family example registers a family: it runs last)."""
+    monkeypatch.chdir(ROOT)
+    blocks = _python_blocks()
+    assert len(blocks) >= 3
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme_snippet"})
+    out = capsys.readouterr().out
+    assert "-0." not in out  # no negative zero entropies
+    assert "sentence-transformers/all-MiniLM-L6-v2 best at depth" in out and "nan" not in out.lower()
+    from layerbench.families import all_families
+
+    assert "knn" in all_families()
+
+
+@pytest.mark.slow
+def test_a_slice_of_the_committed_results_reruns_to_within_1e_6(tmp_path):
+    """MiniLM's concept-capitals and mteb-lee-sts, as `make leaderboard` ran them (the default suite's 16 metric samples),
+    rerun with an empty cache: every score and metric row within 1e-6 of results/."""
+    from layerbench import api
+    from layerbench.results import load_results
+
+    model, tasks = "sentence-transformers/all-MiniLM-L6-v2", ["concept-capitals", "mteb-lee-sts"]
+    api.run([model], tasks=tasks, protocols=["layerbench"], metric_samples=16, output=str(tmp_path / "out"), cache=False)
+    fresh = load_results(tmp_path / "out")
+    committed = load_results(ROOT / "results")
+    committed = committed[(committed.model == model) & committed.task.isin(tasks) & (committed.protocol == "layerbench")]
+    keys = ["task", "protocol", "site", "subset", "split", "metric", "layer", "source_layer"]
+    both = committed.merge(fresh, on=keys, suffixes=("_committed", "_fresh"))
+    assert len(both) == len(committed) == len(fresh) and len(both) > 100
+    difference = (both.value_committed - both.value_fresh).abs()
+    same_nan = both.value_committed.isna() & both.value_fresh.isna()
+    worst = both.assign(difference=difference)[~same_nan].sort_values("difference").tail(3)
+    assert (difference[~same_nan] <= 1e-6).all(), worst[[*keys, "value_committed", "value_fresh"]].to_string()
+    assert np.array_equal(both.value_committed.isna(), both.value_fresh.isna())
