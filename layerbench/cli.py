@@ -212,7 +212,9 @@ def compare(base, candidate, tolerance, z, tasks, report) -> None:
 
     base_rows, candidate_rows = load_results(base), load_results(candidate)
     rows = compare_results(base_rows, candidate_rows, tolerance=tolerance, z=z, tasks=list(split_names(tasks)) or None, noise=read_seed_noise(base))
-    labels = [f"{path} ({', '.join(sorted(set(frame.model)))})" for path, frame in ((base, base_rows), (candidate, candidate_rows))]
+    compared = set(rows.model) if "model" in rows else None  # matched by model: only the models both hold
+    labels = [f"{path} ({', '.join(sorted(set(frame.model)))})" + (f"; compared: {', '.join(sorted(compared))}" if compared and compared != set(frame.model) else "")
+              for path, frame in ((base, base_rows), (candidate, candidate_rows))]
     click.echo(format_report(rows, tolerance, z, base_label=labels[0], candidate_label=labels[1]))
     if report:
         rows.to_csv(report, index=False)

@@ -101,9 +101,9 @@ def compare_results(base: pd.DataFrame, candidate: pd.DataFrame, tolerance: floa
     """Every shared row of ``base`` and ``candidate``, with its kind, change, noise and verdict.
 
     Args:
-        base, candidate: result rows (``load_results``). Matched by model as
-            well when both hold the same models; a set of one model each is
-            matched across models (a new checkpoint against the old).
+        base, candidate: result rows (``load_results``). Matched by model on
+            the models both hold (the others are left out); two sets of one
+            different model each are matched across models (a new checkpoint against the old).
         tolerance: the smallest drop that counts, in the metric's own units.
         z: how many standard deviations of the difference (standard errors and seed spread) a drop must exceed.
         tasks: only these tasks.
@@ -126,12 +126,14 @@ def compare_results(base: pd.DataFrame, candidate: pd.DataFrame, tolerance: floa
     if tasks:
         base, candidate = base[base.task.isin(tasks)], candidate[candidate.task.isin(tasks)]
     base_models, candidate_models = set(base.model), set(candidate.model)
-    if base_models == candidate_models:
+    if base_models & candidate_models:  # the models both hold (`compare results demo-results`: the demo's two of the four)
+        shared = base_models & candidate_models
+        base, candidate = base[base.model.isin(shared)], candidate[candidate.model.isin(shared)]
         keys = ["model", *ROW]
     elif len(base_models) == 1 and len(candidate_models) == 1:
         keys = ROW
     else:
-        raise UserError(f"cannot match models: base has {sorted(base_models)}, candidate {sorted(candidate_models)}; give one model each, or the same models")
+        raise UserError(f"cannot match models: base has {sorted(base_models)}, candidate {sorted(candidate_models)}; give one model each, or sets that share models")
     mains = main_metrics(base)
     columns = [*keys, "value", "stderr", "higher_is_better"]
     left = _with_best_layers(base)[columns + (["model"] if "model" not in keys else [])]

@@ -85,7 +85,7 @@ def test_seed_noise_widens_the_gate_by_the_measured_spread():
     assert (compare_results(base, candidate).verdict == "regression").any()
     gated = compare_results(base, candidate, noise=seed_noise([base, *reruns]))
     assert (gated.verdict != "regression").all()
-    assert gated.loc[gated.metric == "best:accuracy", "detectable"].item() == pytest.approx(2 * np.sqrt(2 * 0.04**2 * 4 / 4), rel=0.02)
+    assert gated.loc[gated.metric == "best:accuracy", "detectable"].item() == pytest.approx(2 * np.sqrt(2) * 0.04)  # z x sqrt(2 seed_sd^2)
     with pytest.raises(UserError, match="at least one rerun"):
         seed_noise([base])
 
@@ -139,3 +139,12 @@ def test_the_noise_command_stores_the_spread_that_compare_reads(tmp_path, capsys
     (tmp_path / "base" / "seed-noise.csv").write_text("model,value\n")
     assert main(["compare", str(tmp_path / "base"), str(tmp_path / "worse")]) == 2
     assert "lacks column(s)" in capsys.readouterr().err
+
+
+def test_a_candidate_holding_some_of_the_base_models_is_compared_on_those():
+    """`compare results demo-results`: the committed four models against the demo's two; the two are matched by name."""
+    base = pd.concat([rows(model="org/a"), rows(model="org/b")])
+    report = compare_results(base, rows(model="org/b", accuracy=[0.50, 0.60, 0.70, 0.70]))
+    assert set(report.model) == {"org/b"} and (report.verdict == "regression").any()
+    with pytest.raises(UserError, match="cannot match models"):
+        compare_results(base, rows(model="org/c"))

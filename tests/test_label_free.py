@@ -51,3 +51,11 @@ def test_plans():
     assert not MetricPlan.from_names(["anisotropy"]).needs_sample
     with pytest.raises(UserError, match="names a metric twice"):
         MetricPlan.from_names(["lidar", "lidar"])
+
+
+def test_a_metric_warning_becomes_a_note_that_does_not_repeat_the_metric_name():
+    """The note is keyed by the metric and the run log prints "<task>: <metric>: <note>": the note must not say the name again (issue 19)."""
+    pooled = np.random.default_rng(0).normal(size=(3, 10, 8))
+    pooled[0] = 1.0  # every point of layer 0 coincides: its intrinsic dimension is undefined
+    _, notes = evaluate_metrics(MetricPlan.from_names(["intrinsic_dimension"]), pooled, {}, None)
+    assert notes["intrinsic_dimension"] == "1 of 3 layers have fewer than 3 distinct points; their dimension is NaN"
