@@ -403,7 +403,7 @@ class ModelRunner:
         return rows, record
 
     def finish(self, status: str = "complete") -> None:
-        """Mark this model's manifest ``complete`` (or ``interrupted``); nothing to do if no task ran."""
+        """Mark this model's manifest ``complete`` (or ``interrupted``, ``failed``); nothing to do if no task ran."""
         if self.handle is not None:
             self._write_manifest(status)
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -198,11 +199,15 @@ def _check_batch_size(batch_size: int | str) -> bool:
     return batch_size == "auto"
 
 
+def _max_batch(handle: ModelHandle) -> int:
+    """The most texts a batch packed under a token budget may hold on the handle's device."""
+    return CPU_MAX_BATCH if handle.device.type == "cpu" else MAX_AUTO_BATCH
+
+
 def _batch_plan(handle: ModelHandle, token_ids: Sequence[Sequence[int]], batch_size: int | str, n_sites: int) -> list[list[int]]:
     """:func:`plan_batches` with the handle's budget for ``batch_size="auto"``."""
     auto = _check_batch_size(batch_size)
-    max_batch = CPU_MAX_BATCH if handle.device.type == "cpu" else MAX_AUTO_BATCH
-    return plan_batches(token_ids, None if auto else int(batch_size), _token_budget(handle, n_sites) if auto else None, max_batch)
+    return plan_batches(token_ids, None if auto else int(batch_size), _token_budget(handle, n_sites) if auto else None, _max_batch(handle))
 
 
 def iter_batches(
@@ -250,7 +255,6 @@ def run_batches(
     pad_id = handle.tokenizer.pad_token_id
     pad_id = 0 if pad_id is None else pad_id
     queue = deque(plan)
-    max_batch = CPU_MAX_BATCH if handle.device.type == "cpu" else MAX_AUTO_BATCH
     with tqdm(total=sum(map(len, plan)), desc=desc, unit="text", disable=progress_disabled(), leave=False) as bar:
         while queue:
             chunk = queue[0]
@@ -268,7 +272,7 @@ def run_batches(
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 rest = [i for batch in queue for i in batch]
-                sub = plan_batches([token_ids[i] for i in rest], None, max(1, (len(chunk) // 2) * longest), max_batch)
+                sub = plan_batches([token_ids[i] for i in rest], None, max(1, (len(chunk) // 2) * longest), _max_batch(handle))
                 queue = deque([[rest[j] for j in batch] for batch in sub])
                 continue
             queue.popleft()
@@ -425,10 +429,14 @@ class _CaptureJob:
     out: dict[str, np.ndarray]
     token_ids: list[list[int]]
     plan: list[list[int]]
-    unique: dict[str, list[int]] = field(default_factory=dict)
-    distinct: list[str] = field(default_factory=list)
+    unique: dict[str, list[int]]
     to_run: list[list[int]] = field(default_factory=list)
     prompt_values: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
+
+    @cached_property
+    def distinct(self) -> list[str]:
+        """The distinct texts in first-seen order (the keys of ``unique``)."""
+        return list(self.unique)
 
     def _kinds(self, text: str) -> list[tuple[str, str, str | None, tuple[int, ...]]]:
         """The cache entries one text of this job needs: (kind, site, kernel name or None, shape)."""
@@ -456,19 +464,17 @@ class _CaptureJob:
                 self.to_run.append(batch)
                 continue
             context = batch_digest([self.token_ids[i] for i in batch])
-            looked = {(self.distinct[i], kind): self._lookup(text_key(self.prefix, kind, self.distinct[i], context), shape)
-                      for i in batch for kind, _site, _name, shape in self._kinds(self.distinct[i])}
-            found = {key: value for key, value in looked.items() if value is not None}
+            looked = [(text, site, name, self._lookup(text_key(self.prefix, kind, text, context), shape))
+                      for text in (self.distinct[i] for i in batch) for kind, site, name, shape in self._kinds(text)]
+            found = [(text, site, name, value) for text, site, name, value in looked if value is not None]
             if len(found) < len(looked):
                 self.to_run.append(batch)
                 continue
-            for i in batch:
-                text = self.distinct[i]
-                for kind, site, name, _ in self._kinds(text):
-                    if name is None:
-                        self.out[site][:, self.unique[text]] = found[(text, kind)][:, None, :]
-                    else:
-                        self.prompt_values.setdefault((site, text), {})[name] = found[(text, kind)]
+            for text, site, name, value in found:
+                if name is None:
+                    self.out[site][:, self.unique[text]] = value[:, None, :]
+                else:
+                    self.prompt_values.setdefault((site, text), {})[name] = value
 
     def store_batch(self, chunk: list[int], pooled: dict[str, torch.Tensor], ready: torch.cuda.Event | None, writer: _CacheWriter) -> None:
         """Scatter a batch's pooled states ``{site: [K, B, D]}`` of ``distinct[chunk]`` into ``out``; cache them and its kernels' values."""
@@ -579,14 +585,13 @@ def capture_layers(
     unique: dict[str, list[int]] = {}
     for i, text in enumerate(texts):
         unique.setdefault(text, []).append(i)
-    distinct = list(unique)
-    token_ids = _tokenize(handle, distinct, length)
+    token_ids = _tokenize(handle, list(unique), length)
     job = _CaptureJob(
         texts=texts, pooling=pooling, layers=layers, kernels=kernels,
         token_texts={texts[i] for i in per_prompt_texts} if kernels else set(), store=store,
         prefix=key_prefix(handle.checkpoint.fingerprint, handle.tokenizer_fingerprint, length, numerics), stats=stats,
         out={site: pooled_array((len(layers[site]), len(texts), handle.hidden_size), budget) for site in sites},
-        token_ids=token_ids, plan=_batch_plan(handle, token_ids, batch_size, len(sites)), unique=unique, distinct=distinct,
+        token_ids=token_ids, plan=_batch_plan(handle, token_ids, batch_size, len(sites)), unique=unique,
     )
     job.read_cache()
     writer = _CacheWriter(store, CACHE_WRITERS if handle.device.type == "cuda" else 1)  # on a CPU more writers only contend with torch

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -292,7 +293,7 @@ def _aggregate(values: pd.Series, statistic: str) -> Any:
     raise ValueError(f"schema.yaml: unknown statistic '{statistic}'; use mean or count_positive")
 
 
-def _cell_n(part: pd.DataFrame, field: str, statistic: str) -> str | None:
+def _cell_n(part: pd.DataFrame, field: str) -> str | None:
     """What an index cell rests on: its tasks for a mean over tasks, its items for a headline summary (``<field>_n``)."""
     defined = part[part[field].notna()]
     if defined.empty:
@@ -302,7 +303,7 @@ def _cell_n(part: pd.DataFrame, field: str, statistic: str) -> str | None:
     return f"{len(defined)} task" + "s" * (len(defined) != 1)
 
 
-def task_sizes(rows: pd.DataFrame, manifests: dict[str, list[dict[str, Any]]], mains: dict[str, str | None]) -> dict[tuple[str, str], int]:
+def task_items(rows: pd.DataFrame, manifests: dict[str, list[dict[str, Any]]], mains: dict[str, str | None]) -> dict[tuple[str, str], int]:
     """(model, task as the site names it) -> the items the task was run on, for every task with rows of its main score.
 
     What "the same task set at full size" compares. The run manifests record
@@ -324,7 +325,7 @@ def task_sizes(rows: pd.DataFrame, manifests: dict[str, list[dict[str, Any]]], m
 def task_signatures(table: pd.DataFrame, families: dict[str, str], sizes: dict[tuple[str, str], int]) -> dict[tuple[Any, Any], dict[str, frozenset]]:
     """Per (model, revision or None) and family: the set of (task, items) it has scores on, the thing two models must share to be ranked together.
 
-    ``sizes`` maps (model, task) to the items the task was run on (:func:`task_sizes`).
+    ``sizes`` maps (model, task) to the items the task was run on (:func:`task_items`).
     """
     out: dict[tuple[Any, Any], dict[str, frozenset]] = {}
     for (model, revision), group in table.groupby(["model", "revision"], dropna=False, sort=True):
@@ -339,11 +340,10 @@ def task_signatures(table: pd.DataFrame, families: dict[str, str], sizes: dict[t
 
 def reference_signatures(signatures: dict[tuple[Any, Any], dict[str, frozenset]]) -> dict[str, frozenset]:
     """Per family, the task set most models were run on (ties: the one with more tasks, then more items): what the index ranks on."""
-    counts: dict[str, dict[frozenset, int]] = {}
+    counts: dict[str, Counter[frozenset]] = {}
     for per_family in signatures.values():
         for family, signature in per_family.items():
-            counts.setdefault(family, {}).setdefault(signature, 0)
-            counts[family][signature] += 1
+            counts.setdefault(family, Counter())[signature] += 1
     return {family: max(found, key=lambda sig: (found[sig], len(sig), sum(n for _, n in sig))) for family, found in counts.items()}
 
 
@@ -387,7 +387,7 @@ def _index_rows(table: pd.DataFrame, families: dict[str, str], manifests: dict[s
             if "protocol" in column:
                 part = part[part.protocol == column["protocol"]]
             row[column["id"]] = _aggregate(part[column["field"]], column["statistic"])
-            row[f"_n_{column['id']}"] = _cell_n(part, column["field"], column["statistic"])
+            row[f"_n_{column['id']}"] = _cell_n(part, column["field"])
         out.append(row)
     return out
 
@@ -438,7 +438,7 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
     def render(name: str, target: Path, **context: Any) -> None:
         target.write_text(env.get_template(name).render(figures=context.pop("figures", {}), **context), encoding="utf-8")
 
-    sizes = task_sizes(rows, manifests, mains)
+    sizes = task_items(rows, manifests, mains)
     models = _index_rows(table, families, manifests, rows, schema, sizes)
     ranked, apart = [m for m in models if m["apart"] is None], [m for m in models if m["apart"] is not None]
     index_columns = _columns(schema["index_columns"])
