@@ -5,7 +5,9 @@ the GPU against float32, ``device_map="auto"`` against a plain load, and
 batching invariance on the GPU. Prints the largest difference of each,
 relative to the layer's largest magnitude, and whether it is within the
 bound a float format allows (float32: 1e-4 after different kernels;
-bfloat16: 5e-2, its 8-bit mantissa compounded over the layers).
+bfloat16: 5e-2, its 8-bit mantissa compounded over the layers). Also the
+label-free metrics computed on cuda in torch against numpy (1e-8 relative)
+and ``--layers``' stopped forward pass against the whole pass (bit for bit).
 
 Run on a machine with a GPU: ``python benchmarks/gpu_check.py [MODEL ...]``.
 """
@@ -20,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from layerbench import embed_layers, load_model  # noqa: E402
-from layerbench.capture import CaptureStats  # noqa: E402
+from layerbench.capture import CaptureStats, capture_layers  # noqa: E402
 from layerbench.data import load_packaged  # noqa: E402
 
 TEXTS = [
@@ -63,7 +65,21 @@ def check(name: str) -> bool:
     stats = CaptureStats()
     embed_layers(gpu, stats_texts, cache=False, stats=stats)
     print(f"  auto batch sizes for {len(stats_texts)} texts: {sorted(set(stats.batch_sizes), reverse=True)[:5]}, {stats.forward_passes} passes")
+    ok &= report("metrics on cuda (torch float64) vs numpy", metrics_on_cuda(fp32), 1e-8)
+    early = load_model(name, device="cuda", dtype="float32")
+    layers = [0, 1, early.n_layers // 2]
+    ok &= report(f"--layers {layers}: stopped pass vs whole pass", relative(capture_layers(early, TEXTS, cache=False, layers=layers).pooled, fp32[layers]), 0.0)
     return ok
+
+
+def metrics_on_cuda(states: np.ndarray) -> float:
+    """The largest relative difference between the suite's device metrics computed on cuda and in numpy, on ``states`` [K, N, D]."""
+    from layerbench.metrics.suite import MetricPlan, evaluate_metrics
+
+    plan = MetricPlan.from_names(["dataset_entropy", "effective_rank", "anisotropy"])
+    host, _ = evaluate_metrics(plan, states, {}, None)
+    device, _ = evaluate_metrics(plan, states, {}, None, device="cuda")
+    return float((np.abs(host.value - device.value) / np.maximum(np.abs(host.value), 1e-300)).max())
 
 
 def _has_bbc() -> bool:

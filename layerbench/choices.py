@@ -22,6 +22,10 @@ DTYPES: tuple[str, ...] = get_args(Dtype)
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DEVICES: tuple[str, ...] = get_args(Device)
 
+# Where the label-free metrics compute (--metrics-device); unset: where the model runs.
+MetricDevice = Literal["cpu", "cuda", "mps"]
+METRIC_DEVICES: tuple[str, ...] = get_args(MetricDevice)
+
 Executor = Literal["local", "ray"]
 EXECUTORS: tuple[str, ...] = get_args(Executor)
 

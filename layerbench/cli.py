@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from layerbench.choices import DEVICES, DTYPES, EXECUTORS, POOLINGS, ROBUSTNESS, SITES
+from layerbench.choices import DEVICES, DTYPES, EXECUTORS, METRIC_DEVICES, POOLINGS, ROBUSTNESS, SITES
 from layerbench.errors import UserError
 from layerbench.run_config import RunConfig, split_names
 
@@ -73,6 +73,11 @@ def app() -> None:
 @click.option("--address", default=None, help="Ray cluster to join: auto, or ray://host:port (default: start a local one). Needs --executor ray.")
 @click.option("--gpus-per-job", type=click.FloatRange(min=0), default=1.0, show_default=True, help="GPUs per model worker on Ray (0.5: two models share a GPU).")
 @click.option("--cpus-per-job", type=click.FloatRange(min=0), default=1.0, show_default=True, help="CPUs per model worker on Ray.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Worker processes evaluating the layers of probe and mteb tasks; rows do not depend on it [default: $LAYERBENCH_JOBS, else the cores available].")
+@click.option("--layers", default=None, help="Only these layers, captured and evaluated: numbers and inclusive ranges, e.g. 0,12,20-24 [default: every layer].")
+@click.option("--metrics-device", type=click.Choice(METRIC_DEVICES), default=None,
+              help="Where the label-free metrics compute (torch; float64 where the device has it) [default: where the model runs].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def run(quiet: bool, no_cache: bool, no_metrics: bool, **options) -> None:
     """Run tasks on models; write tidy rows and a manifest per model under --output.
@@ -92,6 +97,60 @@ def run(quiet: bool, no_cache: bool, no_metrics: bool, **options) -> None:
     skipped = sum(s == "skipped" for per in summary.status.values() for s in per.values())
     click.echo(f"{done} task(s) run, {skipped} skipped, {summary.forward_passes} forward passes; results in {summary.output}/")
     click.echo(f"load them with: python -c \"import layerbench; print(layerbench.load_results('{summary.output}'))\"")
+
+
+@app.group(invoke_without_command=True)
+@click.pass_context
+def cache(ctx) -> None:
+    """The activation cache ($LAYERBENCH_ACTIVATION_CACHE): what it holds (no subcommand), or prune it."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(cache_info)
+
+
+@cache.command(name="info")
+def cache_info() -> None:
+    """Where the cache is, its shards, entries and bytes, per model, and its age."""
+    from layerbench.capture.cache import ActivationCache, summarize
+    from layerbench.config import activation_cache_location
+
+    location = activation_cache_location()
+    held = summarize(ActivationCache(location))
+    click.echo(f"activation cache: {location}")
+    click.echo(f"{held.shards} shard(s), {held.entries} entries, {_size(held.bytes)}"
+               + (f"; written {held.oldest:%Y-%m-%d %H:%M} to {held.newest:%Y-%m-%d %H:%M} UTC" if held.oldest and held.newest else ""))
+    for model, (entries, size) in held.by_model.items():
+        click.echo(f"  {model:48} {entries:>9} entries {_size(size):>10}")
+    if held.unindexed[0]:
+        click.echo(f"{held.unindexed[0]} file(s), {_size(held.unindexed[1])}, not indexed (being written, left by a killed run, or the old "
+                   "one-file-per-entry format): `layerbench cache prune` removes those a day old and the old format's")
+
+
+@cache.command(name="prune")
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0), default=None, help="Remove shards written more than N days ago.")
+@click.option("--max-size", default=None, help="Remove the oldest shards until the cache holds at most this much, e.g. 50G.")
+@click.option("--model", "models", multiple=True, help="Remove the entries of this model (as `layerbench cache` names it); repeatable.")
+@click.option("--all", "everything", is_flag=True, help="Remove every entry.")
+@click.option("--dry-run", is_flag=True, help="Say what would go, remove nothing.")
+def cache_prune(older_than, max_size, models, everything, dry_run) -> None:
+    """Remove whole shards (and stale temporary files and the old format's files); merge the index into one file."""
+    from layerbench.capture.cache import ActivationCache, prune
+    from layerbench.config import activation_cache_location, parse_bytes
+
+    if older_than is None and max_size is None and not models and not everything:
+        raise click.UsageError("say what to remove: --older-than DAYS, --max-size SIZE, --model NAME or --all")
+    limit = parse_bytes(max_size, "--max-size") if max_size is not None else None
+    files, freed = prune(ActivationCache(activation_cache_location()), older_than, limit, models, everything, dry_run)
+    click.echo(f"{'would remove' if dry_run else 'removed'} {files} file(s), {_size(freed)}")
+
+
+def _size(n: int) -> str:
+    """Bytes as people read them: 512 B, 4.4 KB, 1.2 GB (powers of 1024)."""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
 
 
 @app.group(name="list")

@@ -46,16 +46,29 @@ def memory_budget() -> int:
 
     ``$LAYERBENCH_MEMORY_BUDGET`` in bytes (suffixes K, M, G allowed) if set, else half the physical memory.
     """
-    raw = os.environ.get("LAYERBENCH_MEMORY_BUDGET", "").strip().upper()
+    raw = os.environ.get("LAYERBENCH_MEMORY_BUDGET", "").strip()
     if raw:
-        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(raw[-1], 1)
-        try:
-            return int(float(raw.rstrip("KMG")) * scale)
-        except ValueError:
-            from layerbench.errors import UserError
-
-            raise UserError(f"LAYERBENCH_MEMORY_BUDGET must be a number of bytes such as 8G, got '{raw}'") from None
+        return parse_bytes(raw, "LAYERBENCH_MEMORY_BUDGET")
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def parse_bytes(raw: str, what: str) -> int:
+    """``raw`` bytes, with an optional suffix K, M, G or T (powers of 1024): ``8G`` -> 8589934592.
+
+    Raises:
+        UserError: not such a number (``what`` names the setting in the message).
+    """
+    text = raw.strip().upper().removesuffix("B")
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(text[-1:], 1)
+    try:
+        value = int(float(text.rstrip("KMGT")) * scale)
+    except ValueError:
+        value = -1
+    if value < 0:
+        from layerbench.errors import UserError
+
+        raise UserError(f"{what} must be a number of bytes such as 8G, got '{raw}'")
+    return value
 
 
 def progress_disabled() -> bool:

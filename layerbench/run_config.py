@@ -18,10 +18,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from layerbench.choices import DEVICES, DTYPES, EXECUTORS, POOLINGS, ROBUSTNESS, SITES, unknown_choice
+from layerbench.choices import DEVICES, DTYPES, EXECUTORS, METRIC_DEVICES, POOLINGS, ROBUSTNESS, SITES, unknown_choice
 from layerbench.errors import UserError
 
-__all__ = ["RunConfig", "split_names"]
+__all__ = ["RunConfig", "parse_layers", "split_names"]
 
 
 def split_names(value: Any) -> tuple[str, ...]:
@@ -45,6 +45,30 @@ def _one_of(kind: str, choices: tuple[str, ...]) -> Callable[[Any], Any]:
 
 
 Names = Annotated[tuple[str, ...], BeforeValidator(split_names)]
+
+
+def parse_layers(value: Any) -> tuple[int, ...]:
+    """Layer numbers from ``"0,6,12"``, ``"20-30"`` (inclusive), a mix (``"0,10-12"``), or a sequence of ints: sorted, without repeats.
+
+    Raises:
+        ValueError: a part that is not a number or an ``a-b`` range with a <= b, or a negative number.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, int):
+        value = [value]
+    parts = [part.strip() for item in ([value] if isinstance(value, str) else list(value)) for part in str(item).split(",")]
+    layers: set[int] = set()
+    for part in filter(None, parts):
+        first, dash, last = part.partition("-")
+        try:
+            start, stop = int(first), int(last) if dash else int(first)
+        except ValueError:
+            raise ValueError(f"'{part}' is not a layer number or a range like 20-30") from None
+        if start < 0 or stop < start:
+            raise ValueError(f"'{part}' is not a layer number or a range a-b with 0 <= a <= b")
+        layers.update(range(start, stop + 1))
+    return tuple(sorted(layers))
 
 
 class RunConfig(BaseModel):
@@ -76,6 +100,10 @@ class RunConfig(BaseModel):
         executor: ``local`` (this process) or ``ray``.
         address: the Ray cluster to join (``--executor ray`` only).
         gpus_per_job, cpus_per_job: resources of each model's Ray worker.
+        jobs: worker processes that evaluate the layers of probe and mteb tasks (None: ``$LAYERBENCH_JOBS``,
+            else the cores available; under Ray, each worker's ``cpus_per_job``). The rows do not depend on it.
+        layers: capture and evaluate only these layer numbers (empty: every layer); the depth summaries read them alone.
+        metrics_device: where the label-free metrics compute (None: where the model runs; ``cpu`` or ``cuda``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -106,6 +134,9 @@ class RunConfig(BaseModel):
     address: str | None = None
     gpus_per_job: float = Field(default=1.0, ge=0)
     cpus_per_job: float = Field(default=1.0, ge=0)
+    jobs: int | None = Field(default=None, ge=1)
+    layers: Annotated[tuple[int, ...], BeforeValidator(parse_layers)] = ()
+    metrics_device: Annotated[str | None, AfterValidator(_one_of("metrics device", METRIC_DEVICES))] = None
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

@@ -34,6 +34,7 @@ from layerbench.metrics.suite import METRICS_VERSION, MetricPlan, evaluate_metri
 from layerbench.models import ModelHandle
 from layerbench.models.loading import load_checkpoint
 from layerbench.models.resolve import Checkpoint
+from layerbench.parallel import default_jobs
 from layerbench.results import ResultStore, complete_rows
 from layerbench.run_config import RunConfig
 from layerbench.specs import TaskSpec
@@ -132,6 +133,8 @@ def task_config_hash(variant: Variant, config: RunConfig, checkpoint: Checkpoint
         "protocol": variant.protocol,
         "site": variant.site,
     }
+    if config.layers:  # a subset of layers: other rows, and depth summaries read off those layers alone
+        identity["layers"] = list(config.layers)
     if checkpoint.prompts and get_family(variant.spec.family).model_texts:  # the model reads prefixed texts
         identity["prompts"] = checkpoint.prompts
     if part == "scores" and get_family(variant.spec.family).robustness and config.robustness:
@@ -228,6 +231,8 @@ class ModelRunner:
         self.handle: ModelHandle | None = None
         self.variant_handles: dict[str, ModelHandle] = {}
         self.stats = CaptureStats()
+        # Worker processes for the layers: under Ray a worker holds cpus_per_job CPUs, not the node's.
+        self.jobs = config.jobs or (max(1, int(config.cpus_per_job)) if config.executor == "ray" else default_jobs())
         previous = self.store.read_manifest(self.name, self.revision, run_id) or {}
         self.timings: dict[str, float] = dict(previous.get("timings_seconds", {}))
         self.task_records: dict[str, Any] = dict(previous.get("tasks", {}))
@@ -338,7 +343,7 @@ class ModelRunner:
                 if v.site not in sites_of[pooling_of[v.suffix]]:
                     sites_of[pooling_of[v.suffix]].append(v.site)
         _log(
-            f"{prefix}: {len(data)} texts, {handle.n_layers + 1} layers; "
+            f"{prefix}: {len(data)} texts, " + (f"{len(config.layers)} of {handle.n_layers + 1} layers" if config.layers else f"{handle.n_layers + 1} layers") + "; "
             + "; ".join(f"{v.label} ({pooling_of[v.suffix]} pooling)" for v, _ in work)
             + (f"; robustness variants {', '.join(robustness)}" if robustness else "")
             + (f"; metrics on {len(texts.sample)} sampled texts, {texts.n_views} augmented views each" if texts.sample else "")
@@ -348,11 +353,12 @@ class ModelRunner:
         max_length = config.max_length or spec.max_length
         captures = {
             pooling: capture_layers(handle, texts.all, pooling, config.batch_size, max_length, cache=config.cache, stats=stats,
-                                    per_prompt=plan.kernels if texts.sample else None, per_prompt_texts=texts.sample, sites=sites)
+                                    per_prompt=plan.kernels if texts.sample else None, per_prompt_texts=texts.sample, sites=sites, layers=config.layers or None)
             for pooling, sites in sites_of.items()
         }
         precision = {
-            (r, pooling): capture_layers(self.variant_handles[r], data.texts, pooling, config.batch_size, max_length, cache=config.cache, stats=stats, sites=sites)
+            (r, pooling): capture_layers(self.variant_handles[r], data.texts, pooling, config.batch_size, max_length, cache=config.cache, stats=stats, sites=sites,
+                                         layers=config.layers or None)
             for r in robustness if r in self.variant_handles for pooling, sites in sites_of.items()
         }
         t_kernels = stats.per_prompt_seconds - kernel_seconds  # token metrics, computed inside the capture
@@ -361,6 +367,8 @@ class ModelRunner:
         record: dict[str, Any] = {"family": spec.family, "main_score": spec.main_score, "version": spec.version, "n": len(data), "data": data.provenance,
                                   "variants": {}}
         evaluator = family.load_evaluator()
+        # A model on a GPU: the metrics compute there too, in torch. --metrics-device chooses (cpu: torch on the host); a CPU model: numpy.
+        metrics_device = config.metrics_device or (handle.device.type if handle.device.type != "cpu" else None)
         for v, parts in work:
             pooling = pooling_of[v.suffix]
             identity: dict[str, Any] = dict(model=self.name, revision=self.revision, task=spec.name, subset=spec.subset, split=spec.split,
@@ -370,7 +378,8 @@ class ModelRunner:
                 if evaluator is None:  # run_task asks for scores only where the family has an evaluator
                     raise ValueError(f"task '{spec.name}' has no evaluator for its scores")
                 began = time.perf_counter()
-                _log(f"{prefix}: {spec.family} evaluator, {v.label}, on {handle.n_layers + 1} layers")
+                _log(f"{prefix}: {spec.family} evaluator, {v.label}, on {len(captures[pooling].sites[v.site].layers) if reads_states else handle.n_layers + 1} layers"
+                     + (f" in {self.jobs} worker processes" if reads_states and self.jobs > 1 else ""))
                 if reads_states:
                     site = captures[pooling].sites[v.site]
                     states = {"clean": texts.clean(site.pooled)}
@@ -378,7 +387,8 @@ class ModelRunner:
                     if noisy is not None:
                         states["noise"] = noisy
                     states |= {r: precision[(r, pooling)].sites[v.site].pooled for r in robustness if (r, pooling) in precision}
-                    scores = evaluator(states, data, v.spec, config.seed, layers=site.layers)
+                    scores = evaluator(states, data, v.spec, config.seed, layers=site.layers,
+                                       **_accepted(evaluator, n_layers=handle.n_layers, jobs=self.jobs))
                 else:
                     with counting_passes(handle, stats):
                         scores = evaluator(handle, data, v.spec, config.seed)
@@ -390,7 +400,8 @@ class ModelRunner:
                 began = time.perf_counter()
                 _log(f"{prefix}: {len(plan.metrics)} label-free metrics, {v.site} site")
                 site = captures[pooling].sites[v.site]
-                metric_rows, notes = evaluate_metrics(plan, texts.clean(site.pooled), site.per_prompt, texts.view_states(site.pooled), layers=site.layers)
+                metric_rows, notes = evaluate_metrics(plan, texts.clean(site.pooled), site.per_prompt, texts.view_states(site.pooled), layers=site.layers,
+                                                      device=metrics_device)
                 rows[(v.suffix, "metrics")] = complete_rows(metric_rows, **identity)
                 seconds["metrics"] = seconds.get("metrics", 0.0) + time.perf_counter() - began
                 entry["metrics"] = {"names": plan.names, "sampled_texts": len(texts.sample), "views_per_text": texts.n_views, "notes": notes}
@@ -414,6 +425,16 @@ class ModelRunner:
                                          _manifest(self.run_id, status, self.config, self.handle, self.env, self.task_records, self.timings, self.stats))
         if path not in self.manifests:
             self.manifests.append(path)
+
+
+def _accepted(function: Any, **options: Any) -> dict[str, Any]:
+    """The ``options`` that ``function`` takes: a family's evaluator written before ``n_layers`` and ``jobs`` existed still runs."""
+    import inspect
+
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return options
+    return {name: value for name, value in options.items() if name in parameters}
 
 
 def _needs_run(store: ResultStore, model: str, revision: str | None, task: str, part: str, config_hash: str, overwrite: bool, variant: str = "",

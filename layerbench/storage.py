@@ -45,9 +45,25 @@ def atomic_write_bytes(path: str | Path, data: bytes, make_parent: bool = True) 
         path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# Read once, at import: setting the umask to read it is not safe while other threads create files.
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def file_mode() -> int:
+    """The permissions a new file gets under the process's umask (``mkstemp`` alone gives 0600, which a cache shared by a group could not read)."""
+    return _FILE_MODE

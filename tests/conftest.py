@@ -11,6 +11,8 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TQDM_DISABLE"] = "1"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # the local Ray cluster of tests/test_ray.py must not reach out
+# Layers are evaluated in this process unless a test asks for workers (tests/test_parallel.py): pytest-xdist already uses the cores.
+os.environ.setdefault("LAYERBENCH_JOBS", "1")
 
 
 def _session_cache() -> str:

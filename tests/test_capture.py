@@ -105,19 +105,25 @@ def test_a_cache_hit_runs_no_forward_pass(minilm, tmp_path):
 
 def test_a_truncated_or_corrupt_cache_entry_is_recomputed(minilm, tmp_path):
     reference = embed_layers(minilm, SHORT, pooling="mean", cache=tmp_path)
-    files = sorted(tmp_path.rglob("*.lbc"))
-    assert len(files) == 3  # one per (text, pooling)
-    files[0].write_bytes(files[0].read_bytes()[:100])  # truncated
-    blob = bytearray(files[1].read_bytes())
-    blob[-1] ^= 0xFF  # one flipped bit in the payload
-    files[1].write_bytes(bytes(blob))
+    files = sorted(p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file())
+    assert files == ["index", "shards"]  # one shard and its index for the three entries
+    shard = next((tmp_path / "shards").iterdir())
+    blob = bytearray(shard.read_bytes())
+    blob[-1] ^= 0xFF  # one flipped bit in the last entry
+    shard.write_bytes(bytes(blob))
     stats = CaptureStats()
     again = embed_layers(minilm, SHORT, pooling="mean", cache=tmp_path, stats=stats)
     # The three texts share one batch, which is run again whole (so every state comes from the same batch as before).
-    assert stats.cache_rejected == 2 and stats.cache_hits == 1 and stats.texts_computed == 3
+    assert stats.cache_rejected == 1 and stats.cache_hits == 0 and stats.texts_computed == 3
     np.testing.assert_array_equal(again, reference)
-    assert embed_layers(minilm, SHORT, pooling="mean", cache=tmp_path, stats=stats) is not None
-    assert stats.cache_hits == 4  # the rewritten entries are trusted again
+    stats = CaptureStats()
+    np.testing.assert_array_equal(embed_layers(minilm, SHORT, pooling="mean", cache=tmp_path, stats=stats), reference)
+    assert stats.cache_hits == 3 and stats.forward_passes == 0  # the rewritten entries, newest first, are trusted
+    newest = max((tmp_path / "shards").iterdir())
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated: the older copies are read, but for the corrupt one
+    stats = CaptureStats()
+    np.testing.assert_array_equal(embed_layers(minilm, SHORT, pooling="mean", cache=tmp_path, stats=stats), reference)
+    assert stats.cache_rejected == 1 and stats.texts_computed == 3
 
 
 def test_states_are_the_same_bits_whatever_the_cache_holds(smollm, tmp_path):
@@ -143,11 +149,11 @@ def test_an_interrupted_capture_keeps_what_it_computed(minilm, tmp_path, monkeyp
     real_forward = engine._forward
     calls = []
 
-    def dies_on_second_batch(handle, ids, mask, sites):
+    def dies_on_second_batch(handle, ids, mask, sites, through=None):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_forward(handle, ids, mask, sites)
+        return real_forward(handle, ids, mask, sites, through)
 
     monkeypatch.setattr(engine, "_forward", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
@@ -216,11 +222,11 @@ def test_auto_batch_size_backs_off_on_out_of_memory(minilm, monkeypatch):
     real_forward = engine._forward
     sizes = []
 
-    def small_device(handle, ids, mask, sites):
+    def small_device(handle, ids, mask, sites, through=None):
         sizes.append(ids.shape[0])
         if ids.shape[0] > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_forward(handle, ids, mask, sites)
+        return real_forward(handle, ids, mask, sites, through)
 
     texts = [f"sentence number {i} about something" for i in range(9)]
     reference = embed_layers(minilm, texts, cache=False)
@@ -232,7 +238,7 @@ def test_auto_batch_size_backs_off_on_out_of_memory(minilm, monkeypatch):
 
 
 def test_an_explicit_batch_size_that_does_not_fit_is_a_user_error(minilm, monkeypatch):
-    def no_memory(handle, ids, mask, sites):
+    def no_memory(handle, ids, mask, sites, through=None):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(engine, "_forward", no_memory)

@@ -388,3 +388,55 @@ def test_duplicate_detection_survives_hash_collisions(monkeypatch):
     np.testing.assert_array_equal(geometry.duplicate_rows(X), expected)
     monkeypatch.setattr(geometry, "row_hashes", lambda X: np.zeros(X.shape[:2], dtype=np.uint64))  # every row collides
     np.testing.assert_array_equal(geometry.duplicate_rows(X), expected)
+
+
+def test_device_metrics_equal_numpy_within_1e_8_on_real_states(minilm):
+    """--metrics-device: the metrics written once for any array namespace give numpy's numbers from torch tensors
+    (on the CPU here; the same code runs on a GPU), through the suite as a run calls it."""
+    from layerbench import embed_layers
+    from layerbench.data import load_packaged
+    from layerbench.metrics.suite import MetricPlan, evaluate_metrics
+
+    texts = load_packaged("bbc-news", {"field": "headline"}).texts[:120]
+    pooled = embed_layers(minilm, texts, cache=False)  # [7, 120, 384]
+    rng = np.random.default_rng(0)
+    views = (pooled[:, :40, None, :] + 0.1 * rng.standard_normal((7, 40, 8, 384))).astype(np.float32)
+    plan = MetricPlan.from_names(["dataset_entropy", "dataset_entropy_normalized", "effective_rank", "anisotropy", "lidar", "mean_norm", "intrinsic_dimension"])
+    host, _ = evaluate_metrics(plan, pooled, {}, views)
+    torch_cpu, _ = evaluate_metrics(plan, pooled, {}, views, device="cpu")
+    assert list(host.metric) == list(torch_cpu.metric)
+    relative = np.abs(host.value.to_numpy() - torch_cpu.value.to_numpy()) / np.maximum(np.abs(host.value.to_numpy()), 1e-300)
+    assert relative.max() < 1e-8, host.assign(relative=relative).sort_values("relative").tail(3)
+    assert {m.name for m in plan.metrics if m.on_device} == {"dataset_entropy", "anisotropy", "lidar"}
+
+
+@pytest.mark.parametrize("metric", [M.matrix_entropy, M.lidar, M.anisotropy])
+def test_a_tensor_is_computed_in_torch_and_gives_numpy_numbers(metric, monkeypatch):
+    """The torch path really runs torch (numpy's eigvalsh is not called) and equals the numpy path on closed-form-free random data."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((3, 12, 6, 10) if metric is M.lidar else (3, 30, 20))
+    expected = metric(X)
+    calls = []
+    real = np.linalg.eigvalsh
+    monkeypatch.setattr(np.linalg, "eigvalsh", lambda *a, **k: calls.append(1) or real(*a, **k))
+    got = metric(torch.from_numpy(X))
+    assert not calls and np.abs(got - expected).max() <= 1e-8 * np.abs(expected).max()
+
+
+def test_device_metrics_go_to_the_device_a_slice_of_layers_at_a_time():
+    """States larger than the device budget are moved in slices of layers; the values are the whole stack's."""
+    from layerbench.metrics.suite import on_device
+
+    rng = np.random.default_rng(2)
+    states = rng.standard_normal((5, 30, 12)).astype(np.float32)
+    seen = []
+
+    def entropy(x):
+        seen.append(x.shape[0])
+        return M.matrix_entropy(x)
+
+    sliced = on_device(entropy, states, "cpu", budget=2 * states[0].nbytes)
+    assert seen == [2, 2, 1]
+    np.testing.assert_allclose(sliced, M.matrix_entropy(states), rtol=1e-12)

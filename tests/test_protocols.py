@@ -67,7 +67,7 @@ def test_skean2024_equals_a_truncated_model_in_states_and_mteb_scores(smollm):
     for layer in (0, 15):  # layer L of the normed site is Hugging Face's last entry (tests/test_sites.py)
         theirs = _truncated_model_vectors(smollm.checkpoint.path, smollm.tokenizer, data.texts, layer)
         assert relative(ours[layer], theirs) < 1e-4, layer
-        scores = [run_mteb(layer_encoder(states[None], encoder_inputs(data)), data.payload).task_results[0].get_score() for states in (ours[layer], theirs)]
+        scores = [run_mteb(layer_encoder(states, encoder_inputs(data)), data.payload).task_results[0].get_score() for states in (ours[layer], theirs)]
         assert abs(scores[0] - scores[1]) < 1e-3, (layer, scores)
 
 

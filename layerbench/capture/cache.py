@@ -1,92 +1,60 @@
-"""Content-addressed activation cache on disk.
+"""The packed, content-addressed activation cache.
 
-One file per (text, pooling) under ``<cache>/activations/<k[:2]>/<k>.lbc``,
-where ``k`` is the sha256 of everything that determines the pooled states:
-model weights fingerprint, tokenizer fingerprint, max_length, dtype, pooling,
-the text itself and the batch it was computed in (the digest of the batch's
-token ids: a float32 forward pass gives a text last bits that depend on its
-batch's padded width and size, so an entry read back equals a recomputation
-of the same text list bit for bit). A file is ``MAGIC + sha256(payload) + payload`` with the
-payload a float32 ``[L+1, D]`` array in ``.npy`` format (or, for a
-per-prompt metric, a float64 ``[L+1]`` array keyed by the metric instead of the pooling): a truncated or
-corrupt file fails the digest check and is recomputed, never trusted. Writes
-are atomic. Entries stay float32 so that a hit equals a fresh computation
-bit for bit.
+An entry is one text's pooled states of one capture (float32 ``[K, D]``) or
+one per-prompt metric's values (float64 ``[K]``), keyed by the sha256 of
+everything that determines it (:func:`key_prefix`, :func:`text_key`): model
+weights and tokenizer fingerprints, max_length, dtype, pooling (or metric),
+the layers kept, the text, and the batch it was computed in (a float32
+forward pass gives a text last bits that depend on its batch, so an entry
+read back equals a recomputation of the same text list bit for bit).
 
-Only the pooling asked for is stored: caching all three from the one pass
-was tried and tripled the bytes written, which on an H100 took longer than
-the forward pass itself (SmolLM2: 877 MB for 4,096 headlines).
+Entries are packed, not one file each (which capped writes near 2,000
+entries a second and left a file per text). Under the root, a folder or an
+fsspec URL::
+
+    shards/<id>.lbs       entries back to back, each its raw array bytes
+    index/<id>.parquet    one row per entry of shard <id>: key, offset, nbytes,
+                          dtype, shape, sha256 of the bytes, model, written_at
+
+A :class:`ShardWriter` appends a capture's entries to a temporary file and,
+when it is closed (or holds ``SHARD_BYTES``, or ``SHARD_SECONDS`` have
+passed), renames the shard into place and then writes its index: a reader
+sees a whole shard with its index, or neither. Each writer has its own ids
+(time first, so sorted names are oldest first), so processes writing at
+once never touch the same file. Every entry read is checked against its
+sha256: a truncated or corrupt shard yields no entry and the capture
+recomputes its batch (and writes it again: the newest copy of a key is read
+first). The index files are read once per process and then only the new
+ones (:class:`_Index`); ``layerbench cache prune`` drops shards and merges
+the index files into one.
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from layerbench.storage import is_url, write_whole
+from layerbench.storage import file_mode, is_url, write_whole
 
-MAGIC = b"LBC1"
-_HEADER = len(MAGIC) + 32
-
-
-@dataclass(frozen=True)
-class ActivationCache:
-    """Pooled per-text activations keyed by content; ``root`` is the cache folder, or an fsspec URL (``s3://...``).
-
-    A URL root lets the workers of a distributed run share one cache on an
-    object store: each entry is one object, written whole.
-    """
-
-    root: Path | str
-    _made: set[Path] = field(default_factory=set, compare=False, repr=False)
-
-    @cached_property
-    def _remote(self) -> Any:
-        """The fsspec file system of a URL root (resolved once), or None for a local folder."""
-        if not is_url(self.root):
-            return None
-        import fsspec
-
-        return fsspec.core.url_to_fs(str(self.root))[0]
-
-    def path(self, key: str) -> Path | str:
-        if self._remote is not None:
-            return f"{str(self.root).rstrip('/')}/{key[:2]}/{key}.lbc"
-        return Path(self.root) / key[:2] / f"{key}.lbc"
-
-    def get(self, key: str) -> np.ndarray | None:
-        """The stored array, or None when missing, truncated or corrupt."""
-        remote = self._remote
-        try:
-            blob = remote.cat_file(self.path(key)) if remote is not None else Path(self.path(key)).read_bytes()
-        except OSError:  # missing (FileNotFoundError), or unreadable
-            return None
-        payload = blob[_HEADER:]
-        if len(blob) < _HEADER or blob[:4] != MAGIC or hashlib.sha256(payload).digest() != blob[4:_HEADER]:
-            return None
-        return np.load(io.BytesIO(payload), allow_pickle=False)
-
-    def exists(self, key: str) -> bool:
-        remote = self._remote
-        return remote.isfile(self.path(key)) if remote is not None else Path(self.path(key)).is_file()
-
-    def put(self, key: str, array: np.ndarray) -> None:
-        """Store ``array`` under ``key``: float64 stays float64 (metric values), anything else becomes float32."""
-        buffer = io.BytesIO()
-        dtype = np.float64 if array.dtype == np.float64 else np.float32
-        np.save(buffer, np.ascontiguousarray(array, dtype=dtype), allow_pickle=False)
-        payload = buffer.getvalue()
-        blob = MAGIC + hashlib.sha256(payload).digest() + payload
-        path = self.path(key)
-        if isinstance(path, Path) and path.parent not in self._made:  # one mkdir per shard folder, not per file
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._made.add(path.parent)
-        write_whole(path, blob, self._remote, make_parent=False)
+SHARD_SUFFIX = ".lbs"
+# A shard is closed (renamed into place, its index written) at this size or age, so a killed capture
+# loses at most this much, and a shard stays a size an object store takes in one piece.
+SHARD_BYTES = 256 * 2**20
+SHARD_SECONDS = 120.0
+# Temporary shard files older than this belong to a writer that died; prune removes them.
+STALE_SECONDS = 24 * 3600.0
 
 
 def key_prefix(model_fingerprint: str, tokenizer_fingerprint: str, max_length: int, dtype: str) -> bytes:
@@ -97,3 +65,420 @@ def key_prefix(model_fingerprint: str, tokenizer_fingerprint: str, max_length: i
 def text_key(prefix: bytes, kind: str, text: str, batch: bytes) -> str:
     """Cache key of one text's entry of one ``kind`` (a pooling, or a per-prompt metric's tag) computed in the batch of digest ``batch``."""
     return hashlib.sha256(prefix + kind.encode() + b"\0" + batch + text.encode()).hexdigest()
+
+
+def new_shard_id() -> str:
+    """A shard id no other writer makes: the time in nanoseconds (hex, so names sort oldest first) and a random part."""
+    return f"{time.time_ns():016x}-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where one entry lies: ``nbytes`` bytes at ``offset`` of shard ``shard``, an array of ``dtype`` and ``shape`` whose bytes hash to ``sha256``."""
+
+    shard: str
+    offset: int
+    nbytes: int
+    dtype: str
+    shape: tuple[int, ...]
+    sha256: bytes
+
+
+@dataclass
+class _Index:
+    """Key -> locations (newest first) of one cache root, from the index files read so far."""
+
+    files: set[str] = field(default_factory=set)
+    entries: dict[str, list[Location]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, table: Any) -> None:
+        """Add the rows of one index file (a pyarrow table with key, shard, offset, nbytes, dtype, shape, sha256)."""
+        columns = table.select(["key", "shard", "offset", "nbytes", "dtype", "shape", "sha256"]).to_pydict()
+        for key, shard, offset, nbytes, dtype, shape, sha in zip(*columns.values()):
+            located = self.entries.setdefault(key, [])
+            located.append(Location(shard, offset, nbytes, dtype, tuple(shape), sha))
+            if len(located) > 1:
+                located.sort(key=lambda loc: loc.shard, reverse=True)  # newest shard first: a rewrite after a corrupt read wins
+
+
+_INDEXES: dict[str, _Index] = {}
+
+
+@dataclass(frozen=True)
+class ActivationCache:
+    """Pooled per-text activations keyed by content; ``root`` is the cache folder, or an fsspec URL (``s3://...``).
+
+    A URL root lets the workers of a distributed run share one cache on an
+    object store: a shard and its index are each one object, written whole.
+    """
+
+    root: Path | str
+
+    @cached_property
+    def _remote(self) -> Any:
+        """The fsspec file system of a URL root (resolved once), or None for a local folder."""
+        if not is_url(self.root):
+            return None
+        import fsspec
+
+        return fsspec.core.url_to_fs(str(self.root))[0]
+
+    def _join(self, *parts: str) -> Path | str:
+        if self._remote is not None:
+            return "/".join([str(self.root).rstrip("/"), *parts])
+        return Path(self.root).joinpath(*parts)
+
+    def shard_path(self, shard: str) -> Path | str:
+        return self._join("shards", shard + SHARD_SUFFIX)
+
+    def index_path(self, name: str) -> Path | str:
+        return self._join("index", name + ".parquet")
+
+    def _list(self, folder: str) -> list[tuple[str, int, float]]:
+        """(name, bytes, modified epoch seconds) of the files in ``folder`` of the root; empty when it does not exist."""
+        path = self._join(folder)
+        if self._remote is None:
+            if not Path(path).is_dir():
+                return []
+            return [(p.name, (st := p.stat()).st_size, st.st_mtime) for p in Path(path).iterdir() if p.is_file()]
+        try:
+            listed = self._remote.ls(str(path), detail=True)
+        except FileNotFoundError:
+            return []
+        out = []
+        for info in listed:
+            if info.get("type") != "file":
+                continue
+            modified = info.get("mtime") or info.get("LastModified") or info.get("created") or 0
+            stamp = modified.timestamp() if isinstance(modified, datetime) else float(modified or 0)
+            out.append((str(info["name"]).rsplit("/", 1)[-1], int(info.get("size") or 0), stamp))
+        return out
+
+    def _read_bytes(self, path: Path | str) -> bytes:
+        return self._remote.cat_file(str(path)) if self._remote is not None else Path(path).read_bytes()
+
+    def index(self) -> _Index:
+        """This root's index, after reading the index files written since it was last read (by any process)."""
+        import pyarrow.parquet as pq
+
+        index = _INDEXES.setdefault(str(self.root), _Index())
+        with index.lock:
+            for name, _, _ in sorted(self._list("index")):
+                if not name.endswith(".parquet") or name in index.files:
+                    continue
+                try:
+                    table = pq.read_table(io.BytesIO(self._read_bytes(self._join("index", name))))
+                except (OSError, ValueError):  # a half-copied or foreign file: its entries are simply not found
+                    continue
+                index.files.add(name)
+                index.add(table)
+        return index
+
+    def read(self, keys: Iterable[str]) -> tuple[dict[str, np.ndarray], int]:
+        """The entries found for ``keys``, and how many keys were present but failed their checksum everywhere (truncated, corrupt).
+
+        Entries of one shard are read through one open file (a URL root: one ``cat_ranges`` call).
+        """
+        entries = self.index().entries
+        wanted = {key: entries[key] for key in dict.fromkeys(keys) if key in entries}
+        found: dict[str, np.ndarray] = {}
+        attempt = 0
+        while True:  # the newest copy of each key first, then older copies of the keys whose copy failed
+            todo = {key: locs[attempt] for key, locs in wanted.items() if key not in found and attempt < len(locs)}
+            if not todo:
+                break
+            for key, blob in self._fetch(todo).items():
+                loc = todo[key]
+                if blob is not None and len(blob) == loc.nbytes and hashlib.sha256(blob).digest() == loc.sha256:
+                    found[key] = np.frombuffer(blob, dtype=loc.dtype).reshape(loc.shape)
+            attempt += 1
+        return found, sum(key not in found for key in wanted)
+
+    def _fetch(self, where: dict[str, Location]) -> dict[str, bytes | None]:
+        """The bytes at each key's location (None where the shard is missing or short)."""
+        by_shard: dict[str, list[str]] = {}
+        for key, loc in where.items():
+            by_shard.setdefault(loc.shard, []).append(key)
+        out: dict[str, bytes | None] = {}
+        for shard, keys in by_shard.items():
+            keys.sort(key=lambda k: where[k].offset)
+            path = self.shard_path(shard)
+            try:
+                if self._remote is not None:
+                    blobs = self._remote.cat_ranges([str(path)] * len(keys), [where[k].offset for k in keys], [where[k].offset + where[k].nbytes for k in keys],
+                                                    on_error="return")
+                    out.update({k: b if isinstance(b, bytes) else None for k, b in zip(keys, blobs)})
+                    continue
+                with open(path, "rb") as handle:
+                    for k in keys:
+                        handle.seek(where[k].offset)
+                        out[k] = handle.read(where[k].nbytes)
+            except OSError:  # the shard is gone (pruned) or unreadable: its entries are recomputed
+                out.update(dict.fromkeys(keys))
+        return out
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The stored array of ``key``, or None when missing, truncated or corrupt."""
+        return self.read([key])[0].get(key)
+
+    def exists(self, key: str) -> bool:
+        """Whether the index lists ``key`` (its bytes may still fail their checksum)."""
+        return key in self.index().entries
+
+    def writer(self, model: str = "") -> ShardWriter:
+        """A writer of new entries, labelled with ``model`` (what ``layerbench cache`` reports them under)."""
+        return ShardWriter(self, model)
+
+    def put(self, key: str, array: np.ndarray, model: str = "") -> None:
+        """Store one entry now, in a shard of its own (a capture writes through :meth:`writer`, one shard for many entries)."""
+        with self.writer(model) as writer:
+            writer.put(key, array)
+
+
+class ShardWriter:
+    """Appends entries to one shard after another; each shard is renamed into place and then indexed on :meth:`flush`.
+
+    Not thread-safe: one thread puts (the capture's writer thread). ``close``
+    flushes; a writer killed before it leaves only a temporary file, which
+    ``layerbench cache prune`` removes a day later.
+    """
+
+    def __init__(self, cache: ActivationCache, model: str = "") -> None:
+        self.cache, self.model = cache, model
+        self._file: Any = None
+        self._temp: Path | None = None
+        self._rows: list[dict[str, Any]] = []
+        self._bytes = 0
+        self._opened = 0.0
+        self.shard = ""
+
+    def _open(self) -> None:
+        self.shard = new_shard_id()
+        if self.cache._remote is None:
+            folder = Path(self.cache._join("shards"))
+            folder.mkdir(parents=True, exist_ok=True)
+        else:  # built locally, uploaded whole
+            from layerbench.config import cache_dir
+
+            folder = cache_dir() / "spill"
+            folder.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{self.shard}.", suffix=SHARD_SUFFIX + ".tmp")
+        os.chmod(temp, file_mode())
+        self._file, self._temp = os.fdopen(fd, "wb", buffering=1 << 20), Path(temp)
+        self._opened = time.monotonic()
+
+    def put(self, key: str, array: np.ndarray) -> None:
+        """Append one entry: float64 stays float64 (per-prompt values), anything else becomes float32 (pooled states)."""
+        if self._file is None:
+            self._open()
+        dtype = np.float64 if array.dtype == np.float64 else np.float32
+        data = np.ascontiguousarray(array, dtype=dtype).tobytes()
+        self._file.write(data)
+        self._rows.append({"key": key, "offset": self._bytes, "nbytes": len(data), "dtype": np.dtype(dtype).str, "shape": list(array.shape),
+                           "sha256": hashlib.sha256(data).digest()})
+        self._bytes += len(data)
+        if self._bytes >= SHARD_BYTES or time.monotonic() - self._opened >= SHARD_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Put the current shard in place, then its index (a reader finds both or neither); nothing to do when empty."""
+        if self._file is None:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        file, temp, rows, shard = self._file, self._temp, self._rows, self.shard
+        self._file, self._temp, self._rows, self._bytes = None, None, [], 0
+        assert temp is not None
+        try:
+            file.close()
+            target = self.cache.shard_path(shard)
+            if isinstance(target, Path):
+                os.replace(temp, target)
+            else:
+                self.cache._remote.put_file(str(temp), target)
+                temp.unlink()
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        written = datetime.now(timezone.utc)
+        table = pa.table({
+            "key": pa.array([r["key"] for r in rows], pa.string()),
+            "shard": pa.array([shard] * len(rows), pa.string()),
+            "offset": pa.array([r["offset"] for r in rows], pa.int64()),
+            "nbytes": pa.array([r["nbytes"] for r in rows], pa.int64()),
+            "dtype": pa.array([r["dtype"] for r in rows], pa.string()),
+            "shape": pa.array([r["shape"] for r in rows], pa.list_(pa.int32())),
+            "sha256": pa.array([r["sha256"] for r in rows], pa.binary(32)),
+            "model": pa.array([self.model] * len(rows), pa.string()),
+            "written_at": pa.array([written] * len(rows), pa.timestamp("s", tz="UTC")),
+        })
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        write_whole(self.cache.index_path(shard), buffer.getvalue(), self.cache._remote)
+
+    def close(self) -> None:
+        self.flush()
+
+    def abandon(self) -> None:
+        """Drop the current shard unwritten (an error while putting)."""
+        if self._file is not None:
+            self._file.close()
+            assert self._temp is not None
+            self._temp.unlink(missing_ok=True)
+            self._file, self._rows, self._bytes = None, [], 0
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class CacheSummary:
+    """What a cache holds (``layerbench cache``).
+
+    Attributes:
+        shards, entries, bytes: indexed shards, their entries and the shards' bytes on disk.
+        by_model: model -> (entries, bytes of their arrays).
+        oldest, newest: when the oldest and newest indexed shards were written (None when empty).
+        unindexed: (files, bytes) of shards without an index (a writer still writing, or one that died) and leftovers of the one-file-per-entry format.
+    """
+
+    shards: int
+    entries: int
+    bytes: int
+    by_model: dict[str, tuple[int, int]]
+    oldest: datetime | None
+    newest: datetime | None
+    unindexed: tuple[int, int]
+
+
+def _index_table(cache: ActivationCache) -> Any:
+    """Every index row of ``cache`` as one pyarrow table (with a ``shard`` column)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for name, _, _ in sorted(cache._list("index")):
+        if name.endswith(".parquet"):
+            try:
+                table = pq.read_table(io.BytesIO(cache._read_bytes(cache._join("index", name))))
+            except (OSError, ValueError):
+                continue
+            tables.append(table.append_column("index_file", pa.array([name] * table.num_rows, pa.string())))
+    return pa.concat_tables(tables, promote_options="default") if tables else None
+
+
+def summarize(cache: ActivationCache) -> CacheSummary:
+    """What ``cache`` holds: shards, entries and bytes, per model, its age, and files no index lists."""
+    table = _index_table(cache)
+    shards = {name.removesuffix(SHARD_SUFFIX): size for name, size, _ in cache._list("shards") if name.endswith(SHARD_SUFFIX)}
+    indexed = set(table.column("shard").to_pylist()) if table is not None else set()
+    by_model: dict[str, tuple[int, int]] = {}
+    oldest = newest = None
+    if table is not None:
+        frame = table.select(["model", "nbytes", "written_at"]).to_pandas()
+        for model, group in frame.groupby("model", sort=True):
+            by_model[str(model) or "(unnamed)"] = (len(group), int(group.nbytes.sum()))
+        oldest, newest = frame.written_at.min().to_pydatetime(), frame.written_at.max().to_pydatetime()
+    stray = [(name, size) for name, size, _ in cache._list("shards") if name.removesuffix(SHARD_SUFFIX) not in indexed]
+    legacy = _legacy_files(cache)
+    return CacheSummary(
+        shards=len(indexed & set(shards)), entries=table.num_rows if table is not None else 0, bytes=sum(size for s, size in shards.items() if s in indexed),
+        by_model=by_model, oldest=oldest, newest=newest,
+        unindexed=(len(stray) + len(legacy), sum(size for _, size in stray) + sum(size for _, size in legacy)),
+    )
+
+
+def _legacy_files(cache: ActivationCache) -> list[tuple[Path, int]]:
+    """Entries of the one-file-per-entry format (``<k[:2]>/<k>.lbc``), which this version never reads (local roots only)."""
+    if cache._remote is not None or not Path(cache.root).is_dir():
+        return []
+    return [(p, p.stat().st_size) for p in Path(cache.root).glob("[0-9a-f][0-9a-f]/*.lbc")]
+
+
+def prune(cache: ActivationCache, older_than_days: float | None = None, max_bytes: int | None = None, models: Sequence[str] = (),
+          everything: bool = False, dry_run: bool = False) -> tuple[int, int]:
+    """Remove shards, whole: those written more than ``older_than_days`` ago, those of ``models``, the oldest until the
+    rest fit in ``max_bytes``, or all (``everything``); also stale temporary files and the old format's files.
+    The remaining index files are merged into one. Returns (files removed, bytes freed).
+
+    A shard's index goes before the shard, so a reader never finds an entry whose shard is gone
+    (one that read the index just before finds the bytes missing and recomputes).
+    """
+    table = _index_table(cache)
+    shard_sizes = {name.removesuffix(SHARD_SUFFIX): size for name, size, _ in cache._list("shards") if name.endswith(SHARD_SUFFIX)}
+    drop: set[str] = set()
+    if table is not None:
+        frame = table.select(["shard", "model", "written_at", "index_file"]).to_pandas()
+        shards = frame.groupby("shard").agg(written=("written_at", "max"), model=("model", "first")).sort_values("written")
+        if everything:
+            drop = set(shards.index)
+        if older_than_days is not None:
+            cutoff = datetime.now(timezone.utc).timestamp() - older_than_days * 86400
+            drop |= {s for s, when in shards.written.items() if when.timestamp() < cutoff}
+        if models:
+            drop |= {s for s, model in shards.model.items() if model in set(models)}
+        if max_bytes is not None:
+            total = sum(shard_sizes.get(s, 0) for s in shards.index if s not in drop)
+            for s in shards.index:  # oldest first
+                if total <= max_bytes:
+                    break
+                if s not in drop:
+                    drop.add(s)
+                    total -= shard_sizes.get(s, 0)
+    now = time.time()
+    indexed = set(table.column("shard").to_pylist()) if table is not None else set()
+    stale = [name for name, _, modified in cache._list("shards")
+             if name.removesuffix(SHARD_SUFFIX) not in indexed and now - modified > (0 if everything else STALE_SECONDS)]
+    legacy = _legacy_files(cache)
+    removed = len(drop & set(shard_sizes)) + len(stale) + len(legacy)
+    freed = sum(shard_sizes.get(s, 0) for s in drop) + sum(size for name, size, _ in cache._list("shards") if name in stale) + sum(size for _, size in legacy)
+    if dry_run:
+        return removed, freed
+    if table is not None:
+        _rewrite_index(cache, table, drop)
+    for shard in drop:
+        _remove(cache, cache.shard_path(shard))
+    for name in stale:
+        _remove(cache, cache._join("shards", name))
+    for path, _ in legacy:
+        path.unlink(missing_ok=True)
+    _INDEXES.pop(str(cache.root), None)  # this process re-reads the merged index
+    return removed, freed
+
+
+def _rewrite_index(cache: ActivationCache, table: Any, drop: set[str]) -> None:
+    """One index file of the rows whose shard stays; then the old index files go (a concurrent reader sees both for a moment, never neither)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    files = set(table.column("index_file").to_pylist())
+    keep = table.filter(pc.invert(pc.is_in(table.column("shard"), value_set=_string_array(drop)))).drop_columns(["index_file"])
+    if keep.num_rows:
+        buffer = io.BytesIO()
+        pq.write_table(keep, buffer)
+        merged = new_shard_id()
+        write_whole(cache.index_path(merged), buffer.getvalue(), cache._remote)
+        files.discard(merged + ".parquet")
+    for name in files:
+        _remove(cache, cache._join("index", name))
+
+
+def _string_array(values: Iterable[str]) -> Any:
+    import pyarrow as pa
+
+    return pa.array(sorted(values), pa.string())
+
+
+def _remove(cache: ActivationCache, path: Path | str) -> None:
+    try:
+        if cache._remote is not None:
+            cache._remote.rm_file(str(path))
+        else:
+            Path(path).unlink(missing_ok=True)
+    except FileNotFoundError:
+        pass

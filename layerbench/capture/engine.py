@@ -44,8 +44,6 @@ from layerbench.storage import as_location
 MAX_AUTO_BATCH = 256
 CPU_TOKEN_BUDGET = 1536
 CPU_MAX_BATCH = 64
-# Threads writing cache files next to a GPU; file writes release the GIL.
-CACHE_WRITERS = 4
 
 
 @dataclass
@@ -147,17 +145,53 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def _forward(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor, sites: Sequence[str]) -> dict[str, list[torch.Tensor]]:
+class _StopForward(Exception):
+    """Raised by the hook on the last block a capture needs: the blocks after it are never run."""
+
+
+def _forward(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor, sites: Sequence[str], through: int | None = None) -> dict[str, list[torch.Tensor]]:
     """The token states of one batch at each site: site -> K tensors ``[B, T, D]`` (see :func:`site_stacks`).
 
     Runs the base module (``LlamaModel`` rather than ``LlamaForCausalLM``):
     the language-model head would compute vocabulary logits for every token,
     a fifth of SmolLM2's compute, that no capture reads.
+
+    ``through`` = k < L runs blocks 1..k only: the states of layers 0..k are
+    read by hooks (the input of block 1, the output of each block up to k),
+    which are the very tensors ``hidden_states`` holds, and the forward stops
+    there, so a capture of the first layers of a deep model costs k / L of its
+    pass. The lists returned are then k + 1 long (k for ``mlp-input``).
     """
     kwargs = {"use_cache": False} if handle.is_causal else {}
-    with torch.inference_mode(), recording(handle, sites) as recorder:
-        out = handle.model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True, **kwargs)
-        return site_stacks(handle, out.hidden_states, recorder.take(), sites)
+    if through is None or through >= handle.n_layers:
+        with torch.inference_mode(), recording(handle, sites) as recorder:
+            out = handle.model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True, **kwargs)
+            return site_stacks(handle, out.hidden_states, recorder.take(), sites)
+    blocks = handle.anatomy.blocks
+    hidden: list[torch.Tensor] = []
+
+    def keep_input(_module, args, block_kwargs):
+        hidden.append(args[0] if args else block_kwargs["hidden_states"])
+
+    def keep_output(_module, _args, output):
+        hidden.append(output[0] if isinstance(output, tuple) else output)
+        if len(hidden) == through + 1:
+            raise _StopForward
+
+    hooks = [blocks[0].register_forward_pre_hook(keep_input, with_kwargs=True)]
+    hooks += [block.register_forward_hook(keep_output) for block in blocks[:through]]
+    try:
+        with torch.inference_mode(), recording(handle, sites) as recorder:
+            try:
+                handle.model.base_model(input_ids=ids, attention_mask=mask, **kwargs)
+            except _StopForward:
+                pass
+            else:
+                raise RuntimeError(f"the forward pass of {handle.name} did not reach block {through}")
+            return site_stacks(handle, hidden, recorder.take(), sites, truncated=True)
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def plan_batches(token_ids: Sequence[Sequence[int]], batch_size: int | None, budget: int | None, max_batch: int) -> list[list[int]]:
@@ -245,11 +279,13 @@ def run_batches(
     stats: CaptureStats | None = None,
     desc: str = "capture",
     sites: Sequence[str] = (DEFAULT_SITE,),
+    through: int | None = None,
 ) -> Iterator[tuple[list[int], dict[str, list[torch.Tensor]], torch.Tensor]]:
     """The forward pass of each batch of ``plan`` (positions in ``token_ids``), as :func:`iter_batches` yields them.
 
     With ``auto``, an out-of-memory error re-plans the batches not yet run
     under half the failed batch's tokens; otherwise it is a :class:`UserError`.
+    ``through`` = k runs blocks 1..k only (:func:`_forward`).
     """
     stats = stats if stats is not None else CaptureStats()
     pad_id = handle.tokenizer.pad_token_id
@@ -261,7 +297,7 @@ def run_batches(
             ids, mask = _pad([token_ids[i] for i in chunk], pad_id, handle.device)
             began = time.perf_counter()
             try:
-                states = _forward(handle, ids, mask, sites)
+                states = _forward(handle, ids, mask, sites, through)
             except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
                 if not _is_oom(exc):
                     raise
@@ -304,7 +340,7 @@ class SiteCapture:
     """
 
     pooled: np.ndarray
-    layers: range
+    layers: Sequence[int]
     per_prompt: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -350,37 +386,63 @@ def pooled_array(shape: tuple[int, int, int], budget: int) -> np.ndarray:
     return array
 
 
-def pooled_kind(site: str, pooling: str) -> str:
-    """The cache key kind of a site's pooled states (the residual site keeps the bare pooling name, as before sites existed)."""
-    return pooling if site == DEFAULT_SITE else f"{site}/{pooling}"
+def pooled_kind(site: str, pooling: str, subset: str = "") -> str:
+    """The cache key kind of a site's pooled states (the residual site keeps the bare pooling name, as before sites existed);
+    ``subset`` names a selection of layers (:func:`selected_layers`), empty for all."""
+    return (pooling if site == DEFAULT_SITE else f"{site}/{pooling}") + subset
 
 
-def _kernel_tag(site: str, name: str) -> str:
+def _kernel_tag(site: str, name: str, subset: str = "") -> str:
     tag = f"per-prompt:v{PER_PROMPT_VERSION}:{name}"
-    return tag if site == DEFAULT_SITE else f"{tag}@{site}"
+    return (tag if site == DEFAULT_SITE else f"{tag}@{site}") + subset
+
+
+def selected_layers(n_layers: int, site: str, wanted: Sequence[int] | None) -> tuple[Sequence[int], list[int], str]:
+    """The layers a capture keeps at ``site``: (their numbers, their positions among the site's layers, the cache key's tag for them).
+
+    ``wanted`` None keeps every layer (tag ""). A number beyond the model's L is a :class:`UserError`;
+    ``mlp-input`` has no layer 0, so 0 is left out there.
+    """
+    every = site_layers(n_layers, site)
+    if wanted is None:
+        return every, list(range(len(every))), ""
+    beyond = [layer for layer in wanted if layer > n_layers]
+    if beyond:
+        raise UserError(f"layer {beyond[0]} asked for; the model has layers 0..{n_layers}")
+    numbers = [layer for layer in sorted(set(wanted)) if layer in every]
+    if not numbers:
+        raise UserError(f"none of layers {list(wanted)} is captured at site '{site}' (its layers are {every.start}..{every.stop - 1})")
+    return numbers, [every.index(layer) for layer in numbers], "#layers=" + ",".join(map(str, numbers))
 
 
 class _CacheWriter:
-    """Writes cache entries in a few threads while the model computes the next batches.
+    """Writes a capture's cache entries into shards (:class:`ShardWriter`) in a background thread while the model computes the next batches.
 
-    ``close`` waits for every write and raises the first that failed (disk full),
-    so an interrupted capture keeps each batch it finished and loses no error.
+    ``close`` waits for every write, closes the shard (renamed into place, then
+    indexed) and raises the first write that failed (disk full), so an
+    interrupted capture keeps each batch it finished and loses no error.
     """
 
-    def __init__(self, store: ActivationCache | None, threads: int) -> None:
-        self.store = store
-        self._pool = ThreadPoolExecutor(max_workers=threads) if store is not None else None
+    def __init__(self, store: ActivationCache | None, model: str) -> None:
+        self._shards = store.writer(model) if store is not None else None
+        self._pool = ThreadPoolExecutor(max_workers=1) if store is not None else None  # one thread: a shard is written in order
         self._writes: list[Future[None]] = []
 
     def put(self, key: str, value: np.ndarray) -> None:
-        if self.store is not None and self._pool is not None:
-            self._writes.append(self._pool.submit(self.store.put, key, value))
+        if self._shards is not None and self._pool is not None:
+            self._writes.append(self._pool.submit(self._shards.put, key, value))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        if self._pool is None or self._shards is None:
+            return
+        self._pool.shutdown(wait=True)
+        try:
             for write in self._writes:
                 write.result()
+        except BaseException:
+            self._shards.abandon()
+            raise
+        self._shards.close()
 
 
 def _to_host(pooled: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.cuda.Event | None]:
@@ -420,7 +482,8 @@ class _CaptureJob:
 
     texts: list[str]
     pooling: str
-    layers: dict[str, range]
+    layers: dict[str, Sequence[int]]
+    subsets: dict[str, str]
     kernels: dict[str, PerPromptKernel]
     token_texts: set[str]
     store: ActivationCache | None
@@ -442,39 +505,36 @@ class _CaptureJob:
         """The cache entries one text of this job needs: (kind, site, kernel name or None, shape)."""
         kinds: list[tuple[str, str, str | None, tuple[int, ...]]] = []
         for site, layers in self.layers.items():
-            kinds.append((pooled_kind(site, self.pooling), site, None, self.out[site][:, 0].shape))
+            kinds.append((pooled_kind(site, self.pooling, self.subsets[site]), site, None, self.out[site][:, 0].shape))
             if text in self.token_texts:
-                kinds += [(_kernel_tag(site, name), site, name, (len(layers),)) for name in self.kernels]
+                kinds += [(_kernel_tag(site, name, self.subsets[site]), site, name, (len(layers),)) for name in self.kernels]
         return kinds
 
-    def _lookup(self, key: str, shape: tuple[int, ...]) -> np.ndarray | None:
-        assert self.store is not None
-        hit = self.store.get(key)
-        if hit is not None and hit.shape == shape:
-            self.stats.cache_hits += 1
-            return hit
-        if self.store.exists(key):
-            self.stats.cache_rejected += 1  # present but truncated or corrupt: recompute
-        return None
-
     def read_cache(self) -> None:
-        """Fill ``out`` and ``prompt_values`` from every batch the cache holds whole; list the others in ``to_run``."""
+        """Fill ``out`` and ``prompt_values`` from every batch the cache holds whole; list the others in ``to_run``.
+
+        Every entry of every batch is looked up in one read of the cache (one open file per shard).
+        """
+        if self.store is None:
+            self.to_run = list(self.plan)
+            return
+        wanted = []  # per batch: (key, text, site, kernel name or None, shape) of each entry it needs
         for batch in self.plan:
-            if self.store is None:
-                self.to_run.append(batch)
-                continue
             context = batch_digest([self.token_ids[i] for i in batch])
-            looked = [(text, site, name, self._lookup(text_key(self.prefix, kind, text, context), shape))
-                      for text in (self.distinct[i] for i in batch) for kind, site, name, shape in self._kinds(text)]
-            found = [(text, site, name, value) for text, site, name, value in looked if value is not None]
-            if len(found) < len(looked):
+            wanted.append([(text_key(self.prefix, kind, text, context), text, site, name, shape)
+                           for text in (self.distinct[i] for i in batch) for kind, site, name, shape in self._kinds(text)])
+        found, rejected = self.store.read(key for entries in wanted for key, *_ in entries)
+        self.stats.cache_rejected += rejected  # present but truncated or corrupt: recomputed
+        for batch, entries in zip(self.plan, wanted):
+            if not all(key in found and found[key].shape == shape for key, _, _, _, shape in entries):
                 self.to_run.append(batch)
                 continue
-            for text, site, name, value in found:
+            self.stats.cache_hits += len(entries)
+            for key, text, site, name, _ in entries:
                 if name is None:
-                    self.out[site][:, self.unique[text]] = value[:, None, :]
+                    self.out[site][:, self.unique[text]] = found[key][:, None, :]
                 else:
-                    self.prompt_values.setdefault((site, text), {})[name] = value
+                    self.prompt_values.setdefault((site, text), {})[name] = found[key]
 
     def store_batch(self, chunk: list[int], pooled: dict[str, torch.Tensor], ready: torch.cuda.Event | None, writer: _CacheWriter) -> None:
         """Scatter a batch's pooled states ``{site: [K, B, D]}`` of ``distinct[chunk]`` into ``out``; cache them and its kernels' values."""
@@ -487,9 +547,9 @@ class _CaptureJob:
             self.out[site][:, firsts] = array
             for j, idx in enumerate(chunk):
                 text = self.distinct[idx]
-                writer.put(text_key(self.prefix, pooled_kind(site, self.pooling), text, context), array[:, j].copy())
+                writer.put(text_key(self.prefix, pooled_kind(site, self.pooling, self.subsets[site]), text, context), array[:, j].copy())
                 for name, value in self.prompt_values.get((site, text), {}).items():
-                    writer.put(text_key(self.prefix, _kernel_tag(site, name), text, context), value)
+                    writer.put(text_key(self.prefix, _kernel_tag(site, name, self.subsets[site]), text, context), value)
 
     def run_kernels(self, chunk: list[int], site: str, per_layer: list[torch.Tensor], mask: torch.Tensor) -> None:
         """The per-prompt kernels on the token states (``K`` x ``[B, T, D]``) of the batch's texts that asked for them."""
@@ -535,6 +595,7 @@ def capture_layers(
     per_prompt_texts: Sequence[int] = (),
     memory_budget: int | None = None,
     sites: Sequence[str] = (DEFAULT_SITE,),
+    layers: Sequence[int] | None = None,
 ) -> Capture:
     """Pooled states of every layer at every site for every text and, from the same forward pass, per-prompt statistics.
 
@@ -558,6 +619,9 @@ def capture_layers(
             label-free metrics stream over it.
         sites: capture sites (:mod:`layerbench.capture.sites`): ``residual``,
             ``normed``, ``mlp-input``; all come from the same forward passes.
+        layers: keep only these layer numbers (None: all): the pooled states and kernels of the
+            others are never computed nor held (:func:`selected_layers`), and the forward pass
+            stops after the deepest of them.
 
     Returns:
         A :class:`Capture`, one :class:`SiteCapture` per site. At the
@@ -580,25 +644,31 @@ def capture_layers(
     if cache:
         store = ActivationCache(activation_cache_location() if isinstance(cache, bool) else as_location(cache))
     numerics = str(handle.dtype) + (f"+{handle.quantization}" if handle.quantization else "")
-    layers = {site: site_layers(handle.n_layers, site) for site in sites}
+    selection = {site: selected_layers(handle.n_layers, site, layers) for site in sites}
+    kept = {site: positions for site, (_, positions, _) in selection.items()}
     budget = memory_budget if memory_budget is not None else config_memory_budget()
     unique: dict[str, list[int]] = {}
     for i, text in enumerate(texts):
         unique.setdefault(text, []).append(i)
     token_ids = _tokenize(handle, list(unique), length)
     job = _CaptureJob(
-        texts=texts, pooling=pooling, layers=layers, kernels=kernels,
+        texts=texts, pooling=pooling, layers={site: numbers for site, (numbers, _, _) in selection.items()},
+        subsets={site: tag for site, (_, _, tag) in selection.items()}, kernels=kernels,
         token_texts={texts[i] for i in per_prompt_texts} if kernels else set(), store=store,
         prefix=key_prefix(handle.checkpoint.fingerprint, handle.tokenizer_fingerprint, length, numerics), stats=stats,
-        out={site: pooled_array((len(layers[site]), len(texts), handle.hidden_size), budget) for site in sites},
+        out={site: pooled_array((len(kept[site]), len(texts), handle.hidden_size), budget) for site in sites},
         token_ids=token_ids, plan=_batch_plan(handle, token_ids, batch_size, len(sites)), unique=unique,
     )
     job.read_cache()
-    writer = _CacheWriter(store, CACHE_WRITERS if handle.device.type == "cuda" else 1)  # on a CPU more writers only contend with torch
+    writer = _CacheWriter(store, handle.name)
     pending: deque[tuple[list[int], dict[str, torch.Tensor], torch.cuda.Event | None]] = deque()
     try:
-        batches = run_batches(handle, token_ids, job.to_run, batch_size == "auto", stats, desc=f"{handle.name} forward", sites=sites)
-        for chunk, stacks, mask in batches:
+        # Layers asked for end before the last: the forward stops after the deepest one.
+        through = max(max(numbers) for numbers, _, _ in selection.values()) if layers is not None else None
+        batches = run_batches(handle, token_ids, job.to_run, batch_size == "auto", stats, desc=f"{handle.name} forward", sites=sites, through=through)
+        for chunk, every, mask in batches:
+            stacks = {site: [per_layer[i] for i in kept[site]] for site, per_layer in every.items()}
+            del every
             pending.append((chunk, *_to_host({site: pool_layers(per_layer, mask, pooling) for site, per_layer in stacks.items()})))
             for site, per_layer in stacks.items():
                 job.run_kernels(chunk, site, per_layer, mask)

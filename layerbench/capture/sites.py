@@ -89,12 +89,14 @@ def recording(handle: ModelHandle, sites: Sequence[str]) -> Iterator[SiteRecorde
             hook.remove()
 
 
-def site_stacks(handle: ModelHandle, hidden: Sequence[torch.Tensor], mlp_inputs: Sequence[torch.Tensor], sites: Sequence[str]) -> dict[str, list[torch.Tensor]]:
+def site_stacks(handle: ModelHandle, hidden: Sequence[torch.Tensor], mlp_inputs: Sequence[torch.Tensor], sites: Sequence[str],
+                truncated: bool = False) -> dict[str, list[torch.Tensor]]:
     """Token states of one batch at each site, layer by layer.
 
     Args:
-        hidden: the forward pass's ``hidden_states``, L+1 tensors ``[B, T, D]``.
-        mlp_inputs: L tensors ``[B, T, D]`` from :class:`SiteRecorder` (empty unless ``mlp-input`` is asked).
+        hidden: the forward pass's ``hidden_states``, L+1 tensors ``[B, T, D]``
+            (``truncated``: k+1, the layers 0..k of a pass stopped after block k < L, none through the final norm).
+        mlp_inputs: L tensors ``[B, T, D]`` from :class:`SiteRecorder` (empty unless ``mlp-input`` is asked; k when truncated).
         sites: the sites wanted.
 
     Returns:
@@ -115,9 +117,9 @@ def site_stacks(handle: ModelHandle, hidden: Sequence[torch.Tensor], mlp_inputs:
             raise UserError(f"site 'normed' needs the final norm, which is not mapped for model type '{anatomy.model_type}'")
         else:
             last = len(hidden) - 1  # hidden_states[L] already carries the final norm where norm_on_last_layer
-            out["normed"] = [state if layer == last and anatomy.norm_on_last_layer else norm(state) for layer, state in enumerate(hidden)]
+            out["normed"] = [state if layer == last and anatomy.norm_on_last_layer and not truncated else norm(state) for layer, state in enumerate(hidden)]
     if "mlp-input" in sites:
-        if len(mlp_inputs) != handle.n_layers:
+        if len(mlp_inputs) != (len(hidden) - 1 if truncated else handle.n_layers):
             raise RuntimeError(f"recorded {len(mlp_inputs)} MLP inputs for {handle.n_layers} blocks")
         out["mlp-input"] = list(mlp_inputs)
     return out

@@ -4,12 +4,14 @@ The runner captures every text the task encodes once, all layers from one
 forward pass (the data loader found the texts with a recording run). Here a
 :class:`LayerEncoder` hands mteb layer l's rows of that capture, and mteb
 evaluates it as it would any model, so the scores are mteb's. L+1 layers
-cost L+1 mteb evaluations (classifiers, k-means, ranking) and no forward pass.
+cost L+1 mteb evaluations (classifiers, k-means, ranking) and no forward pass;
+they run in ``jobs`` worker processes (:func:`layerbench.parallel.map_layers`).
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,23 +21,22 @@ from layerbench.data.dataset import TextDataset
 from layerbench.data.mteb_tasks import model_meta, run_mteb
 from layerbench.errors import UserError
 from layerbench.metrics.arrays import stderr_of
+from layerbench.parallel import map_layers
 from layerbench.specs.schema import TaskSpec
 
 # Fields of mteb's score dicts that are not scores.
 _NOT_SCORES = {"hf_subset", "languages", "mteb_version", "evaluation_time", "scores_per_experiment"}
 
 
-def layer_encoder(pooled: np.ndarray, inputs: list[tuple[str, str | None]], normalize: bool = False) -> Any:
-    """An mteb encoder serving captured states.
+def layer_encoder(states: np.ndarray, inputs: list[tuple[str, str | None]], normalize: bool = False) -> Any:
+    """An mteb encoder serving one layer's captured states.
 
     Args:
-        pooled: ``[L+1, N, D]`` pooled states, in the capture's order.
+        states: ``[N, D]`` pooled states of one layer, in the capture's order.
         inputs: the N (text, prompt type) pairs mteb asks for, in the same
             order: a text's row is found by what mteb asks for, whatever
             prefix the model read before it.
         normalize: L2-normalize rows before mteb sees them (mteb's cosine scores are unchanged by it; classifiers are not).
-
-    Set ``encoder.layer`` (a row index of ``pooled``) before each evaluation.
     """
     from mteb.models.abs_encoder import AbsEncoder
 
@@ -43,14 +44,13 @@ def layer_encoder(pooled: np.ndarray, inputs: list[tuple[str, str | None]], norm
 
     class LayerEncoder(AbsEncoder):
         def __init__(self) -> None:
-            self.layer = pooled.shape[0] - 1
             self.mteb_model_meta = model_meta("layer-encoder")
 
         def encode(self, inputs: Any, *, task_metadata: Any, hf_split: str, hf_subset: str, prompt_type: Any = None, **kwargs: Any) -> np.ndarray:
             kind = prompt_type.value if prompt_type is not None else None
             asked = [(text, kind) for batch in inputs for text in batch["text"]]
             try:
-                rows = pooled[self.layer, [index[pair] for pair in asked]]
+                rows = states[[index[pair] for pair in asked]]
             except KeyError as exc:  # mteb asked for a text the recording run did not see
                 raise RuntimeError(f"mteb asked for a text outside the capture: {str(exc)[:80]}") from None
             rows = rows.astype(np.float32)
@@ -103,24 +103,28 @@ def score_direction(name: str) -> bool | None:
     return None if name.endswith("_std") or name.startswith("nauc_") else True
 
 
-def evaluate_mteb(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int = 0, layers: Sequence[int] | None = None) -> pd.DataFrame:
+def _layer_scores(states: np.ndarray, inputs: list[tuple[str, str | None]], normalize: bool, task: Any, splits: list[str] | None) -> list[dict[str, Any]]:
+    """mteb's score rows (:func:`score_rows`) of one layer's states ``[N, D]``."""
+    result = run_mteb(layer_encoder(states, inputs, normalize), task, splits)
+    return [row for task_result in result.task_results for row in score_rows(task_result.scores)]
+
+
+def evaluate_mteb(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int = 0, layers: Sequence[int] | None = None,
+                  n_layers: int | None = None, jobs: int = 1) -> pd.DataFrame:
     """mteb's scores of every layer: rows ``subset, split, metric, layer, value, stderr, n, higher_is_better``.
 
-    ``states["clean"]`` is ``[K, N, D]``; ``layers`` numbers its rows (default ``0..K-1``).
+    ``states["clean"]`` is ``[K, N, D]``; ``layers`` numbers its rows (default ``0..K-1``; ``n_layers`` is not needed); ``jobs``: worker processes
+    the layers are evaluated in (mteb reseeds the task for each layer, so the rows do not depend on it).
     """
     task = data.payload
     if task is None:
         raise UserError(f"task '{spec.name}': an mteb task needs data from an mteb source")
     settings = spec.settings
     pooled = states["clean"]
-    encoder = layer_encoder(pooled, encoder_inputs(data), settings.normalize)
     layers = list(layers) if layers is not None else list(range(pooled.shape[0]))
-    rows = []
-    for index, layer in enumerate(layers):
-        encoder.layer = index
-        result = run_mteb(encoder, task, settings.eval_splits)
-        for task_result in result.task_results:
-            rows += [row | dict(layer=layer, n=len(data.texts), higher_is_better=score_direction(row["metric"])) for row in score_rows(task_result.scores)]
+    score = partial(_layer_scores, inputs=encoder_inputs(data), normalize=settings.normalize, task=task, splits=settings.eval_splits)
+    per_layer = map_layers(score, [np.asarray(pooled[index]) for index in range(len(layers))], jobs)
+    rows = [row | dict(layer=layer, n=len(data.texts), higher_is_better=score_direction(row["metric"])) for layer, scores in zip(layers, per_layer) for row in scores]
     if not rows:
         raise UserError(f"mteb reported no scores for task '{spec.name}'")
     return pd.DataFrame(rows)

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,7 @@ from layerbench.data.dataset import TextDataset
 from layerbench.errors import UserError
 from layerbench.families.probe import ProbeSettings
 from layerbench.metrics.arrays import stderr_of
+from layerbench.parallel import map_layers
 from layerbench.results.rows import mean_row, summary_row
 from layerbench.specs.schema import TaskSpec
 
@@ -274,16 +276,28 @@ def concept_depth(accuracy: np.ndarray, jump_delta: float = 0.1, converge_epsilo
     }
 
 
+def _probe_layer(states: np.ndarray, y: np.ndarray, shuffled: np.ndarray | None, splits: Sequence[tuple[np.ndarray, np.ndarray]],
+                 settings: ProbeSettings) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """One layer's probe: score name -> ``[splits]`` on ``states`` ``[N, D]``, and the control task's ``[splits]`` accuracy (None without ``shuffled``)."""
+    X = states.astype(np.float64)
+    make = partial(state_probe, settings)
+    scores = split_scores(X, y, splits, make)
+    return scores, split_scores(X, shuffled, splits, make)["accuracy"] if shuffled is not None else None
+
+
 def probe_layers(pooled: np.ndarray, y: np.ndarray, settings: ProbeSettings, seed: int = 0, layers: Sequence[int] | None = None,
-                 texts: Sequence[str] | None = None, groups: Sequence[Any] | None = None, control: bool = True) -> pd.DataFrame:
+                 texts: Sequence[str] | None = None, groups: Sequence[Any] | None = None, control: bool = True, jobs: int = 1,
+                 n_layers: int | None = None) -> pd.DataFrame:
     """Probe scores of every layer, its baselines, and the concept-depth summary.
 
     Args:
         pooled: ``[K, N, D]`` pooled states. y: ``[N]`` class ids.
-        layers: the layer number of each of the K rows (default ``0..K-1``); depth = layer / L with L the last.
+        layers: the layer number of each of the K rows (default ``0..K-1``); depth = layer / L.
+        n_layers: L, the model's blocks (default: the last of ``layers``; give it when ``layers`` is a subset).
         texts: the N texts the model read; given, the bag-of-words baseline is fitted on them.
         groups: ``[N]`` group of each item, kept on one side of every ``layerbench`` split.
         control: also fit the control-task probe per layer (and report selectivity).
+        jobs: worker processes the layers are probed in (:func:`layerbench.parallel.map_layers`); the rows do not depend on it.
 
     Returns:
         Rows ``metric, layer, value, stderr, n, higher_is_better, note``:
@@ -295,17 +309,18 @@ def probe_layers(pooled: np.ndarray, y: np.ndarray, settings: ProbeSettings, see
         ``bow_accuracy`` and ``beyond_baseline``.
     """
     layers = list(layers) if layers is not None else list(range(pooled.shape[0]))
-    n_layers = layers[-1]
+    n_layers = n_layers if n_layers is not None else layers[-1]
     splits = probe_splits(y, settings, seed, groups)
-    make = lambda: state_probe(settings)  # noqa: E731
-    per_layer = [split_scores(pooled[index].astype(np.float64), y, splits, make) for index in range(len(layers))]  # per layer: name -> [splits]
+    shuffled = control_labels(y, seed) if control else None
+    fitted = map_layers(partial(_probe_layer, y=y, shuffled=shuffled, splits=splits, settings=settings), [np.asarray(pooled[index]) for index in range(len(layers))], jobs)
+    per_layer = [scores for scores, _ in fitted]  # per layer: name -> [splits]
     rows = []
     for layer, scores in zip(layers, per_layer):
         rows += [mean_row(name, layer, v, higher_is_better=True) | {"n": len(y)} for name, v in scores.items()]  # n: the items probed, not the splits
     if control:
-        shuffled = control_labels(y, seed)
         for index, layer in enumerate(layers):
-            control_accuracy = split_scores(pooled[index].astype(np.float64), shuffled, splits, make)["accuracy"]
+            control_accuracy = fitted[index][1]
+            assert control_accuracy is not None
             rows.append(mean_row("control_accuracy", layer, control_accuracy, higher_is_better=None) | {"n": len(y)})
             rows.append(mean_row("selectivity", layer, per_layer[index]["accuracy"] - control_accuracy, higher_is_better=True) | {"n": len(y)})
     frame = pd.DataFrame(rows)
@@ -338,10 +353,12 @@ def probe_layers(pooled: np.ndarray, y: np.ndarray, settings: ProbeSettings, see
     return pd.concat([frame, pd.DataFrame(described)], ignore_index=True)
 
 
-def evaluate_probe(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int = 0, layers: Sequence[int] | None = None) -> pd.DataFrame:
+def evaluate_probe(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int = 0, layers: Sequence[int] | None = None,
+                   n_layers: int | None = None, jobs: int = 1) -> pd.DataFrame:
     """Probe rows for every variant of the states (``clean``, and robustness variants as subsets ``<subset>+<variant>``).
 
-    ``layers`` numbers the rows of each ``[K, N, D]`` state array (default ``0..K-1``).
+    ``layers`` numbers the rows of each ``[K, N, D]`` state array (default ``0..K-1``); ``n_layers`` is the model's L (default:
+    the last of ``layers``); ``jobs``: worker processes for the layers.
     """
     if data.labels is None:
         raise UserError(f"task '{spec.name}': a probe needs labels; its data has none (set label_field)")
@@ -351,7 +368,7 @@ def evaluate_probe(states: Mapping[str, np.ndarray], data: TextDataset, spec: Ta
     for variant, pooled in states.items():
         # Baselines and the control task once, on the clean texts; a robustness variant is read against them.
         clean = variant == "clean"
-        frame = probe_layers(pooled, y, spec.settings, seed, layers, texts=data.texts if clean else None, groups=groups, control=clean)
+        frame = probe_layers(pooled, y, spec.settings, seed, layers, texts=data.texts if clean else None, groups=groups, control=clean, jobs=jobs, n_layers=n_layers)
         frame["subset"] = spec.subset if variant == "clean" else f"{spec.subset}+{variant}"
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)

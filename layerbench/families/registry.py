@@ -45,9 +45,11 @@ class Family:
         settings: the pydantic model of a spec's ``evaluator:`` block; it has
             a ``protocol`` field (``layerbench``, or a paper's protocol).
         reads: ``states``: the evaluator takes ``(states, data, spec, seed,
-            layers=...)``, where ``states`` maps a variant (``clean``, a
+            layers=..., n_layers=..., jobs=...)``, where ``states`` maps a variant (``clean``, a
             robustness variant) to pooled states ``[K, N, D]`` of the task's
-            texts; ``model``: it takes ``(handle, data, spec, seed)`` and runs
+            texts, ``layers`` numbers their K rows, ``n_layers`` is the model's L
+            (depth = layer / L) and ``jobs`` the worker processes it may evaluate layers in
+            (these two are passed only to an evaluator that names them); ``model``: it takes ``(handle, data, spec, seed)`` and runs
             the model itself (patching, generation, the logit lens);
             ``nothing``: no evaluator, the task's rows are the label-free
             metric suite's.

@@ -37,8 +37,39 @@ def as_numpy(X: Any) -> np.ndarray:
     return np.asarray(X)
 
 
-def with_layer_axis(X: Any, ndim: int, name: str, min_rows: int = 1) -> tuple[np.ndarray, bool]:
-    """``X`` as a numpy array with a leading layer axis, and whether it came with one.
+def namespace(X: Any) -> Any:
+    """The array API namespace of ``X`` (array-api-compat's numpy or torch): what a metric written once computes with.
+
+    A metric that takes ``xp = namespace(X)`` runs in numpy for numpy input and
+    in torch, on the tensor's device, for a tensor: one formula, two backends.
+    """
+    import array_api_compat
+
+    return array_api_compat.array_namespace(X)
+
+
+def array_device(X: Any) -> Any:
+    """The device ``X`` lives on (``"cpu"`` for numpy), for creating arrays beside it."""
+    import array_api_compat
+
+    return array_api_compat.device(X)
+
+
+def to_numpy(X: Any) -> np.ndarray:
+    """``X`` as a float64 numpy array (a tensor is copied to the host)."""
+    if hasattr(X, "detach"):
+        return X.detach().to("cpu", dtype=_float64_or_32(X)).numpy().astype(np.float64)
+    return np.asarray(X, dtype=np.float64)
+
+
+def _float64_or_32(X: Any) -> Any:
+    import torch
+
+    return torch.float32 if X.device.type == "mps" else torch.float64
+
+
+def with_layer_axis(X: Any, ndim: int, name: str, min_rows: int = 1, on_device: bool = False) -> tuple[Any, bool]:
+    """``X`` as an array with a leading layer axis, and whether it came with one.
 
     The dtype is left as it is (float32 stays float32): metrics convert one
     chunk of layers at a time with :func:`chunk64`, so a float32 stack is never
@@ -49,8 +80,13 @@ def with_layer_axis(X: Any, ndim: int, name: str, min_rows: int = 1) -> tuple[np
         ndim: the dimensions of one layer's input (2 for ``[N, D]``, 3 for ``[N, V, D]``).
         name: the metric, for error messages.
         min_rows: the fewest rows (axis 0 of one layer's input) the metric accepts.
+        on_device: the metric is written for any array namespace (:func:`namespace`):
+            a torch tensor stays a tensor on its device; otherwise it becomes numpy.
     """
-    X = as_numpy(X)
+    if not (on_device and hasattr(X, "detach")):
+        X = as_numpy(X)
+    elif X.element_size() < 4:
+        X = X.float()  # bfloat16/float16 states: chunks go to float64 (float32 on MPS) anyway
     if X.ndim not in (ndim, ndim + 1):
         raise ValueError(f"{name} takes an array of {ndim} dimensions, or {ndim + 1} with layers first; got shape {X.shape}")
     stacked = X.ndim == ndim + 1
@@ -60,14 +96,17 @@ def with_layer_axis(X: Any, ndim: int, name: str, min_rows: int = 1) -> tuple[np
     return X, stacked
 
 
-def chunk64(X: np.ndarray) -> np.ndarray:
-    """``X`` as float64 (no copy when it already is: callers must not write into it)."""
+def chunk64(X: Any) -> Any:
+    """``X`` as float64 (no copy when it already is: callers must not write into it); a tensor stays on its device,
+    in float32 on Apple's MPS, which has no float64."""
+    if hasattr(X, "detach"):
+        return X.to(_float64_or_32(X))
     return np.asarray(X, dtype=np.float64)
 
 
-def per_layer(values: np.ndarray, stacked: bool) -> float | np.ndarray:
-    """``values`` ``[L]`` as they are for stacked input, else the single value as a float."""
-    values = np.asarray(values, dtype=np.float64)
+def per_layer(values: Any, stacked: bool) -> float | np.ndarray:
+    """``values`` ``[L]`` (numpy, or a tensor brought to the host) as they are for stacked input, else the single value as a float."""
+    values = to_numpy(values)
     return values if stacked else float(values[0])
 
 
@@ -78,10 +117,11 @@ def layer_chunks(n_layers: int, bytes_per_layer: float, budget: int = CHUNK_BYTE
         yield slice(start, min(start + step, n_layers))
 
 
-def unit_rows(X: np.ndarray) -> np.ndarray:
-    """Rows of ``X`` ``[..., N, D]`` scaled to unit L2 norm; a zero row stays zero."""
-    norms = np.linalg.norm(X, axis=-1, keepdims=True)
-    return np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
+def unit_rows(X: Any) -> Any:
+    """Rows of ``X`` ``[..., N, D]`` (numpy or torch) scaled to unit L2 norm; a zero row stays zero."""
+    xp = namespace(X)
+    norms = xp.linalg.vector_norm(X, axis=-1, keepdims=True)
+    return xp.where(norms > 0, X / xp.where(norms > 0, norms, 1.0), 0.0)
 
 
 def warn_undefined(name: str, count: int, total: int, reason: str) -> None:

@@ -23,58 +23,63 @@ from layerbench.metrics.arrays import (
     chunk64,
     has_layer_axis,
     layer_chunks,
+    namespace,
     nanmean_rows,
     per_layer,
     per_prompt_values,
+    to_numpy,
     unit_rows,
     warn_undefined,
     with_layer_axis,
 )
 
 
-def spectral_entropy(p: np.ndarray, alpha: float = 1.0) -> np.ndarray:
-    """Rényi entropy of distributions ``p`` ``[..., m]`` (non-negative, summing to 1 on the last axis).
+def spectral_entropy(p: Any, alpha: float = 1.0) -> Any:
+    """Rényi entropy of distributions ``p`` ``[..., m]`` (non-negative, summing to 1 on the last axis; numpy or torch).
 
     alpha = 1: H = -Σ p log p (Shannon); otherwise H = log(Σ p^alpha) / (1 - alpha).
     Zero entries contribute nothing (0 log 0 = 0). Returns ``[...]`` in nats.
     """
     if alpha <= 0:
         raise ValueError(f"alpha must be positive, got {alpha}")
+    xp = namespace(p)
     positive = p > 0
-    safe = np.where(positive, p, 1.0)
+    safe = xp.where(positive, p, 1.0)
     # "+ 0.0" turns the -0.0 of a one-point distribution (-(1 · log 1)) into 0.0, which prints as 0, not -0.
     if alpha == 1:
-        return -np.sum(np.where(positive, p * np.log(safe), 0.0), axis=-1) + 0.0
-    return np.log(np.sum(np.where(positive, safe**alpha, 0.0), axis=-1)) / (1 - alpha) + 0.0
+        return -xp.sum(xp.where(positive, p * xp.log(safe), 0.0), axis=-1) + 0.0
+    return xp.log(xp.sum(xp.where(positive, safe**alpha, 0.0), axis=-1)) / (1 - alpha) + 0.0
 
 
-def gram_entropy(K: np.ndarray, alpha: float = 1.0) -> np.ndarray:
-    """Entropy of positive semi-definite matrices ``K`` ``[..., m, m]`` divided by their trace.
+def gram_entropy(K: Any, alpha: float = 1.0) -> Any:
+    """Entropy of positive semi-definite matrices ``K`` ``[..., m, m]`` (numpy or torch) divided by their trace.
 
     λ = eigvalsh(K / tr K), with values under the rounding level (m · eps · λ_max)
     set to 0; returns ``spectral_entropy(λ, alpha)`` ``[...]``.
     A zero matrix (tr K = 0: no spread at all) has entropy 0.
     """
-    trace = np.trace(K, axis1=-2, axis2=-1)
-    eigenvalues = np.linalg.eigvalsh(K)
+    xp = namespace(K)
+    trace = xp.linalg.trace(K)
+    eigenvalues = xp.linalg.eigvalsh(K)
     # Eigenvalues that are zero in exact arithmetic come out as ±1e-16·λ_max;
     # for alpha < 1 even those would count (λ^0.5 = 1e-8), so everything under
     # the rounding level (numpy's matrix_rank tolerance) is set to 0.
-    floor = eigenvalues[..., -1:] * K.shape[-1] * np.finfo(np.float64).eps
-    eigenvalues = np.where(eigenvalues > floor, eigenvalues, 0.0)
-    total = eigenvalues.sum(axis=-1, keepdims=True)  # = tr K up to rounding; exact normalization
-    p = np.divide(eigenvalues, total, out=np.zeros_like(eigenvalues), where=total > 0)
-    return np.where(trace > 0, spectral_entropy(p, alpha), 0.0)
+    floor = eigenvalues[..., -1:] * K.shape[-1] * xp.finfo(K.dtype).eps
+    eigenvalues = xp.where(eigenvalues > floor, eigenvalues, 0.0)
+    total = xp.sum(eigenvalues, axis=-1, keepdims=True)  # = tr K up to rounding; exact normalization
+    p = xp.where(total > 0, eigenvalues / xp.where(total > 0, total, 1.0), 0.0)
+    return xp.where(trace > 0, spectral_entropy(p, alpha), 0.0)
 
 
-def _centred_unit_gram(Z: np.ndarray) -> np.ndarray:
-    """The smaller Gram matrix of already centred unit rows ``Z`` ``[..., N, D]``.
+def _centred_unit_gram(Z: Any) -> Any:
+    """The smaller Gram matrix of already centred unit rows ``Z`` ``[..., N, D]`` (numpy or torch).
 
     ``Z Zᵀ`` ``[..., N, N]`` when N <= D, else ``Zᵀ Z`` ``[..., D, D]``: both
     have the same non-zero eigenvalues, so the smaller one is decomposed.
     """
     n, d = Z.shape[-2:]
-    return Z @ np.swapaxes(Z, -1, -2) if n <= d else np.swapaxes(Z, -1, -2) @ Z
+    Zt = namespace(Z).matrix_transpose(Z)
+    return Z @ Zt if n <= d else Zt @ Z
 
 
 def matrix_entropy(X: Any, alpha: float = 1.0) -> float | np.ndarray:
@@ -84,15 +89,17 @@ def matrix_entropy(X: Any, alpha: float = 1.0) -> float | np.ndarray:
     K = Z Zᵀ (or Zᵀ Z when D < N); λ = eigenvalues of K / tr K clipped at 0;
     alpha = 1: -Σ λ log λ; otherwise log(Σ λ^alpha) / (1 - alpha).
     N orthonormal rows give log(N - 1); rows on one line give 0.
+    A torch tensor is computed on its device (float64; float32 on MPS).
     """
-    X, stacked = with_layer_axis(X, 2, "matrix_entropy", min_rows=1)
+    X, stacked = with_layer_axis(X, 2, "matrix_entropy", min_rows=1, on_device=True)
+    xp = namespace(X)
     L, n, d = X.shape
     m = min(n, d)
     out = np.empty(L)
     for chunk in layer_chunks(L, 8.0 * (3 * n * d + 2 * m * m)):
         block = chunk64(X[chunk])
-        Z = unit_rows(block - block.mean(axis=1, keepdims=True))
-        out[chunk] = gram_entropy(_centred_unit_gram(Z), alpha)
+        Z = unit_rows(block - xp.mean(block, axis=1, keepdims=True))
+        out[chunk] = to_numpy(gram_entropy(_centred_unit_gram(Z), alpha))
     return per_layer(out, stacked)
 
 

@@ -16,9 +16,11 @@ from layerbench.metrics.arrays import (
     chunk64,
     has_layer_axis,
     layer_chunks,
+    namespace,
     nanmean_rows,
     per_layer,
     per_prompt_values,
+    to_numpy,
     unit_rows,
     warn_undefined,
     with_layer_axis,
@@ -46,15 +48,17 @@ def anisotropy(X: Any) -> float | np.ndarray:
     A = (||Σ_i u_i||² - Σ_i ||u_i||²) / (N (N - 1)), which equals the mean of
     cos(x_i, x_j) over i ≠ j in O(N·D) time instead of O(N²·D).
     In [-1/(N-1), 1]; 1 means every vector points the same way.
+    A torch tensor is computed on its device.
     """
-    X, stacked = with_layer_axis(X, 2, "anisotropy", min_rows=2)
+    X, stacked = with_layer_axis(X, 2, "anisotropy", min_rows=2, on_device=True)
+    xp = namespace(X)
     L, n, d = X.shape
     out = np.empty(L)
     for chunk in layer_chunks(L, 8.0 * 2 * n * d):
         U = unit_rows(chunk64(X[chunk]))
-        total = np.square(U.sum(axis=1)).sum(axis=-1)
-        self_terms = np.square(U).sum(axis=(1, 2))
-        out[chunk] = (total - self_terms) / (n * (n - 1))
+        total = xp.sum(xp.sum(U, axis=1) ** 2, axis=-1)
+        self_terms = xp.sum(U**2, axis=(1, 2))
+        out[chunk] = to_numpy((total - self_terms) / (n * (n - 1)))
     return per_layer(out, stacked)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from layerbench.metrics.arrays import chunk64, layer_chunks, per_layer, unit_rows, with_layer_axis
+from layerbench.metrics.arrays import array_device, chunk64, layer_chunks, namespace, per_layer, to_numpy, unit_rows, with_layer_axis
 from layerbench.metrics.entropy import gram_entropy
 
 
@@ -60,8 +60,10 @@ def lidar(views: Any, delta: float = 1e-4) -> float | np.ndarray:
     The effective rank of the directions that separate texts relative to
     the noise within a text: higher means more distinguishable structure.
     ``delta`` is in squared units of the states, so LiDAR is not scale-invariant.
+    A torch tensor is computed on its device (float64; float32 on MPS).
     """
-    X, stacked = with_layer_axis(views, 3, "lidar", min_rows=2)
+    X, stacked = with_layer_axis(views, 3, "lidar", min_rows=2, on_device=True)
+    xp = namespace(X)
     L, n, v, d = X.shape
     if v < 2:
         raise ValueError(f"lidar needs at least 2 views per text, got {v}")
@@ -69,17 +71,17 @@ def lidar(views: Any, delta: float = 1e-4) -> float | np.ndarray:
     m = min(n, d)
     for chunk in layer_chunks(L, 8.0 * (2 * n * v * d + 3 * d * d + n * d + m * m)):
         block = chunk64(X[chunk])
-        means = block.mean(axis=2)  # [l, N, D]
-        between = (means - means.mean(axis=1, keepdims=True)) / np.sqrt(n - 1)  # S_b = betweenᵀ between
-        within = (block - means[:, :, None]).reshape(block.shape[0], n * v, d)
-        S_w = np.swapaxes(within, 1, 2) @ within / (n * (v - 1)) + delta * np.eye(d)
+        means = xp.mean(block, axis=2)  # [l, N, D]
+        between = (means - xp.mean(means, axis=1, keepdims=True)) / float(np.sqrt(n - 1))  # S_b = betweenᵀ between
+        within = xp.reshape(block - means[:, :, None], (block.shape[0], n * v, d))
+        S_w = xp.matrix_transpose(within) @ within / (n * (v - 1)) + delta * xp.eye(d, dtype=block.dtype, device=array_device(block))
         # Λ = S_w^{-1/2} S_b S_w^{-1/2} has the non-zero eigenvalues of Mᵀ M with
         # M = R⁻¹ betweenᵀ and S_w = R Rᵀ (Cholesky): no D×D eigendecomposition,
         # and only an N×N one when the N texts are fewer than the D dimensions.
-        R = np.linalg.cholesky(S_w)
-        M = np.linalg.solve(R, np.swapaxes(between, 1, 2))  # [l, D, N]
-        gram = np.swapaxes(M, 1, 2) @ M if n <= d else M @ np.swapaxes(M, 1, 2)
-        out[chunk] = np.exp(gram_entropy(gram, 1.0))  # p = λ / Σλ, the same normalization as any Gram entropy
+        R = xp.linalg.cholesky(S_w)
+        M = xp.linalg.solve(R, xp.matrix_transpose(between))  # [l, D, N]
+        gram = xp.matrix_transpose(M) @ M if n <= d else M @ xp.matrix_transpose(M)
+        out[chunk] = np.exp(to_numpy(gram_entropy(gram, 1.0)))  # p = λ / Σλ, the same normalization as any Gram entropy
     return per_layer(out, stacked)
 
 

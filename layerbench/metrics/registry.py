@@ -36,6 +36,8 @@ class MetricInfo:
             this one is a closed-form function of; a run computes that one
             once and applies ``derive`` instead of calling ``fn`` again.
         derive: ``(values [L], N, D) -> [L]``, the function of ``derived_from``'s values.
+        on_device: ``fn`` is written once for any array namespace (numpy, or torch on the tensor's device),
+            so the suite hands it its states on ``--metrics-device``; the others read numpy on the host.
     """
 
     name: str
@@ -50,6 +52,7 @@ class MetricInfo:
     min_texts: int = 2
     derived_from: str | None = None
     derive: Callable | None = None
+    on_device: bool = False
 
 
 def _views_pair(fn: Callable) -> Callable:
@@ -66,8 +69,10 @@ _METRICS: dict[str, MetricInfo] = {
     m.name: m
     for m in [
         MetricInfo("mean_norm", geometry.mean_norm, "pooled", None, "O(N·D)", "state units", "mean L2 norm of the pooled vectors"),
-        MetricInfo("anisotropy", geometry.anisotropy, "pooled", None, "O(N·D)", "cosine", "mean cosine similarity over distinct pairs (uncentred)"),
-        MetricInfo("dataset_entropy", entropy.dataset_entropy, "pooled", None, "O(N·D·m + m³), m = min(N, D)", "nats", "matrix entropy of the whole data set's pooled vectors (alpha = 1)"),
+        MetricInfo("anisotropy", geometry.anisotropy, "pooled", None, "O(N·D)", "cosine", "mean cosine similarity over distinct pairs (uncentred)",
+                   on_device=True),
+        MetricInfo("dataset_entropy", entropy.dataset_entropy, "pooled", None, "O(N·D·m + m³), m = min(N, D)", "nats", "matrix entropy of the whole data set's pooled vectors (alpha = 1)",
+                   on_device=True),
         MetricInfo("dataset_entropy_normalized", entropy.dataset_entropy_normalized, "pooled", None, "O(N·D·m + m³), m = min(N, D)", "fraction",
                    "dataset_entropy / log min(N, D)", derived_from="dataset_entropy", derive=lambda h, n, d: h / np.log(min(n, d))),
         MetricInfo("effective_rank", entropy.effective_rank, "pooled", None, "O(N·D·m + m³), m = min(N, D)", "directions",
@@ -84,7 +89,7 @@ _METRICS: dict[str, MetricInfo] = {
         MetricInfo("dime", _views_pair(invariance.dime), "views", True, "O(P·N³), P = 10 permutations", "nats",
                    "DiME between two augmented views: matrix mutual information", n_views=2),
         MetricInfo("lidar", invariance.lidar, "views", True, "O(N·V·D² + D³)", "directions",
-                   "LiDAR over 8 augmented views per text (Thilak et al., 2023)", n_views=8),
+                   "LiDAR over 8 augmented views per text (Thilak et al., 2023)", n_views=8, on_device=True),
     ]
 }
 

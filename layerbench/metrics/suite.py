@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,8 @@ from layerbench.metrics.streaming import row_subsample, streaming_pooled_metrics
 METRICS_VERSION = 1
 # Rows the TwoNN intrinsic dimension reads when the states are spilled to disk (it is O(N²) in rows).
 NEIGHBOUR_ROWS = 4096
+# States one slice of layers may take on the metrics' device (their own dtype; the metrics' float64 chunks come on top).
+DEVICE_BYTES = 2 * 2**30
 
 
 @dataclass(frozen=True)
@@ -80,12 +83,30 @@ def _frame(info: MetricInfo, values: np.ndarray, stderr: np.ndarray, n: np.ndarr
     )
 
 
+def on_device(fn: Callable[[Any], Any], states: np.ndarray, device: str, budget: int = DEVICE_BYTES) -> np.ndarray:
+    """``fn`` (a metric written for any array namespace) of ``states`` ``[K, ...]``, computed in torch on ``device``:
+    float64 ``[K]``.
+
+    The states go to the device a slice of layers at a time, each under ``budget`` bytes in their own dtype,
+    so a task's states never need to fit on the device beside the model; the metric is per layer, so the
+    slices' values are the whole stack's.
+    """
+    import torch
+
+    per_layer = states[0].nbytes
+    step = max(1, budget // max(per_layer, 1))
+    values = [np.atleast_1d(np.asarray(fn(torch.from_numpy(np.ascontiguousarray(states[start : start + step])).to(device)), dtype=np.float64))
+              for start in range(0, states.shape[0], step)]
+    return np.concatenate(values)
+
+
 def evaluate_metrics(
     plan: MetricPlan,
     pooled: np.ndarray,
     per_prompt: dict[str, np.ndarray],
     views: np.ndarray | None,
     layers: Sequence[int] | None = None,
+    device: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Rows of every planned metric at every layer, and notes on what was skipped.
 
@@ -96,6 +117,9 @@ def evaluate_metrics(
         views: ``[K, S, V, D]`` pooled states of V augmented views of S sampled
             texts, or None when no view metric is planned.
         layers: the layer number of each of the K rows (default ``0..K-1``).
+        device: a torch device (``cuda``, ``cpu``...) the metrics written for any array
+            namespace (``MetricInfo.on_device``: the entropies, LiDAR, anisotropy) compute on,
+            in torch; None: numpy on the host. The values agree within float64 rounding.
 
     Returns:
         Rows with columns ``metric, layer, value, stderr, n, higher_is_better``
@@ -111,6 +135,13 @@ def evaluate_metrics(
     streamed = streaming_pooled_metrics(pooled) if isinstance(pooled, np.memmap) and plan.of_kind("pooled") else None
     if streamed is not None:
         computed |= {name: streamed[name] for name in ("dataset_entropy", "effective_rank", "anisotropy", "mean_norm")}
+
+    def compute(info: MetricInfo, data: np.ndarray) -> np.ndarray:
+        """``[K]`` values of one metric: on ``device`` in torch when it is written for any array namespace, else numpy."""
+        if device is not None and info.on_device:
+            return on_device(info.fn, data, device)
+        return np.asarray(info.fn(data), dtype=np.float64)
+
     for info in plan.metrics:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -139,12 +170,12 @@ def evaluate_metrics(
                 assert info.derive is not None, f"{info.name} names derived_from but no derive"
                 source = get(info.derived_from)
                 if source.name not in computed:
-                    computed[source.name] = np.asarray(source.fn(data), dtype=np.float64)
+                    computed[source.name] = compute(source, data)
                 values = info.derive(computed[source.name], n, data.shape[-1])
             elif info.name in computed:
                 values = computed[info.name]
             else:
-                values = computed.setdefault(info.name, np.asarray(info.fn(data), dtype=np.float64))
+                values = computed.setdefault(info.name, compute(info, data))
             stderr = np.full(values.shape, np.nan)
             if info.name == "mean_norm":
                 stderr = streamed["mean_norm_stderr"] if streamed is not None else mean_and_stderr(row_norms(data))[1]
