@@ -7,7 +7,7 @@ interpreters, reused across calls of one run, arrays over 1 MB passed as
 memory maps rather than copies).
 
 Rows are the same bits whatever ``jobs`` is: every call of the function runs
-with one BLAS/OpenMP thread (:func:`one_thread`), in this process for
+with one BLAS/OpenMP thread (:func:`_one_thread`), in this process for
 ``jobs=1`` as in a worker, so that no reduction is split differently.
 """
 from __future__ import annotations

@@ -158,19 +158,28 @@ class ActivationCache:
     def _read_bytes(self, path: Path | str) -> bytes:
         return self._remote.cat_file(str(path)) if self._remote is not None else Path(path).read_bytes()
 
-    def index(self) -> _Index:
-        """This root's index, after reading the index files written since it was last read (by any process)."""
+    def index_files(self, skip: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, Any]]:
+        """(name, pyarrow table) of each index file, oldest first, but those named in ``skip``.
+
+        A half-copied or foreign file is left out: its entries are simply not found.
+        """
         import pyarrow.parquet as pq
 
+        tables = []
+        for name, _, _ in sorted(self._list("index")):
+            if not name.endswith(".parquet") or name in skip:
+                continue
+            try:
+                tables.append((name, pq.read_table(io.BytesIO(self._read_bytes(self._join("index", name))))))
+            except (OSError, ValueError):
+                continue
+        return tables
+
+    def index(self) -> _Index:
+        """This root's index, after reading the index files written since it was last read (by any process)."""
         index = _INDEXES.setdefault(str(self.root), _Index())
         with index.lock:
-            for name, _, _ in sorted(self._list("index")):
-                if not name.endswith(".parquet") or name in index.files:
-                    continue
-                try:
-                    table = pq.read_table(io.BytesIO(self._read_bytes(self._join("index", name))))
-                except (OSError, ValueError):  # a half-copied or foreign file: its entries are simply not found
-                    continue
+            for name, table in self.index_files(skip=index.files):
                 index.files.add(name)
                 index.add(table)
         return index
@@ -218,22 +227,9 @@ class ActivationCache:
                 out.update(dict.fromkeys(keys))
         return out
 
-    def get(self, key: str) -> np.ndarray | None:
-        """The stored array of ``key``, or None when missing, truncated or corrupt."""
-        return self.read([key])[0].get(key)
-
-    def exists(self, key: str) -> bool:
-        """Whether the index lists ``key`` (its bytes may still fail their checksum)."""
-        return key in self.index().entries
-
     def writer(self, model: str = "") -> ShardWriter:
         """A writer of new entries, labelled with ``model`` (what ``layerbench cache`` reports them under)."""
         return ShardWriter(self, model)
-
-    def put(self, key: str, array: np.ndarray, model: str = "") -> None:
-        """Store one entry now, in a shard of its own (a capture writes through :meth:`writer`, one shard for many entries)."""
-        with self.writer(model) as writer:
-            writer.put(key, array)
 
 
 class ShardWriter:
@@ -359,23 +355,16 @@ class CacheSummary:
 def _index_table(cache: ActivationCache) -> Any:
     """Every index row of ``cache`` as one pyarrow table (with a ``shard`` column)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    tables = []
-    for name, _, _ in sorted(cache._list("index")):
-        if name.endswith(".parquet"):
-            try:
-                table = pq.read_table(io.BytesIO(cache._read_bytes(cache._join("index", name))))
-            except (OSError, ValueError):
-                continue
-            tables.append(table.append_column("index_file", pa.array([name] * table.num_rows, pa.string())))
+    tables = [table.append_column("index_file", pa.array([name] * table.num_rows, pa.string())) for name, table in cache.index_files()]
     return pa.concat_tables(tables, promote_options="default") if tables else None
 
 
 def summarize(cache: ActivationCache) -> CacheSummary:
     """What ``cache`` holds: shards, entries and bytes, per model, its age, and files no index lists."""
     table = _index_table(cache)
-    shards = {name.removesuffix(SHARD_SUFFIX): size for name, size, _ in cache._list("shards") if name.endswith(SHARD_SUFFIX)}
+    listed = cache._list("shards")
+    shards = {name.removesuffix(SHARD_SUFFIX): size for name, size, _ in listed if name.endswith(SHARD_SUFFIX)}
     indexed = set(table.column("shard").to_pylist()) if table is not None else set()
     by_model: dict[str, tuple[int, int]] = {}
     oldest = newest = None
@@ -384,7 +373,7 @@ def summarize(cache: ActivationCache) -> CacheSummary:
         for model, group in frame.groupby("model", sort=True):
             by_model[str(model) or "(unnamed)"] = (len(group), int(group.nbytes.sum()))
         oldest, newest = frame.written_at.min().to_pydatetime(), frame.written_at.max().to_pydatetime()
-    stray = [(name, size) for name, size, _ in cache._list("shards") if name.removesuffix(SHARD_SUFFIX) not in indexed]
+    stray = [(name, size) for name, size, _ in listed if name.removesuffix(SHARD_SUFFIX) not in indexed]
     legacy = _legacy_files(cache)
     return CacheSummary(
         shards=len(indexed & set(shards)), entries=table.num_rows if table is not None else 0, bytes=sum(size for s, size in shards.items() if s in indexed),
@@ -410,7 +399,8 @@ def prune(cache: ActivationCache, older_than_days: float | None = None, max_byte
     (one that read the index just before finds the bytes missing and recomputes).
     """
     table = _index_table(cache)
-    shard_sizes = {name.removesuffix(SHARD_SUFFIX): size for name, size, _ in cache._list("shards") if name.endswith(SHARD_SUFFIX)}
+    listed = cache._list("shards")
+    shard_sizes = {name.removesuffix(SHARD_SUFFIX): size for name, size, _ in listed if name.endswith(SHARD_SUFFIX)}
     drop: set[str] = set()
     if table is not None:
         frame = table.select(["shard", "model", "written_at", "index_file"]).to_pandas()
@@ -432,18 +422,18 @@ def prune(cache: ActivationCache, older_than_days: float | None = None, max_byte
                     total -= shard_sizes.get(s, 0)
     now = time.time()
     indexed = set(table.column("shard").to_pylist()) if table is not None else set()
-    stale = [name for name, _, modified in cache._list("shards")
+    stale = [(name, size) for name, size, modified in listed
              if name.removesuffix(SHARD_SUFFIX) not in indexed and now - modified > (0 if everything else STALE_SECONDS)]
     legacy = _legacy_files(cache)
     removed = len(drop & set(shard_sizes)) + len(stale) + len(legacy)
-    freed = sum(shard_sizes.get(s, 0) for s in drop) + sum(size for name, size, _ in cache._list("shards") if name in stale) + sum(size for _, size in legacy)
+    freed = sum(shard_sizes.get(s, 0) for s in drop) + sum(size for _, size in stale) + sum(size for _, size in legacy)
     if dry_run:
         return removed, freed
     if table is not None:
         _rewrite_index(cache, table, drop)
     for shard in drop:
         _remove(cache, cache.shard_path(shard))
-    for name in stale:
+    for name, _ in stale:
         _remove(cache, cache._join("shards", name))
     for path, _ in legacy:
         path.unlink(missing_ok=True)
@@ -453,11 +443,12 @@ def prune(cache: ActivationCache, older_than_days: float | None = None, max_byte
 
 def _rewrite_index(cache: ActivationCache, table: Any, drop: set[str]) -> None:
     """One index file of the rows whose shard stays; then the old index files go (a concurrent reader sees both for a moment, never neither)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     files = set(table.column("index_file").to_pylist())
-    keep = table.filter(pc.invert(pc.is_in(table.column("shard"), value_set=_string_array(drop)))).drop_columns(["index_file"])
+    keep = table.filter(pc.invert(pc.is_in(table.column("shard"), value_set=pa.array(sorted(drop), pa.string())))).drop_columns(["index_file"])
     if keep.num_rows:
         buffer = io.BytesIO()
         pq.write_table(keep, buffer)
@@ -466,12 +457,6 @@ def _rewrite_index(cache: ActivationCache, table: Any, drop: set[str]) -> None:
         files.discard(merged + ".parquet")
     for name in files:
         _remove(cache, cache._join("index", name))
-
-
-def _string_array(values: Iterable[str]) -> Any:
-    import pyarrow as pa
-
-    return pa.array(sorted(values), pa.string())
 
 
 def _remove(cache: ActivationCache, path: Path | str) -> None:

@@ -56,10 +56,8 @@ def array_device(X: Any) -> Any:
 
 
 def to_numpy(X: Any) -> np.ndarray:
-    """``X`` as a float64 numpy array (a tensor is copied to the host)."""
-    if hasattr(X, "detach"):
-        return X.detach().to("cpu", dtype=_float64_or_32(X)).numpy().astype(np.float64)
-    return np.asarray(X, dtype=np.float64)
+    """``X`` as a float64 numpy array (a tensor is copied to the host by :func:`as_numpy`)."""
+    return np.asarray(as_numpy(X), dtype=np.float64)
 
 
 def _float64_or_32(X: Any) -> Any:
