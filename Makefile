@@ -4,20 +4,34 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The torch pin for this project's machines (DESIGN §5); `make CONSTRAINTS= ...` drops it.
+# The environment that made the committed numbers: exact versions of every package for Linux x86-64 (CPU torch), compiled
+# from pyproject.toml's ranges by `make lock`. `make venv` installs from it; `make venv LOCK=` installs from the ranges
+# instead (another platform), with the torch pin of this project's machines (DESIGN §5) unless `CONSTRAINTS=` drops it too.
+LOCK ?= requirements/lock.txt
 CONSTRAINTS ?= constraints.txt
-PIP := $(BIN)/python -m pip install --disable-pip-version-check -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 DEMO_OUTPUT ?= demo-results
+# Where the CPU build of torch comes from when the lock is compiled: this project's machines keep it on disk, elsewhere PyTorch's CPU index.
+TORCH_SOURCE ?= $(if $(wildcard /opt/wheels/torch-*+cpu-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
-.PHONY: demo test lint bench site results leaderboard venv clean
+.PHONY: demo test lint bench site results leaderboard baseline venv lock clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt requirements/packaged.txt
+$(VENV)/.installed: pyproject.toml constraints.txt requirements/packaged.txt $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) -e '.[all]'
-	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -r requirements/packaged.txt
+	$(if $(LOCK),$(PIP) -r $(LOCK) && $(PIP) --no-deps -e .,$(PIP) $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[all]')
+	$(PIP) --no-deps -r requirements/packaged.txt
 	touch $@
+
+# Recompile requirements/lock.txt from pyproject.toml (after changing a dependency or to move to newer releases), then
+# `make venv` again. The numbers in results/ and baselines/ were made with the lock as committed.
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml --extra all --constraint constraints.txt $(TORCH_SOURCE) --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --no-header --output-file $(LOCK).new
+	{ echo "# Exact versions of every package layerbench installs ('.[all]') for Linux x86-64, Python 3.11, CPU torch."; \
+	  echo "# Made by \`make lock\` (uv pip compile pyproject.toml --extra all --constraint constraints.txt); \`make venv\` installs it."; \
+	  cat $(LOCK).new; } > $(LOCK) && rm $(LOCK).new
 
 demo: venv
 	$(BIN)/layerbench run --model sentence-transformers/all-MiniLM-L6-v2 --model smollm2-135m-q4 --suite default --output $(DEMO_OUTPUT)
@@ -50,6 +64,16 @@ leaderboard: venv
 
 results: leaderboard
 
+# The regression gate's baseline (baselines/quick/, what .github/workflows/checkpoint-gate.yml compares a checkpoint with): the
+# packaged SmolLM2 on the quick suite, its item records, and its run-to-run spread over seeds 1 and 2 (for the rows without items).
+BASELINE ?= baselines/quick
+baseline: venv
+	rm -rf $(BASELINE)/smollm2-135m-q4 $(BASELINE)/seed-noise.csv /tmp/layerbench-baseline-seed1 /tmp/layerbench-baseline-seed2
+	$(BIN)/layerbench run --model smollm2-135m-q4 --suite quick --reference --output $(BASELINE)
+	$(BIN)/layerbench run --model smollm2-135m-q4 --suite quick --seed 1 --output /tmp/layerbench-baseline-seed1
+	$(BIN)/layerbench run --model smollm2-135m-q4 --suite quick --seed 2 --output /tmp/layerbench-baseline-seed2
+	$(BIN)/layerbench noise $(BASELINE) /tmp/layerbench-baseline-seed1 /tmp/layerbench-baseline-seed2
+
 bench: venv
 	$(BIN)/python benchmarks/bench_cli.py
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_capture.py
@@ -60,6 +84,7 @@ bench: venv
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_protocols.py
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_ray.py
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_post_capture.py
+	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_gate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache site test-artifacts

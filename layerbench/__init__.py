@@ -8,6 +8,7 @@ Python API::
     layerbench.metrics.matrix_entropy(states)                           # [L+1], one value per layer
     layerbench.run("smollm2-135m-q4", suite="quick", output="my-results")
     df = layerbench.load_results("my-results")
+    items = layerbench.load_items("my-results")                         # what each score was computed from, item by item
     layerbench.best_layer(df)                                           # best layer per model and task
     layerbench.layer_curve(df, "concept-capitals", "accuracy")          # one curve against depth
     layerbench.summary(df)                                              # one row per model and task
@@ -34,8 +35,9 @@ _EXPORTS = {
     "ModelHandle": "layerbench.models",
     "load_model": "layerbench.models",
     "load_results": "layerbench.results",
+    "load_items": "layerbench.results",
 }
-__all__ = ["ModelHandle", "UserError", "best_layer", "capture_layers", "embed_layers", "iter_token_states", "layer_curve", "load_model",
+__all__ = ["ModelHandle", "UserError", "best_layer", "capture_layers", "embed_layers", "iter_token_states", "layer_curve", "load_items", "load_model",
            "load_results", "metrics", "run", "summary"]
 
 if TYPE_CHECKING:
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
     from layerbench.api import run
     from layerbench.capture import capture_layers, embed_layers, iter_token_states
     from layerbench.models import ModelHandle, load_model
-    from layerbench.results import load_results
+    from layerbench.results import load_items, load_results
 
 
 def __getattr__(name: str) -> Any:

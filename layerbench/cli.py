@@ -261,20 +261,29 @@ def _validate_online(paths, suite, tasks) -> None:
 @click.argument("candidate", type=click.Path())
 @click.option("--tolerance", type=click.FloatRange(min=0), default=0.01, show_default=True, help="The smallest drop that counts, in each metric's units.")
 @click.option("--z", type=click.FloatRange(min=0), default=2.0, show_default=True,
-              help="A drop must also exceed z standard deviations of the difference: the rows' standard errors and the base's seed noise (see `layerbench noise`).")
+              help="A drop must also pass a one-sided test at z standard deviations (z = 2: p <= 0.023): paired over the items both runs recorded "
+                   "(McNemar, paired bootstrap; Holm over a task's layers), else the rows' standard errors and the base's seed noise (see `layerbench noise`).")
 @click.option("--tasks", "-t", "tasks", multiple=True, help="Comma-separated tasks to compare (default: all shared).")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write every compared row (diagnostics too) to this CSV file.")
 def compare(base, candidate, tolerance, z, tasks, report) -> None:
-    """Gate CANDIDATE results against BASE on main scores and headlines: exit 1 if one dropped beyond tolerance and noise, 0 otherwise, 2 on bad input."""
-    from layerbench.compare import compare_results, format_report, read_seed_noise
-    from layerbench.results import load_results
+    """Gate CANDIDATE results against BASE on main scores and headlines: exit 1 if one dropped beyond tolerance and noise, 0 otherwise, 2 on bad input.
+
+    Rows whose item records both runs hold (<model>/items/) are tested paired, item by item; the report says which test each row had.
+    """
+    from pathlib import Path
+
+    from layerbench.compare import compare_results, describe_platforms, format_report, read_seed_noise
+    from layerbench.results import load_items, load_results, read_manifests
 
     base_rows, candidate_rows = load_results(base), load_results(candidate)
-    rows = compare_results(base_rows, candidate_rows, tolerance=tolerance, z=z, tasks=list(split_names(tasks)) or None, noise=read_seed_noise(base))
+    # Item records pair the rows; a folder without them (runs before they existed) is compared unpaired, and the report says so.
+    rows = compare_results(base_rows, candidate_rows, tolerance=tolerance, z=z, tasks=list(split_names(tasks)) or None, noise=read_seed_noise(base),
+                           base_items=load_items(base, missing_ok=True), candidate_items=load_items(candidate, missing_ok=True))
     compared = set(rows.model) if "model" in rows else None  # matched by model: only the models both hold
     labels = [f"{path} ({', '.join(sorted(set(frame.model)))})" + (f"; compared: {', '.join(sorted(compared))}" if compared and compared != set(frame.model) else "")
               for path, frame in ((base, base_rows), (candidate, candidate_rows))]
-    click.echo(format_report(rows, tolerance, z, base_label=labels[0], candidate_label=labels[1]))
+    manifests = [[m for runs in read_manifests([Path(folder)]).values() for m in runs] for folder in (base, candidate)]
+    click.echo(format_report(rows, tolerance, z, base_label=labels[0], candidate_label=labels[1], platforms=describe_platforms(*manifests)))
     if report:
         rows.to_csv(report, index=False)
     if (rows.verdict == "regression").any():

@@ -12,19 +12,34 @@ row is of one kind:
   one threshold, label-free metrics, descriptive rows). Reported, never gating.
 
 A headline or main row regresses when it moved against its direction
-(one-sided) by more than the tolerance and by more than its noise,
-``z * sqrt(se_base^2 + se_candidate^2 + 2 * seed_sd^2)``: the standard errors
-the rows carry and the run-to-run spread measured by rerunning the baseline
-with other seeds (:func:`seed_noise`, stored beside the baseline as
-:data:`NOISE_FILE`). Unknown terms count as zero.
+(one-sided) by more than the tolerance and its test says the drop is real at
+the one-sided level of ``z`` standard deviations (z = 2: 2.3%):
+
+- *paired*, where both runs kept item records of the score
+  (:mod:`layerbench.results.items`) on the same items: per layer, the exact
+  McNemar test of the items' 1/0 outcomes (a probe's held-out correctness), else
+  a seeded paired bootstrap over the items (:mod:`layerbench.paired`); the
+  best-layer headline by a paired bootstrap of the best layer's score. The
+  layers of one task are adjusted together (Holm), so that an unchanged model
+  fails on one of 30 layers at most as often as on one.
+- *unpaired* otherwise (no records, other items, a summary over queries):
+  the drop must exceed ``z * sqrt(se_base^2 + se_candidate^2 + 2 * seed_sd^2)``,
+  the standard errors the rows carry and the run-to-run spread measured by
+  rerunning the baseline with other seeds (:func:`seed_noise`, stored beside
+  the baseline as :data:`NOISE_FILE`). Unknown terms count as zero.
+
+Every row says which test it had (``test``), its one-sided ``p`` and the smallest drop that would count (``detectable``).
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from layerbench import paired
 from layerbench.analysis import HEADLINE_SUMMARIES, best_layer, main_metrics
 from layerbench.errors import UserError
 
@@ -97,7 +112,8 @@ def read_seed_noise(folder: str | Path) -> pd.DataFrame | None:
 
 
 def compare_results(base: pd.DataFrame, candidate: pd.DataFrame, tolerance: float = 0.01, z: float = 2.0, tasks: list[str] | None = None,
-                    noise: pd.DataFrame | None = None) -> pd.DataFrame:
+                    noise: pd.DataFrame | None = None, base_items: pd.DataFrame | None = None, candidate_items: pd.DataFrame | None = None,
+                    seed: int = 0) -> pd.DataFrame:
     """Every shared row of ``base`` and ``candidate``, with its kind, change, noise and verdict.
 
     Args:
@@ -108,6 +124,9 @@ def compare_results(base: pd.DataFrame, candidate: pd.DataFrame, tolerance: floa
         z: how many standard deviations of the difference (standard errors and seed spread) a drop must exceed.
         tasks: only these tasks.
         noise: the baseline's run-to-run spread (:func:`seed_noise`); None: standard errors only.
+        base_items, candidate_items: the two runs' item records (:func:`layerbench.results.items.load_items`); where both
+            hold a gated score's items on the same items, its rows get a paired test. None: every row unpaired.
+        seed: the paired bootstrap's seed.
 
     Returns:
         Columns ``model, task, protocol, site, subset, split, metric, layer, source_layer,
@@ -118,7 +137,10 @@ def compare_results(base: pd.DataFrame, candidate: pd.DataFrame, tolerance: floa
         the tolerance), ``detectable`` (the smallest drop that would count:
         the larger of the tolerance and the noise) and ``verdict``: ``regression``
         or ``improvement`` (headline and main rows only), ``changed`` (a
-        diagnostic row moved by more than the tolerance), or ``within-noise``.
+        diagnostic row moved by more than the tolerance), or ``within-noise``;
+        ``test`` (``mcnemar``, ``bootstrap`` or ``unpaired``), ``p`` (one-sided, of a drop, or of a rise for an
+        improvement; Holm-adjusted over the task's layers for per-layer rows; NaN unpaired), ``items`` (how many items were paired) and ``note`` (why a
+        gated row stayed unpaired).
 
     Raises:
         UserError: the model sets cannot be matched, or nothing is shared.
@@ -161,34 +183,164 @@ def compare_results(base: pd.DataFrame, candidate: pd.DataFrame, tolerance: floa
     out["kind"] = kind
     out["base"], out["candidate"], out["change"] = merged.value_base, merged.value_candidate, change
     out["drop"], out["seed_sd"], out["noise"], out["detectable"], out["verdict"] = drop, merged.seed_sd, noise_level, detectable, verdict
-    return out.reset_index(drop=True)
+    out["test"], out["p"], out["items"] = "unpaired", np.nan, pd.array([pd.NA] * len(out), dtype="Int64")
+    out["note"] = pd.Series(["no item records of this score" if g else None for g in gated], index=out.index, dtype="string")
+    out["higher_is_better"] = direction.to_numpy()
+    out = out.reset_index(drop=True)
+    if base_items is not None and candidate_items is not None:
+        _pair(out, base_items, candidate_items, tolerance, paired.alpha_of(z), seed, by_model="model" in keys)
+    return out.drop(columns="higher_is_better")
+
+
+_ITEM_GROUP = ["task", "protocol", "site", "subset", "split", "metric"]
+
+
+def _units(items: pd.DataFrame) -> pd.Series:
+    """The unit each item record is resampled by: its item, or (item, fold) where an item is held out in several splits."""
+    fold = items.fold.astype("string").fillna("")
+    return items.item.astype(str) + np.where(fold == "", "", "@" + fold)
+
+
+def _matrix(items: pd.DataFrame, layers: list[int], units: list[str]) -> np.ndarray:
+    """``[L, N]`` values (``[L, S, N]`` with S scorers) of the records, in the order of ``layers`` and ``units``."""
+    frame = items.assign(unit=_units(items), scorer=items.scorer.fillna(""))
+    scorers = sorted(frame.scorer.unique())
+    table = frame.set_index(["layer", "scorer", "unit"]).value
+    index = pd.MultiIndex.from_product([layers, scorers, units], names=["layer", "scorer", "unit"])
+    values = table.reindex(index).to_numpy(np.float64).reshape(len(layers), len(scorers), len(units))
+    return values if len(scorers) > 1 else values[:, 0, :]
+
+
+def _pair(report: pd.DataFrame, base_items: pd.DataFrame, candidate_items: pd.DataFrame, tolerance: float, alpha: float, seed: int, by_model: bool) -> None:
+    """Give the gated rows of ``report`` whose items both runs recorded a paired test (in place: verdict, detectable, test, p, items, note)."""
+    gated = report[report.kind != "diagnostic"]
+    score = gated.metric.str.removeprefix("best:")
+    group_keys = (["model"] if by_model else []) + _ITEM_GROUP
+    base_groups = dict(list(base_items.groupby(group_keys, dropna=False))) if len(base_items) else {}
+    candidate_groups = dict(list(candidate_items.groupby(group_keys, dropna=False))) if len(candidate_items) else {}
+    for key, rows in gated.assign(metric=score).groupby(group_keys, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        base_part, candidate_part = base_groups.get(key), candidate_groups.get(key)
+        if base_part is None or candidate_part is None:
+            side = "base" if base_part is None and candidate_part is not None else "candidate" if base_part is not None else "either run"
+            report.loc[rows.index, "note"] = f"no item records of this score in {side}"
+            continue
+        _pair_group(report, rows.index, base_part, candidate_part, tolerance, alpha, seed)
+
+
+def _pair_group(report: pd.DataFrame, index: pd.Index, base_part: pd.DataFrame, candidate_part: pd.DataFrame, tolerance: float, alpha: float, seed: int) -> None:
+    """The paired tests of one task's gated rows (its per-layer main rows and its best-layer headline) on its items."""
+    units_b, units_c = set(_units(base_part)), set(_units(candidate_part))
+    if units_b != units_c:
+        report.loc[index, "note"] = f"items differ: {len(units_b & units_c)} shared of {len(units_b)} in base and {len(units_c)} in candidate"
+        return
+    statistic = str(base_part.statistic.iloc[0])
+    if statistic != str(candidate_part.statistic.iloc[0]):
+        report.loc[index, "note"] = f"the runs compute the score differently ({statistic} and {candidate_part.statistic.iloc[0]})"
+        return
+    layers = sorted(set(base_part.layer.dropna().astype(int)) & set(candidate_part.layer.dropna().astype(int)))
+    if not layers:
+        report.loc[index, "note"] = "the runs' item records share no layer"
+        return
+    units = sorted(units_b)
+    first = base_part[base_part.layer == layers[0]].assign(unit=lambda f: _units(f)).drop_duplicates("unit").set_index("unit")
+    target = first.target.reindex(units).to_numpy(np.float64)
+    other = candidate_part[candidate_part.layer == layers[0]].assign(unit=lambda f: _units(f)).drop_duplicates("unit").set_index("unit").target.reindex(units)
+    if not np.allclose(target, other.to_numpy(np.float64), equal_nan=True):
+        report.loc[index, "note"] = "the runs' items have other gold labels or scores"
+        return
+    vb, vc = _matrix(base_part, layers, units), _matrix(candidate_part, layers, units)
+    if np.isnan(vb).any() or np.isnan(vc).any():
+        report.loc[index, "note"] = "some layers lack records of some items"
+        return
+    rows = report.loc[index]
+    directions = rows.higher_is_better.dropna()
+    sign = -1.0 if len(directions) and not bool(directions.iloc[0]) else 1.0  # scores are turned so that higher is better
+    n = len(units)
+    binary = statistic == "mean" and np.isin(vb, (0.0, 1.0)).all() and np.isin(vc, (0.0, 1.0)).all()
+    per_layer = rows[rows.kind == "main"]
+    per_layer = per_layer[per_layer.layer.isin(layers)]
+    tests = max(1, len(per_layer))
+    resamples = paired.resamples_for(tests, alpha)
+    weights = np.vstack([np.ones((1, n)), paired.bootstrap_weights(n, resamples, seed)])  # row 0: the items as they are
+    stat_b = sign * paired.weighted_statistic(statistic, vb, target, weights)  # [1 + B, L], higher is better
+    stat_c = sign * paired.weighted_statistic(statistic, vc, target, weights)
+    drops = stat_b - stat_c
+    position = {layer: i for i, layer in enumerate(layers)}
+    if len(per_layer):
+        where = [position[int(layer)] for layer in per_layer.layer]
+        if binary:  # the exact test of each layer's 1/0 outcomes
+            tested = [paired.mcnemar(vb[i], vc[i]) for i in where]
+            p_worse, p_better = np.array([t[0] for t in tested]), np.array([t[1] for t in tested])
+            reach = np.array([paired.mcnemar_detectable(n, t[2] + t[3], alpha / tests) for t in tested])
+            test = "mcnemar"
+        else:
+            p_worse, p_better = paired.bootstrap_p(drops[1:, where])
+            reach = paired.bootstrap_detectable(drops[1:, where], drops[0, where], alpha / tests)
+            test = "bootstrap"
+        _verdicts(report, per_layer.index, paired.holm(p_worse), paired.holm(p_better), reach, tolerance, alpha, test, n)
+    best = rows[rows.kind == "headline"]
+    if len(best):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a layer whose score is undefined (a constant layer's correlation) is not the best
+            best_drops = np.nanmax(stat_b, axis=1) - np.nanmax(stat_c, axis=1)
+        p_worse, p_better = paired.bootstrap_p(best_drops[1:])
+        reach = paired.bootstrap_detectable(best_drops[1:], best_drops[0], alpha, paired.binary_floor(n, alpha) if binary else 0.0)
+        _verdicts(report, best.index, np.array([p_worse]), np.array([p_better]), np.array([reach]), tolerance, alpha, "bootstrap", n)
+
+
+def _verdicts(report: pd.DataFrame, index: pd.Index, p_worse: np.ndarray, p_better: np.ndarray, reach: np.ndarray, tolerance: float, alpha: float,
+              test: str, n: int) -> None:
+    """Paired verdicts of gated rows: a regression (improvement) moved against (with) its direction beyond the tolerance with p <= alpha."""
+    drop = report.loc[index, "drop"].to_numpy(np.float64)
+    report.loc[index, "verdict"] = np.select([(drop > tolerance) & (p_worse <= alpha), (-drop > tolerance) & (p_better <= alpha)],
+                                             ["regression", "improvement"], default="within-noise")
+    report.loc[index, "detectable"] = np.maximum(tolerance, reach)
+    report.loc[index, "noise"] = reach
+    # p of the direction the row moved in: of a drop, or of a rise for an improvement.
+    report.loc[index, "p"] = np.where(report.loc[index, "verdict"] == "improvement", p_better, p_worse)
+    report.loc[index, "test"], report.loc[index, "items"], report.loc[index, "note"] = test, n, pd.NA
 
 
 def gate_power(report: pd.DataFrame) -> pd.DataFrame:
     """The gate's power per task: the smallest drop of its best-layer main score (and, the median over layers, of its per-layer main score) that counts.
 
     Returns:
-        Columns ``task, protocol, site, metric, best_layer_drop, per_layer_drop``, one row per (task, protocol, site).
+        Columns ``task, protocol, site, metric, best_layer_drop, per_layer_drop, test`` (the tests the task's
+        rows had: ``mcnemar``/``bootstrap``, ``bootstrap``, or ``unpaired``), one row per (task, protocol, site).
     """
     best = report[(report.kind == "headline") & report.metric.str.startswith("best:")]
-    per_layer = report[report.kind == "main"].groupby(["task", "protocol", "site"]).detectable.median().rename("per_layer_drop")
+    main = report[report.kind == "main"]
+    per_layer = main.groupby(["task", "protocol", "site"]).detectable.median().rename("per_layer_drop")
+    tests = pd.concat([main, best]).groupby(["task", "protocol", "site"]).test.agg(lambda t: "/".join(dict.fromkeys(t))).rename("test")
     out = best.groupby(["task", "protocol", "site"]).agg(metric=("metric", "first"), best_layer_drop=("detectable", "max")).join(per_layer, how="left")
-    return out.reset_index()
+    return out.join(tests, how="left").reset_index()
 
 
-def format_report(report: pd.DataFrame, tolerance: float, z: float, base_label: str = "base", candidate_label: str = "candidate", show: int = 30) -> str:
-    """The readable report: what was compared, the headline regressions first, then per-layer ones, improvements, and the gate's power."""
+def format_report(report: pd.DataFrame, tolerance: float, z: float, base_label: str = "base", candidate_label: str = "candidate", show: int = 30,
+                  platforms: str | None = None) -> str:
+    """The readable report: what was compared, the headline regressions first, then per-layer ones, improvements, the gate's power, and a verdict.
+
+    ``platforms``: a line saying whether the two runs' platform fingerprints match (:func:`describe_platforms`).
+    """
     gated = report[report.kind != "diagnostic"]
     counts = gated.verdict.value_counts()
     kinds = report.kind.value_counts()
     noise_known = report.seed_sd.notna().any()
-    lines = [f"base:      {base_label}", f"candidate: {candidate_label}",
+    tests = gated.test.value_counts()
+    unpaired = gated[gated.test == "unpaired"]
+    reasons = "; ".join(f"{count} {why}" for why, count in unpaired.note.fillna("no item records").value_counts().items())
+    lines = [f"base:      {base_label}", f"candidate: {candidate_label}"] + ([platforms] if platforms else []) + [
              f"gated: {kinds.get('headline', 0)} headline rows (best-layer main scores, directed headline summaries) and {kinds.get('main', 0)} "
              f"per-layer main-score rows; {kinds.get('diagnostic', 0)} diagnostic rows reported, never gating",
-             f"a drop counts beyond the tolerance {tolerance:g} and {z:g} x sqrt(se_base^2 + se_candidate^2 + 2 seed_sd^2)"
-             + ("" if noise_known else f" (no {NOISE_FILE} beside the base: standard errors only)"),
+             f"a drop counts beyond the tolerance {tolerance:g} when its one-sided test passes at z = {z:g} (p <= {paired.alpha_of(z):.4f})",
+             f"paired on the same items: {tests.get('mcnemar', 0)} rows by McNemar's exact test, {tests.get('bootstrap', 0)} by a paired bootstrap "
+             "(seeded); per-layer p values Holm-adjusted over each task's layers",
+             f"unpaired: {len(unpaired)} rows" + (f" ({reasons})" if len(unpaired) else "") + (
+                 ", by z x sqrt(se_base^2 + se_candidate^2 + 2 seed_sd^2)" + ("" if noise_known else f" (no {NOISE_FILE} beside the base: standard errors only)")
+                 if len(unpaired) else ""),
              ", ".join(f"{counts.get(v, 0)} {v}" for v in ("regression", "improvement", "within-noise")) + f"; {int((report.verdict == 'changed').sum())} diagnostic rows changed"]
-    view = ["task", "protocol", "site", "subset", "metric", "layer", "base", "candidate", "change", "detectable"]
+    view = ["task", "protocol", "site", "subset", "metric", "layer", "base", "candidate", "change", "detectable", "test", "p"]
     if "model" in report and report.model.nunique() > 1:
         view = ["model", *view]
     fmt = {"float_format": lambda v: f"{v:.4f}", "index": False}
@@ -201,6 +353,42 @@ def format_report(report: pd.DataFrame, tolerance: float, z: float, base_label: 
         lines += ["", f"improvements ({len(part)}, largest first):", part.head(show)[view].to_string(**fmt)]
     power = gate_power(report)
     if not power.empty:
-        lines += ["", "power: the smallest drop that would count, per task (best-layer main score; median over layers):",
+        lines += ["", "power: the smallest drop that would count, per task (best-layer main score; median over layers), and the test it had:",
                   power.to_string(**fmt)]
+    lines += ["", verdict_line(report)]
     return "\n".join(lines)
+
+
+def verdict_line(report: pd.DataFrame) -> str:
+    """The report's last line: ``PASS: no gated row regressed (...)`` or ``FAIL: 1 headline and 3 per-layer regressions (...)``."""
+    gated = report[report.kind != "diagnostic"]
+    regressed = gated[gated.verdict == "regression"]
+    power = gate_power(report)
+    reach = f"best-layer power {power.best_layer_drop.max():.3f} at worst" if not power.empty and power.best_layer_drop.notna().any() else "no best-layer rows"
+    if regressed.empty:
+        return f"PASS: no gated row regressed ({int((gated.verdict == 'within-noise').sum())} within noise, {int((gated.verdict == 'improvement').sum())} improved; {reach})"
+    headline, per_layer = int((regressed.kind == "headline").sum()), int((regressed.kind == "main").sum())
+    return f"FAIL: {headline} headline and {per_layer} per-layer regressions ({reach})"
+
+
+def describe_platforms(base: list[dict[str, Any]], candidate: list[dict[str, Any]]) -> str:
+    """One line on whether the two result sets ran on the same platform, from their manifests' platform fingerprints
+    (:func:`layerbench.manifest.platform_fingerprint`): on one platform an unchanged model reproduces bit for bit; across
+    platforms float32 kernels move the last bits, and a threshold score by an item or so."""
+    from layerbench.manifest import describe_platform
+
+    def fingerprints(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+        found: dict[str, dict[str, Any] | None] = {}
+        for manifest in manifests:
+            fingerprint = (manifest.get("environment") or {}).get("platform_fingerprint")
+            found[fingerprint.get("id") if fingerprint else "unknown"] = fingerprint
+        return found
+
+    left, right = fingerprints(base), fingerprints(candidate)
+    if not left or not right:
+        return "platform: not recorded (no run manifests beside the rows)"
+    if set(left) == set(right) and "unknown" not in left and len(left) == 1:
+        return f"platform: both on {describe_platform(next(iter(left.values())))}: an unchanged model reproduces bit for bit"
+    describe = lambda found: "; ".join(describe_platform(f) for f in found.values())  # noqa: E731
+    return (f"platforms differ: base on {describe(left)}, candidate on {describe(right)}: float32 kernels differ in the last bits "
+            "there, so an unchanged model's scores move slightly (within the tolerance), not bit for bit")

@@ -36,6 +36,7 @@ from layerbench.models.loading import load_checkpoint
 from layerbench.models.resolve import Checkpoint
 from layerbench.parallel import default_jobs
 from layerbench.results import ResultStore, complete_rows
+from layerbench.results.items import Scored, complete_items
 from layerbench.run_config import RunConfig
 from layerbench.specs import TaskSpec
 from layerbench.specs.protocols import resolve_protocol, variant_suffix
@@ -208,6 +209,10 @@ def _manifest(run_id: str, status: str, config: RunConfig, handle: ModelHandle, 
     }
 
 
+# The identity an item record shares with its score rows.
+_ITEM_IDENTITY = ("model", "revision", "task", "subset", "split", "run_id", "protocol", "site")
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -290,8 +295,12 @@ class ModelRunner:
                     dtype="bfloat16" if variant == "bfloat16" else "float16", quantization="int8" if variant == "int8" else None,
                 )
         rows, record = self._run_parts(spec, work, prefix)
-        for (suffix, part), frame in rows.items():
-            store.write_task(frame, self.name, revision, spec.name, hashes[(suffix, part)], part, suffix)
+        # Item records first, with their scores' hash: stored scores always have the items they were computed from (or none, when
+        # the evaluator keeps none: then an older run's items are removed, not left beside scores they do not belong to).
+        for (suffix, part), frame in sorted(rows.items(), key=lambda entry: entry[0][1] != "items"):
+            store.write_task(frame, self.name, revision, spec.name, hashes[(suffix, "scores" if part == "items" else part)], part, suffix)
+            if part == "scores" and (suffix, "items") not in rows:
+                store.remove_task(self.name, revision, spec.name, "items", suffix)
         previous = self.task_records.get(spec.name, {}).get("variants", {})
         for v, parts in work:
             record["variants"][v.suffix or "default"]["config_hashes"] = {part: hashes[(v.suffix, part)] for part in parts}
@@ -392,6 +401,10 @@ class ModelRunner:
                 else:
                     with counting_passes(handle, stats):
                         scores = evaluator(handle, data, v.spec, config.seed)
+                if isinstance(scores, Scored):  # an evaluator that keeps item records (the gate pairs on them)
+                    if scores.items is not None:
+                        rows[(v.suffix, "items")] = complete_items(scores.items, **{k: identity[k] for k in _ITEM_IDENTITY})
+                    scores = scores.rows
                 rows[(v.suffix, "scores")] = complete_rows(scores, **identity)
                 seconds["evaluate"] = seconds.get("evaluate", 0.0) + time.perf_counter() - began
                 if robustness:
@@ -407,7 +420,7 @@ class ModelRunner:
                 entry["metrics"] = {"names": plan.names, "sampled_texts": len(texts.sample), "views_per_text": texts.n_views, "notes": notes}
                 for name, note in notes.items():
                     _log(f"{prefix}: {name}: {note}")
-            entry["rows"] = {part: len(rows[(v.suffix, part)]) for part in ("scores", "metrics") if (v.suffix, part) in rows}
+            entry["rows"] = {part: len(rows[(v.suffix, part)]) for part in ("scores", "items", "metrics") if (v.suffix, part) in rows}
             record["variants"][v.suffix or "default"] = entry
         seconds["metrics"] = seconds.get("metrics", 0.0) + (t_kernels if texts.sample else 0.0)
         record |= {"forward_passes": stats.forward_passes - passes_before, "seconds": seconds}

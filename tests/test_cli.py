@@ -155,11 +155,14 @@ def test_quick_suite_on_both_packaged_models_then_resume_and_overwrite(capsys, t
     assert (out_dir / "smollm2-135m-q4" / "concept-capitals.parquet").is_file() and (out_dir / "smollm2-135m-q4" / "mteb-lee-sts.parquet").is_file()
     headlines = label_free[label_free.task == "bbc-news-layer-stats"]
     whole_set = headlines[headlines.metric.isin([m.name for m in list_metrics() if m.input_kind == "pooled"])]
-    assert (whole_set["n"] == 64).all() and df[df.layer.notna()]["depth"].between(0, 1).all()
+    assert (whole_set["n"] == 500).all() and df[df.layer.notna()]["depth"].between(0, 1).all()
     tokens = headlines[headlines.metric == "prompt_entropy"]
     assert (tokens["n"] == 16).all() and (tokens["stderr"] > 0).all()  # the quick suite's metric_samples
     probe = df[(df.task == "concept-capitals") & (df.metric == "accuracy")]
-    assert len(probe) == 7 + 31 and probe["value"].between(0, 1).all() and (probe["stderr"] > 0).all()
+    assert len(probe) == 7 + 31 and probe["value"].between(0, 1).all() and (probe["stderr"] >= 0).all()
+    # Layer 0 of a last-token task is one state for every text (the embedding of "."): one class everywhere, each stratified
+    # fold's accuracy its class share, equal over the folds; every other layer's accuracy varies over them.
+    assert (probe[probe.layer > 0]["stderr"] > 0).all()
     summary = df[(df.task == "concept-capitals") & df.layer.isna()]
     assert set(summary.metric) >= {"peak_layer", "peak_depth", "jumping_layer", "converging_layer", "converging_depth"} and summary["depth"].isna().all()
     lee = df[(df.task == "mteb-lee-sts") & (df.metric == "main_score")]
@@ -178,6 +181,9 @@ def test_quick_suite_on_both_packaged_models_then_resume_and_overwrite(capsys, t
     assert manifest["status"] == "complete" and manifest["forward_passes"] >= 1
     assert {"config_hash", "environment", "timings_seconds", "model"} <= set(manifest)
     assert manifest["environment"]["packages"]["torch"]
+    # Issue 27: the platform the bits belong to, and whether the lock's packages made them.
+    assert manifest["environment"]["platform_fingerprint"]["id"] == manifest["environment"]["reproducibility"]["platform"]
+    assert manifest["environment"]["lock"]["used"] is True
 
     # The same config again, the model named by its full name this time:
     # every task is skipped and no forward pass runs.
@@ -404,46 +410,37 @@ def test_the_committed_reference_folder_is_never_written_by_accident(capsys, tmp
     assert code == 0 and (tmp_path / "layerbench-results").is_dir(), err
 
 
-def noised_copy(checkpoint: Path, target: Path, scale: float, seed: int = 0) -> Path:
-    """A copy of a checkpoint folder whose every weight matrix has Gaussian noise of ``scale`` x its own standard deviation added."""
-    import shutil
-
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(checkpoint, target)
-    weights = load_file(target / "model.safetensors")
-    generator = torch.Generator().manual_seed(seed)
-    for name, tensor in weights.items():
-        if tensor.ndim == 2 and tensor.is_floating_point():
-            weights[name] = tensor + scale * tensor.float().std() * torch.randn(tensor.shape, generator=generator)
-    save_file(weights, target / "model.safetensors")
-    (target / "layerbench-source.json").unlink(missing_ok=True)
-    return target
-
-
 @pytest.mark.slow
 def test_the_gate_passes_an_unchanged_model_and_fails_a_noised_one(quick_run, tmp_path, capsys):
-    """Issue 19: the committed gate baseline against a fresh run of the same model and code passes with every change
-    exactly zero; SmolLM2 with noised weights fails, with its regressions listed before the gate's power."""
+    """Issue 27: the committed gate baseline against a fresh quick run of the same model and code passes on any x86-64
+    machine, paired on its items, every score within the measured cross-platform tolerance (bit for bit on the platform
+    that made the baseline), with a printed power of at most 0.06 on capitals accuracy and Lee STS; SmolLM2 with weight
+    noise of 0.5 x each matrix's sd fails on a headline row."""
     import pandas as pd
+    from test_docs import platform_tolerance, same_platform
 
+    from layerbench.models.perturb import noised_copy
     from layerbench.models.resolve import resolve_checkpoint
 
     baseline = Path(__file__).parent.parent / "baselines" / "quick"
     fresh = quick_run[0] / "smollm2-135m-q4"
     code, out, err = run_cli(capsys, "compare", str(baseline), str(fresh), "--report", str(tmp_path / "same.csv"))
-    assert code == 0, out
+    assert code == 0 and out.rstrip().splitlines()[-1].startswith("PASS: no gated row regressed"), out
     same = pd.read_csv(tmp_path / "same.csv")
-    unchanged = (same.change.abs() <= 1e-6) | (same.base.isna() & same.candidate.isna())
-    assert unchanged.all(), same[~unchanged].head().to_string()
+    gated = same[same.kind != "diagnostic"]
+    assert set(gated.test) <= {"mcnemar", "bootstrap"} and (gated["items"] >= 490).all()  # every gated row paired on its ~500 items
+    values = same.rename(columns={"base": "value"}).assign(n_layers=30)
+    outside = ~((same.change.abs() <= platform_tolerance(values)) | (same.base.isna() & same.candidate.isna()))
+    assert not outside.any(), same[outside].head().to_string()
+    if same_platform(baseline):
+        assert ((same.change == 0) | same.change.isna()).all()
+    power = {line.split()[0]: float(line.split()[4]) for line in out[out.index("power:"):].splitlines()[2:] if line.strip() and not line.startswith("PASS")}
+    assert power["concept-capitals"] <= 0.06 and power["mteb-lee-sts"] <= 0.06, out
     noised = noised_copy(Path(resolve_checkpoint("smollm2-135m-q4").path), tmp_path / "smollm2-noised", scale=0.5)
-    code, _, err = run_cli(capsys, "run", "-m", str(noised), "--suite", "quick", "-o", str(tmp_path / "noised"), "--quiet")
+    code, _, err = run_cli(capsys, "run", "-m", str(noised), "--suite", "quick", "--no-metrics", "-o", str(tmp_path / "noised"), "--quiet")
     assert code == 0, err
     code, out, _ = run_cli(capsys, "compare", str(baseline), str(tmp_path / "noised"), "--report", str(tmp_path / "noised.csv"))
-    assert code == 1 and "per-layer main-score regressions" in out and "(smollm2-135m-q4)" in out, out
-    # Its best-layer scores dropped less than the quick suite's 64 examples can tell from a reseeded draw (measured:
-    # 0.08 on capitals against a detectable 0.20): the report says so in its power lines instead of calling them regressions.
+    assert code == 1 and "HEADLINE regressions" in out and "(smollm2-135m-q4)" in out and out.rstrip().splitlines()[-1].startswith("FAIL"), out
     report = pd.read_csv(tmp_path / "noised.csv")
     headline = report[report.kind == "headline"]
-    assert (headline.verdict == "regression").eq(headline["drop"] > headline.detectable).all() and out.index("regressions") < out.index("power:")
+    assert (headline.verdict == "regression").any() and out.index("regressions") < out.index("power:")

@@ -148,3 +148,69 @@ def test_a_candidate_holding_some_of_the_base_models_is_compared_on_those():
     assert set(report.model) == {"org/b"} and (report.verdict == "regression").any()
     with pytest.raises(UserError, match="cannot match models"):
         compare_results(base, rows(model="org/c"))
+
+
+def outcomes(accuracy=ACCURACY, n: int = 200, seed: int = 0) -> np.ndarray:
+    """``[layers, n]`` 1/0 outcomes whose means are ``accuracy`` exactly."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((len(accuracy), n))
+    for layer, a in enumerate(accuracy):
+        out[layer, rng.choice(n, size=round(a * n), replace=False)] = 1.0
+    return out
+
+
+def items(values: np.ndarray, model: str = "org/m", task: str = "concept-capitals", ids: list[str] | None = None) -> pd.DataFrame:
+    """Item records of a probe's accuracy: one per layer and item."""
+    from layerbench.results.items import complete_items
+
+    layers, n = values.shape
+    ids = ids or [f"item{i}" for i in range(n)]
+    frame = pd.DataFrame({"metric": "accuracy", "statistic": "mean", "layer": np.repeat(np.arange(layers), n), "item": ids * layers,
+                          "value": values.ravel(), "target": 1.0, "fold": 0})
+    return complete_items(frame, model=model, revision=None, task=task, subset="factual", split="test", run_id="r")
+
+
+def test_a_paired_gate_sees_a_drop_of_items_that_the_unpaired_one_calls_noise():
+    """The same 200 items in both runs: losing 12 of them at layer 2 (accuracy 0.80 -> 0.74) is a regression by McNemar's exact
+    test, while the unpaired test (standard errors of 0.03 each) calls it noise; the same items unchanged pass with p = 1."""
+    base_outcomes = outcomes()
+    lost = base_outcomes.copy()
+    lost[2, np.flatnonzero(lost[2] == 1)[:12]] = 0
+    base, worse = rows(stderr=0.03), rows(accuracy=[0.50, 0.60, 0.74, 0.70], stderr=0.03)
+    unpaired = compare_results(base, worse)
+    assert unpaired.loc[(unpaired.metric == "accuracy") & (unpaired.layer == 2), "verdict"].item() == "within-noise"  # 0.06 < 2 sqrt(2) 0.03
+    assert set(unpaired.test) == {"unpaired"}
+    report = compare_results(base, worse, base_items=items(base_outcomes), candidate_items=items(lost))
+    layer2 = report[(report.metric == "accuracy") & (report.layer == 2)].iloc[0]
+    assert (layer2.test, layer2.verdict, layer2["items"]) == ("mcnemar", "regression", 200)
+    assert layer2.p == pytest.approx(min(1.0, 4 * 0.5**12))  # Holm over the 4 layers: 4 x P(12 of 12 discordant lost)
+    best = report[report.metric == "best:accuracy"].iloc[0]
+    assert best.test == "bootstrap" and best.verdict == "regression"
+    same = compare_results(base, rows(stderr=0.03), base_items=items(base_outcomes), candidate_items=items(base_outcomes))
+    assert (same[same.kind != "diagnostic"].verdict == "within-noise").all() and (same[same.test == "mcnemar"].p == 1.0).all()
+    # The power of the exact test with no churn: 6 items of 200 (2^-6 <= 0.0228 / 4 layers needs 8).
+    assert same.loc[(same.metric == "accuracy") & (same.layer == 2), "detectable"].item() == pytest.approx(8 / 200)
+
+
+def test_symmetric_churn_passes_and_other_items_stay_unpaired_with_a_note():
+    base_outcomes = outcomes()
+    churned = base_outcomes.copy()
+    for layer in churned:  # 10 items lost and 10 won at every layer: the same accuracy, other items right
+        right, wrong = np.flatnonzero(layer == 1), np.flatnonzero(layer == 0)
+        layer[right[:10]], layer[wrong[:10]] = 0, 1
+    report = compare_results(rows(), rows(), base_items=items(base_outcomes), candidate_items=items(churned))
+    assert (report.verdict != "regression").all() and (report[report.test == "mcnemar"].p > 0.5).all()
+    other = items(base_outcomes, ids=[f"other{i}" for i in range(200)])
+    report = compare_results(rows(), rows(accuracy=[0.50, 0.60, 0.74, 0.70]), base_items=items(base_outcomes), candidate_items=other)
+    gated = report[report.kind != "diagnostic"]
+    assert set(gated.test) == {"unpaired"} and gated.note.str.startswith("items differ: 0 shared of 200").all()
+    assert (gated.verdict == "regression").any()  # unpaired, the drop of 0.06 is ten standard errors of 0.01
+
+
+def test_the_report_ends_with_a_verdict_line():
+    from layerbench.compare import format_report
+
+    passing = format_report(compare_results(rows(), rows()), 0.01, 2.0)
+    assert passing.splitlines()[-1].startswith("PASS: no gated row regressed")
+    failing = format_report(compare_results(rows(), rows(accuracy=[0.50, 0.60, 0.70, 0.70])), 0.01, 2.0)
+    assert failing.splitlines()[-1].startswith("FAIL: 1 headline and 1 per-layer regressions")

@@ -1,5 +1,6 @@
 """The README says what the code does: its task tables match `layerbench list tasks`, its snippets run, and a slice of the
-committed results/ comes back to within 1e-6 when rerun (issue 19)."""
+committed results/ comes back when rerun: within the measured cross-platform tolerance on any x86-64 machine, bit for bit on
+the platform that made it (issues 19 and 27)."""
 from __future__ import annotations
 
 import contextlib
@@ -8,6 +9,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from layerbench.cli import main
@@ -82,10 +84,44 @@ def test_the_readme_python_snippets_run():
     assert "sentence-transformers/all-MiniLM-L6-v2 best at depth" in out and "nan" not in out.lower()
 
 
+# How far a rerun on another x86-64 CPU may move a row, by the kind of row: measured as the committed results/ (MiniLM and
+# SmolLM2, 20,321 rows) against `make demo` on an AMD EPYC (Zen 5) with the same packages (README, "Numbers across machines"):
+# scores moved by at most 0.0083 (one item of a probe's fold), label-free metrics by at most 7e-5 of their value, and a
+# concept depth's layer by 0.4 (one fold's peak moved two layers). Threshold-tuned diagnostics (pair classification's
+# recall at its best threshold) move further and are left out.
+SCORE_TOLERANCE, METRIC_RELATIVE_TOLERANCE, LAYER_TOLERANCE = 0.02, 1e-3, 1.0
+
+
+def platform_tolerance(rows: pd.DataFrame) -> np.ndarray:
+    """``[rows]``: the change a rerun on another CPU may make to each row (columns ``metric``, ``value``, ``n_layers``)."""
+    from layerbench.metrics import list_metrics
+
+    label_free = {info.name for info in list_metrics()}
+    metric = rows.metric.astype(str)
+    position = metric.str.endswith("_layer").to_numpy()
+    depth = metric.str.endswith("_depth").to_numpy()
+    relative = metric.isin(label_free).to_numpy()
+    scale = np.maximum(np.abs(rows.value.to_numpy(np.float64)), 1.0)
+    return np.select([position, depth, relative], [LAYER_TOLERANCE, LAYER_TOLERANCE / rows.n_layers.to_numpy(np.float64),
+                                                   METRIC_RELATIVE_TOLERANCE * scale], SCORE_TOLERANCE)
+
+
+def same_platform(folder: Path) -> bool:
+    """Whether every run manifest under ``folder`` was written on this machine's platform (its fingerprint id)."""
+    import json
+
+    from layerbench.manifest import platform_fingerprint
+
+    here = platform_fingerprint()["id"]
+    ids = {(json.loads(p.read_text()).get("environment", {}).get("platform_fingerprint") or {}).get("id") for p in folder.rglob("runs/*.json")}
+    return ids == {here}
+
+
 @pytest.mark.slow
-def test_a_slice_of_the_committed_results_reruns_to_within_1e_6(tmp_path):
+def test_a_slice_of_the_committed_results_reruns_within_the_platform_tolerance(tmp_path):
     """MiniLM's concept-capitals and mteb-lee-sts, as `make leaderboard` ran them (the default suite's 16 metric samples),
-    rerun with an empty cache: every score and metric row within 1e-6 of results/."""
+    rerun with an empty cache: every row within the cross-platform tolerance of results/, and bit for bit where this
+    machine has the platform fingerprint the committed manifests record."""
     from layerbench import api
     from layerbench.results import load_results
 
@@ -99,6 +135,10 @@ def test_a_slice_of_the_committed_results_reruns_to_within_1e_6(tmp_path):
     assert len(both) == len(committed) == len(fresh) and len(both) > 100
     difference = (both.value_committed - both.value_fresh).abs()
     same_nan = both.value_committed.isna() & both.value_fresh.isna()
-    worst = both.assign(difference=difference)[~same_nan].sort_values("difference").tail(3)
-    assert (difference[~same_nan] <= 1e-6).all(), worst[[*keys, "value_committed", "value_fresh"]].to_string()
+    allowed = platform_tolerance(both.rename(columns={"value_committed": "value", "n_layers_committed": "n_layers"}))
+    outside = ~same_nan & ~(difference <= allowed)
+    worst = both.assign(difference=difference, allowed=allowed)[outside]
+    assert not outside.any(), worst[[*keys, "value_committed", "value_fresh", "allowed"]].to_string()
     assert np.array_equal(both.value_committed.isna(), both.value_fresh.isna())
+    if same_platform(ROOT / "results" / "sentence-transformers__all-MiniLM-L6-v2"):
+        assert (difference[~same_nan] == 0).all()  # the platform that made them: the same bits

@@ -97,7 +97,7 @@ def test_jin2024_equals_the_authors_hooks_grouping_and_split(smollm):
     data = load_task_data(spec, limit=40)
     y = encode_labels(data.labels, spec.labels)
     pooled = capture_layers(smollm, data.texts, "last", cache=False, sites=("mlp-input",)).sites["mlp-input"].pooled  # [L, N, D]
-    rows = evaluate_probe({"clean": pooled}, data, spec, 0, layers=range(1, smollm.n_layers + 1))
+    rows = evaluate_probe({"clean": pooled}, data, spec, 0, layers=range(1, smollm.n_layers + 1)).rows
     # main.py: X = [every text of the first list, then the second], y = 0s then 1s.
     first = [t for t, c in zip(data.texts, y) if c == 0]
     second = [t for t, c in zip(data.texts, y) if c == 1]

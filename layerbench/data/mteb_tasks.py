@@ -307,10 +307,12 @@ def reseed(task: Any) -> None:
         task.rng_state, task.np_rng = random.Random(task.seed), np.random.default_rng(task.seed)
 
 
-def run_mteb(encoder: Any, task: Any, splits: list[str] | None = None) -> Any:
+def run_mteb(encoder: Any, task: Any, splits: list[str] | None = None, keep_predictions: bool = False) -> Any:
     """``mteb.evaluate`` of ``encoder`` on ``task`` with no results cache (a cache would silently reuse old scores).
 
     The task is reseeded first (:func:`reseed`): the score is a function of the encoder and the task alone.
+    ``keep_predictions`` asks mteb for its per-item predictions (its ``prediction_folder`` option), which a
+    :class:`~layerbench.evaluators.mteb_items.PredictionRecorder` around the call keeps in memory; nothing is written there.
     """
     import datasets
     import mteb
@@ -323,7 +325,9 @@ def run_mteb(encoder: Any, task: Any, splits: list[str] | None = None) -> Any:
         logging.getLogger("mteb").setLevel(logging.ERROR)
         if splits:
             task = task.filter_eval_splits(splits) if hasattr(task, "filter_eval_splits") else task
-        return mteb.evaluate(encoder, task, cache=None, show_progress_bar=False, raise_error=True)
+        # mteb only tests the folder for truth before handing predictions to the task, which the recorder has taken over.
+        return mteb.evaluate(encoder, task, cache=None, show_progress_bar=False, raise_error=True,
+                             prediction_folder="layerbench-predictions-kept-in-memory" if keep_predictions else None)
 
 
 def recording_encoder(dim: int = 16, seed: int = 0) -> Any:

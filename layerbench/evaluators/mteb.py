@@ -20,8 +20,10 @@ import pandas as pd
 from layerbench.data.dataset import TextDataset
 from layerbench.data.mteb_tasks import model_meta, run_mteb
 from layerbench.errors import UserError
+from layerbench.evaluators.mteb_items import PredictionRecorder
 from layerbench.metrics.arrays import stderr_of
 from layerbench.parallel import map_layers
+from layerbench.results.items import Scored
 from layerbench.specs.schema import TaskSpec
 
 # Fields of mteb's score dicts that are not scores.
@@ -103,15 +105,19 @@ def score_direction(name: str) -> bool | None:
     return None if name.endswith("_std") or name.startswith("nauc_") else True
 
 
-def _layer_scores(states: np.ndarray, inputs: list[tuple[str, str | None]], normalize: bool, task: Any, splits: list[str] | None) -> list[dict[str, Any]]:
-    """mteb's score rows (:func:`score_rows`) of one layer's states ``[N, D]``."""
-    result = run_mteb(layer_encoder(states, inputs, normalize), task, splits)
-    return [row for task_result in result.task_results for row in score_rows(task_result.scores)]
+def _layer_scores(states: np.ndarray, inputs: list[tuple[str, str | None]], normalize: bool, task: Any, splits: list[str] | None,
+                  metric: str = "main_score") -> tuple[list[dict[str, Any]], pd.DataFrame | None]:
+    """mteb's score rows (:func:`score_rows`) of one layer's states ``[N, D]``, and the item records of its main score
+    (``metric``: the rows' name for it), from the predictions mteb keeps per item (:class:`PredictionRecorder`)."""
+    with PredictionRecorder(task) as recorder:
+        result = run_mteb(layer_encoder(states, inputs, normalize), task, splits, keep_predictions=True)
+    return [row for task_result in result.task_results for row in score_rows(task_result.scores)], recorder.items(metric)
 
 
 def evaluate_mteb(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int = 0, layers: Sequence[int] | None = None,
-                  n_layers: int | None = None, jobs: int = 1) -> pd.DataFrame:
-    """mteb's scores of every layer: rows ``subset, split, metric, layer, value, stderr, n, higher_is_better``.
+                  n_layers: int | None = None, jobs: int = 1) -> Scored:
+    """mteb's scores of every layer: rows ``subset, split, metric, layer, value, stderr, n, higher_is_better``, and the item records of the
+    main score where mteb's evaluator has items (:mod:`layerbench.evaluators.mteb_items`).
 
     ``states["clean"]`` is ``[K, N, D]``; ``layers`` numbers its rows (default ``0..K-1``; ``n_layers`` is not needed); ``jobs``: worker processes
     the layers are evaluated in (mteb reseeds the task for each layer, so the rows do not depend on it).
@@ -122,9 +128,12 @@ def evaluate_mteb(states: Mapping[str, np.ndarray], data: TextDataset, spec: Tas
     settings = spec.settings
     pooled = states["clean"]
     layers = list(layers) if layers is not None else list(range(pooled.shape[0]))
-    score = partial(_layer_scores, inputs=encoder_inputs(data), normalize=settings.normalize, task=task, splits=settings.eval_splits)
+    # The rows name mteb's main score "main_score" (and by its own name); the items carry the name the task's spec gates on.
+    metric = spec.main_score if spec.main_score in ("main_score", task.metadata.main_score) else "main_score"
+    score = partial(_layer_scores, inputs=encoder_inputs(data), normalize=settings.normalize, task=task, splits=settings.eval_splits, metric=metric)
     per_layer = map_layers(score, [np.asarray(pooled[index]) for index in range(len(layers))], jobs)
-    rows = [row | dict(layer=layer, n=len(data.texts), higher_is_better=score_direction(row["metric"])) for layer, scores in zip(layers, per_layer) for row in scores]
+    rows = [row | dict(layer=layer, n=len(data.texts), higher_is_better=score_direction(row["metric"])) for layer, (scores, _) in zip(layers, per_layer) for row in scores]
     if not rows:
         raise UserError(f"mteb reported no scores for task '{spec.name}'")
-    return pd.DataFrame(rows)
+    items = [frame.assign(layer=layer) for layer, (_, frame) in zip(layers, per_layer) if frame is not None]
+    return Scored(pd.DataFrame(rows), pd.concat(items, ignore_index=True) if items else None)

@@ -60,6 +60,7 @@ from layerbench.errors import UserError
 from layerbench.families.probe import ProbeSettings
 from layerbench.metrics.arrays import stderr_of
 from layerbench.parallel import map_layers
+from layerbench.results.items import Scored, item_ids
 from layerbench.results.rows import mean_row, summary_row
 from layerbench.specs.schema import TaskSpec
 
@@ -144,22 +145,68 @@ def bag_of_words_probe() -> Any:
     return make_pipeline(CountVectorizer(ngram_range=(1, 2)), LogisticRegression(max_iter=1000))
 
 
-def split_scores(X: Any, y: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]], make_probe: Any) -> dict[str, np.ndarray]:
-    """Score name -> ``[splits]`` test scores of a fresh ``make_probe()`` fitted on each split's training part.
+def held_out_decisions(X: Any, y: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]], make_probe: Any) -> list[np.ndarray]:
+    """The decision scores of a fresh ``make_probe()`` fitted on each split's training part, on its test part.
 
     Args:
         X: ``[N, D]`` features, or ``[N]`` texts (an object array) for :func:`bag_of_words_probe`. y: ``[N]`` class ids.
+
+    Returns:
+        Per split, ``[n_test]`` (two classes: the positive class's score) or ``[n_test, C]`` decision scores.
     """
-    n_classes = int(y.max()) + 1
-    per_split: dict[str, list[float]] = {name: [] for name in SCORES}
+    decisions = []
     for train, test in splits:
         probe = make_probe()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a separable layer warns about convergence; its scores are still right
             probe.fit(X[train], y[train])
-        for name, value in _scores(y[test], probe.decision_function(X[test]), n_classes).items():
+        decisions.append(probe.decision_function(X[test]))
+    return decisions
+
+
+def split_scores(X: Any, y: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]], make_probe: Any,
+                 decisions: Sequence[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Score name -> ``[splits]`` test scores of a fresh ``make_probe()`` fitted on each split's training part.
+
+    Args:
+        X: ``[N, D]`` features, or ``[N]`` texts (an object array) for :func:`bag_of_words_probe`. y: ``[N]`` class ids.
+        decisions: the splits' :func:`held_out_decisions`, when already computed (then ``X`` and ``make_probe`` are not used).
+    """
+    n_classes = int(y.max()) + 1
+    decisions = decisions if decisions is not None else held_out_decisions(X, y, splits, make_probe)
+    per_split: dict[str, list[float]] = {name: [] for name in SCORES}
+    for (_, test), decision in zip(splits, decisions):
+        for name, value in _scores(y[test], decision, n_classes).items():
             per_split[name].append(value)
     return {name: np.array(v) for name, v in per_split.items()}
+
+
+def held_out_items(y: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]], decisions: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """Each test item's held-out prediction, from the split that held it out.
+
+    Returns:
+        Arrays over the test parts concatenated (each item once per split that tests it): ``index`` (its
+        position in ``y``), ``fold``, ``prediction`` (class id), ``probability`` (of its true class: the
+        logistic sigmoid of a two-class probe's score, the softmax of a multi-class one's, which is scikit-learn's
+        ``predict_proba`` of logistic regression) and ``correct`` (1.0 or 0.0).
+    """
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("index", "fold", "prediction", "probability", "correct")}
+    for fold, ((_, test), decision) in enumerate(zip(splits, decisions)):
+        decision = np.asarray(decision, dtype=np.float64)
+        truth = y[test]
+        if decision.ndim == 1:
+            positive = 1.0 / (1.0 + np.exp(-decision))
+            prediction = (decision > 0).astype(int)
+            probability = np.where(truth == 1, positive, 1.0 - positive)
+        else:
+            shifted = np.exp(decision - decision.max(axis=1, keepdims=True))
+            softmax = shifted / shifted.sum(axis=1, keepdims=True)
+            prediction = decision.argmax(axis=1)
+            probability = softmax[np.arange(len(test)), truth]
+        for name, values in (("index", test), ("fold", np.full(len(test), fold)), ("prediction", prediction), ("probability", probability),
+                             ("correct", (prediction == truth).astype(np.float64))):
+            parts[name].append(np.asarray(values))
+    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 def cv_fold_scores(X: np.ndarray, y: np.ndarray, folds: int = 5, C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
@@ -277,18 +324,27 @@ def concept_depth(accuracy: np.ndarray, jump_delta: float = 0.1, converge_epsilo
 
 
 def _probe_layer(states: np.ndarray, y: np.ndarray, shuffled: np.ndarray | None, splits: Sequence[tuple[np.ndarray, np.ndarray]],
-                 settings: ProbeSettings) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """One layer's probe: score name -> ``[splits]`` on ``states`` ``[N, D]``, and the control task's ``[splits]`` accuracy (None without ``shuffled``)."""
+                 settings: ProbeSettings) -> tuple[dict[str, np.ndarray], np.ndarray | None, list[np.ndarray]]:
+    """One layer's probe on ``states`` ``[N, D]``: score name -> ``[splits]``, the control task's ``[splits]`` accuracy (None without
+    ``shuffled``), and the held-out decision scores of each split (:func:`held_out_decisions`)."""
     X = states.astype(np.float64)
     make = partial(state_probe, settings)
-    scores = split_scores(X, y, splits, make)
-    return scores, split_scores(X, shuffled, splits, make)["accuracy"] if shuffled is not None else None
+    decisions = held_out_decisions(X, y, splits, make)
+    scores = split_scores(X, y, splits, make, decisions)
+    return scores, split_scores(X, shuffled, splits, make)["accuracy"] if shuffled is not None else None, decisions
 
 
 def probe_layers(pooled: np.ndarray, y: np.ndarray, settings: ProbeSettings, seed: int = 0, layers: Sequence[int] | None = None,
                  texts: Sequence[str] | None = None, groups: Sequence[Any] | None = None, control: bool = True, jobs: int = 1,
                  n_layers: int | None = None) -> pd.DataFrame:
-    """Probe scores of every layer, its baselines, and the concept-depth summary.
+    """Probe scores of every layer, its baselines, and the concept-depth summary (:func:`probe_layers_items` with no item records)."""
+    return probe_layers_items(pooled, y, settings, seed, layers, texts, groups, control, jobs, n_layers).rows
+
+
+def probe_layers_items(pooled: np.ndarray, y: np.ndarray, settings: ProbeSettings, seed: int = 0, layers: Sequence[int] | None = None,
+                       texts: Sequence[str] | None = None, groups: Sequence[Any] | None = None, control: bool = True, jobs: int = 1,
+                       n_layers: int | None = None, ids: Sequence[str] | None = None) -> Scored:
+    """Probe scores of every layer, its baselines, and the concept-depth summary, with the held-out item records.
 
     Args:
         pooled: ``[K, N, D]`` pooled states. y: ``[N]`` class ids.
@@ -298,9 +354,11 @@ def probe_layers(pooled: np.ndarray, y: np.ndarray, settings: ProbeSettings, see
         groups: ``[N]`` group of each item, kept on one side of every ``layerbench`` split.
         control: also fit the control-task probe per layer (and report selectivity).
         jobs: worker processes the layers are probed in (:func:`layerbench.parallel.map_layers`); the rows do not depend on it.
+        ids: ``[N]`` item ids (:func:`layerbench.results.items.item_ids`); default: positions.
 
     Returns:
-        Rows ``metric, layer, value, stderr, n, higher_is_better, note``:
+        ``Scored``: item records (per layer and test item: ``value`` 1/0 correct, ``target`` the class id,
+        ``prediction``, ``probability`` of the true class, ``fold``; statistic ``mean`` of the ``accuracy`` rows), and the rows ``metric, layer, value, stderr, n, higher_is_better, note``:
         accuracy, f1 and auroc per layer (and ``control_accuracy``,
         ``selectivity``); ``peak_*``, ``jumping_*`` and ``converging_*``
         summaries (``*_depth`` = layer / L), each the mean over splits with the
@@ -313,7 +371,7 @@ def probe_layers(pooled: np.ndarray, y: np.ndarray, settings: ProbeSettings, see
     splits = probe_splits(y, settings, seed, groups)
     shuffled = control_labels(y, seed) if control else None
     fitted = map_layers(partial(_probe_layer, y=y, shuffled=shuffled, splits=splits, settings=settings), [np.asarray(pooled[index]) for index in range(len(layers))], jobs)
-    per_layer = [scores for scores, _ in fitted]  # per layer: name -> [splits]
+    per_layer = [scores for scores, _, _ in fitted]  # per layer: name -> [splits]
     rows = []
     for layer, scores in zip(layers, per_layer):
         rows += [mean_row(name, layer, v, higher_is_better=True) | {"n": len(y)} for name, v in scores.items()]  # n: the items probed, not the splits
@@ -350,25 +408,37 @@ def probe_layers(pooled: np.ndarray, y: np.ndarray, settings: ProbeSettings, see
             defined = values[~np.isnan(values)]
             value, err = mean_and_spread(defined) if len(defined) else (float("nan"), float("nan"))
             described.append(summary_row(name, value, stderr=err, n=len(y), higher_is_better=None))
-    return pd.concat([frame, pd.DataFrame(described)], ignore_index=True)
+    rows_out = pd.concat([frame, pd.DataFrame(described)], ignore_index=True)
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(y))]
+    items = []
+    for layer, (_, _, decisions) in zip(layers, fitted):
+        held = held_out_items(y, splits, decisions)
+        items.append(pd.DataFrame({"metric": "accuracy", "statistic": "mean", "layer": layer, "item": np.asarray(ids, dtype=object)[held["index"]],
+                                   "value": held["correct"], "target": y[held["index"]].astype(np.float64), "prediction": held["prediction"].astype(np.float64),
+                                   "probability": held["probability"], "fold": held["fold"]}))
+    return Scored(rows_out, pd.concat(items, ignore_index=True))
 
 
 def evaluate_probe(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int = 0, layers: Sequence[int] | None = None,
-                   n_layers: int | None = None, jobs: int = 1) -> pd.DataFrame:
-    """Probe rows for every variant of the states (``clean``, and robustness variants as subsets ``<subset>+<variant>``).
+                   n_layers: int | None = None, jobs: int = 1) -> Scored:
+    """Probe rows for every variant of the states (``clean``, and robustness variants as subsets ``<subset>+<variant>``), with their item records.
 
     ``layers`` numbers the rows of each ``[K, N, D]`` state array (default ``0..K-1``); ``n_layers`` is the model's L (default:
-    the last of ``layers``); ``jobs``: worker processes for the layers.
+    the last of ``layers``); ``jobs``: worker processes for the layers. Items are keyed by the hash of their text.
     """
     if data.labels is None:
         raise UserError(f"task '{spec.name}': a probe needs labels; its data has none (set label_field)")
     y = encode_labels(data.labels, spec.labels)
     groups = [r["group"] for r in data.records] if data.records and all("group" in r for r in data.records) else None
-    frames = []
+    ids = item_ids(data.texts)
+    frames, items = [], []
     for variant, pooled in states.items():
         # Baselines and the control task once, on the clean texts; a robustness variant is read against them.
         clean = variant == "clean"
-        frame = probe_layers(pooled, y, spec.settings, seed, layers, texts=data.texts if clean else None, groups=groups, control=clean, jobs=jobs, n_layers=n_layers)
-        frame["subset"] = spec.subset if variant == "clean" else f"{spec.subset}+{variant}"
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+        scored = probe_layers_items(pooled, y, spec.settings, seed, layers, texts=data.texts if clean else None, groups=groups, control=clean, jobs=jobs,
+                                    n_layers=n_layers, ids=ids)
+        subset = spec.subset if variant == "clean" else f"{spec.subset}+{variant}"
+        frames.append(scored.rows.assign(subset=subset))
+        if scored.items is not None:
+            items.append(scored.items.assign(subset=subset))
+    return Scored(pd.concat(frames, ignore_index=True), pd.concat(items, ignore_index=True) if items else None)

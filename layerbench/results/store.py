@@ -4,6 +4,7 @@ Layout::
 
     <output>/<model slug>/<task>.parquet          the evaluator's scores of one task
     <output>/<model slug>/metrics/<task>.parquet  the label-free metrics on that task's data
+    <output>/<model slug>/items/<task>.parquet    per-item records of the task's scores (:mod:`layerbench.results.items`)
     <output>/<model slug>/runs/<run_id>.json      the manifest of each run
 
 A task run under another protocol or capture site than the default
@@ -43,6 +44,8 @@ from layerbench.storage import write_whole
 
 _HASH_KEY = b"layerbench.config_hash"
 PARTS = ("scores", "metrics")
+# Where each part's files lie under a model's folder; item records go with the scores they were computed for.
+_FOLDERS = {"scores": None, "metrics": "metrics", "items": "items"}
 
 
 def model_slug(model: str, revision: str | None) -> str:
@@ -79,12 +82,13 @@ class ResultStore:
         return Path(joined) if self.root is not None else self.fs.unstrip_protocol(joined)
 
     def task_path(self, model: str, revision: str | None, task: str, part: str = "scores", variant: str = "") -> str | Path:
-        """Where one part (``scores`` or ``metrics``) of one task's rows lives; ``variant`` is the suffix of a non-default protocol or site (``@jin2024``)."""
-        if part not in PARTS:
-            raise ValueError(f"unknown result part '{part}'; use one of {', '.join(PARTS)}")
-        slug = model_slug(model, revision)
+        """Where one part (``scores``, ``metrics``, or the scores' ``items``) of one task's rows lives; ``variant`` is the suffix of a
+        non-default protocol or site (``@jin2024``)."""
+        if part not in _FOLDERS:
+            raise ValueError(f"unknown result part '{part}'; use one of {', '.join(_FOLDERS)}")
+        slug, folder = model_slug(model, revision), _FOLDERS[part]
         name = f"{task}{variant}.parquet"
-        return self._join(slug, name) if part == "scores" else self._join(slug, part, name)
+        return self._join(slug, name) if folder is None else self._join(slug, folder, name)
 
     def stored_hash(self, model: str, revision: str | None, task: str, part: str = "scores", variant: str = "") -> str | None:
         """Config hash of a finished task part, or None when it has not run (or its file is unreadable)."""
@@ -109,14 +113,20 @@ class ResultStore:
 
     def write_task(self, rows: pd.DataFrame, model: str, revision: str | None, task: str, config_hash: str, part: str = "scores",
                    variant: str = "") -> str | Path:
-        """Write one task part's rows atomically, tagged with the config hash that made them."""
-        table = pa.Table.from_pandas(conform(rows), preserve_index=False)
+        """Write one task part's rows atomically, tagged with the config hash that made them (``items``: rows already conformed to the item schema)."""
+        table = pa.Table.from_pandas(rows if part == "items" else conform(rows), preserve_index=False)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), _HASH_KEY: config_hash.encode()})
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
         path = self.task_path(model, revision, task, part, variant)
         write_whole(path, buffer.getvalue(), self.fs)
         return path
+
+    def remove_task(self, model: str, revision: str | None, task: str, part: str, variant: str = "") -> None:
+        """Remove one task part's file, if there is one."""
+        path = str(self.task_path(model, revision, task, part, variant))
+        if self.fs.exists(path):
+            self.fs.rm_file(path)
 
     def manifest_path(self, model: str, revision: str | None, run_id: str) -> str | Path:
         return self._join(model_slug(model, revision), "runs", f"{run_id}.json")
@@ -186,7 +196,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
     fs, root = _filesystem(path)
     if not fs.exists(root):
         raise UserError(f"no results at '{path}'")
-    files = [root] if fs.isfile(root) else sorted(fs.glob(f"{root}/**/*.parquet"))
+    files = [root] if fs.isfile(root) else sorted(f for f in fs.glob(f"{root}/**/*.parquet") if f"/{_FOLDERS['items']}/" not in f[len(root):])
     if not files:
         raise UserError(f"no result files (*.parquet) under '{path}'; run `layerbench run` first")
     frames = []
@@ -202,6 +212,25 @@ def load_results(path: str | Path) -> pd.DataFrame:
     # is null in their rows after the concat and filled with its default (schema.OPTIONAL).
     rows = pd.concat(frames, ignore_index=True)
     return conform(rows.fillna({c: v for c, v in OPTIONAL.items() if c in rows and v is not pd.NA}))
+
+
+def read_manifests(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
+    """Run manifests under local result folders, by model name, oldest first.
+
+    Raises:
+        UserError: a manifest is not valid JSON.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for path in paths:
+        for file in sorted(path.rglob("runs/*.json")) if path.is_dir() else []:
+            try:
+                manifest = json.loads(file.read_text())
+            except (OSError, ValueError) as exc:
+                raise UserError(f"corrupt run manifest '{file}' ({exc})") from None
+            runs.setdefault(manifest.get("model", {}).get("name", "?"), []).append(manifest)
+    for model_runs in runs.values():
+        model_runs.sort(key=lambda m: m.get("run_id", ""))
+    return runs
 
 
 REFERENCE_MARKER = ".layerbench-reference"

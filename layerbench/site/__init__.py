@@ -42,7 +42,7 @@ import yaml
 from layerbench.config import shipped_folder
 from layerbench.analysis import best_layer, layer_rows, main_metrics, metric_predicts_best_layer, summary
 from layerbench.errors import UserError
-from layerbench.results import load_results, model_slug
+from layerbench.results import load_results, model_slug, read_manifests
 from layerbench.specs.protocols import base_task, variant_suffix
 
 PARTS = shipped_folder("leaderboard")  # what the published site is made of: schema.yaml, templates/, static/
@@ -79,21 +79,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         return f"{float(value):.4g}" if abs(float(value)) < 1e5 else f"{float(value):,.0f}"
     return str(value)
-
-
-def read_manifests(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
-    """Run manifests under the result folders, by model name, oldest first."""
-    runs: dict[str, list[dict[str, Any]]] = {}
-    for path in paths:
-        for file in sorted(path.rglob("runs/*.json")) if path.is_dir() else []:
-            try:
-                manifest = json.loads(file.read_text())
-            except (OSError, ValueError) as exc:
-                raise UserError(f"corrupt run manifest '{file}' ({exc})") from None
-            runs.setdefault(manifest.get("model", {}).get("name", "?"), []).append(manifest)
-    for model_runs in runs.values():
-        model_runs.sort(key=lambda m: m.get("run_id", ""))
-    return runs
 
 
 def task_info(manifests: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
