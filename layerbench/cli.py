@@ -209,13 +209,13 @@ def validate(paths, online, suite, tasks) -> None:
     labels, a Hub data set's revision, an mteb task's data set) of the given
     specs, --suite or --tasks.
     """
-    from layerbench.specs import validate_path
+    from layerbench.validation import validate_specs
 
     if not (paths or (online and (suite or tasks))):
         raise click.UsageError("give spec files or folders" + (", --suite or --tasks" if online else "") + " to validate")
     if (suite or tasks) and not online:
         raise click.UsageError("--suite and --tasks go with --online")
-    found = [found for path in paths for found in validate_path(path)]
+    found = [found for path in paths for found in validate_specs(path)]
     for _, problem in found:
         click.echo(f"error: {problem}", err=True)
     if found:

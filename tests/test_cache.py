@@ -42,7 +42,7 @@ def test_three_thousand_entries_leave_two_files_and_read_back(tmp_path):
         for key, value in entries.items():
             writer.put(key, value)
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(files) == 2  # one shard, one index (the goal: at most 150)
+    assert len(files) == 2  # one shard, one index: 3,000 entries in two files, not 3,000
     found, _ = _fresh(tmp_path).read(entries)
     assert len(found) == 3000 and all(np.array_equal(found[k], v) for k, v in entries.items())
 

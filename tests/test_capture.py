@@ -4,18 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import LONG, SHORT, check_padding_invariance
 from sentence_transformers import SentenceTransformer
 
 from layerbench import UserError, embed_layers, iter_token_states, metrics
 from layerbench.capture import CaptureStats, capture_layers, engine, pool_layers
-
-SHORT = ["The cat sat on the mat.", "Stocks fell sharply on Monday.", "Hi"]
-LONG = [
-    "A much longer sentence about the economy of France and its many regions, rivers and mountains, "
-    "which goes on for a while so that the short texts in its batch get a lot of padding after them.",
-    "Another long one: the committee met on Tuesday to discuss the budget, the schedule, the staffing "
-    "plan and, after a lengthy debate that ran well into the evening, the location of the next meeting.",
-]
 
 
 class ForwardCounter:
@@ -76,15 +69,6 @@ def test_pooling_is_invariant_to_batching_and_padding(model_name, pooling, reque
     check_padding_invariance(request.getfixturevalue(model_name), pooling)
 
 
-def check_padding_invariance(handle, pooling: str) -> None:
-    """Each short text's layers alone equal its layers batched with long texts, within 1e-5 of each layer's scale (also run on Gemma 3)."""
-    batched = embed_layers(handle, SHORT + LONG, pooling=pooling, cache=False)
-    for i, text in enumerate(SHORT):
-        alone = embed_layers(handle, [text], pooling=pooling, cache=False)[:, 0]
-        scale = np.abs(alone).max(axis=1, keepdims=True)
-        assert (np.abs(batched[:, i] - alone) / scale).max() < 1e-5, (text, pooling)
-
-
 def test_a_cache_hit_runs_no_forward_pass(minilm, tmp_path):
     counter = ForwardCounter(minilm.model.base_model)
     try:
@@ -128,7 +112,7 @@ def test_a_truncated_or_corrupt_cache_entry_is_recomputed(minilm, tmp_path):
 
 def test_states_are_the_same_bits_whatever_the_cache_holds(smollm, tmp_path):
     """A text list's states are a function of the list alone: a cache warmed by other lists (other tasks sharing texts,
-    another batch size) is not read for them, so a warm run equals a cold one bit for bit (issue 19)."""
+    another batch size) is not read for them, so a warm run equals a cold one bit for bit."""
     texts = SHORT + LONG
     cold = embed_layers(smollm, texts, pooling="mean", cache=False)
     embed_layers(smollm, texts[:2], pooling="mean", cache=tmp_path)  # the same texts in other batches

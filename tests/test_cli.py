@@ -181,7 +181,7 @@ def test_quick_suite_on_both_packaged_models_then_resume_and_overwrite(capsys, t
     assert manifest["status"] == "complete" and manifest["forward_passes"] >= 1
     assert {"config_hash", "environment", "timings_seconds", "model"} <= set(manifest)
     assert manifest["environment"]["packages"]["torch"]
-    # Issue 27: the platform the bits belong to, and whether the lock's packages made them.
+    # The platform the bits belong to, and whether the lock's packages made them.
     assert manifest["environment"]["platform_fingerprint"]["id"] == manifest["environment"]["reproducibility"]["platform"]
     assert manifest["environment"]["lock"]["used"] is True
 
@@ -338,7 +338,7 @@ def test_validate_reports_every_bad_spec_and_exits_2(capsys, tmp_path):
 
 
 def test_validate_reports_every_problem_of_every_file_in_one_round(capsys, tmp_path):
-    """Three mistakes in one file, a missing data file and a one-label data file: all reported by one `validate` (issue 19)."""
+    """Three mistakes in one file, a missing data file and a one-label data file: all reported by one `validate`."""
     (tmp_path / "three.yaml").write_text("name: Three Mistakes\nfamily: probe\ndata: {source: generator, generator: coinflip}\nevaluator: {folds: 1}\n"
                                          "main_score: accuracy\nlabels: [true]\n")
     (tmp_path / "nofile.yaml").write_text("name: nofile\nfamily: probe\ndescription: d\ndata: {source: local, path: nowhere.csv, label_field: label}\nmain_score: accuracy\n")
@@ -412,12 +412,12 @@ def test_the_committed_reference_folder_is_never_written_by_accident(capsys, tmp
 
 @pytest.mark.slow
 def test_the_gate_passes_an_unchanged_model_and_fails_a_noised_one(quick_run, tmp_path, capsys):
-    """Issue 27: the committed gate baseline against a fresh quick run of the same model and code passes on any x86-64
+    """The committed gate baseline against a fresh quick run of the same model and code passes on any x86-64
     machine, paired on its items, every score within the measured cross-platform tolerance (bit for bit on the platform
     that made the baseline), with a printed power of at most 0.06 on capitals accuracy and Lee STS; SmolLM2 with weight
     noise of 0.5 x each matrix's sd fails on a headline row."""
     import pandas as pd
-    from test_docs import platform_tolerance, same_platform
+    from helpers import platform_tolerance, same_platform
 
     from layerbench.models.perturb import noised_copy
     from layerbench.models.resolve import resolve_checkpoint

@@ -214,3 +214,11 @@ def test_the_report_ends_with_a_verdict_line():
     assert passing.splitlines()[-1].startswith("PASS: no gated row regressed")
     failing = format_report(compare_results(rows(), rows(accuracy=[0.50, 0.60, 0.70, 0.70])), 0.01, 2.0)
     assert failing.splitlines()[-1].startswith("FAIL: 1 headline and 1 per-layer regressions")
+
+
+def test_a_malformed_spec_in_the_task_folders_does_not_stop_the_reading_of_results(tmp_path, monkeypatch):
+    """The main scores come from the installed specs; a broken file in $LAYERBENCH_TASKS blocks only its own task."""
+    (tmp_path / "broken.yaml").write_text("name: broken\nfamily: probe\n")  # no data, no description: malformed
+    monkeypatch.setenv("LAYERBENCH_TASKS", str(tmp_path))
+    table = summary(rows())
+    assert table.metric.tolist() == ["accuracy"] and table.best_layer.tolist() == [2]

@@ -1,6 +1,6 @@
 """The README says what the code does: its task tables match `layerbench list tasks`, its snippets run, and a slice of the
 committed results/ comes back when rerun: within the measured cross-platform tolerance on any x86-64 machine, bit for bit on
-the platform that made it (issues 19 and 27)."""
+the platform that made it."""
 from __future__ import annotations
 
 import contextlib
@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from helpers import platform_tolerance, same_platform
 
 from layerbench.cli import main
 
@@ -82,39 +82,6 @@ def test_the_readme_python_snippets_run():
     out = "".join(outputs)
     assert "-0." not in out  # no negative zero entropies
     assert "sentence-transformers/all-MiniLM-L6-v2 best at depth" in out and "nan" not in out.lower()
-
-
-# How far a rerun on another x86-64 CPU may move a row, by the kind of row: measured as the committed results/ (MiniLM and
-# SmolLM2, 20,321 rows) against `make demo` on an AMD EPYC (Zen 5) with the same packages (README, "Numbers across machines"):
-# scores moved by at most 0.0083 (one item of a probe's fold), label-free metrics by at most 7e-5 of their value, and a
-# concept depth's layer by 0.4 (one fold's peak moved two layers). Threshold-tuned diagnostics (pair classification's
-# recall at its best threshold) move further and are left out.
-SCORE_TOLERANCE, METRIC_RELATIVE_TOLERANCE, LAYER_TOLERANCE = 0.02, 1e-3, 1.0
-
-
-def platform_tolerance(rows: pd.DataFrame) -> np.ndarray:
-    """``[rows]``: the change a rerun on another CPU may make to each row (columns ``metric``, ``value``, ``n_layers``)."""
-    from layerbench.metrics import list_metrics
-
-    label_free = {info.name for info in list_metrics()}
-    metric = rows.metric.astype(str)
-    position = metric.str.endswith("_layer").to_numpy()
-    depth = metric.str.endswith("_depth").to_numpy()
-    relative = metric.isin(label_free).to_numpy()
-    scale = np.maximum(np.abs(rows.value.to_numpy(np.float64)), 1.0)
-    return np.select([position, depth, relative], [LAYER_TOLERANCE, LAYER_TOLERANCE / rows.n_layers.to_numpy(np.float64),
-                                                   METRIC_RELATIVE_TOLERANCE * scale], SCORE_TOLERANCE)
-
-
-def same_platform(folder: Path) -> bool:
-    """Whether every run manifest under ``folder`` was written on this machine's platform (its fingerprint id)."""
-    import json
-
-    from layerbench.manifest import platform_fingerprint
-
-    here = platform_fingerprint()["id"]
-    ids = {(json.loads(p.read_text()).get("environment", {}).get("platform_fingerprint") or {}).get("id") for p in folder.rglob("runs/*.json")}
-    return ids == {here}
 
 
 @pytest.mark.slow

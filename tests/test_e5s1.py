@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_sites import check_three_sites_in_one_pass
+from helpers import check_three_sites_in_one_pass
 
 from layerbench.errors import UserError
 from layerbench.models.charsmap import lookup, precompiled_charsmap

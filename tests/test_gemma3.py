@@ -8,9 +8,7 @@ import hashlib
 
 import pytest
 import torch
-from test_capture import check_padding_invariance
-from test_interventions import check_backpatch_rows, check_consistency_rows
-from test_sites import check_three_sites_in_one_pass
+from helpers import check_backpatch_rows, check_consistency_rows, check_padding_invariance, check_three_sites_in_one_pass
 
 from layerbench.errors import UserError
 from layerbench.fingerprint import concatenation_sha256
@@ -42,7 +40,7 @@ def test_a_wrong_or_missing_chunk_is_a_user_error_naming_the_packages(monkeypatc
         resolve_checkpoint("gemma3-270m-base-q4")
 
 
-def test_gemma3_loads_as_the_issue_describes_it_with_its_provenance(gemma):
+def test_gemma3_270m_has_its_published_shape_tied_scaled_embeddings_and_provenance(gemma):
     config = gemma.model.config
     assert (gemma.n_layers, gemma.hidden_size, config.num_attention_heads, config.num_key_value_heads, config.head_dim) == (18, 640, 4, 1, 256)
     assert config.sliding_window == 512 and config.tie_word_embeddings and config.final_logit_softcapping is None

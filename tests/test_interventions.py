@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import check_backpatch_rows, check_consistency_rows
 
 from layerbench.data.two_hop import TwoHopQuery, mentions, parse_queries
 from layerbench.errors import UserError
@@ -172,64 +173,8 @@ def test_backpatch_sweep_rows_on_a_handful_of_queries(smollm):
     check_backpatch_rows(smollm)
 
 
-def check_backpatch_rows(handle) -> None:
-    """A back-patching sweep over every 10th layer on six queries gives complete, bounded rows (also run on Gemma 3)."""
-    from layerbench.data import load_packaged
-    from layerbench.evaluators.backpatch import evaluate_backpatch
-    from layerbench.results.schema import complete_rows
-    from layerbench.specs.schema import TaskSpec
-
-    L = handle.n_layers
-    spec = TaskSpec(name="bp", family="backpatch", description="d", data={"source": "packaged", "dataset": "two-hop-queries"},
-                    evaluator={"layer_step": 10, "sweep": "all", "max_new_tokens": 6}, main_score="oracle_fix_rate")
-    from layerbench.capture import CaptureStats, counting_passes
-
-    data = load_packaged("two-hop-queries", {"n": 6, "seed": 3})
-    stats = CaptureStats()
-    with counting_passes(handle, stats):
-        rows = complete_rows(evaluate_backpatch(handle, data, spec, 0), model="m", revision=None, task="bp", subset="s", split="test", n_layers=L, run_id="r")
-    # The run reports the passes it made (issue 19: "0 forward passes"): at least one clean and one patched pass per query and position.
-    assert stats.forward_passes >= 6 * 3
-    patched = rows[rows.metric == "patched_correct"]
-    # layers 0, 10, 20, ..., L: every back-patch pair of them, two positions, two groups
-    grid = len(set(range(0, L + 1, 10)) | {L})
-    assert len(patched) == grid * (grid - 1) // 2 * 2 * 2 and (patched.source_layer > patched.layer).all()
-    assert set(patched.subset) == {f"{p}+{g}" for p in ("e1-last", "prompt-last") for g in ("was-wrong", "was-right")}
-    assert patched.groupby("subset").n.first().sum() == 2 * 6  # every swept query is in exactly one group per position
-    summary = rows[rows.layer.isna()].set_index(["metric", "subset"]).value
-    for check in ("first_hop_correct", "second_hop_correct", "composition_correct", "entity_shortcut", "relation_shortcut"):
-        assert 0 <= summary[(check, "all")] <= 1
-    assert summary[("swept_queries", "all")] == 6
-    for position in ("e1-last", "prompt-last"):
-        fixed, wrong = summary[("oracle_fixed", position)], rows[(rows.metric == "oracle_fixed") & (rows.subset == position)].n.iloc[0]
-        assert 0 <= fixed <= wrong and summary[("oracle_fix_rate", position)] == pytest.approx(fixed / wrong if wrong else np.nan, nan_ok=True)
-    lens = rows[rows.metric == "lens_answer_rank"]
-    assert list(lens.layer) == list(range(L + 1)) and lens.value.iloc[-1] <= lens.value.iloc[0]
-    assert rows[rows.metric.str.endswith(("_prob", "_top1", "_correct", "_rate"))].value.dropna().between(0, 1).all()
-
-
 @pytest.mark.slow
 def test_internal_consistency_rows_on_a_handful_of_questions(smollm):
     check_consistency_rows(smollm)
 
 
-def check_consistency_rows(handle) -> None:
-    """Internal consistency of coin-flip reasoning paths on four questions gives every layer's agreement (also run on Gemma 3)."""
-    from layerbench.data import load_task_data
-    from layerbench.evaluators.consistency import evaluate_consistency
-    from layerbench.specs import get_task
-
-    L = handle.n_layers
-    spec = get_task("consistency-coinflip").model_copy(update={"evaluator": {"paths": 3, "max_new_tokens": 24, "shots": 2}})
-    data = load_task_data(spec, limit=6)
-    rows = evaluate_consistency(handle, data, spec, 0)
-    curves = rows[rows.metric == "calibrated_agreement"]
-    assert set(curves.subset) == {"correct-paths", "incorrect-paths"} and set(curves.layer) == set(range(L + 1))
-    assert curves.n.groupby(curves.subset).first().sum() == 4 * 3  # 4 questions x 3 paths
-    # the last layer agrees with itself
-    assert (curves[curves.layer == L].value.dropna() == 1).all()
-    summary = rows[rows.layer.isna()].set_index("metric")
-    for metric in ("path_accuracy", "greedy_accuracy", "sc_accuracy", "ic_weighted_sc_accuracy", "paths_with_answer"):
-        assert 0 <= summary.value[metric] <= 1
-    assert np.isnan(summary.value["ic_auroc"]) or 0 <= summary.value["ic_auroc"] <= 1
-    assert summary.n["greedy_accuracy"] == 4

@@ -1,4 +1,4 @@
-"""Per-item records (issue 27): on real MiniLM states every record set recomputes its score row exactly, ids are stable,
+"""Per-item records: on real MiniLM states every record set recomputes its score row exactly, ids are stable,
 a run stores them beside the scores, load_items reads them back, and the gate pairs on them."""
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def test_plans():
 
 
 def test_a_metric_warning_becomes_a_note_that_does_not_repeat_the_metric_name():
-    """The note is keyed by the metric and the run log prints "<task>: <metric>: <note>": the note must not say the name again (issue 19)."""
+    """The note is keyed by the metric and the run log prints "<task>: <metric>: <note>": the note must not say the name again."""
     pooled = np.random.default_rng(0).normal(size=(3, 10, 8))
     pooled[0] = 1.0  # every point of layer 0 coincides: its intrinsic dimension is undefined
     _, notes = evaluate_metrics(MetricPlan.from_names(["intrinsic_dimension"]), pooled, {}, None)

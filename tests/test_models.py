@@ -5,6 +5,7 @@ import time
 
 import pytest
 import torch
+from helpers import SMALL
 from transformers import (
     BertConfig,
     BertModel,
@@ -23,8 +24,6 @@ from transformers import (
 from layerbench import UserError, load_model
 from layerbench.models import find_entry, get_anatomy, loading, registry, registry_entries
 from layerbench.models.resolve import resolve_checkpoint
-
-SMALL = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=3, vocab_size=101, max_position_embeddings=64, num_key_value_heads=4)
 
 
 def test_registry_ships_the_four_offline_models():
@@ -197,3 +196,15 @@ def test_a_disk_or_permission_error_is_never_taken_for_an_unreachable_hub(monkey
     with pytest.raises(TypeError):  # a bug stays a bug, with its traceback
         monkeypatch.setattr(huggingface_hub, "snapshot_download", fail(TypeError("bad argument")))
         resolve.resolve_checkpoint("some-org/some-model")
+
+
+@pytest.mark.parametrize("name", ["minilm-l6", "smollm2-135m-q4"])
+def test_the_packaged_models_load_without_a_warning(name, minilm, smollm):
+    """Loading silences nothing (a user's checkpoint may have weights transformers initialized anew, and should hear of it),
+    so the packaged models must load without a warning of their own."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_model(name, device="cpu")
+    assert [str(w.message) for w in caught] == []

@@ -1,4 +1,4 @@
-"""Portable numbers (issue 27): the platform fingerprint a manifest records, the locked environment, and the gate's platform line."""
+"""Portable numbers: the platform fingerprint a manifest records, the locked environment, and the gate's platform line."""
 from __future__ import annotations
 
 import re

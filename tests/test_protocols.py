@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import tokenizer_restored
 
 from layerbench.capture import capture_layers
 from layerbench.data import load_task_data
@@ -134,11 +135,10 @@ def _find_tokens(tokenizer, ids: torch.Tensor, substring: str) -> int:
 
 def _biran_generate(handle, prompts: list[str], patch=None) -> list[str]:
     """utils.generate_and_test_answers / generate_with_patching_layer: left-padded greedy generation of 10 tokens, the prompt's characters cut off."""
-    tok, model = handle.tokenizer, handle.model
-    side, tok.padding_side = tok.padding_side, "left"
-    tok.pad_token = tok.pad_token or tok.eos_token
+    model = handle.model
     hook = None
-    try:
+    with tokenizer_restored(handle) as tok:
+        tok.padding_side, tok.pad_token = "left", tok.pad_token or tok.eos_token
         enc = tok(prompts, return_tensors="pt", padding=True)
         if patch is not None:
             block, positions, vectors = patch
@@ -152,13 +152,13 @@ def _biran_generate(handle, prompts: list[str], patch=None) -> list[str]:
                 return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
             hook = handle.anatomy.blocks[block].register_forward_hook(replace)
-        with torch.no_grad():
-            generated = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=10, pad_token_id=tok.eos_token_id)
-    finally:
-        tok.padding_side = side
-        if hook is not None:
-            hook.remove()
-    texts = tok.batch_decode(generated, skip_special_tokens=True)
+        try:
+            with torch.no_grad():
+                generated = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=10, pad_token_id=tok.eos_token_id)
+        finally:
+            if hook is not None:
+                hook.remove()
+        texts = tok.batch_decode(generated, skip_special_tokens=True)
     return [t[len(p):].strip().replace("\n", " ") for t, p in zip(texts, prompts)]
 
 
@@ -179,10 +179,10 @@ def test_biran2024_checks_and_back_patching_verdicts_equal_the_authors(smollm):
     pairs = layer_pairs(smollm.n_layers, settings)
     assert min(min(p) for p in pairs) == 1 and all(ls > lt for ls, lt in pairs)
     prompts = [q.composed(capitalize=False) for q in queries]
+    with tokenizer_restored(smollm) as tok:
+        tok.padding_side, tok.pad_token = "right", tok.pad_token or tok.eos_token
+        enc = tok(prompts, return_tensors="pt", padding=True)
     tok = smollm.tokenizer
-    tok.pad_token = tok.pad_token or tok.eos_token
-    tok.padding_side = "right"
-    enc = tok(prompts, return_tensors="pt", padding=True)
     recorded = []
     hooks = [b.register_forward_hook(lambda m, a, o: recorded.append(o[0] if isinstance(o, tuple) else o)) for b in smollm.anatomy.blocks]
     with torch.no_grad():
@@ -250,6 +250,38 @@ def test_xie2024_calibration_and_votes_equal_eval_sc_on_random_probabilities():
     assert weighted_mode(np.array([1.0, 0.0, 0.0]), np.array([5.0, 1.0, 1.0]), rng) == 1.0
     draws = {weighted_mode(np.array([1.0, 0.0]), np.array([1.0, 1.0]), rng) for _ in range(50)}
     assert draws == {0.0, 1.0}
+
+
+def test_xie2024_calibration_is_float32_as_eval_sc_computes_it():
+    """Four questions whose two middle probabilities are neighbouring float32 values: torch.quantile in float32 (the
+    authors' all_norm_probs.float()) rounds their midpoint to one of them, which then scores 1/2; a float64 median
+    lies strictly between and would score it 0 or 1."""
+    low = np.float32(0.3)
+    high = np.nextafter(low, np.float32(1.0))
+    p_true = np.array([0.1, low, high, 0.9], dtype=np.float32)[:, None]  # [Q, L+1 = 1]
+    probs = np.stack([p_true, 1 - p_true], axis=-1).astype(np.float64)  # what the lens hands over: float32 values held in float64
+    gt = torch.zeros(4, dtype=torch.long)
+    theirs_ic, theirs_acc = _their_agreement(torch.tensor(probs), gt)
+    ours = median_calibration(probs)
+    assert (ours[:, 0, 0] == 0.5).sum() == 1  # one of the two neighbours is the float32 median
+    assert np.float64(np.median(probs[:, 0, 0])) not in (float(low), float(high))  # in float64 neither would be
+    scores = xie2024_scores(probs[:, None], np.ones(4, bool), seed=0, permutations=1)
+    np.testing.assert_array_equal(scores["ic"][:, 0], theirs_ic.numpy())
+    np.testing.assert_array_equal(scores["score"][:, 0], theirs_acc.numpy())
+
+
+def test_biran2024_finds_an_answer_broken_over_two_lines_as_the_authors_do():
+    """decode_generated (utils.py, patched_generation.py) strips a continuation and turns its newlines into spaces before the
+    substring check, so "New\nYork" holds the answer "New York"; our own protocol's whole-word check is unchanged."""
+    from layerbench.evaluators.backpatch import answer_check, biran2024_prediction, settled
+    from layerbench.families.backpatch import BackpatchSettings
+
+    _, found = answer_check(BackpatchSettings(protocol="biran2024"))
+    assert biran2024_prediction("  the city of New\nYork\n") == "the city of New York"
+    assert found(" the city of New\nYork.", ["New York"]) and not contains(" the city of New\nYork.", ["New York"])
+    assert settled(" New\nYork", ["New York"], substring=True)
+    _, ours = answer_check(BackpatchSettings())
+    assert ours(" It is Paris.", ["Paris"]) and not ours(" It is Parisian.", ["Paris"])
 
 
 def _their_cut(output: str) -> str:

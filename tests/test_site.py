@@ -222,7 +222,7 @@ def test_the_metrics_verdict_says_so_when_no_metric_beats_the_last_layer():
 
 
 def test_the_index_ranks_only_models_run_on_the_same_tasks_at_the_same_size(tmp_path):
-    """A copy of MiniLM run on 2 probe tasks (of 18: 9 under each protocol), one at 64 items, is listed apart with why; every headline cell says its n (issue 19)."""
+    """A copy of MiniLM run on 2 probe tasks (of 18: 9 under each protocol), one at 64 items, is listed apart with why; every headline cell says its n."""
     from layerbench.results import ResultStore
 
     rows = load_results(RESULTS)

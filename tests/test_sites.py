@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from test_models import SMALL  # the 3-block configuration every tiny test model uses
+from helpers import SMALL, TEXTS, check_three_sites_in_one_pass
 from transformers import (
     BertConfig,
     BertModel,
@@ -26,8 +26,6 @@ from layerbench import UserError, embed_layers
 from layerbench.capture import CaptureStats, capture_layers
 from layerbench.capture.sites import check_sites, recording, site_layers, site_stacks
 from layerbench.models import get_anatomy
-
-TEXTS = ["The capital of France is Paris.", "A coin is heads up. Ka flips the coin.", "Hi", "Stocks fell sharply on Monday after the report."]
 
 
 def _tiny(kind: str) -> tuple[torch.nn.Module, str]:
@@ -87,26 +85,6 @@ def test_unknown_or_unmapped_sites_are_user_errors(minilm):
 @pytest.mark.parametrize("model_name", ["minilm", "smollm"])
 def test_three_sites_come_from_one_pass_and_equal_one_site_captures(model_name, request):
     check_three_sites_in_one_pass(request.getfixturevalue(model_name))
-
-
-def check_three_sites_in_one_pass(handle) -> None:
-    """residual, normed and mlp-input captured together equal each captured alone, at a third of the passes (also run on Gemma 3)."""
-    together = CaptureStats()
-    captured = capture_layers(handle, TEXTS, "mean", cache=False, stats=together, sites=("residual", "normed", "mlp-input"))
-    alone = CaptureStats()
-    for site in ("residual", "normed", "mlp-input"):
-        single = embed_layers(handle, TEXTS, "mean", cache=False, stats=alone, site=site)
-        np.testing.assert_allclose(captured.sites[site].pooled, single, rtol=1e-5, atol=1e-6)
-    assert together.forward_passes * 3 == alone.forward_passes and together.texts_computed == len(TEXTS)
-    L = handle.n_layers
-    assert captured.sites["mlp-input"].pooled.shape == (L, len(TEXTS), handle.hidden_size)
-    assert list(captured.sites["mlp-input"].layers) == list(range(1, L + 1))
-    residual, normed = captured.sites["residual"].pooled, captured.sites["normed"].pooled
-    np.testing.assert_array_equal(residual[-1], normed[-1])
-    if handle.anatomy.post_layer_norm:  # post-LN: every block output is already normed
-        np.testing.assert_array_equal(residual, normed)
-    else:  # RMSNorm changes every raw layer
-        assert np.abs(residual[L // 2] - normed[L // 2]).max() > 1.0
 
 
 def test_the_cache_keeps_sites_apart(minilm, tmp_path):

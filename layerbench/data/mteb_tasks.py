@@ -319,9 +319,17 @@ def run_mteb(encoder: Any, task: Any, splits: list[str] | None = None, keep_pred
 
     reseed(task)
 
+    from scipy.stats import ConstantInputWarning
+    from sklearn.exceptions import ConvergenceWarning, UndefinedMetricWarning
+
     datasets.disable_progress_bars()  # mteb's data preparation would print bars between our progress lines
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        # What a degenerate layer (every text one state: layer 0 of last-token pooling) or a separable one makes mteb's
+        # evaluators say, once per layer: a constant similarity has no correlation, a classifier that predicts one class has
+        # no precision for the others, a separable layer's logistic regression stops at its iteration cap. The scores are
+        # still mteb's (NaN, 0); any other warning is shown.
+        for category in (ConstantInputWarning, UndefinedMetricWarning, ConvergenceWarning):
+            warnings.filterwarnings("ignore", category=category)
         logging.getLogger("mteb").setLevel(logging.ERROR)
         if splits:
             task = task.filter_eval_splits(splits) if hasattr(task, "filter_eval_splits") else task

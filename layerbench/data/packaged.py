@@ -189,6 +189,23 @@ def borders_true_false(seed: int = 0) -> TextDataset:
                          _countryinfo_provenance("borders-true-false", version, seed=seed), None, seed)
 
 
+@lru_cache(maxsize=1)
+def gensim_analogy_pairs() -> tuple[dict[str, dict[str, str]], str]:
+    """gensim's questions-words.txt as ``{section: {first word: second word}}`` (both pairs of each analogy line, the first
+    pairing of a word kept), and gensim's version. Sections: capital-world, currency, city-in-state, family, ..."""
+    path, version = gensim_file("questions-words.txt")
+    sections: dict[str, dict[str, str]] = {}
+    section = ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith(":"):
+            section = line[1:].strip()
+            continue
+        words = line.split()
+        for a, b in ((words[0], words[1]), (words[2], words[3])):
+            sections.setdefault(section, {}).setdefault(a, b)
+    return sections, version
+
+
 @packaged_dataset("city-in-state-true-false")
 def city_in_state_true_false(seed: int = 0) -> TextDataset:
     """True and false "CITY is a city in STATE." statements from the city-in-state section of gensim's questions-words.txt.
@@ -197,17 +214,8 @@ def city_in_state_true_false(seed: int = 0) -> TextDataset:
     with the state of another city of its ring (False); rings of three, each
     a ``group`` (:func:`ring_statements`).
     """
-    path, version = gensim_file("questions-words.txt")
-    pairs: dict[str, str] = {}
-    section = None
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith(":"):
-            section = line[1:].strip()
-            continue
-        if section == "city-in-state":
-            words = line.split()
-            pairs.setdefault(words[0], words[1])
-            pairs.setdefault(words[2], words[3])
+    sections, version = gensim_analogy_pairs()
+    pairs = sections["city-in-state"]
     rings = ring_statements(sorted(pairs.items()), np.random.default_rng(seed), lambda city, state: pairs[city] != state)
     return _ring_dataset("city-in-state-true-false", rings, lambda c, s: f"{c} is a city in {s}.",
                          _gensim_provenance("city-in-state-true-false", "questions-words.txt", version, seed=seed), None, seed)

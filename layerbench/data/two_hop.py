@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import ast
 import re
-from functools import lru_cache
 from typing import Any
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from layerbench.data.dataset import TextDataset, stratified_indices
-from layerbench.data.packaged import _countries, gensim_file, packaged_dataset
+from layerbench.data.packaged import _countries, gensim_analogy_pairs, packaged_dataset
 from layerbench.data.tables import ROW_FORMATS
 from layerbench.errors import UserError
 
@@ -235,22 +234,6 @@ def _country_aliases(record: dict[str, Any]) -> list[str]:
     return [s for s in spellings if isinstance(s, str) and len(s) >= 4 and s != record["name"]]
 
 
-@lru_cache(maxsize=1)
-def _gensim_pairs() -> tuple[dict[str, dict[str, str]], str]:
-    """``{section: {first word: second word}}`` of gensim's questions-words.txt, and gensim's version."""
-    path, version = gensim_file("questions-words.txt")
-    sections: dict[str, dict[str, str]] = {}
-    section = ""
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith(":"):
-            section = line[1:].strip()
-            continue
-        words = line.split()
-        for a, b in ((words[0], words[1]), (words[2], words[3])):
-            sections.setdefault(section, {}).setdefault(a, b)
-    return sections, version
-
-
 def _query(e1: str, r1: str, e2: str, e2_aliases: list[str], r2: str, e3: str, e3_aliases: list[str]) -> dict[str, Any]:
     return dict(e1=e1, r1=r1, e2=e2, r2=r2, e3=e3, e2_aliases=e2_aliases, e3_aliases=e3_aliases,
                 r1_template=RELATIONS[r1][0], r1_phrase=RELATIONS[r1][1], r2_template=RELATIONS[r2][0])
@@ -259,7 +242,7 @@ def _query(e1: str, r1: str, e2: str, e2_aliases: list[str], r2: str, e3: str, e
 def packaged_two_hop_records() -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Every packaged two-hop query as a raw record, and the carrier packages' versions."""
     countries, country_version = _countries()
-    sections, gensim_version = _gensim_pairs()
+    sections, gensim_version = gensim_analogy_pairs()
     adjectives = {k.lower(): v for k, v in sections.get("gram6-nationality-adjective", {}).items()}
     currencies = {k.lower(): v for k, v in sections.get("currency", {}).items()}
     records: list[dict[str, Any]] = []

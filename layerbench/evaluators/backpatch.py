@@ -55,17 +55,29 @@ def queries_of(data: TextDataset, task: str) -> list[TwoHopQuery]:
     return parse_queries(data.records, f"task '{task}'")
 
 
+def biran2024_prediction(text: str) -> str:
+    """A continuation as Biran et al.'s ``decode_generated`` reads it (``utils.py``, ``patched_generation.py``): stripped, newlines
+    turned into spaces, so that an answer broken over two lines ("New\nYork") is still found as a substring."""
+    return text.strip().replace("\n", " ")
+
+
+def biran2024_contains(text: str, names: list[str]) -> bool:
+    """Biran et al.'s verdict: some answer is a substring of the prediction (:func:`biran2024_prediction`), ignoring case."""
+    return contains(biran2024_prediction(text), names)
+
+
 def settled(text: str, names: list[str], substring: bool = False) -> bool:
-    """Whether more tokens can no longer change the verdict: a name has appeared (as a substring, or as a word followed by a non-word character)."""
+    """Whether more tokens can no longer change the verdict: a name has appeared (as a substring of Biran et al.'s prediction, or as a
+    word followed by a non-word character)."""
     if substring:
-        return contains(text, names)
+        return biran2024_contains(text, names)
     return any(re.search(rf"(?<!\w){re.escape(name)}(?=\W)", text, flags=re.IGNORECASE) for name in names)
 
 
 def answer_check(settings: BackpatchSettings):
     """``(names of an entity of a query, verdict of a text)`` under the settings' protocol: whole words over all names, or Biran et al.'s substrings."""
     if settings.protocol == "biran2024":
-        return (lambda q, entity: q.substring_answers(entity)), contains
+        return (lambda q, entity: q.substring_answers(entity)), biran2024_contains
     return (lambda q, entity: q.answers(entity)), mentions
 
 

@@ -95,6 +95,57 @@ def _weighted_vote(answers: np.ndarray, weights: np.ndarray) -> bool:
     return float(weights[answers].sum()) >= float(weights[~answers].sum())
 
 
+def item_truth(data: TextDataset, task: str) -> np.ndarray:
+    """``[N]`` booleans: whether each item's label is true (labels read as text, any case).
+
+    Raises:
+        UserError: the data has no labels.
+    """
+    if data.labels is None:
+        raise UserError(f"task '{task}': internal consistency needs true/false labels")
+    return np.array([str(v).lower() == "true" for v in data.labels])
+
+
+def worked_example_items(labels: np.ndarray, shots: int) -> list[int]:
+    """The items taken as worked examples when a spec gives none: the first ``shots`` of alternating labels (true, false, true, ...)."""
+    return [int(i) for pair in zip(np.flatnonzero(labels), np.flatnonzero(~labels)) for i in pair][:shots]
+
+
+def asked_items(n: int, examples: list[int], task: str, shots: int) -> list[int]:
+    """The items asked: all ``n`` but the worked ``examples``.
+
+    Raises:
+        UserError: none is left.
+    """
+    taken = set(examples)
+    questions = [i for i in range(n) if i not in taken]
+    if not questions:
+        raise UserError(f"task '{task}': no questions left after taking {shots} worked examples")
+    return questions
+
+
+def answer_probabilities(handle: ModelHandle, states: torch.Tensor, answers: tuple[str, str]) -> torch.Tensor:
+    """``[L+1, P, 2]`` (float32): every layer's logit-lens probabilities of the two answers' first tokens (a softmax over the two).
+
+    Args:
+        states: ``[L+1, P, D]`` raw residual states at the read position; layer L's lens is the model's own logits.
+    """
+    answer_ids = [first_token_id(handle, answer) for answer in answers]
+    with torch.no_grad():
+        logits = torch.stack([lens_logits(handle, states[layer])[:, answer_ids] for layer in range(states.shape[0])])
+    return torch.softmax(logits, dim=-1)
+
+
+def mean_where(values: np.ndarray, members: np.ndarray) -> float:
+    """The mean of ``values[members]``, NaN when no member is chosen."""
+    return float(values[members].mean()) if members.any() else float("nan")
+
+
+def summary_rows(entries: dict[str, tuple[float, int, bool | None]]) -> list[dict[str, Any]]:
+    """Summary rows (subset ``all``) from ``metric -> (value, n, higher_is_better)``."""
+    return [summary_row(metric, value, n=n, higher_is_better=better, subset="all") for metric, (value, n, better) in entries.items()]
+
+
 def question_prompts(data: TextDataset, settings: ConsistencySettings, task: str) -> tuple[np.ndarray, list[int], list[str]]:
     """The items' truth (``[N]`` booleans), the indices of the items asked, and their few-shot prompts.
 
@@ -102,9 +153,7 @@ def question_prompts(data: TextDataset, settings: ConsistencySettings, task: str
     item is then asked), else the first ``shots`` items of alternating labels
     with a ``rationale`` record (left out of the questions).
     """
-    if data.labels is None:
-        raise UserError(f"task '{task}': internal consistency needs true/false labels")
-    labels = np.array([str(v).lower() == "true" for v in data.labels])
+    labels = item_truth(data, task)
     first, second = settings.answers
     if settings.exemplars:
         exemplars = [(e.question, e.rationale, first if e.answer else second) for e in settings.exemplars]
@@ -112,11 +161,9 @@ def question_prompts(data: TextDataset, settings: ConsistencySettings, task: str
     else:
         if data.records is None or any("rationale" not in r for r in data.records):
             raise UserError(f"task '{task}': internal consistency needs a worked 'rationale' per item, or 'exemplars' in the evaluator settings")
-        order = [int(i) for pair in zip(np.flatnonzero(labels), np.flatnonzero(~labels)) for i in pair][: settings.shots]
+        order = worked_example_items(labels, settings.shots)
         exemplars = [(data.texts[i], data.records[i]["rationale"], first if labels[i] else second) for i in order]
-    questions = [i for i in range(len(data)) if i not in set(order)]
-    if not questions:
-        raise UserError(f"task '{task}': no questions left after taking {settings.shots} worked examples")
+    questions = asked_items(len(data), order, task, settings.shots)
     return labels, questions, [few_shot_prompt(exemplars, data.texts[i]) for i in questions]
 
 
@@ -141,10 +188,7 @@ def evaluate_consistency(handle: ModelHandle, data: TextDataset, spec: TaskSpec,
     for q, members in by_question.items():
         continuations = [f" {paths[i][1][0]}{ANSWER_CUE}" if paths[i][1][0] else ANSWER_CUE for i in members]
         states[:, members] = continuation_states(handle, prompts[q], continuations)
-    answer_ids = [first_token_id(handle, answer) for answer in settings.answers]
-    with torch.no_grad():
-        logits = torch.stack([lens_logits(handle, states[layer])[:, answer_ids] for layer in range(states.shape[0])])  # [L+1, P, 2]
-    p_true = torch.softmax(logits, dim=-1)[..., 0].numpy()
+    p_true = answer_probabilities(handle, states, settings.answers)[..., 0].numpy()
     n_sampled = len(questions) * settings.paths
     question_of = np.array([q for q, _ in paths])
     truth = labels[questions][question_of]
@@ -177,12 +221,11 @@ def evaluate_consistency(handle: ModelHandle, data: TextDataset, spec: TaskSpec,
         "greedy_accuracy": (float(correct[n_sampled:].mean()), len(questions), True),
         "sc_accuracy": (float(np.mean(sc)), len(questions), True),
         "ic_weighted_sc_accuracy": (float(np.mean(weighted)), len(questions), True),
-        "mean_ic_correct": (float(ic[ok].mean()) if ok.any() else float("nan"), int(ok.sum()), None),
-        "mean_ic_incorrect": (float(ic[~ok].mean()) if (~ok).any() else float("nan"), int((~ok).sum()), None),
+        "mean_ic_correct": (mean_where(ic, ok), int(ok.sum()), None),
+        "mean_ic_incorrect": (mean_where(ic, ~ok), int((~ok).sum()), None),
         "paths_with_answer": (float(reached.mean()), len(reached), None),
     }
-    rows += [summary_row(m, v, n=n, higher_is_better=h, subset="all") for m, (v, n, h) in summary.items()]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows + summary_rows(summary))
 
 
 # ---------------------------------------------------------------------------
@@ -213,9 +256,7 @@ def xie2024_prompts(data: TextDataset, settings: ConsistencySettings, task: str)
     Returns:
         The items' truth ``[N]``, the indices of the items asked, their prompts.
     """
-    if data.labels is None:
-        raise UserError(f"task '{task}': internal consistency needs true/false labels")
-    labels = np.array([str(v).lower() == "true" for v in data.labels])
+    labels = item_truth(data, task)
     first, second = settings.answers
     records: list[dict[str, Any]] = list(data.records) if data.records is not None else [{} for _ in data.texts]  # {}: no fields beyond text and label
     shots: list[tuple[str, str, bool]] = []
@@ -225,11 +266,9 @@ def xie2024_prompts(data: TextDataset, settings: ConsistencySettings, task: str)
     elif not all(r.get("exemplars") for r in records):
         if any("rationale" not in r for r in records):
             raise UserError(f"task '{task}': internal consistency needs worked examples: 'exemplars' in the evaluator settings, per-item exemplars, or a 'rationale' per item")
-        order = [int(i) for pair in zip(np.flatnonzero(labels), np.flatnonzero(~labels)) for i in pair][: settings.shots]
+        order = worked_example_items(labels, settings.shots)
         shots = [(_query_block(records[i], data.texts[i]), records[i]["rationale"], bool(labels[i])) for i in order]
-    questions = [i for i in range(len(data)) if i not in set(order)]
-    if not questions:
-        raise UserError(f"task '{task}': no questions left after taking {settings.shots} worked examples")
+    questions = asked_items(len(data), order, task, settings.shots)
     prompts = []
     for i in questions:
         own = records[i].get("exemplars")
@@ -258,10 +297,13 @@ def median_calibration(probs: np.ndarray) -> np.ndarray:
         probs: ``[Q, L+1, 2]`` the two answers' probabilities per question and layer.
 
     Returns:
-        ``[Q, L+1, 2]``: 1 above the median, 1/2 at it, 0 below (``torch.quantile(..., 1/2)``, linear interpolation).
+        ``[Q, L+1, 2]``: 1 above the median, 1/2 at it, 0 below. As the authors compute it: in float32
+        (``all_norm_probs.float()``, ``torch.quantile(..., 1/2)``, linear interpolation), where the midpoint of two
+        neighbouring float32 values rounds to one of them, which then scores 1/2 (in float64 it would score 0 or 1).
     """
-    median = np.quantile(probs, 0.5, axis=0, keepdims=True)
-    return (probs > median).astype(np.float64) + 0.5 * (probs == median)
+    probs32 = torch.from_numpy(np.asarray(probs, dtype=np.float32))
+    median = torch.quantile(probs32, 0.5, dim=0, keepdim=True)
+    return ((probs32 > median).double() + 0.5 * (probs32 == median).double()).numpy()
 
 
 def weighted_mode(values: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> float:
@@ -335,10 +377,7 @@ def xie2024_read(handle: ModelHandle, prompts: list[str], outputs: list[list[str
     states = torch.empty(handle.n_layers + 1, len(prompts) * n_votes, handle.hidden_size)
     for q, prompt in enumerate(prompts):
         states[:, q * n_votes : (q + 1) * n_votes] = continuation_states(handle, prompt, [" " + xie2024_cut(o) for o in outputs[q]])
-    answer_ids = [first_token_id(handle, answer) for answer in answers]
-    with torch.no_grad():
-        logits = torch.stack([lens_logits(handle, states[layer])[:, answer_ids] for layer in range(states.shape[0])])  # [L+1, P, 2]
-    probs = torch.softmax(logits, dim=-1).numpy().astype(np.float64)
+    probs = answer_probabilities(handle, states, answers).numpy().astype(np.float64)
     return probs.transpose(1, 0, 2).reshape(len(prompts), n_votes, states.shape[0], 2)
 
 
@@ -378,9 +417,8 @@ def evaluate_xie2024(handle: ModelHandle, data: TextDataset, spec: TaskSpec, see
         "sc_accuracy": (result["sc_accuracy"], len(questions), True),
         "ic_weighted_sc_accuracy": (result["ic_weighted_sc_accuracy"], len(questions), True),
         "path_accuracy": (float(result["score"].mean()), len(correct), True),
-        "mean_ic_correct": (float(ic[correct].mean() / n_layers) if correct.any() else float("nan"), int(correct.sum()), None),
-        "mean_ic_incorrect": (float(ic[~correct].mean() / n_layers) if (~correct).any() else float("nan"), int((~correct).sum()), None),
+        "mean_ic_correct": (mean_where(ic, correct) / n_layers, int(correct.sum()), None),
+        "mean_ic_incorrect": (mean_where(ic, ~correct) / n_layers, int((~correct).sum()), None),
         "paths_with_answer": (float(with_answer.mean()), len(with_answer), None),
     }
-    rows += [summary_row(m, v, n=n, higher_is_better=h, subset="all") for m, (v, n, h) in summary.items()]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows + summary_rows(summary))

@@ -25,7 +25,7 @@ class ConsistencySettings(Strict):
             followed by " So the answer is"; one calibration over all paths;
             IC the share of layers ``first_layer..L`` that agree) or
             ``xie2024`` (the authors' code: "{context}\nQ: {question}\nA: {chain} {answer}"
-            exemplars, paths stop at a blank line, the lens reads the last token of
+            exemplars, paths stop at their first newline, the lens reads the last token of
             the path with its last sentence dropped and no cue, calibration at the
             median per layer and answer over the questions, separately for each
             vote index; IC the sum over all L+1 layers; correctness by the

@@ -6,7 +6,9 @@ way alone or in a padded batch (tested).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -20,6 +22,19 @@ def ensure_padding(handle: ModelHandle) -> None:
     tok = handle.tokenizer
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
+
+
+@contextmanager
+def padded_on(handle: ModelHandle, side: str) -> Iterator[Any]:
+    """The model's tokenizer, with a pad token (:func:`ensure_padding`) and padding on ``side`` (``left`` to generate,
+    ``right`` to read positions), its own padding side restored afterwards; yields the tokenizer."""
+    ensure_padding(handle)
+    tok = handle.tokenizer
+    before, tok.padding_side = tok.padding_side, side
+    try:
+        yield tok
+    finally:
+        tok.padding_side = before
 
 
 def _batches(items: list, size: int):
@@ -43,12 +58,9 @@ def generate(handle: ModelHandle, prompts: list[str], max_new_tokens: int, *, ba
     Returns:
         N lists of ``num_return_sequences`` continuations (the new text only; EOS and padding dropped).
     """
-    ensure_padding(handle)
-    tok = handle.tokenizer
-    side, tok.padding_side = tok.padding_side, "left"
     out: list[list[str]] = []
     bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=progress_disabled(), leave=False)
-    try:
+    with padded_on(handle, "left") as tok, bar:
         for start, chunk in _batches(prompts, batch_size):
             enc = tok(chunk, return_tensors="pt", padding=True).to(handle.device)
             options = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if sample else dict(do_sample=False)
@@ -66,9 +78,6 @@ def generate(handle: ModelHandle, prompts: list[str], max_new_tokens: int, *, ba
             texts = tok.batch_decode(new, skip_special_tokens=True)
             out += [texts[i : i + num_return_sequences] for i in range(0, len(texts), num_return_sequences)]
             bar.update(len(chunk))
-    finally:
-        bar.close()
-        tok.padding_side = side
     return out
 
 

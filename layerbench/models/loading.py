@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -225,17 +224,17 @@ def load_checkpoint(checkpoint: Checkpoint, device: str = "auto", dtype: str = "
         device_map = device_map or "auto"
     is_causal = _is_causal(config)
     auto_class = AutoModelForCausalLM if is_causal else AutoModel
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if device_map is not None:
-            model = auto_class.from_pretrained(checkpoint.path, dtype=torch_dtype, device_map=device_map, **extra)
-            torch_device = model.get_input_embeddings().weight.device
-        else:
-            model = auto_class.from_pretrained(checkpoint.path, dtype=torch_dtype, **extra).to(torch_device)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(checkpoint.path)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"model '{checkpoint.name}' at {checkpoint.path} has no usable tokenizer ({str(exc).splitlines()[0]})") from None
+    # No warning is silenced here: the packaged models load without one (tests/test_models.py), and what transformers says of
+    # another checkpoint (newly initialized weights, a config it patched) is for its user to read.
+    if device_map is not None:
+        model = auto_class.from_pretrained(checkpoint.path, dtype=torch_dtype, device_map=device_map, **extra)
+        torch_device = model.get_input_embeddings().weight.device
+    else:
+        model = auto_class.from_pretrained(checkpoint.path, dtype=torch_dtype, **extra).to(torch_device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint.path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"model '{checkpoint.name}' at {checkpoint.path} has no usable tokenizer ({str(exc).splitlines()[0]})") from None
     model.eval()
     handle = ModelHandle(
         name=checkpoint.name,

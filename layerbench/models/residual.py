@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from layerbench.errors import UserError
-from layerbench.models.generation import ensure_padding
+from layerbench.models.generation import padded_on
 from layerbench.models.loading import ModelHandle
 
 
@@ -159,12 +159,9 @@ def lens_statistics(handle: ModelHandle, states: torch.Tensor, targets: torch.Te
 
 def last_token_states(handle: ModelHandle, prompts: list[str], batch_size: int = 16) -> torch.Tensor:
     """Raw residual states at each prompt's last token, every layer: ``[L+1, N, D]`` (right padding, so positions are the unpadded ones)."""
-    ensure_padding(handle)
-    tok = handle.tokenizer
-    side, tok.padding_side = tok.padding_side, "right"
     layers = list(range(handle.n_layers + 1))
     parts = []
-    try:
+    with padded_on(handle, "right") as tok:
         for start in range(0, len(prompts), batch_size):
             enc = tok(prompts[start : start + batch_size], return_tensors="pt", padding=True).to(handle.device)
             last = enc["attention_mask"].sum(1) - 1
@@ -172,8 +169,6 @@ def last_token_states(handle: ModelHandle, prompts: list[str], batch_size: int =
                 handle.model(**enc)
             rows = torch.arange(len(last), device=last.device)
             parts.append(torch.stack([recorded[layer][0][rows, last] for layer in layers]).float().cpu())
-    finally:
-        tok.padding_side = side
     return torch.cat(parts, dim=1)
 
 
@@ -190,12 +185,9 @@ def continuation_states(handle: ModelHandle, prefix: str, continuations: list[st
     """
     import copy
 
-    ensure_padding(handle)
-    tok = handle.tokenizer
     layers = list(range(handle.n_layers + 1))
-    side, tok.padding_side = tok.padding_side, "right"
     parts = []
-    try:
+    with padded_on(handle, "right") as tok:
         prefix_ids = tok(prefix, return_tensors="pt")["input_ids"].to(handle.device)
         with torch.no_grad():
             cache = handle.model(input_ids=prefix_ids, use_cache=True).past_key_values
@@ -210,8 +202,6 @@ def continuation_states(handle: ModelHandle, prefix: str, continuations: list[st
                 handle.model(input_ids=enc["input_ids"], attention_mask=mask, past_key_values=batch_cache, use_cache=True)
             rows = torch.arange(len(chunk), device=last.device)
             parts.append(torch.stack([recorded[layer][0][rows, last] for layer in layers]).float().cpu())
-    finally:
-        tok.padding_side = side
     return torch.cat(parts, dim=1)
 
 

@@ -36,11 +36,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 import yaml
 
-from layerbench.config import shipped_folder
 from layerbench.analysis import best_layer, layer_rows, main_metrics, metric_predicts_best_layer, summary
+from layerbench.config import shipped_folder
 from layerbench.errors import UserError
 from layerbench.results import load_results, model_slug, read_manifests
 from layerbench.specs.protocols import base_task, variant_suffix

@@ -182,31 +182,14 @@ def load_suite_file(path: str | Path) -> SuiteSpec:
     return suite
 
 
-def _data_problems(spec: TaskSpec, file: Path) -> list[str]:
-    """What reading a local data file of ``spec`` finds wrong (missing columns, no rows, a single label); [] for other sources.
-
-    Only local files are read here: the other sources are packaged and
-    tested, or need the network (``validate --online``).
-    """
-    if spec.data.source != "local" or not Path(spec.data.path).is_file():
-        return []  # a missing file is already a problem of the spec
-    from layerbench.data import load_task_data  # here: data imports the spec schema
-
-    try:
-        load_task_data(spec)
-    except UserError as exc:
-        return [f"{file}: {exc}"]
-    return []
-
-
-def validate_path(path: str | Path) -> list[tuple[Path, str]]:
+def validate_path(path: str | Path) -> tuple[list[tuple[Path, str]], dict[Path, TaskSpec]]:
     """Check every spec at ``path`` (a task or suite file, or a folder of them and its ``suites/``), all at once.
 
     Returns:
         ``(file, problem)`` pairs, every problem of every file (empty: all
-        good): fields, evaluator settings, a local data file that is missing or
-        unreadable or has fewer than two labels, a suite naming a task that
-        neither ``path`` nor the registry holds.
+        good): fields, evaluator settings, a suite naming a task that neither
+        ``path`` nor the registry holds; and the task specs that parsed, by
+        file (:func:`layerbench.validation.validate_specs` reads their local data too).
 
     Raises:
         UserError: ``path`` does not exist or holds no ``.yaml`` file.
@@ -221,24 +204,22 @@ def validate_path(path: str | Path) -> list[tuple[Path, str]]:
     if not files:
         raise UserError(f"no .yaml specs in '{path}'")
     problems: list[tuple[Path, str]] = []
-    tasks: dict[str, TaskSpec] = {}
+    tasks: dict[Path, TaskSpec] = {}
     suites: list[tuple[Path, SuiteSpec]] = []
     for file in files:
         try:
             if file.parent.name == "suites":
                 suites.append((file, load_suite_file(file)))
             else:
-                spec = load_task_file(file)
-                tasks[spec.name] = spec
-                problems += [(file, problem) for problem in _data_problems(spec, file)]
+                tasks[file] = load_task_file(file)
         except SpecErrors as exc:
             problems += [(file, problem) for problem in exc.problems]
-    known = set(tasks) | set(all_tasks()) if suites else set()
+    known = {spec.name for spec in tasks.values()} | set(all_tasks()) if suites else set()
     for file, suite in suites:
         unknown = [name for name in suite.tasks if name not in known and not name.startswith("mteb:")]
         if unknown:
             problems.append((file, f"{file}: field 'tasks': unknown task(s) {', '.join(unknown)}"))
-    return problems
+    return problems, tasks
 
 
 def get_task(name: str) -> TaskSpec:
