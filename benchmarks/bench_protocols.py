@@ -32,11 +32,11 @@ from layerbench import load_model  # noqa: E402
 from layerbench.capture import capture_layers  # noqa: E402
 from layerbench.data import load_task_data  # noqa: E402
 from layerbench.evaluators.backpatch import evaluate_backpatch  # noqa: E402
-from layerbench.evaluators.consistency import evaluate_consistency  # noqa: E402
+from layerbench.evaluators.consistency import evaluate_consistency, evaluate_xie2024  # noqa: E402
 from layerbench.evaluators.mteb import evaluate_mteb  # noqa: E402
 from layerbench.evaluators.probe import evaluate_probe  # noqa: E402
 from layerbench.specs import get_task  # noqa: E402
-from layerbench.specs.protocols import PROTOCOLS  # noqa: E402
+from layerbench.specs.protocols import get_protocol  # noqa: E402
 
 
 def clock(fn):
@@ -46,7 +46,7 @@ def clock(fn):
 
 
 def under(name: str, protocol: str, **settings):
-    return get_task(name).under(protocol, {**PROTOCOLS[protocol].settings, **settings})
+    return get_task(name).under(protocol, {**get_protocol(protocol).settings, **settings})
 
 
 def jin_one_at_a_time(handle, texts: list[str]) -> None:
@@ -126,7 +126,7 @@ def main() -> None:
     print("xie2024: consistency-coinflip,", args.questions, "questions")
     data = load_task_data(get_task("consistency-coinflip"), limit=args.questions + 3)
     t_ours, _ = clock(lambda: evaluate_consistency(handle, data, get_task("consistency-coinflip"), 0))
-    t_xie, _ = clock(lambda: evaluate_consistency(handle, data, under("consistency-coinflip", "xie2024"), 0))
+    t_xie, _ = clock(lambda: evaluate_xie2024(handle, data, under("consistency-coinflip", "xie2024"), 0))
     print(f"  layerbench (8 paths, 64 tokens) {t_ours:7.1f} s, {t_ours / args.questions:.1f} s/question | "
           f"xie2024 (2 x 20 paths, up to 512 tokens) {t_xie:7.1f} s, {t_xie / args.questions:.1f} s/question")
 

@@ -44,7 +44,7 @@ def _main_scores_in(folders: tuple) -> dict[str, str]:
 def main_metric(df: pd.DataFrame, task: str) -> str | None:
     """The metric a task is ranked by: its spec's ``main_score`` when it is in the rows, else mteb's ``main_score``, else None.
 
-    ``task`` may carry a variant suffix (``concept-capitals@jin2024``, as the leaderboard names variants).
+    ``task`` may carry a variant suffix (``concept-capitals@<protocol>``, as the leaderboard names variants).
     """
     return main_metrics(df[df.task == task]).get(task)
 

@@ -105,8 +105,8 @@ def run(models: RunConfig | str | Sequence[str], /, **options: Any) -> RunSummar
     for none); token and view metrics read a seeded sample of at most
     ``metric_samples`` texts per task. ``protocols`` runs every task under
     these protocols (:mod:`layerbench.specs.protocols`: ``layerbench``,
-    ``paper`` for each family's paper protocol, or a paper's name such as
-    ``jin2024``); a task whose family has no such protocol is skipped.
+    ``paper`` for each family's paper protocol, or one of the names the
+    families list); a task whose family has no such protocol is skipped.
     ``sites`` captures every task at these sites, all from the same forward
     passes. ``robustness`` adds rows to probe tasks: ``noise`` captures every
     text again behind a seeded random-letter prefix; ``bfloat16`` and ``int8``

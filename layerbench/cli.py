@@ -61,8 +61,8 @@ def app() -> None:
               help="Texts per task that token metrics (prompt entropy, curvature) and view metrics (InfoNCE, DiME, LiDAR) read [default: the suite's, else 512].")
 @click.option("--pooling", type=click.Choice(POOLINGS), default=None, help="Pool every task this way (default: each task's own).")
 @click.option("--protocol", "protocols", multiple=True,
-              help="Comma-separated protocols to run every task under: layerbench (ours), paper (each family's paper protocol), or one paper's: "
-                   "jin2024, skean2024, biran2024, xie2024 [default: the suite's, else each task's own]. Rows carry their protocol.")
+              help="Comma-separated protocols to run every task under: layerbench (ours), paper (each family's paper protocol), or one paper's "
+                   "(`layerbench list families` names each family's) [default: the suite's, else each task's own]. Rows carry their protocol.")
 @click.option("--site", "sites", multiple=True,
               help=f"Comma-separated capture sites of a layer's vector: {', '.join(SITES)} (residual: the blocks' outputs; normed: the final norm "
                    "on every layer; mlp-input: the input of each block's MLP); all from one forward pass [default: the protocol's, else the task's, else residual].")
@@ -328,7 +328,8 @@ def list_families() -> None:
     for family in all_families().values():
         knobs = ", ".join(f"{name}={field.default!r}" for name, field in family.settings.model_fields.items())
         reads = {"states": "pooled states", "model": "the model (causal LMs only)" if family.causal_lm_only else "the model", "nothing": "nothing (metrics only)"}[family.reads]
-        click.echo(f"{family.name:12} reads {reads}\n    {family.description}\n    settings: {knobs or 'none'}")
+        protocols = ", ".join(["layerbench (ours)", *(f"{p.name} ({p.reference.split(';')[0]})" for p in family.protocols)])
+        click.echo(f"{family.name:12} reads {reads}\n    {family.description}\n    settings: {knobs or 'none'}\n    protocols: {protocols}")
 
 
 @list_.command(name="metrics")

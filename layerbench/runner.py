@@ -82,7 +82,7 @@ class Variant:
 
     @property
     def suffix(self) -> str:
-        """The result files' suffix (:func:`layerbench.specs.protocols.variant_suffix`): empty for ours on the residual stream, else ``@jin2024``, ``@normed``..."""
+        """The result files' suffix (:func:`layerbench.specs.protocols.variant_suffix`): empty for ours on the residual stream, else ``@<protocol>``, ``@normed``..."""
         return variant_suffix(self.protocol, self.site)
 
     @property
@@ -375,7 +375,6 @@ class ModelRunner:
         rows: dict[tuple[str, str], pd.DataFrame] = {}
         record: dict[str, Any] = {"family": spec.family, "main_score": spec.main_score, "version": spec.version, "n": len(data), "data": data.provenance,
                                   "variants": {}}
-        evaluator = family.load_evaluator()
         # A model on a GPU: the metrics compute there too, in torch. --metrics-device chooses (cpu: torch on the host); a CPU model: numpy.
         metrics_device = config.metrics_device or (handle.device.type if handle.device.type != "cpu" else None)
         for v, parts in work:
@@ -384,6 +383,7 @@ class ModelRunner:
                                             n_layers=handle.n_layers, run_id=self.run_id, protocol=v.protocol, site=v.site)
             entry: dict[str, Any] = {"protocol": v.protocol, "site": v.site, "pooling": pooling}
             if "scores" in parts:
+                evaluator = family.load_evaluator(v.protocol)  # the protocol's own function, else the family's evaluator
                 if evaluator is None:  # run_task asks for scores only where the family has an evaluator
                     raise ValueError(f"task '{spec.name}' has no evaluator for its scores")
                 began = time.perf_counter()

@@ -8,7 +8,7 @@ from helpers import check_backpatch_rows, check_consistency_rows
 
 from layerbench.data.two_hop import TwoHopQuery, mentions, parse_queries
 from layerbench.errors import UserError
-from layerbench.evaluators.backpatch import layer_pairs, settled, sweep_query
+from layerbench.evaluators.backpatch import check_prompts, layer_pairs, settled, sweep_query
 from layerbench.evaluators.consistency import calibrated_answers, cut_path, internal_consistency
 from layerbench.families.backpatch import BackpatchSettings
 from layerbench.models.generation import generate
@@ -118,7 +118,7 @@ def test_paths_run_on_the_prompt_cache_give_the_full_texts_states(smollm):
 def test_two_hop_query_prompts():
     q = TwoHopQuery(**QUERY)
     assert q.source_prompt == "The currency of the country whose capital is Tokyo is the"
-    checks = q.check_prompts()
+    checks = check_prompts(q)
     assert checks["first_hop"] == ("Tokyo is the capital of", "e2")
     assert checks["entity_shortcut"] == ("The currency of Tokyo is the", "e3")
     assert checks["relation_shortcut"][0] == "The currency of the country whose capital is X is the"

@@ -17,6 +17,7 @@ import yaml
 from layerbench import UserError
 from layerbench.cli import main
 from layerbench.data import load_task_data, remote
+from layerbench.evaluators.backpatch import check_prompts
 from layerbench.evaluators.consistency import xie2024_prompts
 from layerbench.specs import get_suite, get_task
 
@@ -153,12 +154,12 @@ def test_hopping_too_late_rows_keep_their_prompts_and_aliases(offline_files):
     assert [q.composed(capitalize=False) for q in queries] == [
         "the currency of the country whose capital is Paris is", "the spouse of the performer of Imagine is",
         "the headquarters location of the company that produced Some Film is"]
-    checks = queries[0].check_prompts("biran2024")
+    checks = check_prompts(queries[0], "biran2024")
     assert checks["first_hop"] == ("the country whose capital is Paris is", "e2")
     assert checks["relation_shortcut"] == ("the currency of the country whose capital", "e3")  # evaluate_dataset.py: r2(r1("")) without its last 4 characters
-    assert queries[2].check_prompts("biran2024")["relation_shortcut"][0] == "the headquarters location of the company that produ"  # their [:-4], as written
+    assert check_prompts(queries[2], "biran2024")["relation_shortcut"][0] == "the headquarters location of the company that produ"  # their [:-4], as written
     assert queries[1].substring_answers("e2") == ["John Lennon", "Lennon"]  # utils.get_answers drops one-letter aliases
-    assert queries[0].check_prompts()["composition"][0].startswith("The currency")  # ours capitalizes
+    assert check_prompts(queries[0])["composition"][0].startswith("The currency")  # ours capitalizes
 
 
 def test_skean_suite_is_mteb_eng_v1_without_retrieval_and_the_nine_p2p_tasks():

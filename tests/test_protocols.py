@@ -22,11 +22,11 @@ from layerbench.data.two_hop import contains, parse_queries
 from layerbench.evaluators.consistency import median_calibration, weighted_mode, xie2024_prompts, xie2024_read, xie2024_sample, xie2024_scores
 from layerbench.evaluators.probe import encode_labels, evaluate_probe
 from layerbench.specs import get_task
-from layerbench.specs.protocols import PROTOCOLS
+from layerbench.specs.protocols import get_protocol
 
 
 def under(name: str, protocol: str, **settings):
-    return get_task(name).under(protocol, {**PROTOCOLS[protocol].settings, **settings})
+    return get_task(name).under(protocol, {**get_protocol(protocol).settings, **settings})
 
 
 def relative(a: np.ndarray, b: np.ndarray) -> float:
@@ -164,7 +164,7 @@ def _biran_generate(handle, prompts: list[str], patch=None) -> list[str]:
 
 @pytest.mark.slow
 def test_biran2024_checks_and_back_patching_verdicts_equal_the_authors(smollm):
-    from layerbench.evaluators.backpatch import e1_last_token, layer_pairs, run_checks, sweep_query
+    from layerbench.evaluators.backpatch import check_prompts, e1_last_token, layer_pairs, run_checks, sweep_query
 
     spec = under("backpatch-two-hop", "biran2024", sweep="all", layer_step=15)
     settings = spec.settings
@@ -172,7 +172,7 @@ def test_biran2024_checks_and_back_patching_verdicts_equal_the_authors(smollm):
     # The five checks (evaluate_dataset.py): prompts as written, substring answers.
     ours = run_checks(smollm, queries, settings)
     for check in ("first_hop", "second_hop", "composition", "entity_shortcut", "relation_shortcut"):
-        prompts = [q.check_prompts("biran2024")[check] for q in queries]
+        prompts = [check_prompts(q, "biran2024")[check] for q in queries]
         theirs = [contains(t, q.substring_answers(entity)) for t, q, (_, entity) in zip(_biran_generate(smollm, [p for p, _ in prompts]), queries, prompts)]
         assert list(ours[check]) == theirs, check
     # Back-patching (patch_activations.py with target "original"): block outputs, ls > lt.
@@ -319,3 +319,28 @@ def test_xie2024_read_position_and_scores_equal_extract_and_eval_sc(smollm):
         aocs, accs = _their_agreement(torch.tensor(theirs[:, v]), gt)
         np.testing.assert_allclose(scored["ic"][:, v], aocs.numpy(), atol=1e-6)
         np.testing.assert_allclose(scored["score"][:, v], accs.numpy(), atol=1e-6)
+
+
+def test_no_module_outside_a_family_and_its_evaluator_names_a_paper_protocol():
+    """A paper's protocol lives in its family's module (its record) and that family's evaluator (its steps); every other
+    module reads protocols from the registry. File formats named after a paper's data (``jin2024-strategyqa``) are data, not protocols."""
+    import ast
+    import re
+    from pathlib import Path
+
+    from layerbench.families import all_families
+
+    root = Path(__file__).parent.parent / "layerbench"
+    names = [p.name for family in all_families().values() for p in family.protocols]
+    assert len(names) >= 4
+    modules = {name.split(":")[0] for family in all_families().values() for name in (family.evaluator, *(p.evaluator for p in family.protocols)) if name}
+    allowed = {root.parent / (module.replace(".", "/") + ".py") for module in modules}
+    pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, names)) + r")(?![\w-])")
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.parent == root / "families" or path in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and pattern.search(node.value):
+                found.append(f"{path.relative_to(root.parent)}:{node.lineno}: {pattern.search(node.value).group(0)}")
+    assert found == []

@@ -172,6 +172,42 @@ def test_a_family_added_as_one_module_runs_a_task_added_as_one_file(tmp_path, mo
     assert layerbench.best_layer(rows).metric.tolist() == ["knn_accuracy"]  # the spec's main score, read like any other
 
 
+def evaluate_toy2025(states, data, spec, seed, layers=None, n_layers=None, jobs=1):
+    """The made-up protocol's own function: the probe's rows under the protocol's settings, and a row saying how many folds it used."""
+    import pandas as pd
+
+    from layerbench.evaluators.probe import evaluate_probe
+    from layerbench.results.rows import summary_row
+
+    scored = evaluate_probe(states, data, spec, seed, layers=layers, n_layers=n_layers, jobs=jobs)
+    marker = summary_row("toy2025_folds", spec.settings.folds, n=len(data), higher_is_better=None, subset=spec.subset)
+    return scored.__class__(pd.concat([scored.rows, pd.DataFrame([marker])], ignore_index=True), scored.items)
+
+
+def test_a_protocol_added_to_a_family_from_outside_runs_with_its_own_function_site_and_settings(tmp_path, monkeypatch):
+    """A paper's protocol for an existing family is one record (site, pooling, settings, reference, function) added from any
+    module: the family's settings accept its name, --protocol runs its function, and its rows and files carry it."""
+    import layerbench
+    from layerbench.families import Protocol, add_protocol, get_family, registry
+    from layerbench.specs.protocols import resolve_protocol, variant_suffix
+
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))  # the protocol added below ends with the test
+    toy = add_protocol("probe", Protocol("toy2025", site="normed", pooling="mean", settings={"folds": 3}, reference="a made-up paper",
+                                         evaluator=f"{__name__}:evaluate_toy2025"))
+    assert toy.family == "probe" and toy.settings == {"folds": 3, "protocol": "toy2025"}
+    assert resolve_protocol("toy2025", "probe") is toy and resolve_protocol("toy2025", "mteb") is None and variant_suffix("toy2025", "normed") == "@toy2025"
+    assert get_family("probe").settings(protocol="toy2025").protocol == "toy2025"
+    with pytest.raises(ValueError, match="Input should be 'layerbench', 'jin2024' or 'toy2025'"):
+        get_family("probe").settings(protocol="toy2026")
+    layerbench.run("minilm-l6", tasks=["concept-capitals"], protocols=["layerbench", "toy2025"], limit=60, metrics=[], output=tmp_path / "results")
+    rows = layerbench.load_results(tmp_path / "results")
+    toy_rows = rows[rows.protocol == "toy2025"]
+    assert set(toy_rows.site) == {"normed"} and toy_rows[toy_rows.metric == "toy2025_folds"].value.tolist() == [3.0]
+    assert (tmp_path / "results" / "sentence-transformers__all-MiniLM-L6-v2" / "concept-capitals@toy2025.parquet").is_file()
+    ours = rows[(rows.protocol == "layerbench") & (rows.metric == "accuracy")]
+    assert len(ours) == 7 and "toy2025_folds" not in set(rows[rows.protocol == "layerbench"].metric)
+
+
 @pytest.mark.slow
 def test_a_wheel_installed_elsewhere_lists_every_task_and_carries_the_leaderboard(tmp_path):
     """tasks/ and leaderboard/ live at the top of the repository; the wheel carries both inside the package."""

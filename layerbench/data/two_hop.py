@@ -10,7 +10,7 @@ templates with one ``{}`` slot for its subject:
   used when the relation is the first hop inside the composed prompt.
 
 So ``source_prompt = r2.template(r1.phrase(e1))``, and the checks of the paper
-are plain prompts built from the same templates (see :meth:`TwoHopQuery.check_prompts`).
+are plain prompts built from the same templates (the back-patching evaluator builds them: ``layerbench.evaluators.backpatch.check_prompts``).
 The packaged set is built from countryinfo and gensim facts plus a short
 hand-written list of well-known chains.
 """
@@ -33,7 +33,7 @@ CHECKS = ("first_hop", "second_hop", "composition", "entity_shortcut", "relation
 PLACEHOLDER = "X"
 
 
-def _capitalized(text: str) -> str:
+def capitalized(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
@@ -95,7 +95,7 @@ class TwoHopQuery(BaseModel):
     def composed(self, capitalize: bool = True) -> str:
         """The composed prompt: the data's own, else r2's template around r1's phrase; capitalized or as written."""
         text = self.prompt if self.prompt is not None else self.r2_template.format(self.r1_phrase.format(self.e1))
-        return _capitalized(text) if capitalize else text
+        return capitalized(text) if capitalize else text
 
     def answers(self, entity: str) -> list[str]:
         """The label and aliases of ``e2`` or ``e3``, longest first."""
@@ -106,34 +106,6 @@ class TwoHopQuery(BaseModel):
         """Biran et al.'s answers (``utils.get_answers``): the label and the aliases longer than one character."""
         label, aliases = (self.e2, self.e2_aliases) if entity == "e2" else (self.e3, self.e3_aliases)
         return [label] + [a for a in aliases if len(a) > 1]
-
-    def check_prompts(self, protocol: str = "layerbench") -> dict[str, tuple[str, str]]:
-        """The paper's five checks: ``{check: (prompt, entity whose names count as correct)}``.
-
-        ``first_hop``: r1 on e1 gives e2; ``second_hop``: r2 on e2 gives e3;
-        ``composition``: the source prompt gives e3; ``entity_shortcut``: r2
-        applied to e1 directly (skipping the bridge) gives e3;
-        ``relation_shortcut``: the composed relations without the entity give
-        e3 (the answer comes from the relations alone).
-
-        ``layerbench`` capitalizes every prompt and puts a placeholder entity
-        in the relation shortcut. ``biran2024`` leaves prompts as written and,
-        where the query has r2's phrase, builds the relation shortcut as
-        their ``evaluate_dataset.py`` does: r2's phrase around r1's phrase with
-        an empty slot, its last four characters cut (" of ").
-        """
-        capitalize = _capitalized if protocol != "biran2024" else (lambda text: text)
-        if protocol == "biran2024" and self.r2_phrase is not None:
-            relation = self.r2_phrase.format(self.r1_phrase.format(""))[:-4]
-        else:
-            relation = capitalize(self.r2_template.format(self.r1_phrase.format(PLACEHOLDER)))
-        return {
-            "first_hop": (capitalize(self.r1_template.format(self.e1)), "e2"),
-            "second_hop": (capitalize(self.r2_template.format(self.e2)), "e3"),
-            "composition": (self.composed(capitalize=protocol != "biran2024"), "e3"),
-            "entity_shortcut": (capitalize(self.r2_template.format(self.e1)), "e3"),
-            "relation_shortcut": (relation, "e3"),
-        }
 
 
 def parse_queries(records: list[dict[str, Any]], where: str) -> list[TwoHopQuery]:
@@ -335,7 +307,7 @@ def hopping_too_late_rows(frame: pd.DataFrame, where: str) -> TextDataset:
     is r2's phrase around r1's phrase plus " is", and a single-hop check is a
     phrase plus " is". So here ``r1_phrase`` is their r1 template, ``r2_phrase``
     their r2 template, and the two prompt templates are their phrases plus
-    " is": the prompts equal theirs (``biran2024`` leaves them as written;
+    " is": the prompts equal theirs (their protocol leaves them as written;
     ours capitalizes the first letter). A ``source_prompt`` column, where the
     file has one, is taken as the composed prompt. Relations are named by
     ``r1_type`` / ``r2_type`` (Wikidata labels) where present, else by their ids.

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from layerbench.config import progress_disabled
 from layerbench.data.dataset import TextDataset
-from layerbench.data.two_hop import CHECKS, TwoHopQuery, contains, mentions, parse_queries
+from layerbench.data.two_hop import CHECKS, PLACEHOLDER, TwoHopQuery, capitalized, contains, mentions, parse_queries
 from layerbench.errors import UserError
 from layerbench.families.backpatch import BackpatchSettings
 from layerbench.models.generation import generate, greedy_from_cache
@@ -53,6 +53,36 @@ def queries_of(data: TextDataset, task: str) -> list[TwoHopQuery]:
     if data.records is None:
         raise UserError(f"task '{task}': back-patching needs two-hop queries (data set 'two-hop-queries', or records with the fields of TwoHopQuery)")
     return parse_queries(data.records, f"task '{task}'")
+
+
+def check_prompts(query: TwoHopQuery, protocol: str = "layerbench") -> dict[str, tuple[str, str]]:
+    """The paper's five checks of a query: ``{check: (prompt, entity whose names count as correct)}``.
+
+    ``first_hop``: r1 on e1 gives e2; ``second_hop``: r2 on e2 gives e3;
+    ``composition``: the source prompt gives e3; ``entity_shortcut``: r2
+    applied to e1 directly (skipping the bridge) gives e3;
+    ``relation_shortcut``: the composed relations without the entity give
+    e3 (the answer comes from the relations alone).
+
+    ``layerbench`` capitalizes every prompt and puts a placeholder entity
+    in the relation shortcut. ``biran2024`` leaves prompts as written and,
+    where the query has r2's phrase, builds the relation shortcut as
+    their ``evaluate_dataset.py`` does: r2's phrase around r1's phrase with
+    an empty slot, its last four characters cut (" of ").
+    """
+    as_written = protocol == "biran2024"
+    capitalize = (lambda text: text) if as_written else capitalized
+    if as_written and query.r2_phrase is not None:
+        relation = query.r2_phrase.format(query.r1_phrase.format(""))[:-4]
+    else:
+        relation = capitalize(query.r2_template.format(query.r1_phrase.format(PLACEHOLDER)))
+    return {
+        "first_hop": (capitalize(query.r1_template.format(query.e1)), "e2"),
+        "second_hop": (capitalize(query.r2_template.format(query.e2)), "e3"),
+        "composition": (query.composed(capitalize=not as_written), "e3"),
+        "entity_shortcut": (capitalize(query.r2_template.format(query.e1)), "e3"),
+        "relation_shortcut": (relation, "e3"),
+    }
 
 
 def biran2024_prediction(text: str) -> str:
@@ -177,7 +207,7 @@ def run_checks(handle: ModelHandle, queries: list[TwoHopQuery], settings: Backpa
     names_of, found = answer_check(settings)
     results = {}
     for check in CHECKS:
-        prompts = [q.check_prompts(settings.protocol)[check] for q in queries]
+        prompts = [check_prompts(q, settings.protocol)[check] for q in queries]
         texts = generate(handle, [p for p, _ in prompts], settings.max_new_tokens, desc=f"{check} check")
         results[check] = np.array([found(t[0], names_of(q, entity)) for t, q, (_, entity) in zip(texts, queries, prompts)])
     return results

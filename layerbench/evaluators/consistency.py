@@ -21,7 +21,7 @@ AUROC of IC for telling correct from incorrect paths; the accuracy of greedy
 decoding, of self-consistency (the majority over K paths) and of
 self-consistency with each vote weighted by its path's IC.
 
-The ``xie2024`` protocol (:func:`evaluate_xie2024`) follows the authors'
+The ``xie2024`` protocol (:func:`evaluate_xie2024`, the function its protocol record names) follows the authors'
 released code (zhxieml/internal-consistency ``decode.py``, ``extract.py``,
 ``eval_sc.py``) instead; its module-level helpers say what each step reads.
 """
@@ -170,8 +170,6 @@ def question_prompts(data: TextDataset, settings: ConsistencySettings, task: str
 def evaluate_consistency(handle: ModelHandle, data: TextDataset, spec: TaskSpec, seed: int) -> pd.DataFrame:
     """Sample paths, read every layer's latent answer with the logit lens, and score internal consistency (module docstring)."""
     settings: ConsistencySettings = spec.settings
-    if settings.protocol == "xie2024":
-        return evaluate_xie2024(handle, data, spec, seed)
     labels, questions, prompts = question_prompts(data, settings, spec.name)
     stops = ["answer is", "\n\n", "\nQ:"]  # what cut_path cuts at: nothing after it is read
     sampled = generate(handle, prompts, settings.max_new_tokens, batch_size=max(1, 32 // settings.paths), sample=True,

@@ -8,9 +8,20 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from layerbench.families.registry import Family, Strict, all_families, check_family_name, get_family, register
+from layerbench.families.registry import (
+    OURS,
+    Family,
+    Protocol,
+    ProtocolSettings,
+    Strict,
+    add_protocol,
+    all_families,
+    check_family_name,
+    get_family,
+    register,
+)
 
-__all__ = ["Family", "Strict", "all_families", "check_family_name", "get_family", "register"]
+__all__ = ["OURS", "Family", "Protocol", "ProtocolSettings", "Strict", "add_protocol", "all_families", "check_family_name", "get_family", "register"]
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "registry":

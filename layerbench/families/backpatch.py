@@ -5,10 +5,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from layerbench.families.registry import Family, Strict, register
+from layerbench.families.registry import Family, Protocol, ProtocolSettings, register
 
 
-class BackpatchSettings(Strict):
+class BackpatchSettings(ProtocolSettings):
     """Knobs of the ``backpatch`` family (multi-hop back-patching, Biran et al. 2024).
 
     Attributes:
@@ -29,7 +29,6 @@ class BackpatchSettings(Strict):
         batch_size: patched variants per forward pass.
     """
 
-    protocol: Literal["layerbench", "biran2024"] = "layerbench"
     max_new_tokens: int = Field(default=10, ge=1)
     positions: list[Literal["e1-last", "prompt-last"]] = Field(default=["e1-last", "prompt-last"], min_length=1)
     forward_patching: bool = False
@@ -48,4 +47,12 @@ FAMILY = register(Family(
     headlines=(("oracle_fix_rate", "oracle_fix_rate"),),
     # A rate over fewer wrong queries moves by more than 0.05 with one query: not a number to rank models by.
     headline_min_n=(("oracle_fix_rate", 20),),
+    protocols=(Protocol(
+        "biran2024", site="residual",
+        settings={"max_new_tokens": 10, "positions": ["e1-last", "prompt-last"], "layer_step": 1, "sweep": "known-hops"},
+        reference="Biran et al. 2024, Hopping Too Late; github.com/edenbiran/HoppingTooLate@dfc1ec6 src/patch_activations.py, "
+                  "src/patched_generation.py, src/evaluate_dataset.py, src/classify_results.py, src/analyze_results.py, src/utils.py: "
+                  "prompts as written (lowercase relation phrases), answers as substrings of the label and aliases longer than one "
+                  "character, block outputs 1..L as source and target (ls > lt), oracle for initially correct and incorrect queries",
+    ),),
 ))

@@ -1,11 +1,9 @@
 """The ``consistency`` family: internal consistency of sampled reasoning paths under the logit lens (Xie et al. 2024)."""
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from layerbench.families.registry import Family, Strict, register
+from layerbench.families.registry import Family, Protocol, ProtocolSettings, Strict, register
 
 
 class WorkedExample(Strict):
@@ -17,7 +15,7 @@ class WorkedExample(Strict):
     context: str | None = None
 
 
-class ConsistencySettings(Strict):
+class ConsistencySettings(ProtocolSettings):
     """Knobs of the ``consistency`` family (internal consistency, Xie et al. 2024).
 
     Attributes:
@@ -47,7 +45,6 @@ class ConsistencySettings(Strict):
             ``first_layer .. L``.
     """
 
-    protocol: Literal["layerbench", "xie2024"] = "layerbench"
     paths: int = Field(default=8, ge=1)
     seeds: int = Field(default=1, ge=1)
     max_new_tokens: int = Field(default=64, ge=1)
@@ -68,4 +65,13 @@ FAMILY = register(Family(
     causal_lm_only=True,
     headlines=(("ic_auroc", "ic_auroc"),),
     classes=True,
+    protocols=(Protocol(
+        "xie2024", site="residual",
+        settings={"paths": 20, "seeds": 2, "max_new_tokens": 512, "temperature": 0.7, "top_p": 0.95, "first_layer": 0},
+        evaluator="layerbench.evaluators.consistency:evaluate_xie2024",
+        reference="Xie et al. 2024, Calibrating Reasoning in Language Models with Internal Consistency; "
+                  "github.com/zhxieml/internal-consistency@7ea418b decode.py, extract.py, eval_sc.py, src/datasets/fewshot_dataset.py: "
+                  "2 seeds x 20 paths of up to 512 tokens, lens at the last token of the path with its last sentence dropped, "
+                  "median calibration per vote index, IC summed over all L+1 layers, weighted votes with random tie-breaking",
+    ),),
 ))

@@ -1,15 +1,11 @@
 """The ``label-free`` family: tasks whose rows are the label-free metric suite's alone."""
 from __future__ import annotations
 
-from typing import Literal
-
-from layerbench.families.registry import Family, Strict, register
+from layerbench.families.registry import Family, ProtocolSettings, register
 
 
-class LabelFreeSettings(Strict):
-    """The ``label-free`` family has no knobs: its rows are the metric suite's."""
-
-    protocol: Literal["layerbench"] = "layerbench"
+class LabelFreeSettings(ProtocolSettings):
+    """The ``label-free`` family has no knobs: its rows are the metric suite's (and ours the only protocol)."""
 
 
 FAMILY = register(Family(

@@ -1,12 +1,10 @@
 """The ``mteb`` family: an mteb task evaluated on every layer's pooled states (Skean et al. 2025)."""
 from __future__ import annotations
 
-from typing import Literal
-
-from layerbench.families.registry import Family, Strict, register
+from layerbench.families.registry import Family, Protocol, ProtocolSettings, register
 
 
-class MtebSettings(Strict):
+class MtebSettings(ProtocolSettings):
     """Knobs of the ``mteb`` family (per-layer MTEB, Skean et al. 2025).
 
     Attributes:
@@ -17,7 +15,6 @@ class MtebSettings(Strict):
         eval_splits: splits to evaluate (None: the task's own).
     """
 
-    protocol: Literal["layerbench", "skean2024"] = "layerbench"
     normalize: bool = False
     eval_splits: list[str] | None = None
 
@@ -30,4 +27,10 @@ FAMILY = register(Family(
     evaluator="layerbench.evaluators.mteb:evaluate_mteb",
     sources=("mteb",),
     model_texts="layerbench.data.mteb_tasks:prompted_texts",
+    protocols=(Protocol(
+        "skean2024", site="normed", pooling="mean",
+        reference="Skean et al. 2025, Layer by Layer; github.com/OFSkean/information_flow@a6ad508 "
+                  "experiments/utils/model_definitions/mteb_automodel_wrapper.py, experiments/mteb-harness.py: "
+                  "a model truncated to l blocks (final norm on every layer, layer 0 included), mean over real tokens",
+    ),),
 ))

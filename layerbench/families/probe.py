@@ -1,14 +1,12 @@
 """The ``probe`` family: concept-depth probing of pooled states, layer by layer (Jin et al. 2024)."""
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from layerbench.families.registry import Family, Strict, register
+from layerbench.families.registry import Family, Protocol, ProtocolSettings, register
 
 
-class ProbeSettings(Strict):
+class ProbeSettings(ProtocolSettings):
     """Knobs of the ``probe`` family (concept-depth probing, Jin et al. 2024).
 
     Attributes:
@@ -30,7 +28,6 @@ class ProbeSettings(Strict):
             much of the best accuracy (our definition).
     """
 
-    protocol: Literal["layerbench", "jin2024"] = "layerbench"
     folds: int = Field(default=5, ge=2)
     repeats: int = Field(default=1, ge=1)
     C: float = Field(default=1.0, gt=0)
@@ -48,4 +45,10 @@ FAMILY = register(Family(
     robustness=True,
     headlines=(("converging_depth", "concept_depth"),),
     classes=True,
+    protocols=(Protocol(
+        "jin2024", site="mlp-input", pooling="last",
+        reference="Jin et al. 2024, Exploring Concept Depth; github.com/Luckfort/CD@4902d58 main.py, utils.py, dataset.py: "
+                  "post_attention_layernorm outputs (L vectors), last token, texts grouped by class before one "
+                  "train_test_split(test_size=0.4, random_state=42), LogisticRegression(penalty='l2')",
+    ),),
 ))

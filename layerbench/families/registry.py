@@ -14,22 +14,77 @@ name it; see the README's "Adding a task family".
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from layerbench.errors import UserError
 
-__all__ = ["Family", "Strict", "all_families", "get_family", "register"]
+__all__ = ["OURS", "Family", "Protocol", "ProtocolSettings", "Strict", "add_protocol", "all_families", "get_family", "register"]
 
 
 class Strict(BaseModel):
     """A settings model that refuses unknown fields (a misspelt knob is an error, not a silent default)."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named way to run one family's tasks: ours, or a paper's released code, one option away.
+
+    A protocol fixes how a family measures: which capture site and pooling give
+    a layer's vector, the family settings that follow the paper's code (split,
+    prompts, answer matching, read position, calibration, sampling), and, where
+    the paper's procedure is not ours with other settings, the function that runs it.
+    ``layerbench run --protocol NAME`` (or a spec's ``evaluator: {protocol: NAME}``)
+    runs a task so; every row carries its ``protocol`` and ``site``.
+
+    Attributes:
+        name: what ``--protocol`` takes and rows carry (unique over all families).
+        site: the capture site that gives a layer's vector (None: the task's).
+        pooling: the pooling (None: the task's).
+        settings: family settings it fixes, over the spec's (its ``protocol`` is set to ``name``).
+        reference: the paper, its repository at a commit, and the files read.
+        evaluator: ``"module:function"`` that runs it, with the family evaluator's signature (None: the family's evaluator).
+        family: the family it belongs to (set when it is added to one; None: ours, every family's).
+    """
+
+    name: str
+    site: str | None = None
+    pooling: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    reference: str = ""
+    evaluator: str | None = None
+    family: str | None = None
+
+
+OURS = Protocol("layerbench", reference="layerbench's defaults (README: where they differ from each paper, and why)")
+
+
+class ProtocolSettings(Strict):
+    """The settings of a family that has protocols: ``protocol`` is ours or one of the family's (:attr:`Family.protocols`).
+
+    The names are read from the registry when a spec is checked, so a protocol added to a family later
+    (:func:`add_protocol`) is accepted without touching the settings model.
+    """
+
+    protocol: str = OURS.name
+    family_name: ClassVar[str | None] = None  # set by :func:`register`
+
+    @field_validator("protocol")
+    @classmethod
+    def _a_protocol_of_the_family(cls, value: str) -> str:
+        if cls.family_name is None or cls.family_name not in _FAMILIES:
+            return value
+        names = [OURS.name, *(p.name for p in _FAMILIES[cls.family_name].protocols)]
+        if value not in names:
+            raise ValueError("Input should be " + ", ".join(repr(n) for n in names[:-1]) + f" or {names[-1]!r}" if len(names) > 1 else f"Input should be {names[0]!r}")
+        return value
 
 
 Evaluator = Callable[..., Any]  # returns the rows as a pandas DataFrame (pandas is not imported here)
@@ -71,6 +126,8 @@ class Family:
         headline_min_n: ``(metric, n)``: a headline resting on fewer than n
             items (its summary row's ``n``) is not shown as one; its note says why
             (the back-patching fix rate over a handful of wrong queries).
+        protocols: the papers' protocols of this family (:class:`Protocol`), the first its paper's
+            (``--protocol paper``); ours (:data:`OURS`) applies to every family.
     """
 
     name: str
@@ -85,10 +142,17 @@ class Family:
     headlines: tuple[tuple[str, str], ...] = ()
     headline_min_n: tuple[tuple[str, int], ...] = ()
     classes: bool = False
+    protocols: tuple[Protocol, ...] = ()
 
-    def load_evaluator(self) -> Evaluator | None:
-        """The evaluator function, imported now (its module may import torch, mteb, scikit-learn)."""
-        return _imported(self.evaluator)
+    def load_evaluator(self, protocol: str = OURS.name) -> Evaluator | None:
+        """The function that runs the family's tasks under ``protocol`` (the protocol's own, else the family's evaluator), imported now
+        (its module may import torch, mteb, scikit-learn)."""
+        own = next((p.evaluator for p in self.protocols if p.name == protocol), None)
+        return _imported(own or self.evaluator)
+
+    def protocol(self, name: str) -> Protocol | None:
+        """The protocol ``name`` of this family (ours for ``layerbench``), or None when it has no such protocol."""
+        return OURS if name == OURS.name else next((p for p in self.protocols if p.name == name), None)
 
     def texts_for_model(self, data: Any, prompts: dict[str, str]) -> Any:
         """``data`` as a model with prompt table ``prompts`` reads it (``data`` itself when the family has no ``model_texts``)."""
@@ -109,12 +173,45 @@ _FAMILIES: dict[str, Family] = {}
 
 def register(family: Family) -> Family:
     """Add ``family`` to the registry (a second family of the same name is a programming error)."""
+    family = dataclasses.replace(family, protocols=tuple(_owned(p, family.name) for p in family.protocols))
     if family.name in _FAMILIES and _FAMILIES[family.name] != family:
         raise ValueError(f"task family '{family.name}' is registered twice")
     if (family.reads == "nothing") != (family.evaluator is None):
         raise ValueError(f"task family '{family.name}': an evaluator goes with reads='states' or 'model', none with 'nothing'")
+    _check_protocol_names(family)
+    if issubclass(family.settings, ProtocolSettings):
+        family.settings.family_name = family.name
     _FAMILIES[family.name] = family
     return family
+
+
+def _owned(protocol: Protocol, family: str) -> Protocol:
+    """``protocol`` as the family ``family``'s: its family named, its settings naming it."""
+    return dataclasses.replace(protocol, family=family, settings={**protocol.settings, "protocol": protocol.name})
+
+
+def _check_protocol_names(family: Family) -> None:
+    taken = {p.name: f.name for f in _FAMILIES.values() if f.name != family.name for p in f.protocols} | {OURS.name: "every family"}
+    for protocol in family.protocols:
+        if protocol.name in taken:
+            raise ValueError(f"protocol '{protocol.name}' of family '{family.name}' is already {taken[protocol.name]}'s")
+
+
+def add_protocol(family: str, protocol: Protocol) -> Protocol:
+    """Give the registered family ``family`` another protocol (a paper's, defined outside its module); returns it as registered.
+
+    The family's settings then accept its name, ``--protocol`` runs it, and its rows carry it.
+    """
+    record = get_family(family)
+    if any(p.name == protocol.name for p in record.protocols):
+        raise ValueError(f"family '{family}' already has a protocol '{protocol.name}'")
+    del _FAMILIES[family]
+    try:
+        register(dataclasses.replace(record, protocols=(*record.protocols, protocol)))
+    except ValueError:
+        _FAMILIES[family] = record
+        raise
+    return get_family(family).protocols[-1]
 
 
 def all_families() -> dict[str, Family]:

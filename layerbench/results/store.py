@@ -9,7 +9,7 @@ Layout::
 
 A task run under another protocol or capture site than the default
 (``layerbench`` on the ``residual`` site) gets a variant suffix:
-``<task>@jin2024.parquet``, ``<task>@normed.parquet``, so one folder holds
+``<task>@<protocol>.parquet``, ``<task>@normed.parquet``, so one folder holds
 every protocol and site of a task, each resumed on its own.
 
 Scores and metrics are separate parts, each with its own config hash, so a
@@ -83,7 +83,7 @@ class ResultStore:
 
     def task_path(self, model: str, revision: str | None, task: str, part: str = "scores", variant: str = "") -> str | Path:
         """Where one part (``scores``, ``metrics``, or the scores' ``items``) of one task's rows lives; ``variant`` is the suffix of a
-        non-default protocol or site (``@jin2024``)."""
+        non-default protocol or site (``@<protocol>``)."""
         if part not in _FOLDERS:
             raise ValueError(f"unknown result part '{part}'; use one of {', '.join(_FOLDERS)}")
         slug, folder = model_slug(model, revision), _FOLDERS[part]

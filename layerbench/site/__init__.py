@@ -14,8 +14,8 @@ from any static host with no network. Figures are Plotly JSON embedded in
 the page; the templates are Jinja2 (``leaderboard/templates``).
 
 A task run under a paper's protocol or at another capture site is its own
-entry, named with its variant suffix (``mteb-lee-sts@skean2024``,
-``concept-capitals@jin2024``): its curves, best layer and gain sit beside
+entry, named with its variant suffix (``mteb-lee-sts@<protocol>``,
+``concept-capitals@normed``): its curves, best layer and gain sit beside
 ours. The index averages our protocol's tasks per family and shows the paper
 protocols' headline numbers in their own columns.
 
