@@ -29,6 +29,7 @@ from layerbench.data import load_packaged, load_task_data  # noqa: E402
 from layerbench.data.two_hop import mentions  # noqa: E402
 from layerbench.evaluators.backpatch import e1_last_token, layer_pairs, queries_of, sweep_query  # noqa: E402
 from layerbench.evaluators.consistency import ANSWER_CUE, cut_path, evaluate_consistency, question_prompts  # noqa: E402
+from layerbench.families import EvaluatorContext  # noqa: E402
 from layerbench.families.backpatch import BackpatchSettings  # noqa: E402
 from layerbench.models.generation import ensure_padding, generate  # noqa: E402
 from layerbench.models.residual import last_token_states, patch_positions, record_layers  # noqa: E402
@@ -133,7 +134,7 @@ def ic_side_by_side(handle, n_questions: int) -> None:
     data = load_task_data(spec, limit=n_questions + spec.settings.shots)
     _, _, prompts = question_prompts(data, spec.settings, spec.name)
     began = time.perf_counter()
-    evaluate_consistency(handle, data, spec, 0)
+    evaluate_consistency(EvaluatorContext(data, spec, 0, handle=handle))
     ours = (time.perf_counter() - began) / 60
     began = time.perf_counter()
     naive_ic_model_work(handle, prompts, spec.settings)

@@ -35,6 +35,7 @@ from layerbench import capture_layers, load_model  # noqa: E402
 from layerbench.data import load_task_data  # noqa: E402
 from layerbench.data.mteb_tasks import model_meta, run_mteb  # noqa: E402
 from layerbench.evaluators.mteb import evaluate_mteb  # noqa: E402
+from layerbench.families import EvaluatorContext  # noqa: E402
 from layerbench.specs import all_tasks  # noqa: E402
 
 
@@ -81,7 +82,7 @@ def main() -> None:
         began = time.perf_counter()
         ours_data = load_task_data(spec, limit=args.limit)  # the recording run is part of our cost
         pooled = capture_layers(handle, ours_data.texts, "mean", max_length=spec.max_length, cache=False).pooled
-        rows = evaluate_mteb({"clean": pooled}, ours_data, spec).rows
+        rows = evaluate_mteb(EvaluatorContext(ours_data, spec, states={"clean": pooled})).rows
         ours = time.perf_counter() - began
         main_scores = rows[rows.metric == "main_score"].set_index("layer")["value"]
         # Same vectors: each side batches the texts differently, so padding changes the last float bits only.

@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("second")
     args = parser.parse_args()
     for folder in (args.first, args.second):
-        platforms = {describe_platform((m.get("environment") or {}).get("platform_fingerprint")) for runs in read_manifests([Path(folder)]).values() for m in runs}
+        platforms = {describe_platform(m.environment.platform_fingerprint) for runs in read_manifests([Path(folder)]).values() for m in runs}
         print(f"{folder}: {'; '.join(sorted(platforms))}")
     a, b = load_results(args.first), load_results(args.second)
     both = a.merge(b, on=KEY, suffixes=("_a", "_b"))

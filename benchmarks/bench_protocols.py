@@ -35,6 +35,7 @@ from layerbench.evaluators.backpatch import evaluate_backpatch  # noqa: E402
 from layerbench.evaluators.consistency import evaluate_consistency, evaluate_xie2024  # noqa: E402
 from layerbench.evaluators.mteb import evaluate_mteb  # noqa: E402
 from layerbench.evaluators.probe import evaluate_probe  # noqa: E402
+from layerbench.families import EvaluatorContext  # noqa: E402
 from layerbench.specs import get_task  # noqa: E402
 from layerbench.specs.protocols import get_protocol  # noqa: E402
 
@@ -101,8 +102,8 @@ def main() -> None:
     spec = get_task("concept-capitals")
     data = load_task_data(spec, limit=args.probe_texts)
     t_capture, captured = clock(lambda: capture_layers(handle, data.texts, "last", cache=False, sites=("residual", "mlp-input")))
-    t_ours, _ = clock(lambda: evaluate_probe({"clean": captured.sites["residual"].pooled}, data, spec, 0))
-    t_jin, _ = clock(lambda: evaluate_probe({"clean": captured.sites["mlp-input"].pooled}, data, under("concept-capitals", "jin2024"), 0, layers=layers))
+    t_ours, _ = clock(lambda: evaluate_probe(EvaluatorContext(data, spec, 0, states={"clean": captured.sites["residual"].pooled})))
+    t_jin, _ = clock(lambda: evaluate_probe(EvaluatorContext(data, under("concept-capitals", "jin2024"), 0, states={"clean": captured.sites["mlp-input"].pooled}, layers=layers)))
     t_theirs, _ = clock(lambda: jin_one_at_a_time(handle, data.texts))
     print(f"  capture, both sites, one pass {t_capture:7.1f} s | their capture, one text at a time {t_theirs:7.1f} s ({t_theirs / t_capture:.1f}x)")
     print(f"  probes: layerbench (5-fold cv) {t_ours:7.1f} s | jin2024 (one split) {t_jin:7.1f} s")
@@ -111,7 +112,7 @@ def main() -> None:
     spec = get_task("mteb-lee-sts")
     data = load_task_data(spec, limit=args.mteb_limit)
     t_capture, captured = clock(lambda: capture_layers(handle, data.texts, "mean", cache=False, sites=("residual", "normed")))
-    t_eval, _ = clock(lambda: evaluate_mteb({"clean": captured.sites["normed"].pooled}, data, under("mteb-lee-sts", "skean2024"), 0))
+    t_eval, _ = clock(lambda: evaluate_mteb(EvaluatorContext(data, under("mteb-lee-sts", "skean2024"), 0, states={"clean": captured.sites["normed"].pooled})))
     load, encode = skean_truncated(handle, data.texts)
     print(f"  {len(data.texts)} texts; capture, both sites, one pass {t_capture:7.1f} s | their capture, {handle.n_layers + 1} truncated models: "
           f"load {load:.1f} s + encode {encode:.1f} s ({(load + encode) / t_capture:.1f}x)")
@@ -119,14 +120,14 @@ def main() -> None:
 
     print("biran2024: backpatch-two-hop,", args.queries, "queries, all swept, layer step", args.layer_step)
     data = load_task_data(get_task("backpatch-two-hop"), limit=args.queries)
-    t_ours, _ = clock(lambda: evaluate_backpatch(handle, data, under("backpatch-two-hop", "layerbench", sweep="all", layer_step=args.layer_step), 0))
-    t_biran, _ = clock(lambda: evaluate_backpatch(handle, data, under("backpatch-two-hop", "biran2024", sweep="all", layer_step=args.layer_step), 0))
+    t_ours, _ = clock(lambda: evaluate_backpatch(EvaluatorContext(data, under("backpatch-two-hop", "layerbench", sweep="all", layer_step=args.layer_step), 0, handle=handle)))
+    t_biran, _ = clock(lambda: evaluate_backpatch(EvaluatorContext(data, under("backpatch-two-hop", "biran2024", sweep="all", layer_step=args.layer_step), 0, handle=handle)))
     print(f"  layerbench {t_ours:7.1f} s | biran2024 {t_biran:7.1f} s (the same number of layer pairs; their prompts and matching)")
 
     print("xie2024: consistency-coinflip,", args.questions, "questions")
     data = load_task_data(get_task("consistency-coinflip"), limit=args.questions + 3)
-    t_ours, _ = clock(lambda: evaluate_consistency(handle, data, get_task("consistency-coinflip"), 0))
-    t_xie, _ = clock(lambda: evaluate_xie2024(handle, data, under("consistency-coinflip", "xie2024"), 0))
+    t_ours, _ = clock(lambda: evaluate_consistency(EvaluatorContext(data, get_task("consistency-coinflip"), 0, handle=handle)))
+    t_xie, _ = clock(lambda: evaluate_xie2024(EvaluatorContext(data, under("consistency-coinflip", "xie2024"), 0, handle=handle)))
     print(f"  layerbench (8 paths, 64 tokens) {t_ours:7.1f} s, {t_ours / args.questions:.1f} s/question | "
           f"xie2024 (2 x 20 paths, up to 512 tokens) {t_xie:7.1f} s, {t_xie / args.questions:.1f} s/question")
 

@@ -206,3 +206,79 @@ def metric_predicts_best_layer(df: pd.DataFrame, metric: str, mains: Mapping[str
                         last_score=float(scores[layers.max()]), best_score=float(scores.max() if higher else scores.min()), higher_is_better=higher))
     return pd.DataFrame(out, columns=["model", "task", "protocol", "site", "spearman", "picked_layer", "picked_score", "last_score", "best_score",
                                       "higher_is_better"])
+
+
+# The leaderboard's ranking rules: models are ranked together only on the same tasks at the same size.
+ModelKey = tuple[str, "str | None"]  # (model, revision or None)
+
+
+def task_signatures(table: pd.DataFrame, families: Mapping[str, str], sizes: Mapping[tuple[str, str | None, str], int]) -> dict[ModelKey, dict[str, frozenset]]:
+    """Per (model, revision or None) and family: the set of (task, items) it has scores on, the thing two models must share to be ranked together.
+
+    Args:
+        table: :func:`summary` rows (one per model, revision and task).
+        families: task -> its family.
+        sizes: (model, revision, task) -> the items the task was run on; a task without a size has no scores of its main metric.
+    """
+    out: dict[ModelKey, dict[str, frozenset]] = {}
+    for (model, revision), group in table.groupby(["model", "revision"], dropna=False, sort=True):
+        revision = None if pd.isna(revision) else revision
+        per_family: dict[str, set] = {}
+        for task in group.task:
+            if (model, revision, task) not in sizes:  # no rows of its main score (an encoder's back-patching task has only label-free metric rows)
+                continue
+            per_family.setdefault(families.get(task, "other"), set()).add((task, sizes[(model, revision, task)]))
+        out[(model, revision)] = {family: frozenset(tasks) for family, tasks in per_family.items()}
+    return out
+
+
+def reference_signatures(signatures: Mapping[ModelKey, dict[str, frozenset]]) -> dict[str, frozenset]:
+    """Per family, the task set most models were run on (ties: the one with more tasks, then more items): what the leaderboard ranks on."""
+    from collections import Counter
+
+    counts: dict[str, Counter[frozenset]] = {}
+    for per_family in signatures.values():
+        for family, signature in per_family.items():
+            counts.setdefault(family, Counter())[signature] += 1
+    return {family: max(found, key=lambda sig: (found[sig], len(sig), sum(n for _, n in sig))) for family, found in counts.items()}
+
+
+def why_apart(mine: Mapping[str, frozenset], reference: Mapping[str, frozenset]) -> str | None:
+    """Why a model's task sets differ from the reference ones (None: they match, and it is ranked)."""
+    reasons = []
+    for family, signature in sorted(mine.items()):
+        wanted = reference[family]
+        if signature == wanted:
+            continue
+        tasks, wanted_tasks = {t for t, _ in signature}, {t for t, _ in wanted}
+        sizes, wanted_sizes = dict(signature), dict(wanted)
+        smaller = [f"{t} {sizes[t]} of {wanted_sizes[t]}" for t in sorted(tasks & wanted_tasks) if sizes[t] != wanted_sizes[t]]
+        parts = [f"{len(tasks & wanted_tasks)} of {len(wanted_tasks)} tasks"] if tasks != wanted_tasks else []
+        parts += [f"{len(tasks - wanted_tasks)} other task(s)"] if tasks - wanted_tasks else []
+        parts += [f"items {', '.join(smaller[:3])}" + (" ..." if len(smaller) > 3 else "")] if smaller else []
+        reasons.append(f"{family}: {'; '.join(parts)}")
+    return "; ".join(reasons) or None
+
+
+def metric_pick_summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None = None) -> dict[str, pd.DataFrame]:
+    """How well each label-free metric picks a layer, over every (model, task) where the metric and the task's main score both exist.
+
+    Returns:
+        metric name -> :func:`metric_predicts_best_layer`'s rows plus ``gain`` (the main score at the picked layer minus the
+        last layer's) and ``ceiling`` (the best layer's minus the last's), both signed so that positive is better whatever
+        the task's direction; ``picks_layers``: whether the metric has a direction (a descriptive one picks no layer).
+    """
+    from layerbench.metrics import list_metrics
+
+    present = set(df.metric)
+    out = {}
+    for info in list_metrics():
+        if info.name not in present:
+            continue
+        picks = metric_predicts_best_layer(df, info.name, mains)
+        if picks.empty:
+            continue
+        sign = np.where(picks.higher_is_better.astype(bool), 1.0, -1.0)  # the main score's own direction
+        out[info.name] = picks.assign(gain=sign * (picks.picked_score - picks.last_score), ceiling=sign * (picks.best_score - picks.last_score),
+                                      picks_layers=info.higher_is_better is not None, direction=info.higher_is_better)
+    return out

@@ -42,6 +42,7 @@ import pandas as pd
 from layerbench import paired
 from layerbench.analysis import HEADLINE_SUMMARIES, best_layer, main_metrics
 from layerbench.errors import UserError
+from layerbench.results.manifest import Manifest
 
 ROW = ["task", "protocol", "site", "subset", "split", "metric", "layer", "source_layer"]
 # The run-to-run spread of every row, measured over seeds, kept in the baseline's folder (not a parquet: it is not result rows).
@@ -371,17 +372,17 @@ def verdict_line(report: pd.DataFrame) -> str:
     return f"FAIL: {headline} headline and {per_layer} per-layer regressions ({reach})"
 
 
-def describe_platforms(base: list[dict[str, Any]], candidate: list[dict[str, Any]]) -> str:
+def describe_platforms(base: list[Manifest], candidate: list[Manifest]) -> str:
     """One line on whether the two result sets ran on the same platform, from their manifests' platform fingerprints
     (:func:`layerbench.manifest.platform_fingerprint`): on one platform an unchanged model reproduces bit for bit; across
     platforms float32 kernels move the last bits, and a threshold score by an item or so."""
     from layerbench.manifest import describe_platform
 
-    def fingerprints(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+    def fingerprints(manifests: list[Manifest]) -> dict[str, dict[str, Any] | None]:
         found: dict[str, dict[str, Any] | None] = {}
         for manifest in manifests:
-            fingerprint = (manifest.get("environment") or {}).get("platform_fingerprint")
-            found[fingerprint.get("id") if fingerprint else "unknown"] = fingerprint
+            fingerprint = manifest.environment.platform_fingerprint
+            found[manifest.platform_id or "unknown"] = fingerprint
         return found
 
     left, right = fingerprints(base), fingerprints(candidate)

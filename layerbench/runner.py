@@ -14,6 +14,7 @@ import random
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +29,7 @@ from layerbench.data import load_task_data
 from layerbench.data.augment import make_views, noise_prefix
 from layerbench.data.dataset import TextDataset, sample_indices
 from layerbench.errors import UserError
-from layerbench.families import get_family
+from layerbench.families import EvaluatorContext, get_family
 from layerbench.fingerprint import hash_value
 from layerbench.metrics.suite import METRICS_VERSION, MetricPlan, evaluate_metrics
 from layerbench.models import ModelHandle
@@ -37,11 +38,13 @@ from layerbench.models.resolve import Checkpoint
 from layerbench.parallel import default_jobs
 from layerbench.results import ResultStore, complete_rows
 from layerbench.results.items import Scored, complete_items
+from layerbench.results.manifest import Environment, Manifest, ModelRecord, Part, Process, TaskRecord, VariantRecord
 from layerbench.run_config import RunConfig
 from layerbench.specs import TaskSpec
 from layerbench.specs.protocols import resolve_protocol, variant_suffix
 
-__all__ = ["ModelRunner", "RunSummary", "TaskTexts", "Variant", "seed_everything", "task_config_hash", "task_texts", "task_variants"]
+__all__ = ["ModelRunner", "RunSummary", "TaskPlan", "TaskTexts", "Variant", "WorkItem", "plan_task", "seed_everything", "task_config_hash", "task_texts",
+           "task_variants"]
 
 
 @dataclass
@@ -190,25 +193,6 @@ def task_texts(data: TextDataset, config: RunConfig, plan: MetricPlan, noise: bo
     return TaskTexts(data, noisy, sample, n_views, views)
 
 
-def _manifest(run_id: str, status: str, config: RunConfig, handle: ModelHandle, env: dict[str, Any], tasks: dict[str, Any], timings: dict[str, float], stats: CaptureStats) -> dict[str, Any]:
-    """The JSON record of one model's part of a run."""
-    return {
-        "run_id": run_id,
-        "status": status,
-        # Who writes it: a later run marks a manifest left "running" by a process that is gone as "interrupted".
-        "process": {"host": socket.gethostname(), "pid": os.getpid()},
-        "written_at": datetime.now(timezone.utc).isoformat(),
-        "config": config.model_dump(mode="json"),
-        "config_hash": hash_value(config.model_dump(mode="json")),
-        "model": handle.provenance(),
-        "environment": env,
-        "tasks": tasks,
-        "timings_seconds": timings,
-        "capture": {k: v for k, v in asdict(stats).items() if k != "batch_sizes"} | {"batches": len(stats.batch_sizes)},
-        "forward_passes": stats.forward_passes,
-    }
-
-
 # The identity an item record shares with its score rows.
 _ITEM_IDENTITY = ("model", "revision", "task", "subset", "split", "run_id", "protocol", "site")
 
@@ -217,8 +201,86 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+@dataclass(frozen=True)
+class WorkItem:
+    """One variant of a task to run now, and which of its parts (its scores, its label-free metrics)."""
+
+    variant: Variant
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """What one task needs in a run (:func:`plan_task`).
+
+    Attributes:
+        spec: the task.
+        variants: every variant the config asks for (protocols the family has, times sites).
+        missing: protocols asked for that the task's family has none of.
+        hashes: the config hash of every part the variants want, by (variant suffix, part).
+        work: the parts not stored yet with those hashes (or to redo: ``--overwrite``, ``--update``).
+    """
+
+    spec: TaskSpec
+    variants: list[Variant]
+    missing: list[str]
+    hashes: dict[tuple[str, Part], str]
+    work: list[WorkItem]
+
+
+# (variant suffix, part) -> (the stored part's config hash or None, where it is stored): what plan_task knows of the results folder.
+StoredLookup = Callable[[str, Part], tuple[str | None, str]]
+
+
+def needs_run(stored: str | None, wanted: str, config: RunConfig, where: str) -> bool:
+    """Whether a part must run: not stored yet, or stored and ``--overwrite``, or stored from another config and ``--update``.
+
+    Raises:
+        UserError: stored from another config, with neither option (``where`` names the file).
+    """
+    if stored is None or config.overwrite:
+        return True
+    if stored != wanted:
+        if config.update:
+            return True
+        raise UserError(f"{where} from another config; pass --update to replace what changed, --overwrite to redo everything, or choose another --output")
+    return False
+
+
+def plan_task(spec: TaskSpec, config: RunConfig, checkpoint: Checkpoint, metrics: MetricPlan, stored: StoredLookup) -> TaskPlan:
+    """The variants and parts of ``spec`` that a run of ``config`` on ``checkpoint`` must compute: a pure function of its inputs.
+
+    A family with an evaluator wants its scores; the label-free metrics are
+    wanted once per (site, pooling), by the first variant with that pair.
+    ``stored`` says what the results folder holds (:data:`StoredLookup`).
+
+    Raises:
+        UserError: a part is stored from another config and the config says neither ``overwrite`` nor ``update``.
+    """
+    family = get_family(spec.family)
+    variants, missing = task_variants(spec, config)
+    owners: dict[tuple[str, str], str] = {}
+    for v in variants:
+        owners.setdefault((v.site, v.capture_pooling(checkpoint.pooling)), v.suffix)
+    hashes: dict[tuple[str, Part], str] = {}
+    work: list[WorkItem] = []
+    for v in variants:
+        owns_metrics = owners[(v.site, v.capture_pooling(checkpoint.pooling))] == v.suffix
+        wanted = [part for part, on in ((Part.SCORES, family.reads != "nothing"), (Part.METRICS, bool(metrics.metrics) and owns_metrics)) if on]
+        parts = []
+        for part in wanted:
+            hashes[(v.suffix, part)] = task_config_hash(v, config, checkpoint, part)
+            held, where = stored(v.suffix, part)
+            if needs_run(held, hashes[(v.suffix, part)], config, f"{where} holds {part.value} of '{spec.name}{v.suffix}'"):
+                parts.append(part)
+        if parts:
+            work.append(WorkItem(v, tuple(parts)))
+    return TaskPlan(spec, variants, missing, hashes, work)
+
+
 class ModelRunner:
-    """One model's part of a run: loads the model when a task first needs it, runs tasks one at a time, keeps the manifest.
+    """One model's part of a run: for each task it plans (:func:`plan_task`), executes (:meth:`execute`: data, captures,
+    evaluators and metrics, to rows) and records (:meth:`record`: rows, then the manifest); the model is loaded when a task first needs it.
 
     The local executor makes one per model in turn; the Ray executor makes one
     inside each model's worker, so a model is loaded once per worker and
@@ -238,96 +300,84 @@ class ModelRunner:
         self.stats = CaptureStats()
         # Worker processes for the layers: under Ray a worker holds cpus_per_job CPUs, not the node's.
         self.jobs = config.jobs or (max(1, int(config.cpus_per_job)) if config.executor == "ray" else default_jobs())
-        previous = self.store.read_manifest(self.name, self.revision, run_id) or {}
-        self.timings: dict[str, float] = dict(previous.get("timings_seconds", {}))
-        self.task_records: dict[str, Any] = dict(previous.get("tasks", {}))
+        self.manifest = self.store.read_manifest(self.name, self.revision, run_id) or Manifest(run_id=run_id)
         self.manifests: list[Path | str] = []
 
+    def _stored(self, task: str) -> StoredLookup:
+        def lookup(suffix: str, part: Part) -> tuple[str | None, str]:
+            return (self.store.stored_hash(self.name, self.revision, task, part, suffix), str(self.store.task_path(self.name, self.revision, task, part, suffix)))
+
+        return lookup
+
     def run_task(self, spec: TaskSpec, position: str) -> str:
-        """Run the parts of ``spec``'s variants not stored yet; ``done`` or ``skipped``."""
-        config, store, revision = self.config, self.store, self.revision
+        """Plan, execute and record ``spec``'s parts not stored yet; ``done`` or ``skipped``."""
         prefix = f"[{self.label} · {position}] {self.name} · {spec.name}"
         family = get_family(spec.family)
-        has_scores = family.reads != "nothing"
-        variants, missing = task_variants(spec, config)
-        if missing:
-            _log(f"{prefix}: no {' or '.join(missing)} protocol for the {spec.family} family" + ("; skipped" if not variants else ""))
-        # The label-free metrics run once per (site, pooling): the first variant with that pair owns them.
-        owners: dict[tuple[str, str], str] = {}
-        for v in variants:
-            owners.setdefault((v.site, v.capture_pooling(self.checkpoint.pooling)), v.suffix)
-        work: list[tuple[Variant, list[str]]] = []
-        hashes: dict[tuple[str, str], str] = {}
-        for v in variants:
-            owns_metrics = owners[(v.site, v.capture_pooling(self.checkpoint.pooling))] == v.suffix
-            wanted = [part for part, on in (("scores", has_scores), ("metrics", bool(self.plan.metrics) and owns_metrics)) if on]
-            for part in wanted:
-                hashes[(v.suffix, part)] = task_config_hash(v, config, self.checkpoint, part)
-            parts = [part for part in wanted if _needs_run(store, self.name, revision, spec.name, part, hashes[(v.suffix, part)], config.overwrite, v.suffix, config.update)]
-            if parts:
-                work.append((v, parts))
+        plan = plan_task(spec, self.config, self.checkpoint, self.plan, self._stored(spec.name))
+        if plan.missing:
+            _log(f"{prefix}: no {' or '.join(plan.missing)} protocol for the {spec.family} family" + ("; skipped" if not plan.variants else ""))
+        work = plan.work
         if not work:
-            if hashes and self._recorded_in_this_run(spec.name, hashes):
+            if plan.hashes and self._recorded_in_this_run(spec.name, plan.hashes):
                 # Finished by an earlier attempt of this run (a Ray worker that died before its reply reached the driver).
                 _log(f"{prefix}: done earlier in this run")
                 return "done"
-            if variants:
-                _log(f"{prefix}: " + ("already done, skipped (--overwrite to redo)" if has_scores or self.plan.metrics else "label-free task and no metrics chosen, skipped"))
+            if plan.variants:
+                _log(f"{prefix}: " + ("already done, skipped (--overwrite to redo)" if family.reads != "nothing" or self.plan.metrics
+                                      else "label-free task and no metrics chosen, skipped"))
             return "skipped"
+        self._load_model(prefix)
+        assert self.handle is not None
+        if family.causal_lm_only and not self.handle.is_causal:
+            # Patching and the logit lens need a causal language model: an encoder skips them, with a reason.
+            if any(Part.SCORES in item.parts for item in work):
+                _log(f"{prefix}: {spec.family} skipped: it needs a causal language model with an unembedding; {self.name} is not one")
+            work = [WorkItem(item.variant, tuple(p for p in item.parts if p != Part.SCORES)) for item in work]
+            work = [item for item in work if item.parts]
+            if not work:
+                return "skipped"
+        if family.robustness and any(Part.SCORES in item.parts for item in work):
+            self._load_precision_variants(prefix)
+        rows, record = self.execute(spec, work, prefix)
+        self.record(spec, plan, work, rows, record)
+        return "done"
+
+    def _load_model(self, prefix: str) -> None:
         if self.handle is None:
             began = time.perf_counter()
             _log(f"{prefix}: loading model")
+            config = self.config
             self.handle = load_checkpoint(self.checkpoint, device=config.device, dtype=config.dtype, device_map=config.device_map)
-            self.timings["load_model"] = self.timings.get("load_model", 0.0) + time.perf_counter() - began
-        if family.causal_lm_only and not self.handle.is_causal:
-            # Patching and the logit lens need a causal language model: an encoder skips them, with a reason.
-            if any("scores" in parts for _, parts in work):
-                _log(f"{prefix}: {spec.family} skipped: it needs a causal language model with an unembedding; {self.name} is not one")
-            work = [(v, [p for p in parts if p != "scores"]) for v, parts in work]
-            work = [(v, parts) for v, parts in work if parts]
-            if not work:
-                return "skipped"
-        if family.robustness and any("scores" in parts for _, parts in work):
-            for variant in set(config.robustness) & {"bfloat16", "int8"} - set(self.variant_handles):
-                _log(f"{prefix}: loading model again in {variant} (robustness variant)")
-                self.variant_handles[variant] = load_checkpoint(
-                    self.checkpoint, device=config.device, device_map=config.device_map,
-                    dtype="bfloat16" if variant == "bfloat16" else "float16", quantization="int8" if variant == "int8" else None,
-                )
-        rows, record = self._run_parts(spec, work, prefix)
-        # Item records first, with their scores' hash: stored scores always have the items they were computed from (or none, when
-        # the evaluator keeps none: then an older run's items are removed, not left beside scores they do not belong to).
-        for (suffix, part), frame in sorted(rows.items(), key=lambda entry: entry[0][1] != "items"):
-            store.write_task(frame, self.name, revision, spec.name, hashes[(suffix, "scores" if part == "items" else part)], part, suffix)
-            if part == "scores" and (suffix, "items") not in rows:
-                store.remove_task(self.name, revision, spec.name, "items", suffix)
-        previous = self.task_records.get(spec.name, {}).get("variants", {})
-        for v, parts in work:
-            record["variants"][v.suffix or "default"]["config_hashes"] = {part: hashes[(v.suffix, part)] for part in parts}
-        self.task_records[spec.name] = {**record, "variants": {**previous, **record["variants"]}}
-        for stage, seconds in record["seconds"].items():
-            self.timings[stage] = self.timings.get(stage, 0.0) + seconds
-        # Rewritten after every task, so an interrupted run still documents what it finished.
-        self._write_manifest("running")
-        return "done"
+            self.manifest.timings_seconds["load_model"] = self.manifest.timings_seconds.get("load_model", 0.0) + time.perf_counter() - began
 
-    def _recorded_in_this_run(self, task: str, hashes: dict[tuple[str, str], str]) -> bool:
+    def _load_precision_variants(self, prefix: str) -> None:
+        """The model again in each precision the robustness variants ask for (``bfloat16``, ``int8``), once per run."""
+        config = self.config
+        for variant in set(config.robustness) & {"bfloat16", "int8"} - set(self.variant_handles):
+            _log(f"{prefix}: loading model again in {variant} (robustness variant)")
+            self.variant_handles[variant] = load_checkpoint(
+                self.checkpoint, device=config.device, device_map=config.device_map,
+                dtype="bfloat16" if variant == "bfloat16" else "float16", quantization="int8" if variant == "int8" else None,
+            )
+
+    def _recorded_in_this_run(self, task: str, hashes: dict[tuple[str, Part], str]) -> bool:
         """Whether this run already wrote every (variant, part) of ``task`` with these config hashes.
 
         Its manifest says so, or else the rows do: they carry the run id, and a
         result file is written whole before the manifest is, so a worker
         killed between the two still counts its task as done by this run.
         """
-        recorded = self.task_records.get(task, {}).get("variants", {})
-        if all(recorded.get(suffix or "default", {}).get("config_hashes", {}).get(part) == h for (suffix, part), h in hashes.items()):
+        record = self.manifest.tasks.get(task)
+        recorded = record.variants if record is not None else {}
+        if all(recorded.get(suffix or "default") is not None and recorded[suffix or "default"].config_hashes.get(part.value) == h
+               for (suffix, part), h in hashes.items()):
             return True
         return all(self.store.stored_run_ids(self.name, self.revision, task, part, suffix) == {self.run_id} for suffix, part in hashes)
 
-    def _run_parts(self, spec: TaskSpec, work: list[tuple[Variant, list[str]]], prefix: str) -> tuple[dict[tuple[str, str], pd.DataFrame], dict[str, Any]]:
+    def execute(self, spec: TaskSpec, work: list[WorkItem], prefix: str) -> tuple[dict[tuple[str, Part], pd.DataFrame], TaskRecord]:
         """Data -> captures -> evaluators and metrics -> tidy rows per (variant suffix, part), and the task's manifest record.
 
-        ``work`` pairs each variant to run with its parts (``scores``,
-        ``metrics``). One capture per pooling serves every variant and part:
+        One capture per pooling serves every variant and part of ``work``:
         all their sites, the task's texts, their noisy copies, the augmented
         views of the metric sample, and the per-prompt kernels on that
         sample's token states go through the same batched forward passes
@@ -341,19 +391,20 @@ class ModelRunner:
         data = family.texts_for_model(load_task_data(spec, config.limit, config.seed), handle.checkpoint.prompts)
         seconds = {"data": time.perf_counter() - began}
         reads_states = family.reads == "states"
-        pooling_of = {v.suffix: v.capture_pooling(handle.default_pooling) for v, _ in work}
-        with_scores = any("scores" in parts for _, parts in work)
+        pooling_of = {item.variant.suffix: item.variant.capture_pooling(handle.default_pooling) for item in work}
+        with_scores = any(Part.SCORES in item.parts for item in work)
         robustness = [r for r in config.robustness if family.robustness] if with_scores and reads_states else []
-        texts = task_texts(data, config, plan, "noise" in robustness, any("metrics" in parts for _, parts in work))
+        texts = task_texts(data, config, plan, "noise" in robustness, any(Part.METRICS in item.parts for item in work))
         sites_of: dict[str, list[str]] = {}  # pooling -> the sites captured with it (a model-reading family captures only for its metrics)
-        for v, parts in work:
-            if "metrics" in parts or reads_states:
+        for item in work:
+            v = item.variant
+            if Part.METRICS in item.parts or reads_states:
                 sites_of.setdefault(pooling_of[v.suffix], [])
                 if v.site not in sites_of[pooling_of[v.suffix]]:
                     sites_of[pooling_of[v.suffix]].append(v.site)
         _log(
             f"{prefix}: {len(data)} texts, " + (f"{len(config.layers)} of {handle.n_layers + 1} layers" if config.layers else f"{handle.n_layers + 1} layers") + "; "
-            + "; ".join(f"{v.label} ({pooling_of[v.suffix]} pooling)" for v, _ in work)
+            + "; ".join(f"{item.variant.label} ({pooling_of[item.variant.suffix]} pooling)" for item in work)
             + (f"; robustness variants {', '.join(robustness)}" if robustness else "")
             + (f"; metrics on {len(texts.sample)} sampled texts, {texts.n_views} augmented views each" if texts.sample else "")
         )
@@ -372,19 +423,19 @@ class ModelRunner:
         }
         t_kernels = stats.per_prompt_seconds - kernel_seconds  # token metrics, computed inside the capture
         seconds["capture"] = time.perf_counter() - began - t_kernels
-        rows: dict[tuple[str, str], pd.DataFrame] = {}
-        record: dict[str, Any] = {"family": spec.family, "main_score": spec.main_score, "version": spec.version, "n": len(data), "data": data.provenance,
-                                  "variants": {}}
+        rows: dict[tuple[str, Part], pd.DataFrame] = {}
+        record = TaskRecord(family=spec.family, main_score=spec.main_score, version=spec.version, n=len(data), data=data.provenance)
         # A model on a GPU: the metrics compute there too, in torch. --metrics-device chooses (cpu: torch on the host); a CPU model: numpy.
         metrics_device = config.metrics_device or (handle.device.type if handle.device.type != "cpu" else None)
-        for v, parts in work:
+        for item in work:
+            v = item.variant
             pooling = pooling_of[v.suffix]
             identity: dict[str, Any] = dict(model=self.name, revision=self.revision, task=spec.name, subset=spec.subset, split=spec.split,
                                             n_layers=handle.n_layers, run_id=self.run_id, protocol=v.protocol, site=v.site)
-            entry: dict[str, Any] = {"protocol": v.protocol, "site": v.site, "pooling": pooling}
-            if "scores" in parts:
+            entry = VariantRecord(protocol=v.protocol, site=v.site, pooling=pooling)
+            if Part.SCORES in item.parts:
                 evaluator = family.load_evaluator(v.protocol)  # the protocol's own function, else the family's evaluator
-                if evaluator is None:  # run_task asks for scores only where the family has an evaluator
+                if evaluator is None:  # plan_task asks for scores only where the family has an evaluator
                     raise ValueError(f"task '{spec.name}' has no evaluator for its scores")
                 began = time.perf_counter()
                 _log(f"{prefix}: {spec.family} evaluator, {v.label}, on {len(captures[pooling].sites[v.site].layers) if reads_states else handle.n_layers + 1} layers"
@@ -396,35 +447,55 @@ class ModelRunner:
                     if noisy is not None:
                         states["noise"] = noisy
                     states |= {r: precision[(r, pooling)].sites[v.site].pooled for r in robustness if (r, pooling) in precision}
-                    scores = evaluator(states, data, v.spec, config.seed, layers=site.layers,
-                                       **_accepted(evaluator, n_layers=handle.n_layers, jobs=self.jobs))
+                    scores = evaluator(EvaluatorContext(data, v.spec, config.seed, states=states, layers=site.layers, n_layers=handle.n_layers,
+                                                        jobs=self.jobs))
                 else:
                     with counting_passes(handle, stats):
-                        scores = evaluator(handle, data, v.spec, config.seed)
+                        scores = evaluator(EvaluatorContext(data, v.spec, config.seed, handle=handle, n_layers=handle.n_layers))
                 if isinstance(scores, Scored):  # an evaluator that keeps item records (the gate pairs on them)
                     if scores.items is not None:
-                        rows[(v.suffix, "items")] = complete_items(scores.items, **{k: identity[k] for k in _ITEM_IDENTITY})
+                        rows[(v.suffix, Part.ITEMS)] = complete_items(scores.items, **{k: identity[k] for k in _ITEM_IDENTITY})
                     scores = scores.rows
-                rows[(v.suffix, "scores")] = complete_rows(scores, **identity)
+                rows[(v.suffix, Part.SCORES)] = complete_rows(scores, **identity)
                 seconds["evaluate"] = seconds.get("evaluate", 0.0) + time.perf_counter() - began
                 if robustness:
-                    entry["robustness"] = robustness
-            if "metrics" in parts:
+                    entry.robustness = robustness
+            if Part.METRICS in item.parts:
                 began = time.perf_counter()
                 _log(f"{prefix}: {len(plan.metrics)} label-free metrics, {v.site} site")
                 site = captures[pooling].sites[v.site]
                 metric_rows, notes = evaluate_metrics(plan, texts.clean(site.pooled), site.per_prompt, texts.view_states(site.pooled), layers=site.layers,
                                                       device=metrics_device)
-                rows[(v.suffix, "metrics")] = complete_rows(metric_rows, **identity)
+                rows[(v.suffix, Part.METRICS)] = complete_rows(metric_rows, **identity)
                 seconds["metrics"] = seconds.get("metrics", 0.0) + time.perf_counter() - began
-                entry["metrics"] = {"names": plan.names, "sampled_texts": len(texts.sample), "views_per_text": texts.n_views, "notes": notes}
+                entry.metrics = {"names": plan.names, "sampled_texts": len(texts.sample), "views_per_text": texts.n_views, "notes": notes}
                 for name, note in notes.items():
                     _log(f"{prefix}: {name}: {note}")
-            entry["rows"] = {part: len(rows[(v.suffix, part)]) for part in ("scores", "items", "metrics") if (v.suffix, part) in rows}
-            record["variants"][v.suffix or "default"] = entry
+            entry.rows = {part.value: len(rows[(v.suffix, part)]) for part in Part if (v.suffix, part) in rows}
+            record.variants[v.suffix or "default"] = entry
         seconds["metrics"] = seconds.get("metrics", 0.0) + (t_kernels if texts.sample else 0.0)
-        record |= {"forward_passes": stats.forward_passes - passes_before, "seconds": seconds}
+        record.forward_passes, record.seconds = stats.forward_passes - passes_before, seconds
         return rows, record
+
+    def record(self, spec: TaskSpec, plan: TaskPlan, work: list[WorkItem], rows: dict[tuple[str, Part], pd.DataFrame], record: TaskRecord) -> None:
+        """Write a task's rows (item records first, with their scores' hash), then the manifest with the task's record merged in.
+
+        Stored scores always have the items they were computed from, or none when the evaluator keeps none: then an older
+        run's items are removed, not left beside scores they do not belong to. The manifest is rewritten after every task,
+        so an interrupted run still documents what it finished.
+        """
+        for (suffix, part), frame in sorted(rows.items(), key=lambda entry: entry[0][1] != Part.ITEMS):
+            self.store.write_task(frame, self.name, self.revision, spec.name, plan.hashes[(suffix, Part.SCORES if part == Part.ITEMS else part)], part, suffix)
+            if part == Part.SCORES and (suffix, Part.ITEMS) not in rows:
+                self.store.remove_task(self.name, self.revision, spec.name, Part.ITEMS, suffix)
+        for item in work:
+            record.variants[item.variant.suffix or "default"].config_hashes = {part.value: plan.hashes[(item.variant.suffix, part)] for part in item.parts}
+        previous = self.manifest.tasks.get(spec.name)
+        record.variants = {**(previous.variants if previous is not None else {}), **record.variants}
+        self.manifest.tasks[spec.name] = record
+        for stage, seconds in record.seconds.items():
+            self.manifest.timings_seconds[stage] = self.manifest.timings_seconds.get(stage, 0.0) + seconds
+        self._write_manifest("running")
 
     def finish(self, status: str = "complete") -> None:
         """Mark this model's manifest ``complete`` (or ``interrupted``, ``failed``); nothing to do if no task ran."""
@@ -434,34 +505,18 @@ class ModelRunner:
     def _write_manifest(self, status: str) -> None:
         if self.handle is None:  # written only after a task ran, so the model is loaded
             raise ValueError("no manifest before the model is loaded")
-        path = self.store.write_manifest(self.name, self.revision, self.run_id,
-                                         _manifest(self.run_id, status, self.config, self.handle, self.env, self.task_records, self.timings, self.stats))
+        stats = self.stats
+        self.manifest = self.manifest.model_copy(update={
+            "status": status,
+            "process": Process(host=socket.gethostname(), pid=os.getpid()),
+            "written_at": datetime.now(timezone.utc).isoformat(),
+            "config": self.config.model_dump(mode="json"),
+            "config_hash": hash_value(self.config.model_dump(mode="json")),
+            "model": ModelRecord.model_validate(self.handle.provenance()),
+            "environment": Environment.model_validate(self.env),
+            "capture": {k: v for k, v in asdict(stats).items() if k != "batch_sizes"} | {"batches": len(stats.batch_sizes)},
+            "forward_passes": stats.forward_passes,
+        })
+        path = self.store.write_manifest(self.manifest)
         if path not in self.manifests:
             self.manifests.append(path)
-
-
-def _accepted(function: Any, **options: Any) -> dict[str, Any]:
-    """The ``options`` that ``function`` takes: a family's evaluator written before ``n_layers`` and ``jobs`` existed still runs."""
-    import inspect
-
-    parameters = inspect.signature(function).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return options
-    return {name: value for name, value in options.items() if name in parameters}
-
-
-def _needs_run(store: ResultStore, model: str, revision: str | None, task: str, part: str, config_hash: str, overwrite: bool, variant: str = "",
-               update: bool = False) -> bool:
-    """Whether a task part must run: not stored yet, or stored and ``overwrite``, or stored from another config and ``update``;
-    stored from another config without either is an error."""
-    stored = store.stored_hash(model, revision, task, part, variant)
-    if stored is None or overwrite:
-        return True
-    if stored != config_hash:
-        if update:
-            return True
-        raise UserError(
-            f"{store.task_path(model, revision, task, part, variant)} holds {part} of '{task}{variant}' from another config; "
-            "pass --update to replace what changed, --overwrite to redo everything, or choose another --output"
-        )
-    return False

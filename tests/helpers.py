@@ -14,6 +14,7 @@ import pytest
 
 from layerbench import embed_layers
 from layerbench.capture import CaptureStats, capture_layers
+from layerbench.families import EvaluatorContext
 
 # The 3-block configuration every tiny test model uses.
 SMALL = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=3, vocab_size=101, max_position_embeddings=64, num_key_value_heads=4)
@@ -113,7 +114,7 @@ def check_backpatch_rows(handle) -> None:
     data = load_packaged("two-hop-queries", {"n": 6, "seed": 3})
     stats = CaptureStats()
     with counting_passes(handle, stats):
-        rows = complete_rows(evaluate_backpatch(handle, data, spec, 0), model="m", revision=None, task="bp", subset="s", split="test", n_layers=L, run_id="r")
+        rows = complete_rows(evaluate_backpatch(EvaluatorContext(data, spec, 0, handle=handle)), model="m", revision=None, task="bp", subset="s", split="test", n_layers=L, run_id="r")
     # The run reports the passes it made, at least one clean and one patched pass per query and position (it once said "0 forward passes").
     assert stats.forward_passes >= 6 * 3
     patched = rows[rows.metric == "patched_correct"]
@@ -143,7 +144,7 @@ def check_consistency_rows(handle) -> None:
     L = handle.n_layers
     spec = get_task("consistency-coinflip").model_copy(update={"evaluator": {"paths": 3, "max_new_tokens": 24, "shots": 2}})
     data = load_task_data(spec, limit=6)
-    rows = evaluate_consistency(handle, data, spec, 0)
+    rows = evaluate_consistency(EvaluatorContext(data, spec, 0, handle=handle))
     curves = rows[rows.metric == "calibrated_agreement"]
     assert set(curves.subset) == {"correct-paths", "incorrect-paths"} and set(curves.layer) == set(range(L + 1))
     assert curves.n.groupby(curves.subset).first().sum() == 4 * 3  # 4 questions x 3 paths

@@ -14,6 +14,7 @@ from layerbench.data import load_task_data
 from layerbench.errors import UserError
 from layerbench.evaluators.mteb import evaluate_mteb
 from layerbench.evaluators.probe import encode_labels, evaluate_probe, probe_splits
+from layerbench.families import EvaluatorContext
 from layerbench.results import load_items, load_results
 from layerbench.results.items import item_ids
 from layerbench.specs import get_task
@@ -42,7 +43,7 @@ def test_mteb_items_recompute_mtebs_main_score_at_every_layer(minilm, name):
     spec = get_task(name)
     data = load_task_data(spec, limit=120)
     pooled = capture_layers(minilm, data.texts, "mean", max_length=spec.max_length, cache=False).pooled
-    scored = evaluate_mteb({"clean": pooled}, data, spec)
+    scored = evaluate_mteb(EvaluatorContext(data, spec, states={"clean": pooled}))
     main_score = scored.rows.query("metric == 'main_score'").set_index("layer").value
     items = scored.items
     assert items is not None and set(items.layer) == set(range(7)) and set(items.metric) == {"main_score"}
@@ -56,7 +57,7 @@ def test_clustering_keeps_no_items(minilm):
     spec = get_task("mteb-bbc-clustering")
     data = load_task_data(spec, limit=60)
     pooled = capture_layers(minilm, data.texts, "mean", max_length=spec.max_length, cache=False).pooled
-    assert evaluate_mteb({"clean": pooled[[3]]}, data, spec, layers=[3]).items is None
+    assert evaluate_mteb(EvaluatorContext(data, spec, states={"clean": pooled[[3]]}, layers=[3])).items is None
 
 
 @pytest.mark.slow
@@ -66,7 +67,7 @@ def test_probe_items_are_each_items_held_out_prediction(minilm):
     spec = get_task("concept-capitals")
     data = load_task_data(spec, limit=100)
     pooled = capture_layers(minilm, data.texts, "last", cache=False).pooled
-    scored = evaluate_probe({"clean": pooled}, data, spec)
+    scored = evaluate_probe(EvaluatorContext(data, spec, states={"clean": pooled}))
     items, rows = scored.items, scored.rows
     assert items is not None and len(items) == 7 * 100 and set(items.fold) == set(range(5))
     y = encode_labels(data.labels, spec.labels)

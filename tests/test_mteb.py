@@ -9,6 +9,7 @@ from layerbench.data import load_task_data
 from layerbench.data.mteb_tasks import OFFLINE_TASKS, evaluation_items, get_mteb_task, model_meta, prompted_texts, run_mteb
 from layerbench.errors import UserError
 from layerbench.evaluators.mteb import evaluate_mteb, score_rows
+from layerbench.families import EvaluatorContext
 from layerbench.specs import get_task
 
 
@@ -46,7 +47,7 @@ def test_minilm_last_layer_equals_mteb_on_the_sentence_transformer(minilm):
     # documents (2,450 encodes for all pairs, 45 s here), and the equality holds on any subsample.
     data = load_task_data(spec, limit=150)
     pooled = capture_layers(minilm, data.texts, "mean", max_length=256, cache=False).pooled
-    rows = evaluate_mteb({"clean": pooled}, data, spec).rows
+    rows = evaluate_mteb(EvaluatorContext(data, spec, states={"clean": pooled})).rows
     ours = rows[(rows.metric == "main_score") & (rows.layer == 6)]["value"].item()
 
     model = SentenceTransformer(str(minilm.checkpoint.path), device="cpu")
@@ -69,7 +70,7 @@ def test_every_layer_of_every_offline_task_costs_one_pass_per_unique_text(minilm
         assert data.texts and not unique & set(data.texts)
         unique |= set(data.texts)
         pooled = capture_layers(minilm, data.texts, "mean", max_length=spec.max_length, cache=False, stats=stats).pooled
-        rows = evaluate_mteb({"clean": pooled}, data, spec).rows
+        rows = evaluate_mteb(EvaluatorContext(data, spec, states={"clean": pooled})).rows
         main = rows[rows.metric == "main_score"]
         assert len(main) == 7 and main["value"].notna().all()
     assert stats.texts_computed == len(unique)  # each text once, for all 7 layers and all of mteb's evaluations
@@ -84,9 +85,9 @@ def test_a_layer_score_does_not_depend_on_the_layers_evaluated_before_it():
     rng = np.random.default_rng(0)
     layer = rng.normal(size=(len(data.texts), 8)).astype(np.float32)
     pooled = np.stack([layer, rng.normal(size=layer.shape).astype(np.float32), layer])  # layers 0 and 2 are the same states
-    main = evaluate_mteb({"clean": pooled}, data, spec).rows.query("metric == 'main_score'").set_index("layer")["value"]
+    main = evaluate_mteb(EvaluatorContext(data, spec, states={"clean": pooled})).rows.query("metric == 'main_score'").set_index("layer")["value"]
     assert main[0] == main[2]
-    again = evaluate_mteb({"clean": pooled[[2]]}, data, spec).rows.query("metric == 'main_score'")["value"].item()
+    again = evaluate_mteb(EvaluatorContext(data, spec, states={"clean": pooled[[2]]})).rows.query("metric == 'main_score'")["value"].item()
     assert again == main[2]
 
 
@@ -126,8 +127,8 @@ def test_model_prompts_prefix_each_text_as_mteb_itself_would(name):
             return _featurize([prompt + text for batch in inputs for text in batch["text"]])
 
     theirs = run_mteb(PrefixingEncoder(), raw.payload).task_results[0].get_score()
-    ours = evaluate_mteb({"clean": _featurize(data.texts)[None]}, data, spec).rows.query("metric == 'main_score'")["value"].item()
+    ours = evaluate_mteb(EvaluatorContext(data, spec, states={"clean": _featurize(data.texts)[None]})).rows.query("metric == 'main_score'")["value"].item()
     assert ours == pytest.approx(theirs, abs=1e-12)
     if name != "mteb-bbc-classification":  # one prefix on every text shifts all vectors alike, which a classifier can ignore; cosines cannot
-        unprefixed = evaluate_mteb({"clean": _featurize(raw.texts)[None]}, raw, spec).rows.query("metric == 'main_score'")["value"].item()
+        unprefixed = evaluate_mteb(EvaluatorContext(raw, spec, states={"clean": _featurize(raw.texts)[None]})).rows.query("metric == 'main_score'")["value"].item()
         assert unprefixed != ours  # the prefixes did reach the states

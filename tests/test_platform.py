@@ -82,12 +82,14 @@ def test_lock_status_reports_what_differs(tmp_path):
 
 
 def test_compare_says_whether_the_platforms_match():
-    one = {"environment": {"platform_fingerprint": platform_fingerprint()}}
-    other = {"environment": {"platform_fingerprint": {**platform_fingerprint(), "id": "0123456789ab", "cpu": {"model": "Intel(R) Xeon(R)"}}}}
+    from layerbench.results import Manifest
+
+    one = Manifest(run_id="a", environment={"platform_fingerprint": platform_fingerprint()})
+    other = Manifest(run_id="b", environment={"platform_fingerprint": {**platform_fingerprint(), "id": "0123456789ab", "cpu": {"model": "Intel(R) Xeon(R)"}}})
     assert describe_platforms([one], [one]).startswith("platform: both on") and "bit for bit" in describe_platforms([one], [one])
     line = describe_platforms([one], [other])
     assert line.startswith("platforms differ") and "0123456789ab" in line and "Intel(R) Xeon(R)" in line
-    assert describe_platforms([{"environment": {}}], [one]).startswith("platforms differ")  # an old manifest: unknown, never "the same"
+    assert describe_platforms([Manifest(run_id="c")], [one]).startswith("platforms differ")  # an old manifest: unknown, never "the same"
     assert describe_platforms([], [one]).startswith("platform: not recorded")
 
 

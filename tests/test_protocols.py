@@ -21,6 +21,7 @@ from layerbench.data import load_task_data
 from layerbench.data.two_hop import contains, parse_queries
 from layerbench.evaluators.consistency import median_calibration, weighted_mode, xie2024_prompts, xie2024_read, xie2024_sample, xie2024_scores
 from layerbench.evaluators.probe import encode_labels, evaluate_probe
+from layerbench.families import EvaluatorContext
 from layerbench.specs import get_task
 from layerbench.specs.protocols import get_protocol
 
@@ -98,7 +99,7 @@ def test_jin2024_equals_the_authors_hooks_grouping_and_split(smollm):
     data = load_task_data(spec, limit=40)
     y = encode_labels(data.labels, spec.labels)
     pooled = capture_layers(smollm, data.texts, "last", cache=False, sites=("mlp-input",)).sites["mlp-input"].pooled  # [L, N, D]
-    rows = evaluate_probe({"clean": pooled}, data, spec, 0, layers=range(1, smollm.n_layers + 1)).rows
+    rows = evaluate_probe(EvaluatorContext(data, spec, 0, states={"clean": pooled}, layers=range(1, smollm.n_layers + 1))).rows
     # main.py: X = [every text of the first list, then the second], y = 0s then 1s.
     first = [t for t, c in zip(data.texts, y) if c == 0]
     second = [t for t, c in zip(data.texts, y) if c == 1]

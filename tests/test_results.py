@@ -131,3 +131,25 @@ def test_a_runner_restarted_in_the_same_run_reports_its_finished_task_done_and_a
     assert attempt("run-a") == "done"
     assert attempt("run-a") == "done"  # the same run, a new worker: finished earlier in this run
     assert attempt("run-b") == "skipped"  # another run: it was there before
+
+
+def test_manifests_written_before_the_typed_model_still_load_and_keep_their_fields():
+    """The committed results/ hold manifests from before the platform fingerprint, the lock and item rows: each loads as a
+    Manifest with those fields at their defaults, and a field the model does not type is kept when written again."""
+    import json
+    from pathlib import Path
+
+    from layerbench.results import Manifest, read_manifests
+    from layerbench.results.manifest import parse_manifest
+
+    folder = Path(__file__).parent.parent / "results" / "smollm2-135m-q4"
+    runs = read_manifests([folder])["smollm2-135m-q4"]
+    assert runs and all(isinstance(m, Manifest) for m in runs) and [m.run_id for m in runs] == sorted(m.run_id for m in runs)
+    latest = runs[-1]
+    assert latest.model.name == "smollm2-135m-q4" and latest.model.n_layers == 30 and latest.platform_id is None
+    assert latest.tasks["concept-capitals"].family == "probe" and latest.environment.packages["torch"].startswith("2.13")
+    raw = json.loads(sorted(folder.glob("runs/*.json"))[-1].read_text())
+    again = json.loads(latest.to_json())
+    assert again["model"]["copy_source"] == raw["model"]["copy_source"]  # an untyped field survives a round trip
+    with pytest.raises(UserError, match="corrupt run manifest 'x.json'"):
+        parse_manifest("{", "x.json")

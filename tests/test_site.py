@@ -197,12 +197,12 @@ def test_each_task_page_marks_every_models_best_layer_on_relative_depth(site):
 
 
 def test_the_tasks_by_depth_heat_map_scales_each_task_between_its_worst_and_best_layer():
-    from layerbench.site import _depth_heatmap
+    from layerbench.site.figures import depth_heatmap
 
     rows = pd.DataFrame({"task": ["a"] * 3 + ["b"] * 3 + ["c"] * 3, "layer": [0, 1, 2] * 3, "depth": [0.0, 0.5, 1.0] * 3, "subset": "default",
                          "split": "test", "metric": ["acc"] * 3 + ["loss"] * 3 + ["acc"] * 3, "value": [0.2, 0.6, 1.0, 3.0, 1.0, 2.0, 0.5, 0.5, 0.5],
                          "higher_is_better": [True] * 3 + [False] * 3 + [True] * 3, "source_layer": pd.NA, "model": "m"})
-    figure = _depth_heatmap(rows, {"a": "acc", "b": "loss", "c": "acc"}, "t")
+    figure = depth_heatmap(rows, {"a": "acc", "b": "loss", "c": "acc"}, "t", "relative depth")
     heat = figure["data"][0]
     assert heat["y"] == ["a", "b", "c"] and heat["x"] == [0.0, 0.5, 1.0]
     assert np.allclose(heat["z"], [[0.0, 0.5, 1.0], [0.0, 1.0, 0.5], [1.0, 1.0, 1.0]])  # b: lower is better, so its lowest loss is 1
@@ -210,7 +210,10 @@ def test_the_tasks_by_depth_heat_map_scales_each_task_between_its_worst_and_best
 
 
 def test_the_metrics_verdict_says_so_when_no_metric_beats_the_last_layer():
-    from layerbench.site import _verdict
+    from layerbench.site.view import presentation, verdict
+
+    def _verdict(summary_rows):
+        return verdict(summary_rows, presentation()["pages"]["metrics"]["verdict"])
 
     row = dict(direction="higher is better", pairs=8, ceiling=0.05, beats_last="1/8")
     losing = [dict(row, metric="lidar", picked_gain=-0.02, per_model={"m1": -0.03, "m2": 0.01}), dict(row, metric="dime", picked_gain=-0.05, per_model={})]
@@ -248,3 +251,35 @@ def test_the_index_ranks_only_models_run_on_the_same_tasks_at_the_same_size(tmp_
     table = summary(rows[rows.model == "smollm2-135m-q4"])
     fix = table[table.task == "backpatch-two-hop"].iloc[0]
     assert np.isnan(fix.oracle_fix_rate) and fix.oracle_fix_rate_n < 20 and "fewer than the 20 a headline needs" in fix.note
+
+
+def test_two_revisions_of_one_model_are_two_rows_two_pages_and_two_curves(tmp_path):
+    """Everything on the site is keyed by (model, revision): layer counts, task sizes from each revision's own manifest, pages, curves."""
+    import json
+
+    import numpy as np
+
+    from layerbench.results import Manifest, ResultStore, complete_rows
+    from layerbench.results.manifest import ModelRecord, TaskRecord, VariantRecord
+
+    store = ResultStore(tmp_path / "results")
+    for revision, n_layers, n, parameters in (("a", 3, 100, 1000), ("b", 5, 64, 2000)):
+        accuracy = np.linspace(0.5, 0.9, n_layers + 1)
+        rows = complete_rows(pd.DataFrame([dict(metric="accuracy", layer=l, value=v, stderr=0.01, n=n, higher_is_better=True) for l, v in enumerate(accuracy)]),
+                             model="org/m", revision=revision, task="concept-capitals", subset="factual", split="cv5", n_layers=n_layers, run_id=f"run-{revision}")
+        store.write_task(rows, "org/m", revision, "concept-capitals", "hash")
+        store.write_manifest(Manifest(run_id=f"run-{revision}", status="complete", model=ModelRecord(name="org/m", revision=revision, parameters=parameters),
+                                      tasks={"concept-capitals": TaskRecord(family="probe", main_score="accuracy", n=n, variants={"default": VariantRecord()})}))
+    build_site([tmp_path / "results"], tmp_path / "site")
+    index = (tmp_path / "site" / "index.html").read_text()
+    ranked, apart = index.split('id="apart"')
+    # Two rows: the revision at 100 items is ranked; the one at 64 is listed apart, with its own size in the reason.
+    assert "models/org__m@a.html" in ranked and "models/org__m@b.html" in apart and "concept-capitals 64 of 100" in apart
+    page_a = (tmp_path / "site" / "models" / "org__m@a.html").read_text()
+    page_b = (tmp_path / "site" / "models" / "org__m@b.html").read_text()
+    assert "1000 parameters, 3 layers, revision a" in page_a and "2000 parameters, 5 layers, revision b" in page_b
+    assert "run-a" in page_a and "run-b" not in page_a and "run-b" in page_b  # each page its own runs
+    task = (tmp_path / "site" / "tasks" / "concept-capitals.html").read_text()
+    figures = json.loads(re.search(r'<script type="application/json" id="figures">(.*?)</script>', task, re.S).group(1))
+    names = [t["name"] for t in figures["t-accuracy"]["data"] if t.get("mode") == "lines+markers"]
+    assert names == ["org/m@a (factual)", "org/m@b (factual)"]

@@ -172,15 +172,15 @@ def test_a_family_added_as_one_module_runs_a_task_added_as_one_file(tmp_path, mo
     assert layerbench.best_layer(rows).metric.tolist() == ["knn_accuracy"]  # the spec's main score, read like any other
 
 
-def evaluate_toy2025(states, data, spec, seed, layers=None, n_layers=None, jobs=1):
+def evaluate_toy2025(context):
     """The made-up protocol's own function: the probe's rows under the protocol's settings, and a row saying how many folds it used."""
     import pandas as pd
 
     from layerbench.evaluators.probe import evaluate_probe
     from layerbench.results.rows import summary_row
 
-    scored = evaluate_probe(states, data, spec, seed, layers=layers, n_layers=n_layers, jobs=jobs)
-    marker = summary_row("toy2025_folds", spec.settings.folds, n=len(data), higher_is_better=None, subset=spec.subset)
+    scored = evaluate_probe(context)
+    marker = summary_row("toy2025_folds", context.settings.folds, n=len(context.data), higher_is_better=None, subset=context.spec.subset)
     return scored.__class__(pd.concat([scored.rows, pd.DataFrame([marker])], ignore_index=True), scored.items)
 
 
@@ -223,7 +223,7 @@ def test_a_wheel_installed_elsewhere_lists_every_task_and_carries_the_leaderboar
     zipfile.ZipFile(wheel).extractall(tmp_path / "site-packages")
     specs = sorted(p.stem for p in (root / "tasks").glob("*.yaml"))
     parts = sorted(str(p.relative_to(root / "leaderboard")) for p in (root / "leaderboard").rglob("*") if p.is_file())
-    script = ("import layerbench, layerbench.site as s; from layerbench.specs import all_tasks; from layerbench.config import shipped_folder; "
+    script = ("import layerbench, layerbench.site.view as s; from layerbench.specs import all_tasks; from layerbench.config import shipped_folder; "
               "print(layerbench.__file__); print(sorted(all_tasks())); print(sorted(str(p.relative_to(s.PARTS)) for p in s.PARTS.rglob('*') if p.is_file()))")
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(tmp_path / "site-packages"), "LAYERBENCH_TASKS": ""}).stdout.splitlines()

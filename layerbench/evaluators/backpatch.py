@@ -40,12 +40,12 @@ from layerbench.config import progress_disabled
 from layerbench.data.dataset import TextDataset
 from layerbench.data.two_hop import CHECKS, PLACEHOLDER, TwoHopQuery, capitalized, contains, mentions, parse_queries
 from layerbench.errors import UserError
+from layerbench.families import EvaluatorContext
 from layerbench.families.backpatch import BackpatchSettings
 from layerbench.models.generation import generate, greedy_from_cache
 from layerbench.models.loading import ModelHandle
 from layerbench.models.residual import first_token_id, last_token_states, lens_statistics, patch_positions, record_layers
 from layerbench.results.rows import layer_row, mean_row, summary_row
-from layerbench.specs.schema import TaskSpec
 
 
 def queries_of(data: TextDataset, task: str) -> list[TwoHopQuery]:
@@ -213,7 +213,7 @@ def run_checks(handle: ModelHandle, queries: list[TwoHopQuery], settings: Backpa
     return results
 
 
-def evaluate_backpatch(handle: ModelHandle, data: TextDataset, spec: TaskSpec, seed: int) -> pd.DataFrame:
+def evaluate_backpatch(context: EvaluatorContext) -> pd.DataFrame:
     """Checks, logit-lens rows and the back-patching sweep of a two-hop task.
 
     Returns:
@@ -222,6 +222,7 @@ def evaluate_backpatch(handle: ModelHandle, data: TextDataset, spec: TaskSpec, s
         ``patched_correct`` row per (position and group, ls, lt) with
         ``layer = lt`` and ``source_layer = ls``.
     """
+    handle, data, spec = context.handle, context.data, context.spec
     settings: BackpatchSettings = spec.settings
     queries = queries_of(data, spec.name)
     names_of, found = answer_check(settings)

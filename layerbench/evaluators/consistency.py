@@ -36,13 +36,13 @@ import torch
 
 from layerbench.data.dataset import TextDataset
 from layerbench.errors import UserError
+from layerbench.families import EvaluatorContext
 from layerbench.families.consistency import ConsistencySettings
 from layerbench.metrics.arrays import mean_and_stderr
 from layerbench.models.generation import generate
 from layerbench.models.loading import ModelHandle
 from layerbench.models.residual import continuation_states, first_token_id, lens_logits
 from layerbench.results.rows import mean_row, summary_row
-from layerbench.specs.schema import TaskSpec
 
 ANSWER_CUE = " So the answer is"
 # Where a sampled path stops reasoning: it states its answer, or starts a new question.
@@ -167,8 +167,9 @@ def question_prompts(data: TextDataset, settings: ConsistencySettings, task: str
     return labels, questions, [few_shot_prompt(exemplars, data.texts[i]) for i in questions]
 
 
-def evaluate_consistency(handle: ModelHandle, data: TextDataset, spec: TaskSpec, seed: int) -> pd.DataFrame:
+def evaluate_consistency(context: EvaluatorContext) -> pd.DataFrame:
     """Sample paths, read every layer's latent answer with the logit lens, and score internal consistency (module docstring)."""
+    handle, data, spec, seed = context.handle, context.data, context.spec, context.seed
     settings: ConsistencySettings = spec.settings
     labels, questions, prompts = question_prompts(data, settings, spec.name)
     stops = ["answer is", "\n\n", "\nQ:"]  # what cut_path cuts at: nothing after it is read
@@ -379,7 +380,7 @@ def xie2024_read(handle: ModelHandle, prompts: list[str], outputs: list[list[str
     return probs.transpose(1, 0, 2).reshape(len(prompts), n_votes, states.shape[0], 2)
 
 
-def evaluate_xie2024(handle: ModelHandle, data: TextDataset, spec: TaskSpec, seed: int) -> pd.DataFrame:
+def evaluate_xie2024(context: EvaluatorContext) -> pd.DataFrame:
     """Internal consistency as Xie et al.'s released code measures it.
 
     ``seeds`` x ``paths`` paths per question (temperature, top_p, up to
@@ -395,6 +396,7 @@ def evaluate_xie2024(handle: ModelHandle, data: TextDataset, spec: TaskSpec, see
     true answer), ``mean_ic_correct`` / ``mean_ic_incorrect`` (IC / (L+1)),
     ``paths_with_answer``; per layer ``calibrated_agreement`` of correct and incorrect paths.
     """
+    handle, data, spec, seed = context.handle, context.data, context.spec, context.seed
     settings: ConsistencySettings = spec.settings
     labels, questions, prompts = xie2024_prompts(data, settings, spec.name)
     outputs = xie2024_sample(handle, prompts, settings, seed)

@@ -10,7 +10,7 @@ they run in ``jobs`` worker processes (:func:`layerbench.parallel.map_layers`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -21,10 +21,10 @@ from layerbench.data.dataset import TextDataset
 from layerbench.data.mteb_tasks import model_meta, run_mteb
 from layerbench.errors import UserError
 from layerbench.evaluators.mteb_items import PredictionRecorder
+from layerbench.families import EvaluatorContext
 from layerbench.metrics.arrays import stderr_of
 from layerbench.parallel import map_layers
 from layerbench.results.items import Scored
-from layerbench.specs.schema import TaskSpec
 
 # Fields of mteb's score dicts that are not scores.
 _NOT_SCORES = {"hf_subset", "languages", "mteb_version", "evaluation_time", "scores_per_experiment"}
@@ -114,14 +114,14 @@ def _layer_scores(states: np.ndarray, inputs: list[tuple[str, str | None]], norm
     return [row for task_result in result.task_results for row in score_rows(task_result.scores)], recorder.items(metric)
 
 
-def evaluate_mteb(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int = 0, layers: Sequence[int] | None = None,
-                  n_layers: int | None = None, jobs: int = 1) -> Scored:
+def evaluate_mteb(context: EvaluatorContext) -> Scored:
     """mteb's scores of every layer: rows ``subset, split, metric, layer, value, stderr, n, higher_is_better``, and the item records of the
     main score where mteb's evaluator has items (:mod:`layerbench.evaluators.mteb_items`).
 
-    ``states["clean"]`` is ``[K, N, D]``; ``layers`` numbers its rows (default ``0..K-1``; ``n_layers`` is not needed); ``jobs``: worker processes
-    the layers are evaluated in (mteb reseeds the task for each layer, so the rows do not depend on it).
+    ``context.states["clean"]`` is ``[K, N, D]``; ``context.layers`` numbers its rows (default ``0..K-1``); ``context.jobs``: worker
+    processes the layers are evaluated in (mteb reseeds the task for each layer, so the rows do not depend on it).
     """
+    states, data, spec, layers, jobs = context.states or {}, context.data, context.spec, context.layers, context.jobs
     task = data.payload
     if task is None:
         raise UserError(f"task '{spec.name}': an mteb task needs data from an mteb source")

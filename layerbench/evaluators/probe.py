@@ -48,21 +48,20 @@ on an entity it saw with the opposite label.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from layerbench.data.dataset import TextDataset
 from layerbench.errors import UserError
+from layerbench.families import EvaluatorContext
 from layerbench.families.probe import ProbeSettings
 from layerbench.metrics.arrays import stderr_of
 from layerbench.parallel import map_layers
 from layerbench.results.items import Scored, item_ids
 from layerbench.results.rows import mean_row, summary_row
-from layerbench.specs.schema import TaskSpec
 
 SCORES = ("accuracy", "f1", "auroc")
 
@@ -422,13 +421,13 @@ def probe_layers_items(pooled: np.ndarray, y: np.ndarray, settings: ProbeSetting
     return Scored(rows_out, pd.concat(items, ignore_index=True))
 
 
-def evaluate_probe(states: Mapping[str, np.ndarray], data: TextDataset, spec: TaskSpec, seed: int = 0, layers: Sequence[int] | None = None,
-                   n_layers: int | None = None, jobs: int = 1) -> Scored:
+def evaluate_probe(context: EvaluatorContext) -> Scored:
     """Probe rows for every variant of the states (``clean``, and robustness variants as subsets ``<subset>+<variant>``), with their item records.
 
-    ``layers`` numbers the rows of each ``[K, N, D]`` state array (default ``0..K-1``); ``n_layers`` is the model's L (default:
-    the last of ``layers``); ``jobs``: worker processes for the layers. Items are keyed by the hash of their text.
+    ``context.layers`` numbers the rows of each ``[K, N, D]`` state array (default ``0..K-1``); ``context.n_layers`` is the
+    model's L (default: the last of ``layers``); ``context.jobs``: worker processes for the layers. Items are keyed by the hash of their text.
     """
+    states, data, spec, seed, layers, n_layers, jobs = context.states or {}, context.data, context.spec, context.seed, context.layers, context.n_layers, context.jobs
     if data.labels is None:
         raise UserError(f"task '{spec.name}': a probe needs labels; its data has none (set label_field)")
     y = encode_labels(data.labels, spec.labels)

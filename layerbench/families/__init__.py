@@ -10,6 +10,7 @@ import pkgutil
 
 from layerbench.families.registry import (
     OURS,
+    EvaluatorContext,
     Family,
     Protocol,
     ProtocolSettings,
@@ -21,7 +22,7 @@ from layerbench.families.registry import (
     register,
 )
 
-__all__ = ["OURS", "Family", "Protocol", "ProtocolSettings", "Strict", "add_protocol", "all_families", "check_family_name", "get_family", "register"]
+__all__ = ["OURS", "EvaluatorContext", "Family", "Protocol", "ProtocolSettings", "Strict", "add_protocol", "all_families", "check_family_name", "get_family", "register"]
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "registry":

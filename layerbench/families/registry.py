@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from layerbench.errors import UserError
 
-__all__ = ["OURS", "Family", "Protocol", "ProtocolSettings", "Strict", "add_protocol", "all_families", "get_family", "register"]
+__all__ = ["OURS", "EvaluatorContext", "Family", "Protocol", "ProtocolSettings", "Strict", "add_protocol", "all_families", "get_family", "register"]
 
 
 class Strict(BaseModel):
@@ -87,7 +87,38 @@ class ProtocolSettings(Strict):
         return value
 
 
-Evaluator = Callable[..., Any]  # returns the rows as a pandas DataFrame (pandas is not imported here)
+@dataclass(frozen=True)
+class EvaluatorContext:
+    """Everything an evaluator is given, as one object: a family's evaluator is ``evaluate(context) -> rows``.
+
+    Attributes:
+        data: the task's ``TextDataset`` (texts, labels, records, provenance).
+        spec: the ``TaskSpec`` under the variant's protocol; ``spec.settings`` is the family's settings model.
+        seed: the run's seed (splits, permutations, sampling derive from it).
+        states: a family that reads ``states``: variant (``clean``, a robustness variant) -> pooled states ``[K, N, D]``.
+        layers: the layer number of each of the K rows of the states (default ``0..K-1``).
+        n_layers: the model's L (depth = layer / L), also when ``layers`` is a subset.
+        jobs: worker processes the evaluator may spread layers over (its rows must not depend on it).
+        handle: a family that reads ``model``: the loaded ``ModelHandle`` (patching, generation, the logit lens).
+    """
+
+    data: Any
+    spec: Any
+    seed: int = 0
+    states: Mapping[str, Any] | None = None
+    layers: Sequence[int] | None = None
+    n_layers: int | None = None
+    jobs: int = 1
+    handle: Any = None
+
+    @property
+    def settings(self) -> Any:
+        """The family's settings of this variant (``spec.settings``)."""
+        return self.spec.settings
+
+
+# ``evaluate(context) -> rows``: a pandas DataFrame of rows, or ``layerbench.results.Scored`` (rows and item records).
+Evaluator = Callable[[EvaluatorContext], Any]
 
 
 @dataclass(frozen=True)
@@ -99,13 +130,10 @@ class Family:
         description: one line for listings.
         settings: the pydantic model of a spec's ``evaluator:`` block; it has
             a ``protocol`` field (``layerbench``, or a paper's protocol).
-        reads: ``states``: the evaluator takes ``(states, data, spec, seed,
-            layers=..., n_layers=..., jobs=...)``, where ``states`` maps a variant (``clean``, a
-            robustness variant) to pooled states ``[K, N, D]`` of the task's
-            texts, ``layers`` numbers their K rows, ``n_layers`` is the model's L
-            (depth = layer / L) and ``jobs`` the worker processes it may evaluate layers in
-            (these two are passed only to an evaluator that names them); ``model``: it takes ``(handle, data, spec, seed)`` and runs
-            the model itself (patching, generation, the logit lens);
+        reads: ``states``: the evaluator's :class:`EvaluatorContext` carries the
+            pooled states of the task's texts (``states``, ``layers``, ``n_layers``,
+            ``jobs``); ``model``: it carries the loaded model (``handle``), which the
+            evaluator runs itself (patching, generation, the logit lens);
             ``nothing``: no evaluator, the task's rows are the label-free
             metric suite's.
         evaluator: ``"module:function"`` of the evaluator (None for ``nothing``).

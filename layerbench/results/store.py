@@ -26,7 +26,6 @@ config refuses to overwrite it without ``--overwrite``.
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import socket
@@ -39,13 +38,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from layerbench.errors import UserError
+from layerbench.results.manifest import Manifest, Part, parse_manifest
 from layerbench.results.schema import OPTIONAL, check_columns, conform
 from layerbench.storage import write_whole
 
 _HASH_KEY = b"layerbench.config_hash"
-PARTS = ("scores", "metrics")
 # Where each part's files lie under a model's folder; item records go with the scores they were computed for.
-_FOLDERS = {"scores": None, "metrics": "metrics", "items": "items"}
+_FOLDERS: dict[str, str | None] = {Part.SCORES.value: None, Part.METRICS.value: "metrics", Part.ITEMS.value: "items"}
 
 
 def model_slug(model: str, revision: str | None) -> str:
@@ -81,16 +80,17 @@ class ResultStore:
         joined = "/".join([self.path, *parts])
         return Path(joined) if self.root is not None else self.fs.unstrip_protocol(joined)
 
-    def task_path(self, model: str, revision: str | None, task: str, part: str = "scores", variant: str = "") -> str | Path:
-        """Where one part (``scores``, ``metrics``, or the scores' ``items``) of one task's rows lives; ``variant`` is the suffix of a
-        non-default protocol or site (``@<protocol>``)."""
-        if part not in _FOLDERS:
+    def task_path(self, model: str, revision: str | None, task: str, part: str = Part.SCORES, variant: str = "") -> str | Path:
+        """Where one part (:class:`Part`: ``scores``, ``metrics``, or the scores' ``items``) of one task's rows lives; ``variant`` is the
+        suffix of a non-default protocol or site (``@<protocol>``)."""
+        key = Part(part).value if part in _FOLDERS else part
+        if key not in _FOLDERS:
             raise ValueError(f"unknown result part '{part}'; use one of {', '.join(_FOLDERS)}")
-        slug, folder = model_slug(model, revision), _FOLDERS[part]
+        slug, folder = model_slug(model, revision), _FOLDERS[key]
         name = f"{task}{variant}.parquet"
         return self._join(slug, name) if folder is None else self._join(slug, folder, name)
 
-    def stored_hash(self, model: str, revision: str | None, task: str, part: str = "scores", variant: str = "") -> str | None:
+    def stored_hash(self, model: str, revision: str | None, task: str, part: str = Part.SCORES, variant: str = "") -> str | None:
         """Config hash of a finished task part, or None when it has not run (or its file is unreadable)."""
         path = self.task_path(model, revision, task, part, variant)
         try:
@@ -102,7 +102,7 @@ class ResultStore:
             return None  # a corrupt file is as good as none: the task runs again
         return meta.get(_HASH_KEY, b"").decode() or None
 
-    def stored_run_ids(self, model: str, revision: str | None, task: str, part: str = "scores", variant: str = "") -> set[str]:
+    def stored_run_ids(self, model: str, revision: str | None, task: str, part: str = Part.SCORES, variant: str = "") -> set[str]:
         """The run ids in a stored task part's rows (empty when it has not run, or its file is unreadable)."""
         path = self.task_path(model, revision, task, part, variant)
         try:
@@ -111,10 +111,10 @@ class ResultStore:
         except (OSError, pa.ArrowException, KeyError):
             return set()
 
-    def write_task(self, rows: pd.DataFrame, model: str, revision: str | None, task: str, config_hash: str, part: str = "scores",
+    def write_task(self, rows: pd.DataFrame, model: str, revision: str | None, task: str, config_hash: str, part: str = Part.SCORES,
                    variant: str = "") -> str | Path:
         """Write one task part's rows atomically, tagged with the config hash that made them (``items``: rows already conformed to the item schema)."""
-        table = pa.Table.from_pandas(rows if part == "items" else conform(rows), preserve_index=False)
+        table = pa.Table.from_pandas(rows if part == Part.ITEMS else conform(rows), preserve_index=False)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), _HASH_KEY: config_hash.encode()})
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
@@ -131,16 +131,18 @@ class ResultStore:
     def manifest_path(self, model: str, revision: str | None, run_id: str) -> str | Path:
         return self._join(model_slug(model, revision), "runs", f"{run_id}.json")
 
-    def read_manifest(self, model: str, revision: str | None, run_id: str) -> dict[str, Any] | None:
+    def read_manifest(self, model: str, revision: str | None, run_id: str) -> Manifest | None:
         """The manifest of run ``run_id`` for this model, or None if it has none (or it is unreadable: it is rewritten)."""
+        path = self.manifest_path(model, revision, run_id)
         try:
-            return json.loads(self.fs.cat_file(str(self.manifest_path(model, revision, run_id))))
-        except (OSError, ValueError):
+            return parse_manifest(self.fs.cat_file(str(path)), path)
+        except (OSError, UserError):
             return None
 
-    def write_manifest(self, model: str, revision: str | None, run_id: str, manifest: dict[str, Any]) -> str | Path:
-        path = self.manifest_path(model, revision, run_id)
-        write_whole(path, json.dumps(manifest, indent=2, default=str).encode(), self.fs)
+    def write_manifest(self, manifest: Manifest) -> str | Path:
+        """Write ``manifest`` whole, to its model's ``runs/<run_id>.json``."""
+        path = self.manifest_path(manifest.model.name, manifest.model.revision, manifest.run_id)
+        write_whole(path, manifest.to_json(), self.fs)
         return path
 
     def mark_interrupted(self) -> list[str]:
@@ -153,14 +155,14 @@ class ResultStore:
         marked = []
         for path in sorted(self.fs.glob(f"{self.path}/*/runs/*.json")):
             try:
-                manifest = json.loads(self.fs.cat_file(path))
-            except (OSError, ValueError):
+                manifest = parse_manifest(self.fs.cat_file(path), path)
+            except (OSError, UserError):
                 continue
-            process = manifest.get("process") or {}
-            if manifest.get("status") != "running" or process.get("host") != socket.gethostname() or _alive(process.get("pid")):
+            process = manifest.process
+            if manifest.status != "running" or process.host != socket.gethostname() or _alive(process.pid):
                 continue
-            manifest |= {"status": "interrupted", "interrupted_noticed_at": datetime.now(timezone.utc).isoformat()}
-            write_whole(path if self.root is None else Path(path), json.dumps(manifest, indent=2, default=str).encode(), self.fs)
+            marked_manifest = manifest.model_copy(update={"status": "interrupted", "interrupted_noticed_at": datetime.now(timezone.utc).isoformat()})
+            write_whole(path if self.root is None else Path(path), marked_manifest.to_json(), self.fs)
             marked.append(str(path))
         return marked
 
@@ -214,22 +216,23 @@ def load_results(path: str | Path) -> pd.DataFrame:
     return conform(rows.fillna({c: v for c, v in OPTIONAL.items() if c in rows and v is not pd.NA}))
 
 
-def read_manifests(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
+def read_manifests(paths: list[Path]) -> dict[str, list[Manifest]]:
     """Run manifests under local result folders, by model name, oldest first.
 
     Raises:
-        UserError: a manifest is not valid JSON.
+        UserError: a manifest is not valid JSON or not a manifest.
     """
-    runs: dict[str, list[dict[str, Any]]] = {}
+    runs: dict[str, list[Manifest]] = {}
     for path in paths:
         for file in sorted(path.rglob("runs/*.json")) if path.is_dir() else []:
             try:
-                manifest = json.loads(file.read_text())
-            except (OSError, ValueError) as exc:
-                raise UserError(f"corrupt run manifest '{file}' ({exc})") from None
-            runs.setdefault(manifest.get("model", {}).get("name", "?"), []).append(manifest)
+                text = file.read_text()
+            except OSError as exc:
+                raise UserError(f"unreadable run manifest '{file}' ({exc})") from None
+            manifest = parse_manifest(text, file)
+            runs.setdefault(manifest.model.name, []).append(manifest)
     for model_runs in runs.values():
-        model_runs.sort(key=lambda m: m.get("run_id", ""))
+        model_runs.sort(key=lambda m: m.run_id)
     return runs
 
 

@@ -1,0 +1,286 @@
+"""What each page of the site shows, as plain data: a pure function of result rows, run manifests and the presentation schema.
+
+Everything is keyed by (model, revision): two revisions of one model are two
+rows of the index, two model pages, and two sets of curves. What a task is
+(its family and main score) comes from the manifests, never from specs
+installed where the site is built. Titles, sentences and column lists come
+from ``leaderboard/schema.yaml``; the figures from :mod:`layerbench.site.figures`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from layerbench.analysis import best_layer, layer_rows, main_metrics, metric_pick_summary, reference_signatures, summary, task_signatures, why_apart
+from layerbench.config import shipped_folder
+from layerbench.metrics import list_metrics
+from layerbench.results import Manifest, load_results, model_slug, read_manifests
+from layerbench.site import figures as fig
+from layerbench.specs.protocols import base_task, variant_suffix
+
+PARTS = shipped_folder("leaderboard")  # what the published site is made of: schema.yaml, templates/, static/
+Key = tuple[str, "str | None"]  # (model, revision or None)
+
+
+def presentation() -> dict[str, Any]:
+    """The presentation schema (``schema.yaml``): section order, special sections, columns, titles and sentences."""
+    return yaml.safe_load((PARTS / "schema.yaml").read_text())
+
+
+def columns(declared: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
+    """A schema's column list as the table template takes it: (key, title, is_text)."""
+    return [(c["id"], c["title"], bool(c.get("text"))) for c in declared]
+
+
+@dataclass
+class SiteData:
+    """The rows and what the site knows about them: each task's family and main score, the summary table, each task's size."""
+
+    paths: list[Path]
+    rows: pd.DataFrame  # every row, a task named with its variant suffix (``<task>@<protocol>``)
+    manifests: dict[str, list[Manifest]]
+    schema: dict[str, Any]
+    families: dict[str, str]
+    mains: dict[str, str | None]
+    table: pd.DataFrame  # layerbench.summary of the rows
+    sizes: dict[tuple[str, str | None, str], int]  # (model, revision, task) -> its items
+
+
+def read_site(paths: list[Path]) -> SiteData:
+    """The rows and manifests of the result folders, with what the runs recorded about their tasks."""
+    rows = pd.concat([load_results(p) for p in paths], ignore_index=True)
+    rows = rows.drop_duplicates(subset=[c for c in rows.columns if c != "run_id"], keep="last")
+    # Each (task, protocol, site) is its own entry on the site, named as its result file is.
+    rows = rows.assign(task=[t + variant_suffix(p, s) for t, p, s in zip(rows.task, rows.protocol, rows.site)])
+    manifests = read_manifests(paths)
+    info: dict[str, dict[str, str]] = {}
+    for runs in manifests.values():
+        for run in runs:  # oldest first: the latest run's record wins
+            for task, record in run.tasks.items():
+                info[task] = {**info.get(task, {}), **{k: v for k, v in (("family", record.family), ("main_score", record.main_score)) if v}}
+    tasks = sorted(rows.task.unique())
+    families = {t: info.get(base_task(t), {}).get("family", "other") for t in tasks}
+    mains = main_metrics(rows, {t: info.get(base_task(t), {}).get("main_score") for t in tasks})
+    return SiteData(paths, rows, manifests, presentation(), families, mains, summary(rows, mains), task_items(rows, manifests, mains))
+
+
+def revision_of(value: Any) -> str | None:
+    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+def task_items(rows: pd.DataFrame, manifests: dict[str, list[Manifest]], mains: dict[str, str | None]) -> dict[tuple[str, str | None, str], int]:
+    """(model, revision, task as the site names it) -> the items the task was run on, for every task with rows of its main score.
+
+    What "the same task set at full size" compares. The run manifests record
+    each task's data size (after ``--limit``); a task without a manifest falls
+    back on the largest ``n`` of its rows.
+    """
+    scored = rows[rows.metric == rows.task.map(mains)]
+    sizes = {(m, revision_of(r), t): int(n) for (m, r, t), n in scored.groupby(["model", "revision", "task"], dropna=False).n.max().items()}
+    for model, runs in manifests.items():
+        for manifest in runs:  # oldest first: the latest record of a task wins
+            for task, record in manifest.tasks.items():
+                for variant in list(record.variants) or ["default"]:
+                    key = (model, manifest.model.revision, task + ("" if variant == "default" else variant))
+                    if key in sizes and record.n is not None:
+                        sizes[key] = record.n
+    return sizes
+
+
+def latest_manifest(data: SiteData, model: str, revision: str | None) -> Manifest | None:
+    """The latest run manifest of (model, revision), or None."""
+    runs = [m for m in data.manifests.get(model, []) if m.model.revision == revision]
+    return runs[-1] if runs else None
+
+
+def of_model(frame: pd.DataFrame, model: str, revision: str | None) -> pd.DataFrame:
+    """The rows of one (model, revision)."""
+    return frame[(frame.model == model) & (frame.revision.isna() if revision is None else frame.revision == revision)]
+
+
+def _aggregate(values: pd.Series, statistic: str) -> Any:
+    """An index cell: the ``mean`` of the defined values, or ``count_positive`` as "k/n"; None when there are none."""
+    values = values.dropna().astype(float)
+    if values.empty:
+        return None
+    if statistic == "mean":
+        return fig.number(values.mean())
+    if statistic == "count_positive":
+        return f"{int((values > 0).sum())}/{len(values)}"
+    raise ValueError(f"schema.yaml: unknown statistic '{statistic}'; use mean or count_positive")
+
+
+def _cell_n(part: pd.DataFrame, field: str) -> str | None:
+    """What an index cell rests on: its tasks for a mean over tasks, its items for a headline summary (``<field>_n``)."""
+    defined = part[part[field].notna()]
+    if defined.empty:
+        return None
+    if f"{field}_n" in defined:
+        return f"n={int(defined[f'{field}_n'].sum())}"
+    return f"{len(defined)} task" + "s" * (len(defined) != 1)
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts with plain Python values (numbers or None), for the templates; a row with a ``note`` is shown muted."""
+    out = []
+    for record in frame.to_dict("records"):
+        row = {k: (None if (not isinstance(v, str) and pd.isna(v)) else (v.item() if hasattr(v, "item") else v)) for k, v in record.items()}
+        if row.get("note"):
+            row["_class"] = "muted"
+        out.append(row)
+    return out
+
+
+def index_rows(data: SiteData) -> list[dict[str, Any]]:
+    """One index row per (model, revision): the schema's columns, each cell's n (``_n_<column>``), and ``apart``: why it is not ranked, else None."""
+    signatures = task_signatures(data.table, data.families, data.sizes)
+    reference = reference_signatures(signatures)
+    out = []
+    for (model, revision), group in data.table.groupby(["model", "revision"], dropna=False, sort=True):
+        revision = revision_of(revision)
+        latest = latest_manifest(data, model, revision)
+        row: dict[str, Any] = {"model": model, "_href_model": f"models/{model_slug(model, revision)}.html", "revision": revision or "—",
+                               "parameters": latest.model.parameters if latest else None, "layers": int(of_model(data.rows, model, revision).n_layers.max()),
+                               "tasks": int(group.task.nunique()), "apart": why_apart(signatures[(model, revision)], reference)}
+        group = group.assign(family=group.task.map(lambda t: data.families.get(t, "other")))
+        for column in data.schema["index_columns"]:
+            if "field" not in column:
+                continue
+            part = group
+            if "family" in column:
+                part = part[part.family == column["family"]]
+            if "protocol" in column:
+                part = part[part.protocol == column["protocol"]]
+            row[column["id"]] = _aggregate(part[column["field"]], column["statistic"])
+            row[f"_n_{column['id']}"] = _cell_n(part, column["field"])
+        out.append(row)
+    return out
+
+
+def model_page(data: SiteData, row: dict[str, Any]) -> dict[str, Any]:
+    """The page of one index row's (model, revision): its task table, sections of figures, and its run manifests."""
+    from layerbench.site.sections import model_sections
+
+    model, revision = row["model"], None if row["revision"] == "—" else row["revision"]
+    pages = data.schema["pages"]
+    figures: dict[str, Any] = {}
+    sections = model_sections(of_model(data.rows, model, revision), data.families, data.mains, data.schema, figures, "m")
+    task_rows = records(of_model(data.table, model, revision).assign(family=lambda t: t.task.map(lambda x: data.families.get(x, "other"))))
+    for r in task_rows:
+        r["_href_task"] = f"../tasks/{r['task']}.html"
+    latest = latest_manifest(data, model, revision)
+    runs = [m for m in data.manifests.get(model, []) if m.model.revision == revision]
+    return dict(title=model, figures=figures, sections=sections, slug=model_slug(model, revision),
+                model={"parameters": latest.model.parameters if latest else None, "n_layers": row["layers"], "revision": revision},
+                task_table={"id": "tasks", "columns": columns(pages["model"]["task_columns"] + data.schema["summary_columns"]), "rows": task_rows},
+                manifests=[{"run_id": m.run_id, "status": m.status, "text": m.to_json().decode()} for m in runs])
+
+
+def task_page(data: SiteData, task: str, per_layer: pd.DataFrame) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The page of one task (every model's curves on relative depth, stars at their best layers) and its entry in the task index."""
+    pages, schema = data.schema["pages"], data.schema
+    main = data.mains.get(task)
+    figures: dict[str, Any] = {}
+    plots = []
+    shown = [main] if main else []
+    shown += [m for m in pages["task"]["also_plot"] if m != main and m in set(per_layer.metric)]
+    for metric in shown:
+        part = per_layer[per_layer.metric == metric]
+        part = part.assign(revision=part.revision.astype(object).where(part.revision.notna(), ""))  # "": no revision, a key groupby keeps
+        traces = []
+        bests = best_layer(part, metric=metric).set_index(["model", "revision", "subset", "split"])
+        for i, ((model, revision, subset, split), curve) in enumerate(part.groupby(["model", "revision", "subset", "split"], sort=True)):
+            color = fig.PALETTE[i % len(fig.PALETTE)]
+            name = f"{model}{'@' + revision if revision else ''} ({subset})"
+            traces.append(fig.trace(curve, name, color))
+            if (model, revision, subset, split) in bests.index:
+                traces.append(fig.best_marker(bests.loc[(model, revision, subset, split)], name, color))
+            if metric == main:
+                traces += fig.baseline_lines(of_model(data.rows[data.rows.task == task], model, revision or None), schema.get("baselines", {}), model, color)
+        if traces:
+            figures[f"t-{metric}"] = fig.curve_figure(pages["task"]["figure_title"].format(task=task, metric=metric), traces, metric, pages["depth_axis"],
+                                                      legend_below=True)
+            plots.append(f"t-{metric}")
+    mine = data.table[data.table.task == task]
+    best = records(mine)
+    for r in best:
+        r["_href_model"] = f"../models/{model_slug(r['model'], r['revision'])}.html"
+    family = data.families.get(task, "other")
+    page = dict(title=task, figures=figures, plots=plots, description=pages["task"]["description"].format(family=family, metric=main or "—"),
+                best_table={"id": "best", "columns": columns(pages["task"]["best_columns"] + schema["summary_columns"]), "rows": best})
+    noted = int(mine.note.notna().sum())  # models whose headline for the task is withheld (no concept beyond the baselines)
+    entry = {"task": task, "_href_task": f"tasks/{task}.html", "family": family, "metric": main, "models": len(mine[["model", "revision"]].drop_duplicates()),
+             "best": fig.number(mine.best_value.max()), "headline": f"{len(mine) - noted}/{len(mine)}" if noted else None}
+    if noted and noted == len(mine):
+        entry["_class"] = "muted"
+    return page, entry
+
+
+def task_pages(data: SiteData) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Every task's page by task, and the task index page."""
+    per_layer_by_task = dict(iter(layer_rows(data.rows).groupby("task", sort=False)))
+    pages, entries = {}, []
+    for task in sorted(data.rows.task.unique()):
+        pages[task], entry = task_page(data, task, per_layer_by_task.get(task, data.rows.iloc[:0]))
+        entries.append(entry)
+    schema = data.schema["pages"]["tasks"]
+    return pages, dict(title=schema["title"], task_table={"id": "tasks", "columns": columns(schema["columns"]), "rows": entries})
+
+
+def metrics_page(data: SiteData) -> dict[str, Any]:
+    """The metrics page: per label-free metric, how well it picks each (model, task)'s best layer, with figures and a verdict."""
+    schema = data.schema["pages"]["metrics"]
+    picks_of = metric_pick_summary(data.rows, data.mains)
+    directions = schema["directions"]
+    summary_rows, details = [], []
+    for name, picks in picks_of.items():
+        picks_layers = bool(picks.picks_layers.iloc[0])  # a descriptive metric has no best layer: it "picks" the last
+        direction = picks.direction.iloc[0]
+        summary_rows.append({"metric": name, "direction": directions["none" if direction is None else "higher" if direction else "lower"],
+                             "pairs": len(picks), "models": picks.model.nunique(), "spearman": fig.number(picks.spearman.mean()),
+                             "beats_last": f"{int((picks.gain > 1e-12).sum())}/{len(picks)}" if picks_layers else None,
+                             "picked_gain": fig.number(picks.gain.mean()) if picks_layers else None, "ceiling": fig.number(picks.ceiling.mean()),
+                             "regret": fig.number((picks.ceiling - picks.gain).mean()) if picks_layers else None,
+                             "per_model": {m: float(g.gain.mean()) for m, g in picks.groupby("model")} if picks_layers else {}})
+        details += [{"metric": name, **r} for r in records(picks.drop(columns=["gain", "ceiling", "higher_is_better", "picks_layers", "direction"]))]
+    figures: dict[str, Any] = {}
+    if picks_of:
+        models = sorted({m for p in picks_of.values() for m in p.model})
+        mean_of = {m: {n: (p[p.model == m].spearman.mean() if (p.model == m).any() else None) for n, p in picks_of.items()} for m in models}
+        figures["spearman"] = fig.grouped_bars(mean_of, schema["spearman_title"], schema["spearman_y_title"])
+        picking = [r["metric"] for r in summary_rows if r["picked_gain"] is not None]
+        gains = {m: {n: (picks_of[n][picks_of[n].model == m].gain.mean() if (picks_of[n].model == m).any() else None) for n in picking} for m in models}
+        ceiling = {m: float(pd.concat([p[p.model == m] for p in picks_of.values()]).drop_duplicates("task").ceiling.mean()) for m in models}
+        diamonds = [fig.markers(picking, [ceiling[m]] * len(picking), f"best layer: {m}", fig.PALETTE[i % len(fig.PALETTE)], "best - last", m)
+                    for i, m in enumerate(models)]
+        figures["gain"] = fig.grouped_bars(gains, schema["gain_title"], schema["gain_y_title"], diamonds)
+    return dict(title=schema["title"], figures=figures, verdict=verdict(summary_rows, schema["verdict"]), models=sorted(data.rows.model.unique()),
+                plots=list(figures), metric_table={"id": "metrics", "columns": columns(schema["columns"]), "rows": summary_rows},
+                detail_table={"id": "details", "columns": columns(schema["detail_columns"]), "rows": details})
+
+
+def verdict(summary_rows: list[dict[str, Any]], sentences: dict[str, str]) -> str:
+    """One honest paragraph on whether any label-free metric picks better layers than simply taking the last one (the schema's sentences)."""
+    if not summary_rows:
+        return sentences["empty"]
+    directed = [r for r in summary_rows if r["picked_gain"] is not None]
+    winners = sorted((r for r in directed if r["picked_gain"] > 0), key=lambda r: -r["picked_gain"])
+    pairs = max(r["pairs"] for r in summary_rows)
+    ceiling = f"{max((r['ceiling'] for r in summary_rows if r['ceiling'] is not None), default=0.0):+.3f}"
+    local = [f"{r['metric']} on {m} ({g:+.3f})" for r in directed for m, g in sorted(r["per_model"].items()) if g > 0]
+    on_some = sentences["on_some"].format(listed=", ".join(local)) if local else ""
+    if not winners:
+        best = max(directed, key=lambda r: r["picked_gain"]) if directed else None
+        closest = sentences["closest"].format(metric=best["metric"], gain=f"{best['picked_gain']:+.3f}") if best else ""
+        return sentences["none_beats"].format(pairs=pairs, closest=closest, on_some=on_some, ceiling=ceiling)
+    listed = ", ".join(sentences["winner"].format(metric=r["metric"], gain=f"{r['picked_gain']:+.3f}", beats_last=r["beats_last"]) for r in winners)
+    return sentences["some_beat"].format(pairs=pairs, winners=len(winners), directed=len(directed), listed=listed, ceiling=ceiling)
+
+
+def label_free_names() -> set[str]:
+    """The names of the label-free metrics (their rows get their own plots)."""
+    return {info.name for info in list_metrics()}
