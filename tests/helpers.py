@@ -115,7 +115,7 @@ def check_backpatch_rows(handle) -> None:
     stats = CaptureStats()
     with counting_passes(handle, stats):
         rows = complete_rows(evaluate_backpatch(EvaluatorContext(data, spec, 0, handle=handle)), model="m", revision=None, task="bp", subset="s", split="test", n_layers=L, run_id="r")
-    # The run reports the passes it made, at least one clean and one patched pass per query and position (it once said "0 forward passes").
+    # The run counts the passes the evaluator made: at least one clean and one patched pass per query and position.
     assert stats.forward_passes >= 6 * 3
     patched = rows[rows.metric == "patched_correct"]
     # layers 0, 10, 20, ..., L: every back-patch pair of them, two positions, two groups

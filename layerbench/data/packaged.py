@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from layerbench.carriers import package_folder
 from layerbench.data.builders import Builders
 from layerbench.data.dataset import TextDataset, balanced
 from layerbench.errors import UserError
-from layerbench.packaged import package_folder
 
 PACKAGED: Builders[TextDataset] = Builders("packaged data set")
 packaged_dataset = PACKAGED.register

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from layerbench.carriers import package_folder
 from layerbench.config import cache_dir
 from layerbench.errors import UserError, network_errors
 from layerbench.fingerprint import concatenation_sha256, file_sha256, weights_fingerprint
 from layerbench.models.registry import ModelEntry, PackagedCopy, find_entry
-from layerbench.packaged import package_folder
 
 # What a checkpoint needs from a Hub repository; exporter folders are skipped.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
