@@ -53,13 +53,14 @@ site: venv
 
 # The committed reference results and the site built from them, with one command: the default suite under our
 # protocol and each paper's on the four offline models (MiniLM, multilingual-e5-small, SmolLM2, Gemma 3), and the
-# decoders' coin-flip internal consistency under ours and Xie et al.'s. A model and task already recorded with the
+# decoders' coin-flip internal consistency under ours and Xie et al.'s, and the decoders' latent language under ours and Wendler et al.'s. A model and task already recorded with the
 # same configuration is skipped (an interrupted or partial build resumes) and one recorded with another (a changed
 # task spec) is redone (--update).
 LEADERBOARD_MODELS := --model sentence-transformers/all-MiniLM-L6-v2 --model multilingual-e5-small-q4 --model smollm2-135m-q4 --model gemma3-270m-base-q4
 leaderboard: venv
 	$(BIN)/layerbench run $(LEADERBOARD_MODELS) --suite default --protocol layerbench,paper --update --reference --output results
 	$(BIN)/layerbench run --model smollm2-135m-q4 --model gemma3-270m-base-q4 --tasks consistency-coinflip --protocol layerbench,xie2024 --limit 20 --no-metrics --update --reference --output results
+	$(BIN)/layerbench run --model smollm2-135m-q4 --model gemma3-270m-base-q4 --suite latent-language --protocol layerbench,paper --no-metrics --update --reference --output results
 	$(BIN)/layerbench leaderboard results -o site
 
 results: leaderboard

@@ -116,6 +116,8 @@ def best_layer(df: pd.DataFrame, task: str | None = None, metric: str | None = N
         rows = rows[rows.metric == rows.task.map(mains)]
     out = []
     for key, group in rows.groupby(GROUP, dropna=False, sort=True):
+        if group.value.isna().all():  # no layer has a value (a subset left without items): no best layer
+            continue
         higher = bool(group.higher_is_better.iloc[0])
         best = group.loc[group.value.idxmax() if higher else group.value.idxmin()]
         last = group.loc[group.layer.idxmax()]

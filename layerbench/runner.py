@@ -447,11 +447,13 @@ class ModelRunner:
                     if noisy is not None:
                         states["noise"] = noisy
                     states |= {r: precision[(r, pooling)].sites[v.site].pooled for r in robustness if (r, pooling) in precision}
-                    scores = evaluator(EvaluatorContext(data, v.spec, config.seed, states=states, layers=site.layers, n_layers=handle.n_layers,
-                                                        jobs=self.jobs))
+                    context = EvaluatorContext(data, v.spec, config.seed, states=states, layers=site.layers, n_layers=handle.n_layers, jobs=self.jobs)
+                    scores = evaluator(context)
                 else:
+                    context = EvaluatorContext(data, v.spec, config.seed, handle=handle, n_layers=handle.n_layers)
                     with counting_passes(handle, stats):
-                        scores = evaluator(EvaluatorContext(data, v.spec, config.seed, handle=handle, n_layers=handle.n_layers))
+                        scores = evaluator(context)
+                entry.evaluator_notes = context.notes or None
                 if isinstance(scores, Scored):  # an evaluator that keeps item records (the gate pairs on them)
                     if scores.items is not None:
                         rows[(v.suffix, Part.ITEMS)] = complete_items(scores.items, **{k: identity[k] for k in _ITEM_IDENTITY})

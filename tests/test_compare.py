@@ -222,3 +222,10 @@ def test_a_malformed_spec_in_the_task_folders_does_not_stop_the_reading_of_resul
     monkeypatch.setenv("LAYERBENCH_TASKS", str(tmp_path))
     table = summary(rows())
     assert table.metric.tolist() == ["accuracy"] and table.best_layer.tolist() == [2]
+
+
+def test_a_group_without_any_value_has_no_best_layer():
+    """A subset every item of which was filtered out has NaN rows at every layer: no best layer, and no crash."""
+    empty = rows(accuracy=[np.nan] * 4).assign(subset="none-left")
+    best = best_layer(pd.concat([rows(), empty]))
+    assert best.subset.tolist() == ["factual"] and best.best_layer.tolist() == [2]

@@ -28,7 +28,6 @@ every pair (``benchmarks/bench_backpatch.py`` checks this against the naive way)
 from __future__ import annotations
 
 import copy
-import inspect
 import re
 
 import numpy as np
@@ -44,7 +43,7 @@ from layerbench.families import EvaluatorContext
 from layerbench.families.backpatch import BackpatchSettings
 from layerbench.models.generation import generate, greedy_from_cache
 from layerbench.models.loading import ModelHandle
-from layerbench.models.residual import first_token_id, last_token_states, lens_statistics, patch_positions, record_layers
+from layerbench.models.residual import first_token_id, last_token_states, lens_statistics, one_position_logits, patch_positions, record_layers
 from layerbench.results.rows import layer_row, mean_row, summary_row
 
 
@@ -131,10 +130,6 @@ def layer_pairs(n_layers: int, settings: BackpatchSettings) -> list[tuple[int, i
     return [(ls, lt) for lt in grid for ls in grid if ls > lt or (settings.forward_patching and ls < lt)]
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
 def sweep_query(handle: ModelHandle, prompt: str, positions: dict[str, int], pairs: list[tuple[int, int]],
                 names: list[str], max_new_tokens: int, batch_size: int, substring: bool = False) -> dict[tuple[str, int, int], str]:
     """Greedy continuations of ``prompt`` under every (position, ls, lt) patch.
@@ -155,7 +150,7 @@ def sweep_query(handle: ModelHandle, prompt: str, positions: dict[str, int], pai
     with torch.no_grad(), record_layers(handle, list(range(n_layers + 1))) as recorded:
         clean = model(input_ids=ids, use_cache=True)
     states = torch.stack([recorded[layer][0][0] for layer in range(n_layers + 1)])  # [L+1, T, D]
-    extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    extra = one_position_logits(model)
     out: dict[tuple[str, int, int], str] = {}
     for position, p in positions.items():
         for start in range(0, len(pairs), batch_size):

@@ -100,6 +100,8 @@ class EvaluatorContext:
         n_layers: the model's L (depth = layer / L), also when ``layers`` is a subset.
         jobs: worker processes the evaluator may spread layers over (its rows must not depend on it).
         handle: a family that reads ``model``: the loaded ``ModelHandle`` (patching, generation, the logit lens).
+        notes: what the evaluator wants the run manifest to say of this variant (items it dropped and why); the runner
+            copies it into the variant's record.
     """
 
     data: Any
@@ -110,6 +112,7 @@ class EvaluatorContext:
     n_layers: int | None = None
     jobs: int = 1
     handle: Any = None
+    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def settings(self) -> Any:

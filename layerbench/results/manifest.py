@@ -41,6 +41,7 @@ class VariantRecord(_Open):
     config_hashes: dict[str, str] = Field(default_factory=dict)
     robustness: list[str] | None = None
     metrics: dict[str, Any] | None = None  # names, sampled texts, views per text, notes
+    evaluator_notes: dict[str, Any] | None = None  # what the evaluator said of its items (EvaluatorContext.notes)
 
 
 class TaskRecord(_Open):

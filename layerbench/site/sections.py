@@ -41,7 +41,8 @@ def model_sections(rows: pd.DataFrame, families: dict[str, str], mains: dict[str
             curves = dict(iter(task_rows.groupby(["metric", "subset"], sort=False)))  # (metric, subset) -> its rows, in row order
             scores = [m for m in sorted(task_rows.metric.unique()) if m not in label_free and not m.startswith(not_scores)]
             if scores:
-                traces = [fig.trace(curves[(metric, subset)], f"{metric} ({subset})", fig.PALETTE[i % len(fig.PALETTE)], visible=metric == (main or scores[0]))
+                shown = main if main in scores else scores[0]  # the main score, unless a special section draws it
+                traces = [fig.trace(curves[(metric, subset)], f"{metric} ({subset})", fig.PALETTE[i % len(fig.PALETTE)], visible=metric == shown)
                           for i, (metric, subset) in enumerate(key for key in curves if key[0] in scores)]
                 traces += fig.baseline_lines(rows[rows.task == task], schema.get("baselines", {}))
                 plot = f"{prefix}-{task}-scores"
@@ -60,7 +61,7 @@ def model_sections(rows: pd.DataFrame, families: dict[str, str], mains: dict[str
         if metric_plots:
             sections.append({"id": f"family-{family}-metrics", "title": pages["metrics_title"].format(family=family), "plots": metric_plots, "note": ""})
     for section in schema["sections"]:
-        build = {"heatmap": heatmap_sections, "subset_curves": subset_curve_sections}[section["kind"]]
+        build = {"heatmap": heatmap_sections, "subset_curves": subset_curve_sections, "metric_curves": metric_curve_sections}[section["kind"]]
         sections += build(rows, section, figures, prefix, axis)
     return sections
 
@@ -97,6 +98,26 @@ def subset_curve_sections(rows: pd.DataFrame, section: dict[str, Any], figures: 
             traces = [fig.trace(part[part.subset == s], s, color) for s, color in section["subsets"].items() if (part.subset == s).any()]
             plot = f"{prefix}-{task}-{metric}"
             figures[plot] = fig.curve_figure(f"{task}: {metric}", traces, section["y_title"], axis)
+            plots.append(plot)
+        sections.append({"id": f"{section['id']}-{task}", "title": section["title"].format(task=task), "plots": plots, "note": section["note"]})
+    return sections
+
+
+def metric_curve_sections(rows: pd.DataFrame, section: dict[str, Any], figures: dict[str, Any], prefix: str, axis: str) -> list[dict[str, Any]]:
+    """Per task with metrics named ``section["prefix"]...``: a plot per subset with one curve per such metric, the section's
+    ``first`` metrics drawn first in its colours and shown, the others after them, shown from the legend."""
+    curves = layer_rows(rows[rows.metric.str.startswith(section["prefix"])])
+    sections = []
+    for task in sorted(curves.task.unique()):
+        mine = curves[curves.task == task]
+        names = [m for m in section["first"] if (mine.metric == m).any()] + sorted(set(mine.metric) - set(section["first"]))
+        plots = []
+        for subset in sorted(mine.subset.unique()):
+            part = mine[mine.subset == subset]
+            traces = [fig.trace(part[part.metric == m], m.removeprefix(section["prefix"]), section["colors"].get(m, fig.PALETTE[i % len(fig.PALETTE)]),
+                                visible=m in section["first"]) for i, m in enumerate(names) if (part.metric == m).any()]
+            plot = f"{prefix}-{task}-{section['id']}-{subset}"
+            figures[plot] = fig.curve_figure(section["figure_title"].format(task=task, subset=subset), traces, section["y_title"], axis)
             plots.append(plot)
         sections.append({"id": f"{section['id']}-{task}", "title": section["title"].format(task=task), "plots": plots, "note": section["note"]})
     return sections
