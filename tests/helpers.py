@@ -160,3 +160,44 @@ def check_consistency_rows(handle) -> None:
     if n_right and n_wrong:
         assert 0 <= summary.value["ic_auroc"] <= 1
     assert summary.n["greedy_accuracy"] == 4
+
+
+# The latent-language family's token rules, on words of each of its languages.
+WORDS = {"en": "cloud", "fr": "nuage", "de": "Wolke", "zh": "云", "ru": "облако", "ja": "雲", "ko": "구름", "hi": "बादल", "es": "nube"}
+
+
+def brute_force_prefix_tokens(tokenizer, word: str) -> list[int]:
+    """Every token whose bytes (decoded one token at a time, the independent way) begin a spelling of the word, spaced or not."""
+    from layerbench.evaluators.latent_language import token_bytes
+
+    decoded = token_bytes(tokenizer.get_vocab())
+    spelled = [word, word[:1].upper() + word[1:], word.lower()]
+    bases = [s.encode() for s in spelled] + [b" " + s.encode() for s in spelled]
+    return sorted(i for i, data in decoded.items() if data and data != b" " and any(base.startswith(data) for base in bases))
+
+
+def check_prefix_token_rule(handle) -> None:
+    """Our token rule finds exactly the tokens a brute-force scan of the vocabulary finds, some for every word, and the token the
+    model would write first."""
+    from layerbench.evaluators.latent_language import prefix_token_ids
+
+    rule = prefix_token_ids(handle.tokenizer)
+    for language, word in WORDS.items():
+        ids = rule(word, language)
+        assert ids == brute_force_prefix_tokens(handle.tokenizer, word), word
+        assert ids, f"no token begins {word!r}"
+    first = handle.tokenizer(" " + WORDS["fr"], add_special_tokens=False).input_ids[0]
+    assert first in rule(WORDS["fr"], "fr")
+
+
+def their_process_tokens(token_str: str, tokenizer, lang: str) -> list[int]:
+    """Translation.ipynb's token_prefixes, add_spaces, capitalizations, unicode_prefix_tokid and process_tokens, as written."""
+    with_prefixes = [token_str[:i] for i in range(1, len(token_str) + 1)]
+    with_spaces = ["▁" + t for t in with_prefixes] + with_prefixes
+    final_tokens = [tokenizer.get_vocab()[tok] for tok in list(set(with_spaces)) if tok in tokenizer.get_vocab()]
+    if lang in ["zh", "ru"]:
+        start = token_str.encode().__str__()[2:-1].split("\\x")[1]
+        start_key = "<0x%s>" % start.upper()
+        if start_key in tokenizer.get_vocab():
+            final_tokens.append(tokenizer.get_vocab()[start_key])
+    return final_tokens

@@ -6,15 +6,26 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pytest
 import torch
-from helpers import check_backpatch_rows, check_consistency_rows, check_padding_invariance, check_three_sites_in_one_pass
+from helpers import (
+    WORDS,
+    check_backpatch_rows,
+    check_consistency_rows,
+    check_padding_invariance,
+    check_prefix_token_rule,
+    check_three_sites_in_one_pass,
+    their_process_tokens,
+)
 
+from layerbench.data import load_packaged
 from layerbench.errors import UserError
+from layerbench.evaluators.latent_language import token_sets, wendler2024_token_ids
 from layerbench.fingerprint import concatenation_sha256
 from layerbench.models import registry
 from layerbench.models.registry import find_entry
-from layerbench.models.residual import lens_logits, record_layers
+from layerbench.models.residual import last_token_states, lens_logits, lens_masses, record_layers
 from layerbench.models.resolve import resolve_checkpoint
 
 
@@ -90,3 +101,42 @@ def test_backpatching_on_a_handful_of_queries(gemma):
 @pytest.mark.slow
 def test_internal_consistency_on_a_handful_of_questions(gemma):
     check_consistency_rows(gemma)
+
+
+@pytest.mark.slow
+def test_our_latent_language_token_rule_on_a_sentencepiece_vocabulary(gemma):
+    check_prefix_token_rule(gemma)
+
+
+@pytest.mark.slow
+def test_the_authors_token_rule_and_readout_equal_their_notebooks_on_gemma(gemma):
+    """Gemma 3's tokenizer is SentencePiece with byte fallback, as Llama 2's: their process_tokens gives the same ids, and their
+    readout (hooks on model.model.layers, then norm and lm_head, a softmax, the sums) the same masses, at layers 1..L."""
+    theirs_rule = wendler2024_token_ids(gemma.tokenizer)
+    for language, word in WORDS.items():
+        assert sorted(theirs_rule(word, language)) == sorted(their_process_tokens(word, gemma.tokenizer, language)), word
+    data = load_packaged("cldr-latent-language", {"kind": "translation", "targets": ["zh", "ru"]})
+    records = [data.records[i] for i in (0, 1, 80, 81)]
+    prompts = [data.texts[i] for i in (0, 1, 80, 81)]
+    kept, sets, _ = token_sets(records, ["en", "zh", "ru"], theirs_rule, lambda kind: True)
+    assert kept
+    ours, entropy = lens_masses(gemma, last_token_states(gemma, [prompts[i] for i in kept])[1:], [sets[i] for i in range(len(kept))])
+    model = gemma.model
+    for position, i in enumerate(kept):
+        outputs = []
+        hooks = [layer.register_forward_hook(lambda m, a, o, outputs=outputs: outputs.append((o[0] if isinstance(o, tuple) else o)[:, -1]))
+                 for layer in model.model.layers]
+        try:
+            with torch.no_grad():
+                model(**gemma.tokenizer(prompts[i], return_tensors="pt"))
+                last = model.lm_head(model.model.norm(torch.cat(outputs))).float().softmax(dim=-1)  # [L, V]
+        finally:
+            for hook in hooks:
+                hook.remove()
+        target = records[i]["target_lang"]
+        out_ids = their_process_tokens(records[i]["words"][target], gemma.tokenizer, target)
+        latent_ids = their_process_tokens(records[i]["words"]["en"], gemma.tokenizer, "en")
+        np.testing.assert_allclose(ours[:, position, ["en", "zh", "ru"].index(target)], last[:, out_ids].sum(-1), atol=1e-5)
+        np.testing.assert_allclose(ours[:, position, 0], last[:, latent_ids].sum(-1), atol=1e-5)
+        their_entropy = (-last * torch.log2(last)).nansum(dim=-1)  # compute_entropy, with 0 log 0 taken as 0
+        np.testing.assert_allclose(entropy[:, position], their_entropy, rtol=1e-3, atol=1e-3)

@@ -1,27 +1,17 @@
-"""The latent-language family: CLDR prompts in the authors' formats, the token rules (ours against a brute-force scan, theirs
-against their notebook's lines), the lens readout against their hooks on Gemma 3, the rows on known arrays, and a run."""
+"""The latent-language family: CLDR prompts in the authors' formats, our token rule against a brute-force scan, the filters and
+the rows on known cases, and a run (tests/test_gemma3.py checks the authors' token rule and readout against their notebook on Gemma 3)."""
 from __future__ import annotations
 
 from collections import Counter
 
 import numpy as np
 import pytest
-import torch
+from helpers import check_prefix_token_rule
 
 from layerbench.data import load_packaged
 from layerbench.data.cldr import LANGUAGE_NAMES, concepts
 from layerbench.errors import UserError
-from layerbench.evaluators.latent_language import (
-    LEAD_FLOOR,
-    language_rows,
-    prefix_token_ids,
-    token_bytes,
-    token_sets,
-    wendler2024_token_ids,
-)
-from layerbench.models.residual import last_token_states, lens_masses
-
-WORDS = {"en": "cloud", "fr": "nuage", "de": "Wolke", "zh": "云", "ru": "облако", "ja": "雲", "ko": "구름", "hi": "बादल", "es": "nube"}
+from layerbench.evaluators.latent_language import LEAD_FLOOR, language_rows, token_sets
 
 
 def test_cldr_concepts_and_prompts_follow_the_authors_formats():
@@ -61,73 +51,10 @@ def test_bad_latent_language_options_are_one_line_errors(options, message):
         load_packaged("cldr-latent-language", options)
 
 
-def _brute_force(tokenizer, word: str) -> list[int]:
-    """Every token whose bytes (decoded one token at a time, the independent way) begin a spelling of the word, spaced or not."""
-    decoded = token_bytes(tokenizer.get_vocab())
-    spelled = [word, word[:1].upper() + word[1:], word.lower()]
-    bases = [s.encode() for s in spelled] + [b" " + s.encode() for s in spelled]
-    return sorted(i for i, data in decoded.items() if data and data != b" " and any(base.startswith(data) for base in bases))
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["smollm", "gemma"])
-def test_our_token_rule_is_every_token_that_begins_the_word(model, request):
-    handle = request.getfixturevalue(model)
-    rule = prefix_token_ids(handle.tokenizer)
-    for language, word in WORDS.items():
-        ids = rule(word, language)
-        assert ids == _brute_force(handle.tokenizer, word), (model, word)
-        assert ids, f"{model} has no token beginning {word!r}"
-    # A token the model would write first for the word is always among them.
-    first = handle.tokenizer(" " + WORDS["fr"], add_special_tokens=False).input_ids[0]
-    assert first in rule(WORDS["fr"], "fr")
-
-
-def _their_process_tokens(token_str: str, tokenizer, lang: str) -> list[int]:
-    """Translation.ipynb's token_prefixes, add_spaces, capitalizations, unicode_prefix_tokid and process_tokens, as written."""
-    with_prefixes = [token_str[:i] for i in range(1, len(token_str) + 1)]
-    with_spaces = ["▁" + t for t in with_prefixes] + with_prefixes
-    final_tokens = [tokenizer.get_vocab()[tok] for tok in list(set(with_spaces)) if tok in tokenizer.get_vocab()]
-    if lang in ["zh", "ru"]:
-        start = token_str.encode().__str__()[2:-1].split("\\x")[1]
-        start_key = "<0x%s>" % start.upper()
-        if start_key in tokenizer.get_vocab():
-            final_tokens.append(tokenizer.get_vocab()[start_key])
-    return final_tokens
-
-
-@pytest.mark.slow
-def test_the_authors_token_rule_and_readout_equal_their_notebooks_on_gemma(gemma):
-    """Gemma 3's tokenizer is SentencePiece with byte fallback, as Llama 2's: their process_tokens gives the same ids, and their
-    readout (hooks on model.model.layers, then norm and lm_head, a softmax, the sums) the same masses, at layers 1..L."""
-    theirs_rule = wendler2024_token_ids(gemma.tokenizer)
-    for language, word in WORDS.items():
-        assert sorted(theirs_rule(word, language)) == sorted(_their_process_tokens(word, gemma.tokenizer, language)), word
-    data = load_packaged("cldr-latent-language", {"kind": "translation", "targets": ["zh", "ru"]})
-    records = [data.records[i] for i in (0, 1, 80, 81)]
-    prompts = [data.texts[i] for i in (0, 1, 80, 81)]
-    kept, sets, _ = token_sets(records, ["en", "zh", "ru"], theirs_rule, lambda kind: True)
-    assert kept
-    ours, entropy = lens_masses(gemma, last_token_states(gemma, [prompts[i] for i in kept])[1:], [sets[i] for i in range(len(kept))])
-    model = gemma.model
-    for position, i in enumerate(kept):
-        outputs = []
-        hooks = [layer.register_forward_hook(lambda m, a, o, outputs=outputs: outputs.append((o[0] if isinstance(o, tuple) else o)[:, -1]))
-                 for layer in model.model.layers]
-        try:
-            with torch.no_grad():
-                model(**gemma.tokenizer(prompts[i], return_tensors="pt"))
-                last = model.lm_head(model.model.norm(torch.cat(outputs))).float().softmax(dim=-1)  # [L, V]
-        finally:
-            for hook in hooks:
-                hook.remove()
-        target = records[i]["target_lang"]
-        out_ids = _their_process_tokens(records[i]["words"][target], gemma.tokenizer, target)
-        latent_ids = _their_process_tokens(records[i]["words"]["en"], gemma.tokenizer, "en")
-        np.testing.assert_allclose(ours[:, position, ["en", "zh", "ru"].index(target)], last[:, out_ids].sum(-1), atol=1e-5)
-        np.testing.assert_allclose(ours[:, position, 0], last[:, latent_ids].sum(-1), atol=1e-5)
-        their_entropy = (-last * torch.log2(last)).nansum(dim=-1)  # compute_entropy, with 0 log 0 taken as 0
-        np.testing.assert_allclose(entropy[:, position], their_entropy, rtol=1e-3, atol=1e-3)
+def test_our_token_rule_is_every_token_that_begins_the_word(smollm):
+    """On SmolLM2's byte-level BPE (tests/test_gemma3.py checks Gemma 3's SentencePiece vocabulary)."""
+    check_prefix_token_rule(smollm)
 
 
 def test_prompts_are_dropped_by_the_filters_and_counted():
