@@ -284,3 +284,27 @@ def metric_pick_summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None
         out[info.name] = picks.assign(gain=sign * (picks.picked_score - picks.last_score), ceiling=sign * (picks.best_score - picks.last_score),
                                       picks_layers=info.higher_is_better is not None, direction=info.higher_is_better)
     return out
+
+
+def equivalent_metrics(picks_of: Mapping[str, pd.DataFrame]) -> list[list[str]]:
+    """Groups of metrics that order the layers of every (model, task) alike, from :func:`metric_pick_summary`'s output.
+
+    Two metrics are grouped when they have the same direction, the same Spearman correlation with the task's score on every
+    (model, task) pair (to 1e-9) and pick the same layer there: on these results they are one layer picker (a monotone
+    transform of each other, such as ``effective_rank = exp(dataset_entropy)``). Each group is ordered with the metric the
+    others are derived from (``MetricInfo.derived_from``) first, then by name; metrics alike to none are left out.
+    """
+    from layerbench.metrics import get as get_metric
+
+    keys: dict[tuple, list[str]] = {}
+    for name, picks in picks_of.items():
+        ordered = picks.sort_values([c for c in ("model", "revision", "task", "protocol", "site", "subset") if c in picks])
+        key = (picks.direction.iloc[0], len(ordered), tuple(np.round(ordered.spearman.to_numpy(float), 9)), tuple(ordered.picked_layer.tolist()),
+               tuple(ordered.task), tuple(ordered.model))
+        keys.setdefault(key, []).append(name)
+    groups = []
+    for names in keys.values():
+        if len(names) > 1:
+            sources = {get_metric(n).derived_from for n in names} & set(names)
+            groups.append(sorted(names, key=lambda n: (n not in sources, n)))
+    return sorted(groups)

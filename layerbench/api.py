@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from layerbench import preflight
 from layerbench.errors import UserError
 from layerbench.families import get_family
 from layerbench.manifest import environment
@@ -138,6 +139,7 @@ def run(models: RunConfig | str | Sequence[str], /, **options: Any) -> RunSummar
     summary = RunSummary(as_location(output), run_id)
     models = list(config.models)
     checkpoints = {model: resolve_checkpoint(model, config.revision) for model in models}
+    preflight.check(config, specs, checkpoints)  # every problem the specs and the models' configurations show, before any weights load
     env = environment()
     seed_everything(config.seed)
 
@@ -148,11 +150,16 @@ def run(models: RunConfig | str | Sequence[str], /, **options: Any) -> RunSummar
         return summary
     for m_index, model in enumerate(models, 1):
         runner = ModelRunner(checkpoints[model], config, plan, run_id, env, f"model {m_index}/{len(models)}")
+        summary.status[model] = {}
+        task = None
         try:
-            summary.status[model] = {spec.name: runner.run_task(spec, f"task {t_index}/{len(specs)}") for t_index, spec in enumerate(specs, 1)}
+            for t_index, spec in enumerate(specs, 1):
+                task = spec.name
+                summary.status[model][spec.name] = runner.run_task(spec, f"task {t_index}/{len(specs)}")
         except BaseException as exc:
             # Ctrl-C, or an error that stops the run; a killed process cannot say so, and the next run marks it (ResultStore.mark_interrupted).
-            runner.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            runner.finish("interrupted" if interrupted else "failed", error=None if interrupted else (str(exc).splitlines() or [type(exc).__name__])[0], task=task)
             raise
         runner.finish()
         summary.forward_passes += runner.stats.forward_passes

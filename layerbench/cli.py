@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 
 import click
 
@@ -109,20 +110,29 @@ def cache(ctx) -> None:
 
 @cache.command(name="info")
 def cache_info() -> None:
-    """Where the cache is, its shards, entries and bytes, per model, and its age."""
+    """Where the cache is; per model its shards, entries (and superseded or unreadable copies) and bytes; the lines add up to the total."""
     from layerbench.capture.cache import ActivationCache, summarize
     from layerbench.config import activation_cache_location
 
     location = activation_cache_location()
     held = summarize(ActivationCache(location))
-    click.echo(f"activation cache: {location}")
-    click.echo(f"{held.shards} shard(s), {held.entries} entries, {_size(held.bytes)}"
+    click.echo(f"activation cache: {location}, {_size(held.bytes)} on disk"
                + (f"; written {held.oldest:%Y-%m-%d %H:%M} to {held.newest:%Y-%m-%d %H:%M} UTC" if held.oldest and held.newest else ""))
-    for model, (entries, size) in held.by_model.items():
-        click.echo(f"  {model:48} {entries:>9} entries {_size(size):>10}")
+    header = f"  {'model':48} {'shards':>7} {'entries':>9} {'superseded':>11} {'unreadable':>11} {'size':>10}"
+    click.echo(header)
+    for model, part in [*held.by_model.items(), ("total", held.indexed)]:
+        click.echo(f"  {model:48} {part.shards:>7} {part.entries:>9} {part.superseded:>11} {part.unreadable:>11} {_size(part.bytes):>10}")
     if held.unindexed[0]:
-        click.echo(f"{held.unindexed[0]} file(s), {_size(held.unindexed[1])}, not indexed (being written, left by a killed run, or the old "
-                   "one-file-per-entry format): `layerbench cache prune` removes those a day old and the old format's")
+        click.echo(f"  {'not indexed (see below)':48} {held.unindexed[0]:>7} {'':>9} {'':>11} {'':>11} {_size(held.unindexed[1]):>10}")
+    notes = []
+    if held.indexed.superseded or held.indexed.unreadable:
+        notes.append("superseded: older copies of entries written again; unreadable: entries of a missing or truncated shard. A read skips both; "
+                     "`layerbench cache prune` removes the shards that hold nothing else")
+    if held.unindexed[0]:
+        notes.append("not indexed: shards being written, left by a killed run, or the old one-file-per-entry format; "
+                     "`layerbench cache prune` removes those a day old and the old format's")
+    for note in notes:
+        click.echo(note)
 
 
 @cache.command(name="prune")
@@ -130,17 +140,34 @@ def cache_info() -> None:
 @click.option("--max-size", default=None, help="Remove the oldest shards until the cache holds at most this much, e.g. 50G.")
 @click.option("--model", "models", multiple=True, help="Remove the entries of this model (as `layerbench cache` names it); repeatable.")
 @click.option("--all", "everything", is_flag=True, help="Remove every entry.")
-@click.option("--dry-run", is_flag=True, help="Say what would go, remove nothing.")
+@click.option("--dry-run", is_flag=True, help="List what would go (file, model, size, age, why), remove nothing.")
 def cache_prune(older_than, max_size, models, everything, dry_run) -> None:
-    """Remove whole shards (and stale temporary files and the old format's files); merge the index into one file."""
+    """Remove whole shards (and those holding only superseded or unreadable entries, stale temporary files and the old format's
+    files); merge the index into one file."""
+    from datetime import datetime, timezone
+
     from layerbench.capture.cache import ActivationCache, prune
     from layerbench.config import activation_cache_location, parse_bytes
 
     if older_than is None and max_size is None and not models and not everything:
         raise click.UsageError("say what to remove: --older-than DAYS, --max-size SIZE, --model NAME or --all")
     limit = parse_bytes(max_size, "--max-size") if max_size is not None else None
-    files, freed = prune(ActivationCache(activation_cache_location()), older_than, limit, models, everything, dry_run)
-    click.echo(f"{'would remove' if dry_run else 'removed'} {files} file(s), {_size(freed)}")
+    removals = prune(ActivationCache(activation_cache_location()), older_than, limit, models, everything, dry_run)
+    if dry_run and removals:
+        now = datetime.now(timezone.utc)
+        click.echo(f"  {'file':44} {'model':40} {'size':>10} {'age':>7}  why")
+        for removal in removals:
+            click.echo(f"  {removal.name:44} {removal.model or '-':40} {_size(removal.bytes):>10} {_age(now - removal.written):>7}  {removal.reason}")
+    click.echo(f"{'would remove' if dry_run else 'removed'} {len(removals)} file(s), {_size(sum(r.bytes for r in removals))}")
+
+
+def _age(elapsed: timedelta) -> str:
+    """A timedelta as people read an age: 45 s, 12 min, 5 h, 3 d."""
+    seconds = max(0.0, elapsed.total_seconds())
+    for unit, length in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= length:
+            return f"{seconds / length:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _size(n: int) -> str:
@@ -264,7 +291,9 @@ def _validate_online(paths, suite, tasks) -> None:
               help="A drop must also pass a one-sided test at z standard deviations (z = 2: p <= 0.023): paired over the items both runs recorded "
                    "(McNemar, paired bootstrap; Holm over a task's layers), else the rows' standard errors and the base's seed noise (see `layerbench noise`).")
 @click.option("--tasks", "-t", "tasks", multiple=True, help="Comma-separated tasks to compare (default: all shared).")
-@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write every compared row (diagnostics too) to this CSV file.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="Also write every compared row (diagnostics too) to this CSV file, and the printed report, ending in its PASS or FAIL line, "
+                   "beside it as <name>.summary.txt.")
 def compare(base, candidate, tolerance, z, tasks, report) -> None:
     """Gate CANDIDATE results against BASE on main scores and headlines: exit 1 if one dropped beyond tolerance and noise, 0 otherwise, 2 on bad input.
 
@@ -283,9 +312,11 @@ def compare(base, candidate, tolerance, z, tasks, report) -> None:
     labels = [f"{path} ({', '.join(sorted(set(frame.model)))})" + (f"; compared: {', '.join(sorted(compared))}" if compared and compared != set(frame.model) else "")
               for path, frame in ((base, base_rows), (candidate, candidate_rows))]
     manifests = [[m for runs in read_manifests([Path(folder)]).values() for m in runs] for folder in (base, candidate)]
-    click.echo(format_report(rows, tolerance, z, base_label=labels[0], candidate_label=labels[1], platforms=describe_platforms(*manifests)))
+    text = format_report(rows, tolerance, z, base_label=labels[0], candidate_label=labels[1], platforms=describe_platforms(*manifests))
+    click.echo(text)
     if report:
         rows.to_csv(report, index=False)
+        Path(report).with_suffix(".summary.txt").write_text(text + "\n")
     if (rows.verdict == "regression").any():
         raise click.exceptions.Exit(1)
 

@@ -9,10 +9,16 @@ memory maps rather than copies).
 Rows are the same bits whatever ``jobs`` is: every call of the function runs
 with one BLAS/OpenMP thread (:func:`_one_thread`), in this process for
 ``jobs=1`` as in a worker, so that no reduction is split differently.
+
+A worker exits when the run that started it is gone (:func:`_watch_parent`):
+a run killed outright (``kill -9``) leaves no worker behind, and with no
+worker left loky's resource tracker exits too.
 """
 from __future__ import annotations
 
 import os
+import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -47,6 +53,43 @@ def default_jobs() -> int:
     return available_cores()
 
 
+_WATCHING: list[int] = []  # the run a worker watches (set once per process)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # no /proc (macOS): existing is alive
+        return True
+
+
+def _watch_parent(run: int, interval: float = 0.5) -> None:
+    """Exit this worker process when the run's process ``run`` is gone.
+
+    loky starts its workers through an intermediate process, so a worker's own
+    parent is not the run: the run's pid is handed to every worker when it
+    starts (the executor's initializer), and a daemon thread polls it every ``interval`` seconds.
+    """
+    if _WATCHING:
+        return
+    _WATCHING.append(run)
+
+    def watch() -> None:
+        while alive(run):
+            time.sleep(interval)
+        os._exit(1)  # nothing to save: the run that wanted this worker's answers is gone
+
+    threading.Thread(target=watch, name="layerbench-run-watch", daemon=True).start()
+
+
 def _one_thread(function: Callable[[T], R], item: T) -> R:
     """``function(item)`` with one BLAS/OpenMP thread, and one torch thread (torch keeps its own count)."""
     import sys
@@ -79,4 +122,7 @@ def map_layers(function: Callable[[T], R], items: Sequence[T], jobs: int = 1) ->
 
     # loky replaces a worker whose memory grew (mteb's data sets) and says so; the job is rerun, nothing is lost.
     warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given to the executor", category=UserWarning)
-    return list(Parallel(n_jobs=jobs, backend="loky")(delayed(_one_thread)(function, item) for item in items))
+    # Each worker watches the run from the moment it starts (not from its first call: a run killed while workers were still
+    # importing would leave them behind). joblib passes the initializer to the executor it reuses across calls.
+    parallel = Parallel(n_jobs=jobs, backend="loky", initializer=_watch_parent, initargs=(os.getpid(),))
+    return list(parallel(delayed(_one_thread)(function, item) for item in items))

@@ -499,9 +499,11 @@ class ModelRunner:
             self.manifest.timings_seconds[stage] = self.manifest.timings_seconds.get(stage, 0.0) + seconds
         self._write_manifest("running")
 
-    def finish(self, status: str = "complete") -> None:
-        """Mark this model's manifest ``complete`` (or ``interrupted``, ``failed``); nothing to do if no task ran."""
+    def finish(self, status: str = "complete", error: str | None = None, task: str | None = None) -> None:
+        """Mark this model's manifest ``complete`` (or ``interrupted``, or ``failed`` with the ``error`` line and the ``task`` it came
+        from); nothing to do if no task ran (the model was never loaded)."""
         if self.handle is not None:
+            self.manifest = self.manifest.model_copy(update={"error": error, "error_task": task})
             self._write_manifest(status)
 
     def _write_manifest(self, status: str) -> None:

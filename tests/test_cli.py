@@ -13,6 +13,7 @@ import pytest
 from layerbench import load_results
 from layerbench.cli import main
 from layerbench.errors import UserError
+from layerbench.families import get_family
 from layerbench.metrics import list_metrics
 
 
@@ -229,8 +230,34 @@ def test_an_interrupted_run_resumes_where_it_stopped(capsys, tmp_path, monkeypat
     assert "a-good: already done, skipped" in err
     assert set(load_results(out_dir)["task"]) == {"a-good", "b-broken"}
     # The resumed run's manifest ends complete although its first task was skipped.
-    statuses = {json.loads(p.read_text())["status"] for p in out_dir.glob("*/runs/*.json")}
-    assert statuses == {"complete", "failed"}  # the run the missing file stopped says so
+    manifests = [json.loads(p.read_text()) for p in out_dir.glob("*/runs/*.json")]
+    assert {m["status"] for m in manifests} == {"complete", "failed"}  # the run the missing file stopped says so, and why
+    failed = next(m for m in manifests if m["status"] == "failed")
+    assert failed["error_task"] == "b-broken" and "broken.csv' has no field 'text'" in failed["error"]
+
+
+def test_mistakes_the_specs_and_the_model_config_show_are_all_reported_before_any_model_loads(capsys, tmp_path, monkeypatch):
+    """A --limit too small for a probe's folds and a layer beyond the model's depth: one line naming both, before any weights load."""
+    import layerbench.runner
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(layerbench.runner, "load_checkpoint", no_loading)
+    code, _, err = run_cli(capsys, "run", "-m", "minilm-l6", "--tasks", "concept-capitals,concept-borders,mteb-lee-sts", "--limit", "4",
+                           "--layers", "2,99", "-o", str(tmp_path / "out"))
+    lines = error_lines(err)
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: 3 problem(s) found before loading any model")
+    assert "--layers asks for layer 99; model 'minilm-l6' has layers 0..6" in lines[0]
+    for task in ("concept-capitals", "concept-borders"):
+        assert f"task '{task}': --limit 4 leaves at most 2 examples of each of its 2 classes; 5-fold cross-validation needs 5" in lines[0]
+    assert not (tmp_path / "out").exists()
+    # Their protocol has no folds: the same limit is no problem for it.
+    from layerbench.specs import get_task
+
+    jin = get_task("jin2024-cities")
+    assert get_family("probe").problems_before_loading(jin, 4) == []
 
 
 def test_a_killed_runs_manifest_is_marked_interrupted_by_the_next_run(capsys, tmp_path):
@@ -426,6 +453,7 @@ def test_the_gate_passes_an_unchanged_model_and_fails_a_noised_one(quick_run, tm
     fresh = quick_run[0] / "smollm2-135m-q4"
     code, out, err = run_cli(capsys, "compare", str(baseline), str(fresh), "--report", str(tmp_path / "same.csv"))
     assert code == 0 and out.rstrip().splitlines()[-1].startswith("PASS: no gated row regressed"), out
+    assert (tmp_path / "same.summary.txt").read_text() == out  # the report's summary, verdict line last, beside the CSV
     same = pd.read_csv(tmp_path / "same.csv")
     gated = same[same.kind != "diagnostic"]
     assert set(gated.test) <= {"mcnemar", "bootstrap"} and (gated["items"] >= 490).all()  # every gated row paired on its ~500 items

@@ -1,6 +1,8 @@
 """--jobs (layers evaluated in worker processes) and --layers (only the layers asked for) through a real run."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -97,3 +99,50 @@ def test_map_layers_keeps_order_in_workers_and_jobs_come_from_the_environment(mo
     monkeypatch.setenv("LAYERBENCH_JOBS", "many")
     with pytest.raises(UserError, match="LAYERBENCH_JOBS must be a positive number"):
         default_jobs()
+
+
+@pytest.mark.slow
+def test_a_run_killed_outright_leaves_no_process_behind(tmp_path):
+    """`kill -9` of a run whose layers are in worker processes: every process it started (the workers and loky's
+    resource trackers, found by an environment variable they inherit) is gone a few seconds later."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    import psutil
+
+    marker = uuid.uuid4().hex
+    env = {**os.environ, "LAYERBENCH_TEST_RUN": marker, "LAYERBENCH_JOBS": "2"}
+
+    def started() -> list[int]:
+        found = []
+        for process in psutil.process_iter():
+            try:
+                if process.environ().get("LAYERBENCH_TEST_RUN") == marker:
+                    found.append(process.pid)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                pass
+        return found
+
+    run = subprocess.Popen([sys.executable, "-m", "layerbench.cli", "run", "-m", "minilm-l6", "--tasks", "concept-capitals", "--no-metrics",
+                            "--no-cache", "-o", str(tmp_path / "out")], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in run.stderr:
+            if "worker processes" in line:
+                break
+        deadline = time.monotonic() + 30
+        while len(started()) < 3 and time.monotonic() < deadline:  # the run and its two workers at least
+            time.sleep(0.1)
+        assert len(started()) >= 3
+    finally:
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
+    deadline = time.monotonic() + 5
+    while started() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert started() == []
+    shared = Path("/dev/shm")  # loky's semaphores and joblib's memory-map folders, named by the run's pid: its resource tracker removed them
+    assert not (shared.is_dir() and [p.name for p in shared.iterdir() if f"-{run.pid}-" in p.name or f"_{run.pid}_" in p.name])

@@ -115,6 +115,36 @@ def test_pages_load_sort_and_plot_in_headless_chromium(site):
                     page.locator("#m-depth-heatmap").screenshot(path=str(ARTIFACTS / "site_model_tasks_by_depth.png"))
         assert not errors, errors
 
+        # A model page is mostly plots: its provenance is a short table per run (the JSON behind a link), its notes are
+        # readable where they are listed (wrapped, none wider than the page), and a menu picks the label-free metric, named on the axis.
+        page.goto(base + "models/smollm2-135m-q4.html")
+        page.wait_for_load_state("load")
+        layout = page.evaluate("""() => {
+            const height = document.documentElement.scrollHeight;
+            const plots = new Set(Array.from(document.querySelectorAll('.plot')).map(el => {
+                const box = el.getBoundingClientRect(); return Math.round(box.top + window.scrollY) + ':' + Math.round(box.height); }));
+            const plotRows = Array.from(plots).reduce((sum, key) => sum + Number(key.split(':')[1]), 0);  // side by side counts once
+            const provenance = document.getElementById('provenance').getBoundingClientRect().top + window.scrollY;
+            const notes = Array.from(document.querySelectorAll('ol.notes li')).map(li => ({
+                text: li.textContent, right: li.getBoundingClientRect().right, clipped: li.scrollWidth > li.clientWidth}));
+            return {height, plotRows, provenanceHeight: height - provenance, pre: document.querySelectorAll('pre').length, notes,
+                    runs: Array.from(document.querySelectorAll('table.run caption a')).map(a => a.getAttribute('href'))};
+        }""")
+        assert layout["plotRows"] > 0.7 * layout["height"], layout  # 0.77 for SmolLM2 when written
+        assert layout["pre"] == 0 and layout["provenanceHeight"] < 0.1 * layout["height"], layout
+        assert layout["runs"] and all((site / "models" / href).is_file() for href in layout["runs"])
+        fix_note = next(n for n in layout["notes"] if "backpatch-two-hop" in n["text"])
+        assert "fewer than the 20 a headline needs" in fix_note["text"]
+        assert all(not n["clipped"] and n["right"] <= 1300 for n in layout["notes"]), layout["notes"]
+        page.locator("#tasks a.note-ref").first.click()  # a greyed-out row's link goes to its note
+        assert page.evaluate("() => location.hash").startswith("#tasks-note-")
+        plot = "m-concept-capitals-metrics"
+        shown = f"() => {{ const el = document.getElementById('{plot}'); return [el.layout.yaxis.title.text, el.data.filter(t => t.visible === true).map(t => t.name)]; }}"
+        assert page.evaluate(shown) == ["anisotropy (cosine)", ["anisotropy"]]
+        page.select_option(f"select[data-plot={plot}]", label="lidar (directions)")
+        page.wait_for_function(f"() => document.getElementById('{plot}').layout.yaxis.title.text.startsWith('lidar')")
+        assert page.evaluate(shown) == ["lidar (directions)", ["lidar"]]
+
         # The model table sorts on a click: by layers, ascending then descending.
         page.goto(base + "index.html")
         header = page.locator("#models th", has_text=re.compile(r"^layers$"))
@@ -222,6 +252,65 @@ def test_the_metrics_verdict_says_so_when_no_metric_beats_the_last_layer():
     assert "lidar on m2 (+0.010)" in text and "+0.050" in text
     winning = _verdict([dict(losing[0], picked_gain=0.01), losing[1]])
     assert winning.startswith("Over these 8 (model, task) pairs, 1 of 2") and "lidar (+0.010, better than the last layer on 1/8)" in winning
+
+
+def test_a_gain_that_rounds_to_zero_never_beats_the_last_layer():
+    from layerbench.site.view import presentation, verdict
+
+    row = dict(direction="higher is better", pairs=8, ceiling=0.05, beats_last="0/8")
+    text = verdict([dict(row, metric="lidar", picked_gain=0.0003, per_model={"m1": 0.0004, "m2": 0.002})], presentation()["pages"]["metrics"]["verdict"])
+    assert text.startswith("No label-free metric beats the last layer") and "+0.000" not in text and "lidar on m2 (+0.002)" in text
+
+
+def test_metrics_that_order_layers_alike_are_one_picker():
+    """effective_rank = exp(H) and H / log min(N, D) rank every layer as dataset_entropy does: one group, the source first;
+    a metric that differs on one pair is not in it."""
+    from layerbench.analysis import equivalent_metrics
+
+    def picks(spearman, picked):
+        return pd.DataFrame({"model": ["a", "a", "b"], "task": ["t1", "t2", "t1"], "spearman": spearman, "picked_layer": picked, "direction": None})
+
+    same = picks([0.3, -0.2, 0.9], [4, 4, 6])
+    groups = equivalent_metrics({"effective_rank": same, "dataset_entropy": same.copy(), "dataset_entropy_normalized": same.copy(),
+                                 "anisotropy": picks([0.3, -0.2, 0.8], [4, 4, 6]), "mean_norm": picks([0.1, 0.2, 0.3], [4, 4, 6])})
+    assert groups == [["dataset_entropy", "dataset_entropy_normalized", "effective_rank"]]
+
+
+def test_tables_list_long_notes_under_them_and_drop_empty_columns():
+    from layerbench.site.view import table
+
+    declared = [{"id": "task", "title": "task", "text": True}, {"id": "best", "title": "best"}, {"id": "ic_auroc", "title": "IC AUROC"},
+                {"id": "note", "title": "note", "text": True, "footnote": True}]
+    rows = [{"task": "a", "best": 0.5, "ic_auroc": None, "note": "not decodable beyond the baseline"}, {"task": "b", "best": 0.7, "ic_auroc": None, "note": None},
+            {"task": "c", "best": None, "ic_auroc": None, "note": "not decodable beyond the baseline"}]
+    made = table("tasks", declared, rows)
+    assert [key for key, _, _ in made["columns"]] == ["task", "best"]  # no IC AUROC anywhere; the note is listed, not a column
+    assert made["notes"] == [(1, "not decodable beyond the baseline", ["a", "c"])]
+    assert [r.get("_note") for r in made["rows"]] == [1, None, 1]
+
+
+def test_the_index_says_which_runs_were_still_in_progress_and_model_pages_show_a_failed_runs_error(tmp_path):
+    from layerbench.results import Manifest, ResultStore, complete_rows
+    from layerbench.results.manifest import ModelRecord, TaskRecord, VariantRecord
+
+    store = ResultStore(tmp_path / "results")
+    rows = complete_rows(pd.DataFrame([dict(metric="accuracy", layer=l, value=v, stderr=0.01, n=50, higher_is_better=True) for l, v in enumerate([0.5, 0.7, 0.6])]),
+                         model="org/m", revision=None, task="concept-capitals", subset="factual", split="cv5", n_layers=2, run_id="r1")
+    store.write_task(rows, "org/m", None, "concept-capitals", "hash")
+    record = {"concept-capitals": TaskRecord(family="probe", main_score="accuracy", n=50, variants={"default": VariantRecord()})}
+    store.write_manifest(Manifest(run_id="r1", status="failed", error="task 'x': its data set is empty", error_task="x", written_at="2026-12-01T10:00:00+00:00",
+                                  model=ModelRecord(name="org/m"), tasks=record))
+    out = tmp_path / "site"
+    build_site([tmp_path / "results"], out)
+    assert 'id="in-progress"' not in (out / "index.html").read_text()
+    page = (out / "models" / "org__m.html").read_text()
+    assert "failed: task &#39;x&#39;: its data set is empty (task x)" in page and 'href="org__m/runs/r1.json"' in page
+    assert (out / "models" / "org__m" / "runs" / "r1.json").is_file()
+
+    store.write_manifest(Manifest(run_id="r2", status="running", written_at="2026-12-02T08:00:00+00:00", model=ModelRecord(name="org/m"), tasks=record))
+    build_site([tmp_path / "results"], out)
+    notice = re.search(r'<p class="verdict" id="in-progress">(.*?)</p>', (out / "index.html").read_text(), re.S).group(1)
+    assert notice.startswith("1 run(s) in these results were still in progress") and "run r2, last written 2026-12-02 08:00 UTC" in notice
 
 
 def test_the_index_ranks_only_models_run_on_the_same_tasks_at_the_same_size(tmp_path):

@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
@@ -333,23 +333,59 @@ class ShardWriter:
 
 
 @dataclass(frozen=True)
-class CacheSummary:
-    """What a cache holds (``layerbench cache``).
+class Holdings:
+    """What one model holds in the cache (or several models, summed with ``+``).
 
     Attributes:
-        shards, entries, bytes: indexed shards, their entries and the shards' bytes on disk.
-        by_model: model -> (entries, bytes of their arrays).
-        oldest, newest: when the oldest and newest indexed shards were written (None when empty).
-        unindexed: (files, bytes) of shards without an index (a writer still writing, or one that died) and leftovers of the one-file-per-entry format.
+        shards: its shards on disk.
+        entries: the entries a read uses (the newest readable copy of each key).
+        superseded: older copies of keys written again later (a batch recomputed after a corrupt read); a read skips them.
+        unreadable: entries their shard cannot give (the shard missing, or too short for them: truncated).
+        bytes: its shards' bytes on disk (whatever they hold).
     """
 
-    shards: int
-    entries: int
-    bytes: int
-    by_model: dict[str, tuple[int, int]]
-    oldest: datetime | None
-    newest: datetime | None
+    shards: int = 0
+    entries: int = 0
+    superseded: int = 0
+    unreadable: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: Holdings) -> Holdings:
+        return Holdings(*(a + b for a, b in zip(astuple(self), astuple(other))))
+
+
+@dataclass(frozen=True)
+class CacheSummary:
+    """What a cache holds (``layerbench cache``): every byte on disk is in one model's line or in ``unindexed``.
+
+    Attributes:
+        by_model: model -> its :class:`Holdings`.
+        unindexed: (files, bytes) of shards without an index (a writer still writing, or one that died) and leftovers of the one-file-per-entry format.
+        oldest, newest: when the oldest and newest indexed shards were written (None when empty).
+    """
+
+    by_model: dict[str, Holdings]
     unindexed: tuple[int, int]
+    oldest: datetime | None = None
+    newest: datetime | None = None
+
+    @property
+    def indexed(self) -> Holdings:
+        """The sum of the model lines."""
+        return sum(self.by_model.values(), Holdings())
+
+    @property
+    def shards(self) -> int:
+        return self.indexed.shards
+
+    @property
+    def entries(self) -> int:
+        return self.indexed.entries
+
+    @property
+    def bytes(self) -> int:
+        """Every byte the cache holds on disk: the model lines' and the unindexed files'."""
+        return self.indexed.bytes + self.unindexed[1]
 
 
 def _index_table(cache: ActivationCache) -> Any:
@@ -360,40 +396,73 @@ def _index_table(cache: ActivationCache) -> Any:
     return pa.concat_tables(tables, promote_options="default") if tables else None
 
 
+def _entry_states(table: Any, shard_sizes: dict[str, int]) -> Any:
+    """The index rows as a data frame with ``state``: ``entry`` (the copy a read uses), ``superseded`` or ``unreadable``.
+
+    An entry is unreadable when its shard is missing or ends before it (what a read would find short; a shard whose bytes
+    changed in place is only found out by reading it, and recomputed then). Of the readable copies of one key a read takes
+    the newest shard's (:meth:`_Index.add`); the older ones are superseded.
+    """
+    frame = table.select(["key", "shard", "offset", "nbytes", "model", "written_at"]).to_pandas()
+    frame["model"] = frame.model.fillna("").astype(str).replace("", "(unnamed)")
+    size = frame.shard.map(shard_sizes)
+    readable = size.notna() & (frame.offset + frame.nbytes <= size.fillna(-1))
+    newest_first = frame[readable].sort_values("shard", ascending=False, kind="stable")
+    superseded = newest_first.index[newest_first.key.duplicated()]
+    frame["state"] = np.where(readable, "entry", "unreadable")
+    frame.loc[superseded, "state"] = "superseded"
+    return frame
+
+
 def summarize(cache: ActivationCache) -> CacheSummary:
-    """What ``cache`` holds: shards, entries and bytes, per model, its age, and files no index lists."""
+    """What ``cache`` holds: per model its shards, entries (readable, superseded, unreadable) and bytes, its age, and files no index lists."""
     table = _index_table(cache)
     listed = cache._list("shards")
-    shards = {name.removesuffix(SHARD_SUFFIX): size for name, size, _ in listed if name.endswith(SHARD_SUFFIX)}
-    indexed = set(table.column("shard").to_pylist()) if table is not None else set()
-    by_model: dict[str, tuple[int, int]] = {}
+    shard_sizes = {name.removesuffix(SHARD_SUFFIX): size for name, size, _ in listed if name.endswith(SHARD_SUFFIX)}
+    indexed: set[str] = set()
+    by_model: dict[str, Holdings] = {}
     oldest = newest = None
     if table is not None:
-        frame = table.select(["model", "nbytes", "written_at"]).to_pandas()
+        frame = _entry_states(table, shard_sizes)
+        indexed = set(frame.shard)
         for model, group in frame.groupby("model", sort=True):
-            by_model[str(model) or "(unnamed)"] = (len(group), int(group.nbytes.sum()))
+            on_disk = {shard for shard in group.shard.unique() if shard in shard_sizes}
+            counts = group.state.value_counts()
+            by_model[str(model)] = Holdings(shards=len(on_disk), entries=int(counts.get("entry", 0)), superseded=int(counts.get("superseded", 0)),
+                                            unreadable=int(counts.get("unreadable", 0)), bytes=sum(shard_sizes[shard] for shard in on_disk))
         oldest, newest = frame.written_at.min().to_pydatetime(), frame.written_at.max().to_pydatetime()
-    stray = [(name, size) for name, size, _ in listed if name.removesuffix(SHARD_SUFFIX) not in indexed]
-    legacy = _legacy_files(cache)
-    return CacheSummary(
-        shards=len(indexed & set(shards)), entries=table.num_rows if table is not None else 0, bytes=sum(size for s, size in shards.items() if s in indexed),
-        by_model=by_model, oldest=oldest, newest=newest,
-        unindexed=(len(stray) + len(legacy), sum(size for _, size in stray) + sum(size for _, size in legacy)),
-    )
+    stray = [size for name, size, _ in listed if name.removesuffix(SHARD_SUFFIX) not in indexed]
+    legacy = [size for _, size in _legacy_files(cache)]
+    return CacheSummary(by_model=by_model, unindexed=(len(stray) + len(legacy), sum(stray) + sum(legacy)), oldest=oldest, newest=newest)
 
 
 def _legacy_files(cache: ActivationCache) -> list[tuple[Path, int]]:
     """Entries of the one-file-per-entry format (``<k[:2]>/<k>.lbc``), which this version never reads (local roots only)."""
-    if cache._remote is not None or not Path(cache.root).is_dir():
-        return []
-    return [(p, p.stat().st_size) for p in Path(cache.root).glob("[0-9a-f][0-9a-f]/*.lbc")]
+    if cache._remote is None and Path(cache.root).is_dir():
+        return [(p, p.stat().st_size) for p in Path(cache.root).glob("[0-9a-f][0-9a-f]/*.lbc")]
+    return []
+
+
+@dataclass(frozen=True)
+class Removal:
+    """One file ``prune`` removes (or would): its name under the root, the model its entries are of, its bytes, when it was
+    written (UTC; a file no index lists: when last modified), and why it goes."""
+
+    name: str
+    model: str
+    bytes: int
+    written: datetime
+    reason: str
 
 
 def prune(cache: ActivationCache, older_than_days: float | None = None, max_bytes: int | None = None, models: Sequence[str] = (),
-          everything: bool = False, dry_run: bool = False) -> tuple[int, int]:
+          everything: bool = False, dry_run: bool = False) -> list[Removal]:
     """Remove shards, whole: those written more than ``older_than_days`` ago, those of ``models``, the oldest until the
-    rest fit in ``max_bytes``, or all (``everything``); also stale temporary files and the old format's files.
-    The remaining index files are merged into one. Returns (files removed, bytes freed).
+    rest fit in ``max_bytes``, or all (``everything``); and, whatever is asked, shards with no entry a read uses (every one
+    superseded or unreadable), stale temporary files and the old format's files. The remaining index files are merged into one.
+
+    Returns:
+        What was removed (with ``dry_run``: what would be), oldest first.
 
     A shard's index goes before the shard, so a reader never finds an entry whose shard is gone
     (one that read the index just before finds the bytes missing and recomputes).
@@ -401,44 +470,56 @@ def prune(cache: ActivationCache, older_than_days: float | None = None, max_byte
     table = _index_table(cache)
     listed = cache._list("shards")
     shard_sizes = {name.removesuffix(SHARD_SUFFIX): size for name, size, _ in listed if name.endswith(SHARD_SUFFIX)}
-    drop: set[str] = set()
+    why: dict[str, str] = {}
+    shards = None
     if table is not None:
-        frame = table.select(["shard", "model", "written_at", "index_file"]).to_pandas()
-        shards = frame.groupby("shard").agg(written=("written_at", "max"), model=("model", "first")).sort_values("written")
+        frame = _entry_states(table, shard_sizes)
+        shards = frame.groupby("shard").agg(written=("written_at", "max"), model=("model", "first"),
+                                            used=("state", lambda states: bool((states == "entry").any()))).sort_values("written")
+        shards = shards[shards.index.isin(list(shard_sizes))]  # an index row whose shard is gone: only the index is rewritten
+        reasons: list[tuple[str, Any]] = [("no entry a read uses", ~shards.used.to_numpy(bool))]
         if everything:
-            drop = set(shards.index)
+            reasons.append(("--all", np.ones(len(shards), bool)))
         if older_than_days is not None:
             cutoff = datetime.now(timezone.utc).timestamp() - older_than_days * 86400
-            drop |= {s for s, when in shards.written.items() if when.timestamp() < cutoff}
+            reasons.append((f"written more than {older_than_days:g} day(s) ago", np.array([when.timestamp() < cutoff for when in shards.written], bool)))
         if models:
-            drop |= {s for s, model in shards.model.items() if model in set(models)}
+            reasons.append(("--model", shards.model.isin(list(models)).to_numpy(bool)))
+        for reason, chosen in reasons:
+            for shard in shards.index[chosen]:
+                why.setdefault(shard, reason)
         if max_bytes is not None:
-            total = sum(shard_sizes.get(s, 0) for s in shards.index if s not in drop)
+            total = sum(shard_sizes[s] for s in shards.index if s not in why)
             for s in shards.index:  # oldest first
                 if total <= max_bytes:
                     break
-                if s not in drop:
-                    drop.add(s)
-                    total -= shard_sizes.get(s, 0)
+                if s not in why:
+                    why[s] = "oldest, to fit --max-size"
+                    total -= shard_sizes[s]
+    removals = [Removal(f"shards/{s}{SHARD_SUFFIX}", str(shards.model[s]), shard_sizes[s], shards.written[s].to_pydatetime(), reason)
+                for s, reason in why.items()] if shards is not None else []
     now = time.time()
     indexed = set(table.column("shard").to_pylist()) if table is not None else set()
-    stale = [(name, size) for name, size, modified in listed
+    stale = [(name, size, modified) for name, size, modified in listed
              if name.removesuffix(SHARD_SUFFIX) not in indexed and now - modified > (0 if everything else STALE_SECONDS)]
+    removals += [Removal(f"shards/{name}", "", size, datetime.fromtimestamp(modified, timezone.utc), "no index (a writer that died)")
+                 for name, size, modified in stale]
     legacy = _legacy_files(cache)
-    removed = len(drop & set(shard_sizes)) + len(stale) + len(legacy)
-    freed = sum(shard_sizes.get(s, 0) for s in drop) + sum(size for _, size in stale) + sum(size for _, size in legacy)
+    removals += [Removal(str(path.relative_to(cache.root)), "", size, datetime.fromtimestamp(path.stat().st_mtime, timezone.utc),
+                         "the old one-file-per-entry format") for path, size in legacy]
+    removals.sort(key=lambda r: r.written)
     if dry_run:
-        return removed, freed
+        return removals
     if table is not None:
-        _rewrite_index(cache, table, drop)
-    for shard in drop:
+        _rewrite_index(cache, table, set(why) | (indexed - set(shard_sizes)))  # and the rows of shards already gone
+    for shard in why:
         _remove(cache, cache.shard_path(shard))
-    for name, _ in stale:
+    for name, _, _ in stale:
         _remove(cache, cache._join("shards", name))
     for path, _ in legacy:
         path.unlink(missing_ok=True)
     _INDEXES.pop(str(cache.root), None)  # this process re-reads the merged index
-    return removed, freed
+    return removals
 
 
 def _rewrite_index(cache: ActivationCache, table: Any, drop: set[str]) -> None:

@@ -1,6 +1,8 @@
 """The ``probe`` family: concept-depth probing of pooled states, layer by layer (Jin et al. 2024)."""
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from layerbench.families.registry import Family, Protocol, ProtocolSettings, register
@@ -36,6 +38,19 @@ class ProbeSettings(ProtocolSettings):
     converge_epsilon: float = Field(default=0.01, ge=0, le=1)
 
 
+def check_limits(spec: Any, limit: int | None) -> list[str]:
+    """Our k-fold protocol needs ``folds`` examples of every class: a ``--limit`` (split evenly over the spec's classes) below
+    ``folds`` x classes cannot give them, whatever the data holds."""
+    settings = spec.settings
+    if settings.protocol != "layerbench" or limit is None or not spec.labels:
+        return []
+    classes = len(spec.labels)
+    if limit // classes >= settings.folds:
+        return []
+    return [f"task '{spec.name}': --limit {limit} leaves at most {limit // classes} examples of each of its {classes} classes; "
+            f"{settings.folds}-fold cross-validation needs {settings.folds} (a --limit of at least {settings.folds * classes})"]
+
+
 FAMILY = register(Family(
     name="probe",
     description="a linear probe per layer on the pooled states (accuracy, F1, AUROC) and the concept depth (Jin et al. 2024)",
@@ -45,6 +60,7 @@ FAMILY = register(Family(
     robustness=True,
     headlines=(("converging_depth", "concept_depth"),),
     classes=True,
+    preflight=f"{__name__}:check_limits",
     protocols=(Protocol(
         "jin2024", site="mlp-input", pooling="last",
         reference="Jin et al. 2024, Exploring Concept Depth; github.com/Luckfort/CD@4902d58 main.py, utils.py, dataset.py: "

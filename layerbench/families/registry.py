@@ -159,6 +159,9 @@ class Family:
             (the back-patching fix rate over a handful of wrong queries).
         protocols: the papers' protocols of this family (:class:`Protocol`), the first its paper's
             (``--protocol paper``); ours (:data:`OURS`) applies to every family.
+        preflight: ``"module:function"`` that checks a task of the family before any model loads or text is read,
+            ``(spec, limit) -> [problem, ...]`` (the spec under its variant's protocol; ``limit`` the run's ``--limit``);
+            None: nothing to check.
     """
 
     name: str
@@ -174,12 +177,18 @@ class Family:
     headline_min_n: tuple[tuple[str, int], ...] = ()
     classes: bool = False
     protocols: tuple[Protocol, ...] = ()
+    preflight: str | None = None
 
     def load_evaluator(self, protocol: str = OURS.name) -> Evaluator | None:
         """The function that runs the family's tasks under ``protocol`` (the protocol's own, else the family's evaluator), imported now
         (its module may import torch, mteb, scikit-learn)."""
         own = next((p.evaluator for p in self.protocols if p.name == protocol), None)
         return _imported(own or self.evaluator)
+
+    def problems_before_loading(self, spec: Any, limit: int | None) -> list[str]:
+        """What is wrong with running ``spec`` at ``limit``, from the spec and the options alone (:attr:`preflight`)."""
+        check = _imported(self.preflight)
+        return list(check(spec, limit)) if check is not None else []
 
     def protocol(self, name: str) -> Protocol | None:
         """The protocol ``name`` of this family (ours for ``layerbench``), or None when it has no such protocol."""

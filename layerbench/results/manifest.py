@@ -103,6 +103,8 @@ class Manifest(_Open):
     run_id: str
     status: str = "unknown"
     interrupted_noticed_at: str | None = None  # when a later run found this one's process gone
+    error: str | None = None  # a failed run: the error line that stopped it
+    error_task: str | None = None  # and the task it came from
     process: Process = Field(default_factory=Process)
     written_at: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)

@@ -4,6 +4,7 @@
 
     site/index.html            one row per model, headline numbers per family
     site/models/<slug>.html    every task's layer curves, back-patching heat maps, IC curves, provenance
+    site/models/<slug>/runs/   the manifest (JSON) of each run that wrote the model's results
     site/tasks.html            one row per task; site/tasks/<task>.html overlays every model's curve
     site/metrics.html          how well each label-free metric predicts the best layer
     site/data/results.{csv,parquet}
@@ -53,12 +54,14 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
     index = data.schema["pages"]["index"]
     models = view.index_rows(data)
     ranked, apart = [m for m in models if m["apart"] is None], [m for m in models if m["apart"] is not None]
-    index_columns = view.columns(data.schema["index_columns"])
+    index_columns = data.schema["index_columns"]
     pages.render("index.html", "index.html", title=index["title"], sources=[str(p) for p in paths], n_rows=len(data.rows), models=models,
-                 n_tasks=data.rows.task.nunique(), model_table={"id": "models", "columns": index_columns, "rows": ranked},
-                 apart_table={"id": "apart", "columns": [*index_columns[:1], *view.columns(index["apart_columns"]), *index_columns[1:]], "rows": apart})
+                 n_tasks=data.rows.task.nunique(), model_table=view.table("models", index_columns, ranked),
+                 apart_table=view.table("apart", [*index_columns[:1], *index["apart_columns"], *index_columns[1:]], apart),
+                 in_progress=view.runs_in_progress(data))
     for row in models:
         page = view.model_page(data, row)
+        render.write_files(out, page.pop("manifest_files"))
         pages.render("model.html", f"models/{page.pop('slug')}.html", **page)
     task_pages, task_index = view.task_pages(data)
     for task, page in task_pages.items():

@@ -31,6 +31,24 @@ def curve_figure(title: str, traces: list[dict[str, Any]], y_title: str, x_title
         "legend": legend, "hovermode": "closest"}}
 
 
+def with_selector(figure: dict[str, Any], options: list[tuple[str, list[int], str]]) -> dict[str, Any]:
+    """``figure`` showing one option's traces at a time, the option named on the y axis and in the title; with more than one
+    option, ``figure["selector"]`` lists them for the page's drop-down (``site.js`` puts a ``<select>`` above the plot).
+
+    Args:
+        options: (label, indices of the traces it shows, figure title), the first shown when the page opens.
+    """
+    label, shown, title = options[0]
+    n = len(figure["data"])
+    for i, one in enumerate(figure["data"]):
+        one["visible"] = i in shown
+    figure["layout"]["title"]["text"] = title
+    figure["layout"]["yaxis"]["title"]["text"] = label
+    if len(options) > 1:
+        figure["selector"] = [{"label": name, "visible": [i in indices for i in range(n)], "title": heading} for name, indices, heading in options]
+    return figure
+
+
 def trace(frame: pd.DataFrame, name: str, color: str | None = None, visible: bool = True) -> dict[str, Any]:
     """One curve: a row's value against its depth, the layer in the hover, its standard error as error bars."""
     frame = frame.sort_values("layer")

@@ -50,6 +50,14 @@ def write_data(rows: pd.DataFrame, out: Path) -> None:
     rows.to_parquet(out / "data" / "results.parquet", index=False)
 
 
+def write_files(out: Path, files: dict[str, bytes]) -> None:
+    """Each ``files`` entry (path under ``out`` -> bytes) written as is (the manifests a model page links to)."""
+    for target, content in files.items():
+        path = out / target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+
 def copy_assets(target: Path) -> None:
     """Plotly's bundle (from the plotly package) and the site's script and style, so the pages open offline."""
     import plotly

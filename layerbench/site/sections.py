@@ -21,7 +21,7 @@ def model_sections(rows: pd.DataFrame, families: dict[str, str], mains: dict[str
     """
     pages = schema["pages"]["model"]
     axis = schema["pages"]["depth_axis"]
-    label_free = {info.name for info in list_metrics()}
+    units = {info.name: info.unit for info in list_metrics()}
     not_scores = tuple(schema["not_scores"])
     sections = []
     heatmap = fig.depth_heatmap(rows, mains, pages["heatmap"]["figure_title"], axis)
@@ -39,22 +39,24 @@ def model_sections(rows: pd.DataFrame, families: dict[str, str], mains: dict[str
             task_rows = by_task[task]
             main = mains.get(task)
             curves = dict(iter(task_rows.groupby(["metric", "subset"], sort=False)))  # (metric, subset) -> its rows, in row order
-            scores = [m for m in sorted(task_rows.metric.unique()) if m not in label_free and not m.startswith(not_scores)]
-            if scores:
-                shown = main if main in scores else scores[0]  # the main score, unless a special section draws it
-                traces = [fig.trace(curves[(metric, subset)], f"{metric} ({subset})", fig.PALETTE[i % len(fig.PALETTE)], visible=metric == shown)
-                          for i, (metric, subset) in enumerate(key for key in curves if key[0] in scores)]
-                traces += fig.baseline_lines(rows[rows.task == task], schema.get("baselines", {}))
+            scores = [m for m in sorted(task_rows.metric.unique()) if m not in units and not m.startswith(not_scores)]
+            if scores:  # a drop-down picks the score; the main score first, with the baselines it is read against
+                scores.sort(key=lambda m: m != main)
+                keys = [key for metric in scores for key in curves if key[0] == metric]
+                traces = [fig.trace(curves[key], f"{key[0]} ({key[1]})", fig.PALETTE[i % len(fig.PALETTE)]) for i, key in enumerate(keys)]
+                baselines = fig.baseline_lines(rows[rows.task == task], schema.get("baselines", {}))
+                options = [(metric, [i for i, key in enumerate(keys) if key[0] == metric] + (list(range(len(keys), len(keys) + len(baselines))) if metric == main else []),
+                            pages["scores_figure_title"].format(task=task, metric=metric)) for metric in scores]
                 plot = f"{prefix}-{task}-scores"
-                metric_name = main or pages["scores_fallback"]
-                figures[plot] = fig.curve_figure(pages["scores_figure_title"].format(task=task, metric=metric_name), traces, metric_name, axis)
+                figures[plot] = fig.with_selector(fig.curve_figure("", traces + baselines, "", axis), options)
                 score_plots.append(plot)
-            metrics = [m for m in sorted(task_rows.metric.unique()) if m in label_free]
-            if metrics:
+            metrics = [m for m in sorted(task_rows.metric.unique()) if m in units]
+            if metrics:  # one metric at a time, named on the axis with its unit
                 by_metric = dict(iter(task_rows[task_rows.metric.isin(metrics)].groupby("metric", sort=False)))
-                traces = [fig.trace(by_metric[m], m, fig.PALETTE[i % len(fig.PALETTE)], visible=i == 0) for i, m in enumerate(metrics)]
+                traces = [fig.trace(by_metric[m], m, fig.PALETTE[i % len(fig.PALETTE)]) for i, m in enumerate(metrics)]
+                options = [(f"{m} ({units[m]})", [i], pages["metrics_figure_title"].format(task=task, metric=m)) for i, m in enumerate(metrics)]
                 plot = f"{prefix}-{task}-metrics"
-                figures[plot] = fig.curve_figure(pages["metrics_figure_title"].format(task=task), traces, pages["metrics_y_title"], axis)
+                figures[plot] = fig.with_selector(fig.curve_figure("", traces, "", axis), options)
                 metric_plots.append(plot)
         if score_plots:
             sections.append({"id": f"family-{family}", "title": pages["scores_title"].format(family=family), "plots": score_plots, "note": ""})

@@ -15,15 +15,27 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from layerbench.analysis import best_layer, layer_rows, main_metrics, metric_pick_summary, reference_signatures, summary, task_signatures, why_apart
+from layerbench.analysis import (
+    best_layer,
+    equivalent_metrics,
+    layer_rows,
+    main_metrics,
+    metric_pick_summary,
+    reference_signatures,
+    summary,
+    task_signatures,
+    why_apart,
+)
 from layerbench.config import shipped_folder
-from layerbench.metrics import list_metrics
 from layerbench.results import Manifest, load_results, model_slug, read_manifests
 from layerbench.site import figures as fig
 from layerbench.specs.protocols import base_task, variant_suffix
 
 PARTS = shipped_folder("leaderboard")  # what the published site is made of: schema.yaml, templates/, static/
 Key = tuple[str, "str | None"]  # (model, revision or None)
+# A gain over the last layer counts as beating it only when it shows at the three decimals the pages print (+0.001 and up):
+# "beats the last layer by +0.000" is never said.
+BEATS_MARGIN = 0.0005
 
 
 def presentation() -> dict[str, Any]:
@@ -34,6 +46,26 @@ def presentation() -> dict[str, Any]:
 def columns(declared: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
     """A schema's column list as the table template takes it: (key, title, is_text)."""
     return [(c["id"], c["title"], bool(c.get("text"))) for c in declared]
+
+
+def table(table_id: str, declared: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A table as ``_table.html`` takes it: ``id``, ``columns`` (those with a value in some row; the first always), ``rows``, ``notes``.
+
+    A column declared ``footnote: true`` (a row's note: why a value is missing) is too long for a cell: it is no column;
+    the row's first cell links to the k-th of the ``notes`` under the table (``row["_note"] = k``), each (k, text, [first
+    cells of the rows it is on]), one per distinct text, wrapped at the page's width.
+    """
+    shown = [c for i, c in enumerate(declared) if i == 0 or any(r.get(c["id"]) not in (None, "") for r in rows)]
+    notes: dict[str, list[str]] = {}
+    first = shown[0]["id"] if shown else ""
+    for column in (c for c in shown if c.get("footnote")):
+        for row in rows:
+            text = row.get(column["id"])
+            if text:
+                notes.setdefault(text, []).append(str(row.get(first, "")))
+                row["_note"] = list(notes).index(text) + 1
+    kept = [c for c in shown if not c.get("footnote")]
+    return {"id": table_id, "columns": columns(kept), "rows": rows, "notes": [(k, text, on) for k, (text, on) in enumerate(notes.items(), 1)]}
 
 
 @dataclass
@@ -110,7 +142,7 @@ def _aggregate(values: pd.Series, statistic: str) -> Any:
     if statistic == "mean":
         return fig.number(values.mean())
     if statistic == "count_positive":
-        return f"{int((values > 0).sum())}/{len(values)}"
+        return f"{int((values > BEATS_MARGIN).sum())}/{len(values)}"
     raise ValueError(f"schema.yaml: unknown statistic '{statistic}'; use mean or count_positive")
 
 
@@ -161,6 +193,14 @@ def index_rows(data: SiteData) -> list[dict[str, Any]]:
     return out
 
 
+def runs_in_progress(data: SiteData) -> list[dict[str, Any]]:
+    """The runs whose manifest still says ``running``: still going when the site was built, or killed before any later run
+    into the folder could notice (their rows may be partial). Each: model, revision, run id, when it last wrote, its model page."""
+    return [{"model": model, "revision": m.model.revision, "run_id": m.run_id, "written": (m.written_at or "?")[:16].replace("T", " "),
+             "href": f"models/{model_slug(model, m.model.revision)}.html#provenance"}
+            for model, runs in sorted(data.manifests.items()) for m in runs if m.status == "running"]
+
+
 def model_page(data: SiteData, row: dict[str, Any]) -> dict[str, Any]:
     """The page of one index row's (model, revision): its task table, sections of figures, and its run manifests."""
     from layerbench.site.sections import model_sections
@@ -176,8 +216,43 @@ def model_page(data: SiteData, row: dict[str, Any]) -> dict[str, Any]:
     runs = [m for m in data.manifests.get(model, []) if m.model.revision == revision]
     return dict(title=model, figures=figures, sections=sections, slug=model_slug(model, revision),
                 model={"parameters": latest.model.parameters if latest else None, "n_layers": row["layers"], "revision": revision},
-                task_table={"id": "tasks", "columns": columns(pages["model"]["task_columns"] + data.schema["summary_columns"]), "rows": task_rows},
-                manifests=[{"run_id": m.run_id, "status": m.status, "text": m.to_json().decode()} for m in runs])
+                task_table=table("tasks", pages["model"]["task_columns"] + data.schema["summary_columns"], task_rows),
+                provenance={"fields": [(c["id"], c["title"]) for c in pages["model"]["provenance_fields"]],
+                            "runs": [provenance_row(m, f"{model_slug(model, revision)}/runs/{m.run_id}.json") for m in reversed(runs)]},
+                manifest_files={f"models/{model_slug(model, revision)}/runs/{m.run_id}.json": m.to_json() for m in runs})
+
+
+# The packages a provenance row names (the manifest lists more; its JSON has them all).
+PROVENANCE_PACKAGES = ("layerbench", "torch", "transformers", "sentence-transformers", "mteb", "scikit-learn", "numpy")
+
+
+def provenance_row(manifest: Manifest, raw: str) -> dict[str, Any]:
+    """One run's provenance table on the model page: status (and the error of a failed run), when, the model copy and
+    its checksum, the main packages, the platform and lock, seconds per stage; ``raw``: the manifest's JSON, linked from the run id."""
+    model, env = manifest.model, manifest.environment
+    extra = model.model_extra or {}
+    source = extra.get("copy_source")
+    if source == "hub":
+        copy = f"Hub {extra.get('copy_hub_id')}@{str(extra.get('copy_commit') or '?')[:12]}"
+    elif source == "packaged":
+        copy = f"PyPI {extra.get('copy_distribution')} {extra.get('copy_distribution_version')}"
+    else:
+        copy = f"{source or 'unknown'} {extra.get('copy_path') or ''}".strip()
+    status = manifest.status
+    if manifest.error:
+        status += f": {manifest.error}" + (f" (task {manifest.error_task})" if manifest.error_task else "")
+    fingerprint = env.platform_fingerprint or {}
+    cpu = fingerprint.get("cpu") or {}
+    platform = " ".join(str(p) for p in (manifest.platform_id, cpu.get("model"), f"{fingerprint['blas_threads']} threads" if "blas_threads" in fingerprint else None,
+                                         model.device, env.gpu) if p)
+    lock = env.lock or {}
+    lock_text = (f"{lock.get('sha256', '?')}, " + ("used" if lock.get("used") else f"{lock.get('mismatched', '?')} package(s) differ")) if lock else "—"
+    stages = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in manifest.timings_seconds.items() if seconds >= 0.5)
+    return {"run": manifest.run_id, "_href_run": raw, "status": status, "written": (manifest.written_at or "")[:16].replace("T", " "),
+            "tasks": f"{len(manifest.tasks)}: {', '.join(manifest.tasks)}", "copy": f"{copy}; {(model.fingerprint or '?')[:19]}", "dtype": model.dtype,
+            "packages": ", ".join(f"{name} {env.packages[name]}" for name in PROVENANCE_PACKAGES if env.packages.get(name)),
+            "platform": platform or None, "lock": lock_text, "git": (env.git_sha or "")[:12] + ("-dirty" if (env.git_sha or "").endswith("-dirty") else "") or None,
+            "stages": stages or None, "forward_passes": manifest.forward_passes, "_class": "muted" if manifest.status != "complete" else None}
 
 
 def task_page(data: SiteData, task: str, per_layer: pd.DataFrame) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -211,7 +286,7 @@ def task_page(data: SiteData, task: str, per_layer: pd.DataFrame) -> tuple[dict[
         r["_href_model"] = f"../models/{model_slug(r['model'], r['revision'])}.html"
     family = data.families.get(task, "other")
     page = dict(title=task, figures=figures, plots=plots, description=pages["task"]["description"].format(family=family, metric=main or "—"),
-                best_table={"id": "best", "columns": columns(pages["task"]["best_columns"] + schema["summary_columns"]), "rows": best})
+                best_table=table("best", pages["task"]["best_columns"] + schema["summary_columns"], best))
     noted = int(mine.note.notna().sum())  # models whose headline for the task is withheld (no concept beyond the baselines)
     entry = {"task": task, "_href_task": f"tasks/{task}.html", "family": family, "metric": main, "models": len(mine[["model", "revision"]].drop_duplicates()),
              "best": fig.number(mine.best_value.max()), "headline": f"{len(mine) - noted}/{len(mine)}" if noted else None}
@@ -228,39 +303,56 @@ def task_pages(data: SiteData) -> tuple[dict[str, dict[str, Any]], dict[str, Any
         pages[task], entry = task_page(data, task, per_layer_by_task.get(task, data.rows.iloc[:0]))
         entries.append(entry)
     schema = data.schema["pages"]["tasks"]
-    return pages, dict(title=schema["title"], task_table={"id": "tasks", "columns": columns(schema["columns"]), "rows": entries})
+    return pages, dict(title=schema["title"], task_table=table("tasks", schema["columns"], entries))
 
 
 def metrics_page(data: SiteData) -> dict[str, Any]:
     """The metrics page: per label-free metric, how well it picks each (model, task)'s best layer, with figures and a verdict."""
     schema = data.schema["pages"]["metrics"]
     picks_of = metric_pick_summary(data.rows, data.mains)
+    # Metrics that order every model's and task's layers alike are one picker: one row, one bar, named by its group.
+    groups = equivalent_metrics(picks_of)
+    for group in groups:
+        for other in group[1:]:
+            del picks_of[other]
+    label = {group[0]: f"{group[0]} (= {', '.join(group[1:])})" for group in groups}
+    short = {group[0]: f"{group[0]} (+{len(group) - 1})" for group in groups}
     directions = schema["directions"]
     summary_rows, details = [], []
     for name, picks in picks_of.items():
         picks_layers = bool(picks.picks_layers.iloc[0])  # a descriptive metric has no best layer: it "picks" the last
         direction = picks.direction.iloc[0]
-        summary_rows.append({"metric": name, "direction": directions["none" if direction is None else "higher" if direction else "lower"],
+        summary_rows.append({"metric": label.get(name, name), "direction": directions["none" if direction is None else "higher" if direction else "lower"],
                              "pairs": len(picks), "models": picks.model.nunique(), "spearman": fig.number(picks.spearman.mean()),
-                             "beats_last": f"{int((picks.gain > 1e-12).sum())}/{len(picks)}" if picks_layers else None,
+                             "beats_last": f"{int((picks.gain > BEATS_MARGIN).sum())}/{len(picks)}" if picks_layers else None,
                              "picked_gain": fig.number(picks.gain.mean()) if picks_layers else None, "ceiling": fig.number(picks.ceiling.mean()),
                              "regret": fig.number((picks.ceiling - picks.gain).mean()) if picks_layers else None,
                              "per_model": {m: float(g.gain.mean()) for m, g in picks.groupby("model")} if picks_layers else {}})
-        details += [{"metric": name, **r} for r in records(picks.drop(columns=["gain", "ceiling", "higher_is_better", "picks_layers", "direction"]))]
+        details += [{"metric": label.get(name, name), **r} for r in records(picks.drop(columns=["gain", "ceiling", "higher_is_better", "picks_layers", "direction"]))]
+    picks_of = {short.get(name, name): picks for name, picks in picks_of.items()}  # the charts' category names
     figures: dict[str, Any] = {}
     if picks_of:
         models = sorted({m for p in picks_of.values() for m in p.model})
         mean_of = {m: {n: (p[p.model == m].spearman.mean() if (p.model == m).any() else None) for n, p in picks_of.items()} for m in models}
         figures["spearman"] = fig.grouped_bars(mean_of, schema["spearman_title"], schema["spearman_y_title"])
-        picking = [r["metric"] for r in summary_rows if r["picked_gain"] is not None]
+        picking = [n for n, r in zip(picks_of, summary_rows) if r["picked_gain"] is not None]
         gains = {m: {n: (picks_of[n][picks_of[n].model == m].gain.mean() if (picks_of[n].model == m).any() else None) for n in picking} for m in models}
         ceiling = {m: float(pd.concat([p[p.model == m] for p in picks_of.values()]).drop_duplicates("task").ceiling.mean()) for m in models}
         diamonds = [fig.markers(picking, [ceiling[m]] * len(picking), f"best layer: {m}", fig.PALETTE[i % len(fig.PALETTE)], "best - last", m)
                     for i, m in enumerate(models)]
         figures["gain"] = fig.grouped_bars(gains, schema["gain_title"], schema["gain_y_title"], diamonds)
-    return dict(title=schema["title"], figures=figures, verdict=verdict(summary_rows, schema["verdict"]), models=sorted(data.rows.model.unique()),
-                plots=list(figures), metric_table={"id": "metrics", "columns": columns(schema["columns"]), "rows": summary_rows},
-                detail_table={"id": "details", "columns": columns(schema["detail_columns"]), "rows": details})
+    pairs = max((r["pairs"] for r in summary_rows), default=0)
+    alike = [schema["equivalent"].format(names=", ".join(group[:-1]) + " and " + group[-1], pairs=pairs, relations=_relations(group)) for group in groups]
+    return dict(title=schema["title"], figures=figures, verdict=verdict(summary_rows, schema["verdict"]), models=sorted(data.rows.model.unique()), alike=alike,
+                plots=list(figures), metric_table=table("metrics", schema["columns"], summary_rows), detail_table=table("details", schema["detail_columns"], details))
+
+
+def _relations(group: list[str]) -> str:
+    """How the metrics of ``group`` derive from one another, from their registered descriptions ("" when none says)."""
+    from layerbench.metrics import get as get_metric
+
+    said = [f"{name} = {get_metric(name).description.split(':')[0]}" for name in group if get_metric(name).derived_from in group]
+    return f" ({'; '.join(said)})" if said else ""
 
 
 def verdict(summary_rows: list[dict[str, Any]], sentences: dict[str, str]) -> str:
@@ -268,19 +360,15 @@ def verdict(summary_rows: list[dict[str, Any]], sentences: dict[str, str]) -> st
     if not summary_rows:
         return sentences["empty"]
     directed = [r for r in summary_rows if r["picked_gain"] is not None]
-    winners = sorted((r for r in directed if r["picked_gain"] > 0), key=lambda r: -r["picked_gain"])
+    winners = sorted((r for r in directed if r["picked_gain"] > BEATS_MARGIN), key=lambda r: -r["picked_gain"])
     pairs = max(r["pairs"] for r in summary_rows)
     ceiling = f"{max((r['ceiling'] for r in summary_rows if r['ceiling'] is not None), default=0.0):+.3f}"
-    local = [f"{r['metric']} on {m} ({g:+.3f})" for r in directed for m, g in sorted(r["per_model"].items()) if g > 0]
+    local = [f"{r['metric']} on {m} ({g:+.3f})" for r in directed for m, g in sorted(r["per_model"].items()) if g > BEATS_MARGIN]
     on_some = sentences["on_some"].format(listed=", ".join(local)) if local else ""
     if not winners:
         best = max(directed, key=lambda r: r["picked_gain"]) if directed else None
-        closest = sentences["closest"].format(metric=best["metric"], gain=f"{best['picked_gain']:+.3f}") if best else ""
+        gain = f"{best['picked_gain']:+.3f}" if best and abs(best["picked_gain"]) > BEATS_MARGIN else sentences["level"]
+        closest = sentences["closest"].format(metric=best["metric"], gain=gain) if best else ""
         return sentences["none_beats"].format(pairs=pairs, closest=closest, on_some=on_some, ceiling=ceiling)
     listed = ", ".join(sentences["winner"].format(metric=r["metric"], gain=f"{r['picked_gain']:+.3f}", beats_last=r["beats_last"]) for r in winners)
     return sentences["some_beat"].format(pairs=pairs, winners=len(winners), directed=len(directed), listed=listed, ceiling=ceiling)
-
-
-def label_free_names() -> set[str]:
-    """The names of the label-free metrics (their rows get their own plots)."""
-    return {info.name for info in list_metrics()}

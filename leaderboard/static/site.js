@@ -32,6 +32,20 @@ function filterTable(table, text) {
   });
 }
 
+// A figure with several metrics shows one at a time: a drop-down above the plot picks it, and the plot's title and y axis name it.
+function addSelector(plot, options) {
+  const select = document.createElement("select");
+  select.className = "metric-select";
+  select.setAttribute("aria-label", "metric shown in " + plot.id);
+  select.dataset.plot = plot.id;
+  options.forEach((option, i) => select.add(new Option(option.label, String(i))));
+  select.addEventListener("change", () => {
+    const option = options[Number(select.value)];
+    Plotly.update(plot, { visible: option.visible }, { "title.text": option.title, "yaxis.title.text": option.label });
+  });
+  plot.parentNode.insertBefore(select, plot);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("table.sortable").forEach((table) => {
     table.querySelectorAll("th").forEach((th, column) => th.addEventListener("click", () => sortTable(table, column, th)));
@@ -43,5 +57,6 @@ document.addEventListener("DOMContentLoaded", () => {
   const figures = JSON.parse(document.getElementById("figures").textContent);
   Object.entries(figures).forEach(([id, figure]) => {
     Plotly.newPlot(id, figure.data, figure.layout, { responsive: true, displaylogo: false });
+    if (figure.selector) addSelector(document.getElementById(id), figure.selector);
   });
 });
