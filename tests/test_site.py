@@ -147,8 +147,8 @@ def test_pages_load_sort_and_plot_in_headless_chromium(site):
 
         # The model table sorts on a click: by layers, ascending then descending.
         page.goto(base + "index.html")
-        header = page.locator("#models th", has_text=re.compile(r"^layers$"))
-        column = page.evaluate("() => Array.from(document.querySelectorAll('#models th')).findIndex(th => th.textContent.trim() === 'layers')")
+        header = page.locator("#models tr.columns th", has_text=re.compile(r"^layers$"))
+        column = page.evaluate("() => Array.from(document.querySelectorAll('#models tr.columns th')).findIndex(th => th.textContent.trim() === 'layers')")
         read = f"() => Array.from(document.querySelectorAll('#models tbody tr')).map(r => parseFloat(r.cells[{column}].textContent))"
         header.click()
         assert page.evaluate(read) == sorted(page.evaluate(read))
@@ -158,6 +158,45 @@ def test_pages_load_sort_and_plot_in_headless_chromium(site):
         page.fill("input[data-table=models]", "MiniLM")
         visible = page.evaluate("() => Array.from(document.querySelectorAll('#models tbody tr')).filter(r => !r.hidden).map(r => r.cells[0].textContent)")
         assert visible and all("MiniLM" in v for v in visible)
+        page.fill("input[data-table=models]", "")
+
+        # The index reads at 1,400 pixels: columns grouped by family under a header row, the paper protocols' group hidden
+        # until its box is ticked, the whole table in the window without them, the model column in view while the table
+        # scrolls sideways, scores to three decimals with their counts apart.
+        page.set_viewport_size({"width": 1400, "height": 900})
+        index = """() => {
+            const table = document.getElementById('models'), wrap = table.parentElement;
+            const visible = (el) => !el.hidden && el.getBoundingClientRect().width > 0;
+            const groups = Array.from(table.querySelectorAll('tr.groups th')).filter(visible).map(th => th.textContent.trim());
+            const paper = Array.from(table.querySelectorAll('tr.columns th.g-paper'));
+            const scores = Array.from(table.querySelectorAll('tbody td[data-value]')).filter(visible)
+                .map(td => td.firstChild.textContent.trim()).filter(text => /^-?[0-9.]+$/.test(text) && text.includes('.'));
+            return {groups, paperShown: paper.filter(visible).length, paper: paper.length, tableWidth: table.getBoundingClientRect().width,
+                    window: window.innerWidth, wrapWidth: wrap.clientWidth, scores};
+        }"""
+        seen = page.evaluate(index)
+        assert seen["groups"][:3] == ["model", "concept probing", "MTEB"] and "paper protocols" not in seen["groups"], seen["groups"]
+        assert seen["paper"] >= 3 and seen["paperShown"] == 0
+        assert seen["tableWidth"] <= seen["wrapWidth"] <= seen["window"], seen
+        assert seen["scores"] and all(len(text.split(".")[1]) == 3 for text in seen["scores"]), seen["scores"]
+        page.check("input.group-toggle[data-group=paper]")
+        seen = page.evaluate(index)
+        assert "paper protocols" in seen["groups"] and seen["paperShown"] == seen["paper"]
+        page.set_viewport_size({"width": 900, "height": 900})  # narrow: the table scrolls inside its wrapper
+        sticky = page.evaluate("""() => {
+            const wrap = document.querySelector('#models').parentElement;
+            wrap.scrollLeft = wrap.scrollWidth;
+            const first = document.querySelector('#models tbody td:first-child').getBoundingClientRect();
+            return {scrolled: wrap.scrollLeft, left: first.left, wrapLeft: wrap.getBoundingClientRect().left};
+        }""")
+        assert sticky["scrolled"] > 100 and abs(sticky["left"] - sticky["wrapLeft"]) < 2, sticky
+        page.screenshot(path=str(ARTIFACTS / "site_index_scrolled.png"), full_page=False)
+
+        # Every plot can be taken away as SVG (the button added to Plotly's toolbar) and PNG (its camera).
+        page.goto(base + "models/smollm2-135m-q4.html")
+        page.wait_for_load_state("load")
+        titles = page.evaluate("() => Array.from(document.querySelector('.plot .modebar').querySelectorAll('.modebar-btn')).map(a => a.getAttribute('data-title'))")
+        assert "Download plot as SVG" in titles and "Download plot as a PNG" in titles and "Share chart..." not in titles, titles
         browser.close()
 
 
@@ -284,7 +323,7 @@ def test_tables_list_long_notes_under_them_and_drop_empty_columns():
     rows = [{"task": "a", "best": 0.5, "ic_auroc": None, "note": "not decodable beyond the baseline"}, {"task": "b", "best": 0.7, "ic_auroc": None, "note": None},
             {"task": "c", "best": None, "ic_auroc": None, "note": "not decodable beyond the baseline"}]
     made = table("tasks", declared, rows)
-    assert [key for key, _, _ in made["columns"]] == ["task", "best"]  # no IC AUROC anywhere; the note is listed, not a column
+    assert [c["id"] for c in made["columns"]] == ["task", "best"]  # no IC AUROC anywhere; the note is listed, not a column
     assert made["notes"] == [(1, "not decodable beyond the baseline", ["a", "c"])]
     assert [r.get("_note") for r in made["rows"]] == [1, None, 1]
 

@@ -54,10 +54,11 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
     index = data.schema["pages"]["index"]
     models = view.index_rows(data)
     ranked, apart = [m for m in models if m["apart"] is None], [m for m in models if m["apart"] is not None]
-    index_columns = data.schema["index_columns"]
+    index_columns, groups = data.schema["index_columns"], data.schema["index_groups"]
     pages.render("index.html", "index.html", title=index["title"], sources=[str(p) for p in paths], n_rows=len(data.rows), models=models,
-                 n_tasks=data.rows.task.nunique(), model_table=view.table("models", index_columns, ranked),
-                 apart_table=view.table("apart", [*index_columns[:1], *index["apart_columns"], *index_columns[1:]], apart),
+                 n_tasks=data.rows.task.nunique(), model_table=view.table("models", index_columns, ranked, groups, decimals=3),
+                 apart_table=view.table("apart", [*index_columns[:1], *index["apart_columns"], *index_columns[1:]], apart, groups, decimals=3),
+                 groups=groups,
                  in_progress=view.runs_in_progress(data))
     for row in models:
         page = view.model_page(data, row)

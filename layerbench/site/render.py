@@ -13,15 +13,20 @@ from layerbench.errors import UserError
 from layerbench.site.view import PARTS
 
 
-def fmt(value: Any) -> str:
-    """Table cell text: numbers with 4 significant digits (integers as they are), missing values as an em dash."""
+def fmt(value: Any, decimals: int | None = None, style: str | None = None) -> str:
+    """Table cell text: numbers with 4 significant digits, or ``decimals`` digits after the point (integers as they are),
+    ``style="millions"`` as 268M; missing values as an em dash."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)) or value is pd.NA:
         return "—"
     if isinstance(value, (bool, np.bool_)):
         return str(value)
+    if style == "millions" and isinstance(value, (int, float, np.integer, np.floating)):
+        return f"{float(value) / 1e6:,.0f}M"
     if isinstance(value, (int, np.integer)):
         return f"{int(value):,}" if abs(int(value)) >= 10_000 else str(int(value))
     if isinstance(value, (float, np.floating)):
+        if decimals is not None:
+            return f"{float(value):.{decimals}f}"
         return f"{float(value):.4g}" if abs(float(value)) < 1e5 else f"{float(value):,.0f}"
     return str(value)
 

@@ -43,13 +43,16 @@ def presentation() -> dict[str, Any]:
     return yaml.safe_load((PARTS / "schema.yaml").read_text())
 
 
-def columns(declared: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
-    """A schema's column list as the table template takes it: (key, title, is_text)."""
-    return [(c["id"], c["title"], bool(c.get("text"))) for c in declared]
+def table(table_id: str, declared: list[dict[str, Any]], rows: list[dict[str, Any]], groups: list[dict[str, Any]] | None = None,
+          decimals: int | None = None) -> dict[str, Any]:
+    """A table as ``_table.html`` takes it.
 
-
-def table(table_id: str, declared: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """A table as ``_table.html`` takes it: ``id``, ``columns`` (those with a value in some row; the first always), ``rows``, ``notes``.
+    Returns:
+        ``id``; ``columns``: the declared column dicts (``id``, ``title``, optional ``text``, ``group``, ``format``) that
+        have a value in some row (the first always); ``groups``: the header row over them, one entry per run of
+        consecutive columns of one group (``id``, ``title``, ``about``, ``toggle``: a check box shows or hides it, ``shown``: at
+        first, ``span``), empty without ``groups``; ``hidden``: the groups not shown at first;
+        ``rows``; ``notes``; ``decimals``: the digits after the point of every number (None: 4 significant digits).
 
     A column declared ``footnote: true`` (a row's note: why a value is missing) is too long for a cell: it is no column;
     the row's first cell links to the k-th of the ``notes`` under the table (``row["_note"] = k``), each (k, text, [first
@@ -64,8 +67,18 @@ def table(table_id: str, declared: list[dict[str, Any]], rows: list[dict[str, An
             if text:
                 notes.setdefault(text, []).append(str(row.get(first, "")))
                 row["_note"] = list(notes).index(text) + 1
-    kept = [c for c in shown if not c.get("footnote")]
-    return {"id": table_id, "columns": columns(kept), "rows": rows, "notes": [(k, text, on) for k, (text, on) in enumerate(notes.items(), 1)]}
+    kept = [{"text": False, "group": None, "format": None, **c} for c in shown if not c.get("footnote")]
+    header: list[dict[str, Any]] = []
+    if groups:
+        known = {g["id"]: g for g in groups}
+        for column in kept:
+            group = known[column["group"]]
+            if header and header[-1]["id"] == group["id"]:
+                header[-1]["span"] += 1
+            else:
+                header.append({"about": "", "toggle": False, "shown": True, **group, "span": 1})
+    return {"id": table_id, "columns": kept, "groups": header, "rows": rows, "decimals": decimals, "hidden": [g["id"] for g in header if not g["shown"]],
+            "notes": [(k, text, on) for k, (text, on) in enumerate(notes.items(), 1)]}
 
 
 @dataclass
@@ -175,7 +188,7 @@ def index_rows(data: SiteData) -> list[dict[str, Any]]:
     for (model, revision), group in data.table.groupby(["model", "revision"], dropna=False, sort=True):
         revision = revision_of(revision)
         latest = latest_manifest(data, model, revision)
-        row: dict[str, Any] = {"model": model, "_href_model": f"models/{model_slug(model, revision)}.html", "revision": revision or "—",
+        row: dict[str, Any] = {"model": model, "_href_model": f"models/{model_slug(model, revision)}.html", "revision": revision,
                                "parameters": latest.model.parameters if latest else None, "layers": int(of_model(data.rows, model, revision).n_layers.max()),
                                "tasks": int(group.task.nunique()), "apart": why_apart(signatures[(model, revision)], reference)}
         group = group.assign(family=group.task.map(lambda t: data.families.get(t, "other")))
@@ -205,7 +218,7 @@ def model_page(data: SiteData, row: dict[str, Any]) -> dict[str, Any]:
     """The page of one index row's (model, revision): its task table, sections of figures, and its run manifests."""
     from layerbench.site.sections import model_sections
 
-    model, revision = row["model"], None if row["revision"] == "—" else row["revision"]
+    model, revision = row["model"], row["revision"]
     pages = data.schema["pages"]
     figures: dict[str, Any] = {}
     sections = model_sections(of_model(data.rows, model, revision), data.families, data.mains, data.schema, figures, "m")

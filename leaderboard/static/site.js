@@ -21,7 +21,7 @@ function sortTable(table, column, header) {
     return 0;
   });
   rows.forEach((row) => body.appendChild(row));
-  table.querySelectorAll("th").forEach((th) => th.removeAttribute("aria-sort"));
+  table.querySelectorAll("th").forEach((th) => th.removeAttribute("aria-sort"));  // group headers never carry one
   header.setAttribute("aria-sort", ascending ? "ascending" : "descending");
 }
 
@@ -30,6 +30,21 @@ function filterTable(table, text) {
   Array.from(table.tBodies[0].rows).forEach((row) => {
     row.hidden = needle !== "" && !row.textContent.toLowerCase().includes(needle);
   });
+}
+
+// Every plot can be taken away: the toolbar's camera saves a PNG (at twice the size), the button beside it an SVG, both named after the plot.
+function plotConfig(id) {
+  const svg = {
+    name: "Download plot as SVG",
+    icon: Plotly.Icons.disk,
+    click: (plot) => Plotly.downloadImage(plot, { format: "svg", filename: id }),
+  };
+  return {
+    responsive: true, displaylogo: false,
+    toImageButtonOptions: { format: "png", filename: id, scale: 2 },
+    modeBarButtonsToAdd: [svg],
+    modeBarButtonsToRemove: ["sendChartToCloud"],  // a static page uploads nothing anywhere
+  };
 }
 
 // A figure with several metrics shows one at a time: a drop-down above the plot picks it, and the plot's title and y axis name it.
@@ -48,7 +63,15 @@ function addSelector(plot, options) {
 
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("table.sortable").forEach((table) => {
-    table.querySelectorAll("th").forEach((th, column) => th.addEventListener("click", () => sortTable(table, column, th)));
+    // The last header row names the columns (a grouped table has a row of groups above it).
+    const names = table.tHead.rows[table.tHead.rows.length - 1];
+    Array.from(names.cells).forEach((th, column) => th.addEventListener("click", () => sortTable(table, column, th)));
+  });
+  document.querySelectorAll("input.group-toggle").forEach((input) => {
+    const table = document.getElementById(input.dataset.table);
+    input.addEventListener("change", () => {
+      table.querySelectorAll(".g-" + input.dataset.group).forEach((cell) => { cell.hidden = !input.checked; });
+    });
   });
   document.querySelectorAll("input.filter").forEach((input) => {
     const table = document.getElementById(input.dataset.table);
@@ -56,7 +79,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   const figures = JSON.parse(document.getElementById("figures").textContent);
   Object.entries(figures).forEach(([id, figure]) => {
-    Plotly.newPlot(id, figure.data, figure.layout, { responsive: true, displaylogo: false });
+    Plotly.newPlot(id, figure.data, figure.layout, plotConfig(id));
     if (figure.selector) addSelector(document.getElementById(id), figure.selector);
   });
 });
