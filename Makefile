@@ -47,9 +47,13 @@ lint: venv
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-# The leaderboard site from the committed reference results (open site/index.html).
+# The leaderboard site from the committed reference results (open site/index.html), then what the README takes from it:
+# its leaderboard table (written from results/) and its figure (Gemma 3's tasks by depth as the site draws it, saved
+# by Debian's chromium as the site test uses it).
 site: venv
 	$(BIN)/layerbench leaderboard results -o site
+	$(BIN)/python -m layerbench.site.readme README.md results
+	$(BIN)/python docs/readme_figure.py site models/gemma3-270m-base-q4.html m-depth-heatmap docs/figures/gemma3-tasks-by-depth.png
 
 # The committed reference results and the site built from them, with one command: the default suite under our
 # protocol and each paper's on the four offline models (MiniLM, multilingual-e5-small, SmolLM2, Gemma 3), and the
@@ -61,7 +65,7 @@ leaderboard: venv
 	$(BIN)/layerbench run $(LEADERBOARD_MODELS) --suite default --protocol layerbench,paper --update --reference --output results
 	$(BIN)/layerbench run --model smollm2-135m-q4 --model gemma3-270m-base-q4 --tasks consistency-coinflip --protocol layerbench,xie2024 --limit 20 --no-metrics --update --reference --output results
 	$(BIN)/layerbench run --model smollm2-135m-q4 --model gemma3-270m-base-q4 --suite latent-language --protocol layerbench,paper --no-metrics --update --reference --output results
-	$(BIN)/layerbench leaderboard results -o site
+	$(MAKE) site
 
 results: leaderboard
 

@@ -24,6 +24,29 @@ TASK_KEY = ["model", "revision", "task", "protocol", "site"]
 HEADLINE_SUMMARIES = tuple(headline for family in all_families().values() for headline in family.headlines)
 # The fewest items a headline summary must rest on to be shown as one (each family's headline_min_n).
 HEADLINE_MIN_N = {metric: n for family in all_families().values() for metric, n in family.headline_min_n}
+# How each headline summary's 95% interval is drawn (each family's headline_intervals; ``normal`` where none is said).
+HEADLINE_INTERVALS = {metric: method for family in all_families().values() for metric, method in family.headline_intervals}
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def normal_interval(value: np.ndarray, stderr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 95% interval ``value -+ 1.96 stderr`` of each value (NaN where the stderr is), arrays of one shape."""
+    value, stderr = np.asarray(value, float), np.asarray(stderr, float)
+    return value - Z95 * stderr, value + Z95 * stderr
+
+
+def wilson_interval(share: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson's 95% score interval of a share ``p = k / n`` of n items (NaN where n is 0).
+
+    ``(p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)``: unlike p -+ z sqrt(p(1-p)/n) it stays inside
+    [0, 1] and does not shrink to a point at p = 0 or 1, which matters on the few dozen items a fix rate rests on.
+    """
+    p, n = np.asarray(share, float), np.asarray(n, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+        half = Z95 * np.sqrt(p * (1 - p) / n + Z95**2 / (4 * n**2)) / (1 + Z95**2 / n)
+    centre, half = np.where(n > 0, centre, np.nan), np.where(n > 0, half, np.nan)
+    return centre - half, centre + half
 
 
 def _registered_main_scores() -> dict[str, str]:
@@ -124,8 +147,10 @@ def best_layer(df: pd.DataFrame, task: str | None = None, metric: str | None = N
         sign = 1.0 if higher else -1.0
         out.append(dict(zip(GROUP, key)) | dict(
             best_layer=int(best.layer), best_depth=float(best.depth), best_value=float(best.value),
-            last_layer=int(last.layer), last_value=float(last.value), gain=sign * float(best.value - last.value), n_layers=int(best.n_layers)))
-    return pd.DataFrame(out, columns=[*GROUP, "best_layer", "best_depth", "best_value", "last_layer", "last_value", "gain", "n_layers"])
+            last_layer=int(last.layer), last_value=float(last.value), gain=sign * float(best.value - last.value), n_layers=int(best.n_layers),
+            best_stderr=float(best.stderr), last_stderr=float(last.stderr)))
+    return pd.DataFrame(out, columns=[*GROUP, "best_layer", "best_depth", "best_value", "last_layer", "last_value", "gain", "n_layers",
+                                      "best_stderr", "last_stderr"])
 
 
 def summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None = None) -> pd.DataFrame:
@@ -136,7 +161,11 @@ def summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None = None) -> 
     rows) and ``concept_depth`` (converging depth of a probe task),
     ``oracle_fix_rate`` (back-patching, first position in name order),
     ``ic_auroc`` (internal consistency), each NaN where the task has none,
-    and each with its ``<column>_n`` (the items it rests on); ``note`` says
+    and each with its ``<column>_n`` (the items it rests on); ``best_value``,
+    ``last_value``, ``gain`` and each headline with its 95% interval,
+    ``<column>_low`` and ``<column>_high`` (:func:`normal_interval` from the
+    rows' stderr, or :func:`wilson_interval` for a share such as the fix rate;
+    NaN where the rows have no stderr); ``note`` says
     why a headline is missing (a probe task whose best layer does not beat
     its baselines has no concept depth; a fix rate on fewer than 20 wrong
     queries is withheld), else null.
@@ -147,20 +176,32 @@ def summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None = None) -> 
     best = best.sort_values([*TASK_KEY, "subset", "split"]).drop_duplicates(TASK_KEY)
     keys = df[TASK_KEY].drop_duplicates()
     out = keys.merge(best.drop(columns=["subset", "split"]), on=TASK_KEY, how="left")
+    # 95% intervals of the best and last layer's score from their rows' stderr; the gain's treats the two as independent,
+    # which overstates its width (both layers are scored on the same items), so a gain whose interval excludes 0 is real.
+    best_se, last_se = out.pop("best_stderr").to_numpy(float), out.pop("last_stderr").to_numpy(float)
+    out["best_value_low"], out["best_value_high"] = normal_interval(out.best_value, best_se)
+    out["last_value_low"], out["last_value_high"] = normal_interval(out.last_value, last_se)
+    out["gain_low"], out["gain_high"] = normal_interval(out.gain, np.hypot(best_se, last_se))
     out["metric"] = out.task.map(mains)
     summaries = df[df.layer.isna()].sort_values("subset")
     if "note" not in summaries:  # rows built by hand, or read before the column existed
         summaries = summaries.assign(note=pd.NA)
     notes = []
     for metric, column in HEADLINE_SUMMARIES:
-        values = summaries[summaries.metric == metric].drop_duplicates(TASK_KEY)[[*TASK_KEY, "value", "n", "note"]]
+        values = summaries[summaries.metric == metric].drop_duplicates(TASK_KEY)[[*TASK_KEY, "value", "n", "stderr", "note"]]
         few = values.n < HEADLINE_MIN_N.get(metric, 0)
         if few.any():  # too few items to rank by: the value is withheld and the note says on how few it rests
             values = values.assign(note=values.note.where(~few, [f"{metric} {v:.2f} rests on {n} items, fewer than the {HEADLINE_MIN_N[metric]} "
                                                                  "a headline needs" for v, n in zip(values.value, values.n)]),
                                    value=values.value.where(~few))
-        out = out.merge(values[[*TASK_KEY, "value", "n"]].rename(columns={"value": column, "n": f"{column}_n"}), on=TASK_KEY, how="left")
+        out = out.merge(values[[*TASK_KEY, "value", "n", "stderr"]].rename(columns={"value": column, "n": f"{column}_n", "stderr": f"{column}_se"}),
+                        on=TASK_KEY, how="left")
         out[column] = out[column].astype(float)
+        if HEADLINE_INTERVALS.get(metric) == "wilson":
+            out[f"{column}_low"], out[f"{column}_high"] = wilson_interval(out[column], out[f"{column}_n"].astype(float))
+        else:
+            out[f"{column}_low"], out[f"{column}_high"] = normal_interval(out[column], out[f"{column}_se"].astype(float))
+        out = out.drop(columns=f"{column}_se")
         notes.append(values[[*TASK_KEY, "note"]].dropna(subset=["note"]))  # (revision is often null: drop on the note alone)
     # Why a headline is missing ("not decodable beyond the baseline: ..."), the first such note per task.
     found = pd.concat(notes).drop_duplicates(TASK_KEY) if notes else pd.DataFrame(columns=[*TASK_KEY, "note"])

@@ -42,6 +42,41 @@ def test_best_layer_curve_and_summary_follow_each_metrics_direction():
     assert table.concept_depth.tolist() == pytest.approx([2 / 3, 2 / 3])
 
 
+def test_the_summary_carries_95_percent_intervals():
+    """Normal intervals from the rows' stderr for the best and last layer (the gain's from both), Wilson's for a share."""
+    from layerbench.analysis import wilson_interval
+
+    table = summary(rows(stderr=0.01)).iloc[0]
+    assert (table.best_value_low, table.best_value_high) == pytest.approx((0.80 - 0.0196, 0.80 + 0.0196), abs=1e-4)
+    assert (table.last_value_low, table.last_value_high) == pytest.approx((0.70 - 0.0196, 0.70 + 0.0196), abs=1e-4)
+    assert table.gain_high - table.gain_low == pytest.approx(2 * 1.96 * np.hypot(0.01, 0.01), abs=1e-4)
+    assert np.isnan(table.concept_depth_low)  # its summary row has no stderr: no interval, never a made-up one
+    # Wilson's interval of 4 of 8 is 0.215..0.785 (textbook value); of 0 of 20 it still has width, up to z^2 / (n + z^2).
+    low, high = wilson_interval(np.array([0.5, 0.0, 1.0]), np.array([8, 20, 20]))
+    assert low[0] == pytest.approx(0.2152, abs=1e-4) and high[0] == pytest.approx(0.7848, abs=1e-4)
+    assert low[1] == 0 and high[1] == pytest.approx(1.96**2 / (20 + 1.96**2), abs=1e-3) and high[2] == pytest.approx(1.0)
+    assert np.isnan(wilson_interval(np.array([0.5]), np.array([0]))[0][0])
+
+
+def test_an_auroc_error_resamples_questions_not_paths():
+    """Eight identical paths per question carry no more information than one: a bootstrap over questions gives the
+    same error for both (the same questions are drawn), one over paths would shrink it by about sqrt(8)."""
+    from layerbench.evaluators.consistency import auroc_with_stderr
+
+    rng = np.random.default_rng(0)
+    scores, positive = rng.normal(size=40), rng.random(40) < 0.5
+    scores = scores + positive  # a real but imperfect separation
+    alone = auroc_with_stderr(scores, positive, np.arange(40), seed=3)
+    copies = auroc_with_stderr(np.repeat(scores, 8), np.repeat(positive, 8), np.repeat(np.arange(40), 8), seed=3)
+    assert copies == pytest.approx(alone) and 0.02 < alone[1] < 0.15
+    # Hanley and McNeil's closed form for independent items agrees with the bootstrap within its own noise.
+    a, n1, n0 = alone[0], positive.sum(), (~positive).sum()
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    hanley = np.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0))
+    assert alone[1] == pytest.approx(hanley, rel=0.25)
+    assert auroc_with_stderr(np.arange(10.0), np.arange(10) >= 5, np.arange(10), seed=0)[1] == pytest.approx(0.0, abs=1e-12)  # perfect: always 1
+
+
 def test_a_label_free_metric_that_tracks_the_score_picks_its_best_layer():
     picks = metric_predicts_best_layer(rows(), "infonce").iloc[0]
     # infonce (lower is better) is lowest at layer 2, where accuracy peaks: it picks the best layer.

@@ -109,3 +109,19 @@ def test_a_slice_of_the_committed_results_reruns_within_the_platform_tolerance(t
     assert np.array_equal(both.value_committed.isna(), both.value_fresh.isna())
     if same_platform(ROOT / "results" / "sentence-transformers__all-MiniLM-L6-v2"):
         assert (difference[~same_nan] == 0).all()  # the platform that made them: the same bits
+
+
+def test_the_readme_leaderboard_table_is_what_the_committed_results_give():
+    """The README's table is written from results/ (make site), never typed: it equals what they give now, and its
+    probe column equals layerbench.summary's mean over the probe tasks, computed here apart from the site code."""
+    import layerbench
+    from layerbench.site import readme, view
+
+    data = view.read_site([ROOT / "results"])
+    assert readme.updated_readme(README, readme.markdown_table(data)) == README, "README's leaderboard table is stale: run make site"
+    table = layerbench.summary(layerbench.load_results(ROOT / "results"))
+    probe = table[(table.protocol == "layerbench") & table.task.str.startswith("concept-") & table.best_value.notna()]
+    block = README[README.index(readme.START):README.index(readme.END)]
+    for model, best in probe.groupby("model").best_value.mean().items():
+        line = next(line for line in block.splitlines() if line.startswith(f"| {model.split('/')[-1]} ("))
+        assert line.split(" | ")[1].startswith(f"{best:.3f} ("), (model, best, line)

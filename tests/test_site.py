@@ -379,6 +379,7 @@ def test_the_index_ranks_only_models_run_on_the_same_tasks_at_the_same_size(tmp_
     table = summary(rows[rows.model == "smollm2-135m-q4"])
     fix = table[table.task == "backpatch-two-hop"].iloc[0]
     assert np.isnan(fix.oracle_fix_rate) and fix.oracle_fix_rate_n < 20 and "fewer than the 20 a headline needs" in fix.note
+    assert f'withheld <span class="n">n={int(fix.oracle_fix_rate_n)} &lt; 20</span>' in ranked  # the index cell says so, and on how few
 
 
 def test_two_revisions_of_one_model_are_two_rows_two_pages_and_two_curves(tmp_path):

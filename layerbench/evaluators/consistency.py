@@ -90,6 +90,32 @@ def _auroc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float(roc_auc_score(positive, scores)) if 0 < positive.sum() < len(positive) else float("nan")
 
 
+BOOTSTRAP_DRAWS = 1000  # resamples of the questions behind an AUROC's standard error
+
+
+def auroc_with_stderr(scores: np.ndarray, positive: np.ndarray, questions: np.ndarray, seed: int) -> tuple[float, float]:
+    """The AUROC of ``scores`` [P] telling the ``positive`` [P] paths from the rest, and its standard error.
+
+    The error is the standard deviation of the AUROC over :data:`BOOTSTRAP_DRAWS` resamples of the questions
+    (``questions`` [P]: each path's question), all of a drawn question's paths together: paths of one question share
+    its prompt and its answer, so resampling paths as if independent would understate the error. Draws with one
+    class only are skipped; NaN when fewer than two questions or no draw has both classes.
+    """
+    value = _auroc(scores, positive)
+    ids = np.unique(questions)
+    if len(ids) < 2 or not np.isfinite(value):
+        return value, float("nan")
+    members = [np.flatnonzero(questions == q) for q in ids]
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(BOOTSTRAP_DRAWS):
+        chosen = np.concatenate([members[i] for i in rng.integers(len(ids), size=len(ids))])
+        draw = _auroc(scores[chosen], positive[chosen])
+        if np.isfinite(draw):
+            draws.append(draw)
+    return value, float(np.std(draws, ddof=1)) if len(draws) > 1 else float("nan")
+
+
 def _weighted_vote(answers: np.ndarray, weights: np.ndarray) -> bool:
     """The answer with more weight (ties go to True, the first answer)."""
     return float(weights[answers].sum()) >= float(weights[~answers].sum())
@@ -141,9 +167,11 @@ def mean_where(values: np.ndarray, members: np.ndarray) -> float:
     return float(values[members].mean()) if members.any() else float("nan")
 
 
-def summary_rows(entries: dict[str, tuple[float, int, bool | None]]) -> list[dict[str, Any]]:
-    """Summary rows (subset ``all``) from ``metric -> (value, n, higher_is_better)``."""
-    return [summary_row(metric, value, n=n, higher_is_better=better, subset="all") for metric, (value, n, better) in entries.items()]
+def summary_rows(entries: dict[str, tuple[float, int, bool | None]], stderr: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Summary rows (subset ``all``) from ``metric -> (value, n, higher_is_better)``, with ``stderr[metric]`` where given."""
+    stderr = stderr or {}
+    return [summary_row(metric, value, n=n, higher_is_better=better, subset="all", stderr=stderr.get(metric, float("nan")))
+            for metric, (value, n, better) in entries.items()]
 
 
 def question_prompts(data: TextDataset, settings: ConsistencySettings, task: str) -> tuple[np.ndarray, list[int], list[str]]:
@@ -213,8 +241,9 @@ def evaluate_consistency(context: EvaluatorContext) -> pd.DataFrame:
         sc.append(_weighted_vote(final[mine], np.ones(settings.paths)) == labels[questions[q]])
         weighted.append(_weighted_vote(final[mine], ic[mine]) == labels[questions[q]])
     reached = np.array([done for _, (_, done) in paths[:n_sampled]], dtype=float)
+    auroc, auroc_se = auroc_with_stderr(ic, ok, question_of[:n_sampled], seed)
     summary = {
-        "ic_auroc": (_auroc(ic, ok), len(ok), True),
+        "ic_auroc": (auroc, len(ok), True),
         "plain_ic_auroc": (_auroc(plain, ok), len(ok), True),
         "path_accuracy": (float(ok.mean()), len(ok), True),
         "greedy_accuracy": (float(correct[n_sampled:].mean()), len(questions), True),
@@ -224,7 +253,7 @@ def evaluate_consistency(context: EvaluatorContext) -> pd.DataFrame:
         "mean_ic_incorrect": (mean_where(ic, ~ok), int((~ok).sum()), None),
         "paths_with_answer": (float(reached.mean()), len(reached), None),
     }
-    return pd.DataFrame(rows + summary_rows(summary))
+    return pd.DataFrame(rows + summary_rows(summary, stderr={"ic_auroc": auroc_se}))
 
 
 # ---------------------------------------------------------------------------
@@ -412,8 +441,9 @@ def evaluate_xie2024(context: EvaluatorContext) -> pd.DataFrame:
         rows += [dict(metric="calibrated_agreement", layer=layer, value=float(mean[layer]), stderr=float(stderr[layer]), n=int(count[layer]),
                       higher_is_better=None, subset=subset) for layer in range(n_layers)]
     with_answer = np.array([any(a.lower() in o.lower() for a in settings.answers) for per in outputs for o in per], dtype=float)
+    auroc, auroc_se = auroc_with_stderr(ic, correct, np.repeat(np.arange(len(questions)), result["ic"].shape[1]), seed)
     summary = {
-        "ic_auroc": (_auroc(ic, correct), len(correct), True),
+        "ic_auroc": (auroc, len(correct), True),
         "sc_accuracy": (result["sc_accuracy"], len(questions), True),
         "ic_weighted_sc_accuracy": (result["ic_weighted_sc_accuracy"], len(questions), True),
         "path_accuracy": (float(result["score"].mean()), len(correct), True),
@@ -421,4 +451,4 @@ def evaluate_xie2024(context: EvaluatorContext) -> pd.DataFrame:
         "mean_ic_incorrect": (mean_where(ic, ~correct) / n_layers, int((~correct).sum()), None),
         "paths_with_answer": (float(with_answer.mean()), len(with_answer), None),
     }
-    return pd.DataFrame(rows + summary_rows(summary))
+    return pd.DataFrame(rows + summary_rows(summary, stderr={"ic_auroc": auroc_se}))

@@ -47,6 +47,7 @@ FAMILY = register(Family(
     headlines=(("oracle_fix_rate", "oracle_fix_rate"),),
     # A rate over fewer wrong queries moves by more than 0.05 with one query: not a number to rank models by.
     headline_min_n=(("oracle_fix_rate", 20),),
+    headline_intervals=(("oracle_fix_rate", "wilson"),),
     protocols=(Protocol(
         "biran2024", site="residual",
         settings={"max_new_tokens": 10, "positions": ["e1-last", "prompt-last"], "layer_step": 1, "sweep": "known-hops"},

@@ -157,6 +157,9 @@ class Family:
         headline_min_n: ``(metric, n)``: a headline resting on fewer than n
             items (its summary row's ``n``) is not shown as one; its note says why
             (the back-patching fix rate over a handful of wrong queries).
+        headline_intervals: ``(metric, method)``: how a headline's 95% interval is drawn, ``wilson`` (a share of its
+            ``n`` items: Wilson's score interval, which stays inside [0, 1] on few items) or ``normal`` (the default:
+            value +- 1.96 x its row's ``stderr``; none where the row has no stderr).
         protocols: the papers' protocols of this family (:class:`Protocol`), the first its paper's
             (``--protocol paper``); ours (:data:`OURS`) applies to every family.
         preflight: ``"module:function"`` that checks a task of the family before any model loads or text is read,
@@ -175,6 +178,7 @@ class Family:
     model_texts: str | None = None
     headlines: tuple[tuple[str, str], ...] = ()
     headline_min_n: tuple[tuple[str, int], ...] = ()
+    headline_intervals: tuple[tuple[str, Literal["wilson", "normal"]], ...] = ()
     classes: bool = False
     protocols: tuple[Protocol, ...] = ()
     preflight: str | None = None

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from layerbench.analysis import (
+    HEADLINE_MIN_N,
     best_layer,
     equivalent_metrics,
     layer_rows,
@@ -169,6 +171,34 @@ def _cell_n(part: pd.DataFrame, field: str) -> str | None:
     return f"{len(defined)} task" + "s" * (len(defined) != 1)
 
 
+def _withheld(part: pd.DataFrame, field: str) -> str | None:
+    """Why a headline cell has no value though the task ran: "n=8 < 20" where the summary withheld it for resting on
+    fewer items than its family's minimum (:data:`layerbench.analysis.HEADLINE_MIN_N`), else None."""
+    if field not in HEADLINE_MIN_N or f"{field}_n" not in part:
+        return None
+    held = part[part[field].isna() & part[f"{field}_n"].notna()]
+    return f"n={int(held[f'{field}_n'].sum())} < {HEADLINE_MIN_N[field]}" if not held.empty else None
+
+
+def _cell_interval(part: pd.DataFrame, field: str) -> tuple[float, float] | None:
+    """An index cell's 95% interval (low, high): its task's own (``<field>_low``, ``<field>_high``), or for a mean of
+    k tasks, mean -+ 1.96 sqrt(sum se_i^2) / k with each se_i its interval's half width / 1.96 (the tasks' items are
+    apart); None where a task of the mean has no interval (its rows carry no stderr)."""
+    if f"{field}_low" not in part:
+        return None
+    defined = part[part[field].notna()]
+    low, high = defined[f"{field}_low"].astype(float), defined[f"{field}_high"].astype(float)
+    if defined.empty or low.isna().any() or high.isna().any():
+        return None
+    if len(defined) == 1:
+        bounds = (low.iloc[0], high.iloc[0])
+    else:
+        half = float(np.sqrt((((high - low) / 2) ** 2).sum()) / len(defined))
+        mean = float(defined[field].astype(float).mean())
+        bounds = (mean - half, mean + half)
+    return float(bounds[0]), float(bounds[1])
+
+
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as dicts with plain Python values (numbers or None), for the templates; a row with a ``note`` is shown muted."""
     out = []
@@ -202,6 +232,11 @@ def index_rows(data: SiteData) -> list[dict[str, Any]]:
                 part = part[part.protocol == column["protocol"]]
             row[column["id"]] = _aggregate(part[column["field"]], column["statistic"])
             row[f"_n_{column['id']}"] = _cell_n(part, column["field"])
+            if column["statistic"] == "mean":
+                row[f"_ci_{column['id']}"] = _cell_interval(part, column["field"])
+            withheld = _withheld(part, column["field"])
+            if row[column["id"]] is None and withheld:
+                row[column["id"]], row[f"_n_{column['id']}"] = "withheld", withheld
         out.append(row)
     return out
 
