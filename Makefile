@@ -14,7 +14,7 @@ DEMO_OUTPUT ?= demo-results
 # Where the CPU build of torch comes from when the lock is compiled: this project's machines keep it on disk, elsewhere PyTorch's CPU index.
 TORCH_SOURCE ?= $(if $(wildcard /opt/wheels/torch-*+cpu-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
-.PHONY: demo test lint bench site results leaderboard baseline venv lock clean
+.PHONY: demo test lint bench site results leaderboard rebuild baseline venv lock clean
 
 venv: $(VENV)/.installed
 
@@ -61,10 +61,20 @@ site: venv
 # same configuration is skipped (an interrupted or partial build resumes) and one recorded with another (a changed
 # task spec) is redone (--update).
 LEADERBOARD_MODELS := --model sentence-transformers/all-MiniLM-L6-v2 --model multilingual-e5-small-q4 --model smollm2-135m-q4 --model gemma3-270m-base-q4
+RESULTS ?= results
 leaderboard: venv
-	$(BIN)/layerbench run $(LEADERBOARD_MODELS) --suite default --protocol layerbench,paper --update --reference --output results
-	$(BIN)/layerbench run --model smollm2-135m-q4 --model gemma3-270m-base-q4 --tasks consistency-coinflip --protocol layerbench,xie2024 --limit 20 --no-metrics --update --reference --output results
-	$(BIN)/layerbench run --model smollm2-135m-q4 --model gemma3-270m-base-q4 --suite latent-language --protocol layerbench,paper --no-metrics --update --reference --output results
+	$(BIN)/layerbench run $(LEADERBOARD_MODELS) --suite default --protocol layerbench,paper --update --reference --output $(RESULTS)
+	$(BIN)/layerbench run --model smollm2-135m-q4 --model gemma3-270m-base-q4 --tasks consistency-coinflip --protocol layerbench,xie2024 --limit 20 --no-metrics --update --reference --output $(RESULTS)
+	$(BIN)/layerbench run --model smollm2-135m-q4 --model gemma3-270m-base-q4 --suite latent-language --protocol layerbench,paper --no-metrics --update --reference --output $(RESULTS)
+	$(if $(filter results,$(RESULTS)),$(MAKE) site)
+
+# The whole leaderboard again from nothing, in one environment: every row recomputed into $(REBUILD) with an activation
+# cache of its own that starts empty (no state from an earlier engine or run is read). About 4-5 hours on 2 CPU cores;
+# interrupted, it resumes where it stopped (run it again). When it has finished, it replaces results/ and builds the site.
+REBUILD ?= results-rebuild
+rebuild: venv
+	LAYERBENCH_ACTIVATION_CACHE=$(abspath $(REBUILD)-activations) $(MAKE) leaderboard RESULTS=$(REBUILD)
+	rm -rf results && mv $(REBUILD) results && rm -rf $(REBUILD)-activations
 	$(MAKE) site
 
 results: leaderboard

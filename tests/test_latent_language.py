@@ -88,9 +88,26 @@ def test_rows_place_the_decision_and_the_english_detour_on_known_curves():
     assert table[("decision_layer", "all", None)]["value"] == 2 and table[("decision_depth", "all", None)]["value"] == 1.0
     assert table[("english_peak", "all", None)]["value"] == pytest.approx(0.5) and table[("english_peak_layer", "all", None)]["value"] == 1
     assert table[("english_lead_first", "all", None)]["value"] == 1 and table[("english_lead_last", "all", None)]["value"] == 1
+    # Their errors: the English peak's is that layer's p_en row's (0.6 and 0.4: sd 0.1414 / sqrt 2); both prompts decide
+    # at layer 2, so every resample does and the decision has no spread.
+    assert table[("english_peak", "all", None)]["stderr"] == pytest.approx(table[("p_en", "all", 1)]["stderr"]) == pytest.approx(0.1)
+    assert table[("decision_depth", "all", None)]["stderr"] == 0.0
     assert table[("answered", "fr", None)]["value"] == 0.5
     dropped = table[("dropped_shared_tokens", "all", None)]
     assert dropped["value"] == 3 and dropped["n"] == 5
+
+
+def test_the_decision_depths_error_resamples_prompts():
+    """Half the prompts lead from layer 1, half from layer 3 of 4: a resample decides at 1 when most of its prompts are
+    early, at 3 otherwise (a majority needs both halves at layer 3): about half the draws each, an sd near 0.5 x 2 / 4."""
+    from layerbench.evaluators.latent_language import decision_stderr
+
+    leads = np.zeros((5, 40), bool)
+    leads[1:, :21] = True  # 21 early prompts: the full sample decides at layer 1
+    leads[3:, 21:] = True
+    error = decision_stderr(leads, [0, 1, 2, 3, 4], 4)
+    assert 0.15 < error < 0.3
+    assert decision_stderr(np.ones((5, 40), bool), [0, 1, 2, 3, 4], 4) == 0.0
 
 
 @pytest.mark.slow

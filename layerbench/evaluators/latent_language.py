@@ -192,6 +192,23 @@ def language_rows(mass: np.ndarray, entropy: np.ndarray, targets: list[str], lan
     return rows
 
 
+BOOTSTRAP_DRAWS = 1000  # resamples of the prompts behind the decision depth's standard error
+
+
+def decision_stderr(target_leads: np.ndarray, layers: list[int], n_layers: int, seed: int = 0) -> float:
+    """The standard error of the decision depth (the first of ``layers`` where the target leads in most prompts, / L):
+    the standard deviation of it over :data:`BOOTSTRAP_DRAWS` resamples of the prompts (``target_leads`` ``[layers, prompts]``
+    booleans); a draw where the target leads in no layer for most prompts counts as deciding after the last layer (depth 1)."""
+    rng = np.random.default_rng(seed)
+    n = target_leads.shape[1]
+    depths = np.empty(BOOTSTRAP_DRAWS)
+    positions = np.append(np.asarray(layers, float), n_layers) / n_layers
+    for draw in range(BOOTSTRAP_DRAWS):
+        majority = target_leads[:, rng.integers(n, size=n)].mean(axis=1) > 0.5
+        depths[draw] = positions[int(np.argmax(majority)) if majority.any() else len(layers)]
+    return float(depths.std(ddof=1))
+
+
 def _summary_rows(p_target: np.ndarray, p_english: np.ndarray, target_leads: np.ndarray, layers: list[int], n_layers: int, subset: str,
                   n: int) -> list[dict[str, Any]]:
     """The decision (first layer where the target language leads in most prompts) and the English detour (its peak, and the first
@@ -206,10 +223,14 @@ def _summary_rows(p_target: np.ndarray, p_english: np.ndarray, target_leads: np.
     english_mean, target_mean = p_english.mean(axis=1), p_target.mean(axis=1)
     peak = int(np.argmax(english_mean))
     above = np.flatnonzero((english_mean > target_mean) & (english_mean >= LEAD_FLOOR))
+    peak_se = float(p_english[peak].std(ddof=1) / np.sqrt(n)) if n > 1 else nan
+    decision_se = decision_stderr(target_leads, layers, n_layers) if decision is not None else nan
     return [
-        summary_row("decision_layer", decision if decision is not None else nan, n=n, higher_is_better=None, subset=subset, note=why),
-        summary_row("decision_depth", decision / n_layers if decision is not None else nan, n=n, higher_is_better=None, subset=subset, note=why),
-        summary_row("english_peak", float(english_mean[peak]), n=n, higher_is_better=None, subset=subset),
+        summary_row("decision_layer", decision if decision is not None else nan, n=n, higher_is_better=None, subset=subset, note=why,
+                    stderr=decision_se * n_layers),
+        summary_row("decision_depth", decision / n_layers if decision is not None else nan, n=n, higher_is_better=None, subset=subset, note=why,
+                    stderr=decision_se),
+        summary_row("english_peak", float(english_mean[peak]), n=n, higher_is_better=None, subset=subset, stderr=peak_se),
         summary_row("english_peak_layer", layers[peak], n=n, higher_is_better=None, subset=subset),
         summary_row("english_peak_depth", layers[peak] / n_layers, n=n, higher_is_better=None, subset=subset),
         summary_row("english_lead_first", layers[above[0]] if len(above) else nan, n=n, higher_is_better=None, subset=subset),
