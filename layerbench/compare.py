@@ -42,6 +42,7 @@ import pandas as pd
 from layerbench import paired
 from layerbench.analysis import HEADLINE_SUMMARIES, best_layer, main_metrics
 from layerbench.errors import UserError
+from layerbench.results.items import item_matrix, item_units
 from layerbench.results.manifest import Manifest
 
 ROW = ["task", "protocol", "site", "subset", "split", "metric", "layer", "source_layer"]
@@ -196,22 +197,6 @@ def compare_results(base: pd.DataFrame, candidate: pd.DataFrame, tolerance: floa
 _ITEM_GROUP = ["task", "protocol", "site", "subset", "split", "metric"]
 
 
-def _units(items: pd.DataFrame) -> pd.Series:
-    """The unit each item record is resampled by: its item, or (item, fold) where an item is held out in several splits."""
-    fold = items.fold.astype("string").fillna("")
-    return items.item.astype(str) + np.where(fold == "", "", "@" + fold)
-
-
-def _matrix(items: pd.DataFrame, layers: list[int], units: list[str]) -> np.ndarray:
-    """``[L, N]`` values (``[L, S, N]`` with S scorers) of the records, in the order of ``layers`` and ``units``."""
-    frame = items.assign(unit=_units(items), scorer=items.scorer.fillna(""))
-    scorers = sorted(frame.scorer.unique())
-    table = frame.set_index(["layer", "scorer", "unit"]).value
-    index = pd.MultiIndex.from_product([layers, scorers, units], names=["layer", "scorer", "unit"])
-    values = table.reindex(index).to_numpy(np.float64).reshape(len(layers), len(scorers), len(units))
-    return values if len(scorers) > 1 else values[:, 0, :]
-
-
 def _pair(report: pd.DataFrame, base_items: pd.DataFrame, candidate_items: pd.DataFrame, tolerance: float, alpha: float, seed: int, by_model: bool) -> None:
     """Give the gated rows of ``report`` whose items both runs recorded a paired test (in place: verdict, detectable, test, p, items, note)."""
     gated = report[report.kind != "diagnostic"]
@@ -231,7 +216,7 @@ def _pair(report: pd.DataFrame, base_items: pd.DataFrame, candidate_items: pd.Da
 
 def _pair_group(report: pd.DataFrame, index: pd.Index, base_part: pd.DataFrame, candidate_part: pd.DataFrame, tolerance: float, alpha: float, seed: int) -> None:
     """The paired tests of one task's gated rows (its per-layer main rows and its best-layer headline) on its items."""
-    units_b, units_c = set(_units(base_part)), set(_units(candidate_part))
+    units_b, units_c = set(item_units(base_part)), set(item_units(candidate_part))
     if units_b != units_c:
         report.loc[index, "note"] = f"items differ: {len(units_b & units_c)} shared of {len(units_b)} in base and {len(units_c)} in candidate"
         return
@@ -244,13 +229,13 @@ def _pair_group(report: pd.DataFrame, index: pd.Index, base_part: pd.DataFrame, 
         report.loc[index, "note"] = "the runs' item records share no layer"
         return
     units = sorted(units_b)
-    first = base_part[base_part.layer == layers[0]].assign(unit=lambda f: _units(f)).drop_duplicates("unit").set_index("unit")
+    first = base_part[base_part.layer == layers[0]].assign(unit=item_units).drop_duplicates("unit").set_index("unit")
     target = first.target.reindex(units).to_numpy(np.float64)
-    other = candidate_part[candidate_part.layer == layers[0]].assign(unit=lambda f: _units(f)).drop_duplicates("unit").set_index("unit").target.reindex(units)
+    other = candidate_part[candidate_part.layer == layers[0]].assign(unit=item_units).drop_duplicates("unit").set_index("unit").target.reindex(units)
     if not np.allclose(target, other.to_numpy(np.float64), equal_nan=True):
         report.loc[index, "note"] = "the runs' items have other gold labels or scores"
         return
-    vb, vc = _matrix(base_part, layers, units), _matrix(candidate_part, layers, units)
+    vb, vc = item_matrix(base_part, layers, units), item_matrix(candidate_part, layers, units)
     if np.isnan(vb).any() or np.isnan(vc).any():
         report.loc[index, "note"] = "some layers lack records of some items"
         return

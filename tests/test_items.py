@@ -51,6 +51,30 @@ def test_mteb_items_recompute_mtebs_main_score_at_every_layer(minilm, name):
         # mteb rounds retrieval scores to 5 decimals; the others are its floats exactly.
         assert _statistic(group) == pytest.approx(main_score[layer], abs=1e-5 if name == "mteb-bbc-retrieval" else 1e-12), (name, layer)
         assert group.item.nunique() == len(group) // (group["scorer"].nunique() if "scorer" in group else 1)
+    # Every layer's main score has a standard error, from mteb's experiments or else from resamples of its items.
+    assert scored.rows.query("metric == 'main_score'").stderr.between(1e-4, 0.2).all(), name
+
+
+def test_a_scores_item_stderr_is_its_bootstrap_spread():
+    """1/0 items: the resampled mean's spread is the binomial sqrt(p(1-p)/n); a Spearman correlation's is near
+    Bonett and Wright's (1 - r^2) sqrt((1 + r^2/2) / (n - 3)); records of two metrics, or with a gap, give none."""
+    from layerbench.results.items import item_stderr
+
+    rng = np.random.default_rng(0)
+    n = 400
+    hits = (rng.random((2, n)) < np.array([[0.5], [0.9]])).astype(float)
+    records = pd.DataFrame({"metric": "accuracy", "statistic": "mean", "layer": np.repeat([0, 1], n), "item": np.tile([f"i{k}" for k in range(n)], 2),
+                            "value": hits.ravel(), "target": np.nan})
+    errors = item_stderr(records)
+    for layer in (0, 1):
+        p = hits[layer].mean()
+        assert errors[layer] == pytest.approx(np.sqrt(p * (1 - p) / n), rel=0.1)
+    gold = rng.normal(size=n)
+    similar = gold + rng.normal(size=n)
+    pairs = pd.DataFrame({"metric": "main_score", "statistic": "spearman", "layer": 0, "item": [f"p{k}" for k in range(n)], "value": similar, "target": gold})
+    r = spearmanr(similar, gold)[0]
+    assert item_stderr(pairs)[0] == pytest.approx((1 - r * r) * np.sqrt((1 + r * r / 2) / (n - 3)), rel=0.15)
+    assert item_stderr(pd.concat([records, pairs])) == {} and item_stderr(records.iloc[1:]) == {}
 
 
 def test_clustering_keeps_no_items(minilm):

@@ -24,7 +24,7 @@ from layerbench.evaluators.mteb_items import PredictionRecorder
 from layerbench.families import EvaluatorContext
 from layerbench.metrics.arrays import stderr_of
 from layerbench.parallel import map_layers
-from layerbench.results.items import Scored
+from layerbench.results.items import Scored, item_stderr
 
 # Fields of mteb's score dicts that are not scores.
 _NOT_SCORES = {"hf_subset", "languages", "mteb_version", "evaluation_time", "scores_per_experiment"}
@@ -136,4 +136,19 @@ def evaluate_mteb(context: EvaluatorContext) -> Scored:
     if not rows:
         raise UserError(f"mteb reported no scores for task '{spec.name}'")
     items = [frame.assign(layer=layer) for layer, (_, frame) in zip(layers, per_layer) if frame is not None]
-    return Scored(pd.DataFrame(rows), pd.concat(items, ignore_index=True) if items else None)
+    frame = pd.DataFrame(rows)
+    if items:
+        frame = with_item_stderr(frame, pd.concat(items, ignore_index=True), metric, task.metadata.main_score)
+    return Scored(frame, pd.concat(items, ignore_index=True) if items else None)
+
+
+def with_item_stderr(rows: pd.DataFrame, items: pd.DataFrame, metric: str, main: str) -> pd.DataFrame:
+    """``rows`` with the main score's ``stderr`` filled from its items where a row has none (mteb gives a spread only
+    over a classification task's experiments, and only under the score's own name): per subset, split and layer, the
+    spread of the score over resamples of its items (:func:`layerbench.results.items.item_stderr`)."""
+    rows = rows.copy()
+    for (subset, split), part in items.groupby(["subset", "split"], dropna=False):
+        for layer, stderr in item_stderr(part).items():
+            where = (rows.subset == subset) & (rows.split == split) & (rows.layer == layer) & rows.metric.isin([metric, "main_score", main]) & rows.stderr.isna()
+            rows.loc[where, "stderr"] = stderr
+    return rows

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from layerbench.errors import UserError
@@ -48,6 +49,7 @@ ITEM_COLUMNS: dict[str, str] = {
 _ITEM_DEFAULTS = {"scorer": pd.NA, "target": float("nan"), "prediction": float("nan"), "probability": float("nan"), "fold": pd.NA}
 STATISTICS = ("mean", "spearman", "pearson", "max_average_precision")
 ITEMS_FOLDER = "items"
+BOOTSTRAP_RESAMPLES = 1000  # resamples of the items behind a score's standard error (item_stderr)
 
 
 @dataclass(frozen=True)
@@ -140,3 +142,40 @@ def load_items(path: str | Path, missing_ok: bool = False) -> pd.DataFrame:
         except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
             raise UserError(f"corrupt item file '{file}' ({str(exc).splitlines()[0]}); delete it and re-run that task with --overwrite") from None
     return pd.concat(frames, ignore_index=True)
+
+
+def item_units(items: pd.DataFrame) -> pd.Series:
+    """The unit each item record is resampled by: its item, or (item, fold) where an item is held out in several splits."""
+    fold = items.fold.astype("string").fillna("") if "fold" in items else pd.Series("", index=items.index)
+    return items.item.astype(str) + np.where(fold == "", "", "@" + fold)
+
+
+def item_matrix(items: pd.DataFrame, layers: list[int], units: list[str]) -> np.ndarray:
+    """``[L, N]`` values (``[L, S, N]`` with S scorers) of the records, in the order of ``layers`` and ``units`` (NaN where one is missing)."""
+    frame = items.assign(unit=item_units(items), scorer=items.scorer.fillna("") if "scorer" in items else "")
+    scorers = sorted(frame.scorer.unique())
+    table = frame.set_index(["layer", "scorer", "unit"]).value
+    index = pd.MultiIndex.from_product([layers, scorers, units], names=["layer", "scorer", "unit"])
+    values = table.reindex(index).to_numpy(np.float64).reshape(len(layers), len(scorers), len(units))
+    return values if len(scorers) > 1 else values[:, 0, :]
+
+
+def item_stderr(items: pd.DataFrame, seed: int = 0) -> dict[int, float]:
+    """Each layer's standard error of the score its item records make (one metric, subset and split): the standard
+    deviation of the score over :data:`BOOTSTRAP_RESAMPLES` resamples of the items with replacement, each recomputed by
+    its statistic (:func:`layerbench.paired.weighted_statistic`: a mean, a rank correlation, a best average precision).
+    Returns ``{layer: stderr}``; empty when the records are not one score's, or some layer lacks some item."""
+    from layerbench import paired
+
+    if items.empty or items.statistic.nunique() != 1 or items.metric.nunique() != 1:
+        return {}
+    layers = sorted(int(layer) for layer in items.layer.dropna().unique())
+    units = sorted(set(item_units(items)))
+    values = item_matrix(items, layers, units)
+    first = items[items.layer == layers[0]].assign(unit=item_units).drop_duplicates("unit").set_index("unit")
+    target = first.target.reindex(units).to_numpy(np.float64)
+    if np.isnan(values).any():
+        return {}
+    weights = paired.bootstrap_weights(len(units), BOOTSTRAP_RESAMPLES, seed)
+    scores = paired.weighted_statistic(str(items.statistic.iloc[0]), values, target, weights)  # [B, L]
+    return {layer: float(np.nanstd(scores[:, i], ddof=1)) for i, layer in enumerate(layers)}
