@@ -66,6 +66,7 @@ def test_a_scores_item_stderr_is_its_bootstrap_spread():
     records = pd.DataFrame({"metric": "accuracy", "statistic": "mean", "layer": np.repeat([0, 1], n), "item": np.tile([f"i{k}" for k in range(n)], 2),
                             "value": hits.ravel(), "target": np.nan})
     errors = item_stderr(records)
+    assert item_stderr(records.drop(columns="target")) == errors  # a mean reads no target (retrieval's records have none)
     for layer in (0, 1):
         p = hits[layer].mean()
         assert errors[layer] == pytest.approx(np.sqrt(p * (1 - p) / n), rel=0.1)

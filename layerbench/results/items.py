@@ -173,7 +173,7 @@ def item_stderr(items: pd.DataFrame, seed: int = 0) -> dict[int, float]:
     units = sorted(set(item_units(items)))
     values = item_matrix(items, layers, units)
     first = items[items.layer == layers[0]].assign(unit=item_units).drop_duplicates("unit").set_index("unit")
-    target = first.target.reindex(units).to_numpy(np.float64)
+    target = first.target.reindex(units).to_numpy(np.float64) if "target" in first else None  # a mean reads no target
     if np.isnan(values).any():
         return {}
     weights = paired.bootstrap_weights(len(units), BOOTSTRAP_RESAMPLES, seed)
