@@ -42,7 +42,7 @@ import pandas as pd
 from layerbench import paired
 from layerbench.analysis import HEADLINE_SUMMARIES, best_layer, main_metrics
 from layerbench.errors import UserError
-from layerbench.results.items import item_matrix, item_units
+from layerbench.results.items import item_matrix, item_targets, item_units
 from layerbench.results.manifest import Manifest
 
 ROW = ["task", "protocol", "site", "subset", "split", "metric", "layer", "source_layer"]
@@ -229,10 +229,8 @@ def _pair_group(report: pd.DataFrame, index: pd.Index, base_part: pd.DataFrame, 
         report.loc[index, "note"] = "the runs' item records share no layer"
         return
     units = sorted(units_b)
-    first = base_part[base_part.layer == layers[0]].assign(unit=item_units).drop_duplicates("unit").set_index("unit")
-    target = first.target.reindex(units).to_numpy(np.float64)
-    other = candidate_part[candidate_part.layer == layers[0]].assign(unit=item_units).drop_duplicates("unit").set_index("unit").target.reindex(units)
-    if not np.allclose(target, other.to_numpy(np.float64), equal_nan=True):
+    target, other = item_targets(base_part, layers[0], units), item_targets(candidate_part, layers[0], units)
+    if target is None or other is None or not np.allclose(target, other, equal_nan=True):  # stored records always have the column
         report.loc[index, "note"] = "the runs' items have other gold labels or scores"
         return
     vb, vc = item_matrix(base_part, layers, units), item_matrix(candidate_part, layers, units)

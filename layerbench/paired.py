@@ -21,6 +21,9 @@ import warnings
 
 import numpy as np
 
+# Resamples behind a standard error drawn by the bootstrap (an item score's, an IC AUROC's over questions, a decision depth's over prompts).
+STDERR_RESAMPLES = 1000
+
 
 def alpha_of(z: float) -> float:
     """The one-sided level of a ``z`` standard-deviation threshold: ``P(N(0, 1) > z)`` (z = 2: 0.0228)."""

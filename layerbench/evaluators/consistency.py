@@ -42,6 +42,7 @@ from layerbench.metrics.arrays import mean_and_stderr
 from layerbench.models.generation import generate
 from layerbench.models.loading import ModelHandle
 from layerbench.models.residual import continuation_states, first_token_id, lens_logits
+from layerbench.paired import STDERR_RESAMPLES
 from layerbench.results.rows import mean_row, summary_row
 
 ANSWER_CUE = " So the answer is"
@@ -90,13 +91,10 @@ def _auroc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float(roc_auc_score(positive, scores)) if 0 < positive.sum() < len(positive) else float("nan")
 
 
-BOOTSTRAP_DRAWS = 1000  # resamples of the questions behind an AUROC's standard error
-
-
 def auroc_with_stderr(scores: np.ndarray, positive: np.ndarray, questions: np.ndarray, seed: int) -> tuple[float, float]:
     """The AUROC of ``scores`` [P] telling the ``positive`` [P] paths from the rest, and its standard error.
 
-    The error is the standard deviation of the AUROC over :data:`BOOTSTRAP_DRAWS` resamples of the questions
+    The error is the standard deviation of the AUROC over :data:`~layerbench.paired.STDERR_RESAMPLES` resamples of the questions
     (``questions`` [P]: each path's question), all of a drawn question's paths together: paths of one question share
     its prompt and its answer, so resampling paths as if independent would understate the error. Draws with one
     class only are skipped; NaN when fewer than two questions or no draw has both classes.
@@ -108,7 +106,7 @@ def auroc_with_stderr(scores: np.ndarray, positive: np.ndarray, questions: np.nd
     members = [np.flatnonzero(questions == q) for q in ids]
     rng = np.random.default_rng(seed)
     draws = []
-    for _ in range(BOOTSTRAP_DRAWS):
+    for _ in range(STDERR_RESAMPLES):
         chosen = np.concatenate([members[i] for i in rng.integers(len(ids), size=len(ids))])
         draw = _auroc(scores[chosen], positive[chosen])
         if np.isfinite(draw):

@@ -31,6 +31,7 @@ import torch
 from layerbench.errors import UserError
 from layerbench.families import EvaluatorContext
 from layerbench.models.residual import last_token_states, lens_logits, lens_masses
+from layerbench.paired import STDERR_RESAMPLES
 from layerbench.results.rows import mean_row, summary_row
 
 TokenRule = Callable[[str, str], list[int]]  # (word, language) -> the token ids that begin it
@@ -192,18 +193,15 @@ def language_rows(mass: np.ndarray, entropy: np.ndarray, targets: list[str], lan
     return rows
 
 
-BOOTSTRAP_DRAWS = 1000  # resamples of the prompts behind the decision depth's standard error
-
-
 def decision_stderr(target_leads: np.ndarray, layers: list[int], n_layers: int, seed: int = 0) -> float:
     """The standard error of the decision depth (the first of ``layers`` where the target leads in most prompts, / L):
-    the standard deviation of it over :data:`BOOTSTRAP_DRAWS` resamples of the prompts (``target_leads`` ``[layers, prompts]``
+    the standard deviation of it over :data:`~layerbench.paired.STDERR_RESAMPLES` resamples of the prompts (``target_leads`` ``[layers, prompts]``
     booleans); a draw where the target leads in no layer for most prompts counts as deciding after the last layer (depth 1)."""
     rng = np.random.default_rng(seed)
     n = target_leads.shape[1]
-    depths = np.empty(BOOTSTRAP_DRAWS)
+    depths = np.empty(STDERR_RESAMPLES)
     positions = np.append(np.asarray(layers, float), n_layers) / n_layers
-    for draw in range(BOOTSTRAP_DRAWS):
+    for draw in range(STDERR_RESAMPLES):
         majority = target_leads[:, rng.integers(n, size=n)].mean(axis=1) > 0.5
         depths[draw] = positions[int(np.argmax(majority)) if majority.any() else len(layers)]
     return float(depths.std(ddof=1))

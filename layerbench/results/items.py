@@ -49,7 +49,6 @@ ITEM_COLUMNS: dict[str, str] = {
 _ITEM_DEFAULTS = {"scorer": pd.NA, "target": float("nan"), "prediction": float("nan"), "probability": float("nan"), "fold": pd.NA}
 STATISTICS = ("mean", "spearman", "pearson", "max_average_precision")
 ITEMS_FOLDER = "items"
-BOOTSTRAP_RESAMPLES = 1000  # resamples of the items behind a score's standard error (item_stderr)
 
 
 @dataclass(frozen=True)
@@ -160,9 +159,18 @@ def item_matrix(items: pd.DataFrame, layers: list[int], units: list[str]) -> np.
     return values if len(scorers) > 1 else values[:, 0, :]
 
 
+def item_targets(items: pd.DataFrame, layer: int, units: list[str]) -> np.ndarray | None:
+    """``[N]`` the gold label or score of each of ``units`` as the records of ``layer`` give it (NaN where one is
+    missing); None where the records carry no target (a mean of per-item values reads none)."""
+    if "target" not in items:
+        return None
+    first = items[items.layer == layer].assign(unit=item_units).drop_duplicates("unit").set_index("unit")
+    return first.target.reindex(units).to_numpy(np.float64)
+
+
 def item_stderr(items: pd.DataFrame, seed: int = 0) -> dict[int, float]:
     """Each layer's standard error of the score its item records make (one metric, subset and split): the standard
-    deviation of the score over :data:`BOOTSTRAP_RESAMPLES` resamples of the items with replacement, each recomputed by
+    deviation of the score over :data:`layerbench.paired.STDERR_RESAMPLES` resamples of the items with replacement, each recomputed by
     its statistic (:func:`layerbench.paired.weighted_statistic`: a mean, a rank correlation, a best average precision).
     Returns ``{layer: stderr}``; empty when the records are not one score's, or some layer lacks some item."""
     from layerbench import paired
@@ -172,10 +180,9 @@ def item_stderr(items: pd.DataFrame, seed: int = 0) -> dict[int, float]:
     layers = sorted(int(layer) for layer in items.layer.dropna().unique())
     units = sorted(set(item_units(items)))
     values = item_matrix(items, layers, units)
-    first = items[items.layer == layers[0]].assign(unit=item_units).drop_duplicates("unit").set_index("unit")
-    target = first.target.reindex(units).to_numpy(np.float64) if "target" in first else None  # a mean reads no target
+    target = item_targets(items, layers[0], units)
     if np.isnan(values).any():
         return {}
-    weights = paired.bootstrap_weights(len(units), BOOTSTRAP_RESAMPLES, seed)
+    weights = paired.bootstrap_weights(len(units), paired.STDERR_RESAMPLES, seed)
     scores = paired.weighted_statistic(str(items.statistic.iloc[0]), values, target, weights)  # [B, L]
     return {layer: float(np.nanstd(scores[:, i], ddof=1)) for i, layer in enumerate(layers)}
