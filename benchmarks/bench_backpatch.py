@@ -1,6 +1,8 @@
 """Back-patching sweep: ours (one clean pass, cached prefix, all variants of a query in one batch, decoding stopped
 once the verdict is settled) against the naive way (the authors': a full greedy generation from scratch for every
-(position, ls, lt) variant), side by side in one run; and the internal-consistency task's questions per minute.
+(position, ls, lt) variant), side by side in one run; the five checks of every packaged query, ours (each distinct
+prompt once, in length-sorted batches of 64) against every prompt in data order in batches of 16; and the
+internal-consistency task's questions per minute.
 
 The naive way costs about 0.3 s per variant on 2 CPU cores, so it is timed on a seeded sample of ``--naive-sample``
 variants per query and its total is that per-variant time times the number of variants (printed as such). On the
@@ -10,7 +12,7 @@ Internal consistency is timed both ways too: ours (each few-shot prompt prefille
 paths' lens pass run on the prompt's cache) against the plain way (Hugging Face ``generate`` with K return
 sequences, and the lens pass on every full text).
 
-Run: ``python benchmarks/bench_backpatch.py [--queries 20] [--layer-step 3] [--naive-sample 8] [--ic-questions 8] [--ic-only]``.
+Run: ``python benchmarks/bench_backpatch.py [--queries 20] [--layer-step 3] [--naive-sample 8] [--check-queries 594] [--ic-questions 8] [--ic-only | --checks-only]``.
 """
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ import torch  # noqa: E402
 
 from layerbench import load_model  # noqa: E402
 from layerbench.data import load_packaged, load_task_data  # noqa: E402
-from layerbench.data.two_hop import mentions  # noqa: E402
-from layerbench.evaluators.backpatch import e1_last_token, layer_pairs, queries_of, sweep_query  # noqa: E402
+from layerbench.data.two_hop import CHECKS, mentions  # noqa: E402
+from layerbench.evaluators.backpatch import answer_check, check_prompts, e1_last_token, layer_pairs, queries_of, run_checks, sweep_query  # noqa: E402
 from layerbench.evaluators.consistency import ANSWER_CUE, cut_path, evaluate_consistency, question_prompts  # noqa: E402
 from layerbench.families import EvaluatorContext  # noqa: E402
 from layerbench.families.backpatch import BackpatchSettings  # noqa: E402
@@ -62,12 +64,17 @@ def main() -> None:
     parser.add_argument("--layer-step", type=int, default=3)
     parser.add_argument("--naive-sample", type=int, default=8)
     parser.add_argument("--ic-questions", type=int, default=8)
+    parser.add_argument("--check-queries", type=int, default=594, help="queries whose five checks are timed both ways (594: all packaged)")
     parser.add_argument("--ic-only", action="store_true", help="only the internal-consistency comparison")
+    parser.add_argument("--checks-only", action="store_true", help="only the checks' comparison")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     handle = load_model(args.model, device="cpu")
     if args.ic_only:
         return ic_side_by_side(handle, args.ic_questions)
+    checks_side_by_side(handle, args.check_queries)
+    if args.checks_only:
+        return
     settings = BackpatchSettings(layer_step=args.layer_step)
     queries = queries_of(load_packaged("two-hop-queries", {"n": args.queries, "seed": 0}), "bench")
     pairs = layer_pairs(handle.n_layers, settings)
@@ -101,6 +108,29 @@ def main() -> None:
     print(f"  same verdict on {agree}/{n_naive} sampled variants; our text a prefix of the naive one on {prefix}/{n_naive}")
 
     ic_side_by_side(handle, args.ic_questions)
+
+
+def checks_side_by_side(handle, n_queries: int) -> None:
+    """The five checks of ``n_queries`` packaged queries, ours (:func:`run_checks`) against every prompt generated in data
+    order in generate's default batches of 16; both must give every query the same verdict."""
+    settings = get_task("backpatch-two-hop").settings
+    queries = queries_of(load_packaged("two-hop-queries", {"n": n_queries, "seed": 0}), "bench")
+    names_of, found = answer_check(settings)
+    began = time.perf_counter()
+    plain = {}
+    for check in CHECKS:
+        prompts = [check_prompts(q, settings.protocol)[check] for q in queries]
+        texts = generate(handle, [prompt for prompt, _ in prompts], settings.max_new_tokens)
+        plain[check] = [found(text[0], names_of(q, entity)) for text, q, (_, entity) in zip(texts, queries, prompts)]
+    plain_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    ours = run_checks(handle, queries, settings)
+    ours_seconds = time.perf_counter() - began
+    differ = sum(int((ours[check] != plain[check]).sum()) for check in CHECKS)
+    print(f"checks ({len(queries)} queries x {len(CHECKS)}, {settings.max_new_tokens} new tokens):")
+    print(f"  ours (each distinct prompt once, length-sorted batches of 64): {ours_seconds:8.1f} s")
+    print(f"  plain (every prompt, data order, batches of 16):              {plain_seconds:8.1f} s")
+    print(f"  plain / ours: {plain_seconds / ours_seconds:.2f}x; verdicts that differ: {differ} of {len(queries) * len(CHECKS)}")
 
 
 def naive_ic_model_work(handle, prompts: list[str], settings) -> None:

@@ -6,9 +6,10 @@ import pytest
 import torch
 from helpers import check_backpatch_rows, check_consistency_rows
 
-from layerbench.data.two_hop import TwoHopQuery, mentions, parse_queries
+from layerbench.data import load_packaged
+from layerbench.data.two_hop import CHECKS, TwoHopQuery, mentions, parse_queries
 from layerbench.errors import UserError
-from layerbench.evaluators.backpatch import check_prompts, layer_pairs, settled, sweep_query
+from layerbench.evaluators.backpatch import answer_check, check_prompts, layer_pairs, queries_of, run_checks, settled, sweep_query
 from layerbench.evaluators.consistency import calibrated_answers, cut_path, internal_consistency
 from layerbench.families.backpatch import BackpatchSettings
 from layerbench.models.generation import generate
@@ -94,6 +95,27 @@ def test_a_prompt_continues_the_same_alone_and_in_a_left_padded_batch(smollm):
     alone = generate(smollm, [short], max_new_tokens=6)[0][0]
     batched = generate(smollm, [long, short], max_new_tokens=6, batch_size=2)
     assert batched[1][0] == alone and batched[0][0] == generate(smollm, [long], max_new_tokens=6)[0][0]
+
+
+@pytest.mark.slow
+def test_checks_run_each_distinct_prompt_once_and_give_every_query_its_own_prompts_verdict(smollm):
+    # Packaged chains through one country share its first hop; the checks generate a shared prompt once, in
+    # length-sorted batches, and each query must get the verdict of its own prompts generated one by one.
+    packaged = queries_of(load_packaged("two-hop-queries", {"seed": 0}), "test")
+    by_first_hop: dict[str, list[TwoHopQuery]] = {}
+    for q in packaged:
+        by_first_hop.setdefault(check_prompts(q)["first_hop"][0], []).append(q)
+    shared = [group[:2] for group in by_first_hop.values() if len(group) > 1][:4]
+    queries = [q for pair in shared for q in pair] + packaged[:4]
+    assert len(shared) == 4
+    settings = BackpatchSettings()
+    names_of, found = answer_check(settings)
+    checks = run_checks(smollm, queries, settings)
+    for check in ("first_hop", "relation_shortcut"):  # the most shared prompts (329 and 23 distinct of 594)
+        alone = [found(generate(smollm, [prompt], settings.max_new_tokens)[0][0], names_of(q, entity))
+                 for q, (prompt, entity) in ((q, check_prompts(q)[check]) for q in queries)]
+        assert checks[check].tolist() == alone, check
+    assert {bool(v) for check in CHECKS for v in checks[check]} == {True, False}
 
 
 def test_samples_from_a_shared_prefill_continue_as_a_lone_prompt_does(smollm):
