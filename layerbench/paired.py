@@ -10,6 +10,7 @@ errors) cannot. Pure functions on arrays:
   the same draw applied to both runs and every layer, and each statistic (:data:`layerbench.results.items.STATISTICS`)
   is recomputed from the resampled items (as weights: an item drawn k times counts k times, ties get average ranks),
   exactly as the statistic of the resampled list would be;
+- :func:`weighted_auroc` -- the same for an AUROC (internal consistency's standard error over questions);
 - :func:`bootstrap_p` -- one-sided p values from the bootstrap drops;
 - :func:`holm` -- Holm's step-down adjustment, so that the layers of one task together raise a false alarm at most at the level;
 - :func:`mcnemar_detectable` and :func:`bootstrap_detectable` -- the smallest drop each test would flag: the gate's power.
@@ -117,6 +118,24 @@ def _weighted_average_precision(scores: np.ndarray, labels: np.ndarray, weights:
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(seen > 0, tp / seen, 0.0)
         return (positives * precision).sum(axis=1) / tp[:, -1]
+
+
+def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``[B]``: scikit-learn's ``roc_auc_score(positive, scores)`` of each weighted resample (equal scores count half).
+
+    Mann-Whitney's U from tied ranks: ``(sum of the positives' ranks - W+ (W+ + 1) / 2) / (W+ W-)`` over the
+    weighted copies (``W+``, ``W-``: the positive and negative copies); NaN for a resample with one class only.
+
+    Args:
+        scores: ``[N]``. positive: ``[N]`` booleans. weights: ``[B, N]`` copies of each item (:func:`bootstrap_weights`).
+    """
+    positive = np.asarray(positive, dtype=bool)
+    ranks = _tied_ranks(np.asarray(scores, dtype=np.float64), weights)
+    w_pos = weights[:, positive].sum(axis=1)
+    w_neg = weights[:, ~positive].sum(axis=1)
+    u = (weights[:, positive] * ranks[:, positive]).sum(axis=1) - w_pos * (w_pos + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((w_pos > 0) & (w_neg > 0), u / (w_pos * w_neg), np.nan)
 
 
 def weighted_statistic(statistic: str, values: np.ndarray, target: np.ndarray | None, weights: np.ndarray) -> np.ndarray:

@@ -107,6 +107,12 @@ def test_the_decision_depths_error_resamples_prompts():
     leads[3:, 21:] = True
     error = decision_stderr(leads, [0, 1, 2, 3, 4], 4)
     assert 0.15 < error < 0.3
+    # The same draws as explicit resampled lists of prompts (paired.bootstrap_weights' seeded draw).
+    from layerbench.paired import STDERR_RESAMPLES
+
+    draws = np.random.default_rng([0, 40, STDERR_RESAMPLES]).integers(0, 40, size=(STDERR_RESAMPLES, 40))
+    depths = [np.argmax(leads[:, idx].mean(axis=1) > 0.5) / 4 for idx in draws]
+    assert error == pytest.approx(np.std(depths, ddof=1), abs=1e-12)
     assert decision_stderr(np.ones((5, 40), bool), [0, 1, 2, 3, 4], 4) == 0.0
 
 

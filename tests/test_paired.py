@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import binom, pearsonr, spearmanr
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from layerbench import paired
 
@@ -35,10 +35,19 @@ def test_weighted_statistics_equal_the_statistic_of_each_explicit_resample():
             assert got["spearman"][b, layer] == pytest.approx(spearmanr(x, target[idx])[0], abs=1e-12)
             assert got["pearson"][b, layer] == pytest.approx(pearsonr(x, target[idx])[0], abs=1e-12)
             assert got["max_average_precision"][b, layer] == pytest.approx(average_precision_score(labels[idx], x), abs=1e-12)
+            assert paired.weighted_auroc(values[layer], labels > 0, weights)[b] == pytest.approx(roc_auc_score(labels[idx], x), abs=1e-12)
     # Several scorers: the best of their average precisions, as mteb's max_ap.
     scorers = np.stack([values, -values], axis=1)  # [L, 2, N]
     best = paired.weighted_statistic("max_average_precision", scorers, labels, np.ones((1, n)))[0]
     assert best == pytest.approx([max(average_precision_score(labels, v), average_precision_score(labels, -v)) for v in values])
+
+
+def test_an_auroc_resample_with_one_class_is_nan_and_a_perfect_one_is_1():
+    positive = np.arange(6) >= 3
+    weights = np.array([[2.0, 2, 2, 0, 0, 0], [1, 1, 1, 1, 1, 1], [0, 3, 0, 1, 0, 2]])
+    got = paired.weighted_auroc(np.arange(6.0), positive, weights)
+    assert np.isnan(got[0]) and got[1] == 1.0 and got[2] == 1.0
+    assert paired.weighted_auroc(np.zeros(6), positive, weights)[1] == 0.5  # every score tied: a coin
 
 
 def test_unit_weights_give_the_items_own_statistic_and_scale_and_shift_leave_rank_scores():

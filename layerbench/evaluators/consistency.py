@@ -42,7 +42,7 @@ from layerbench.metrics.arrays import mean_and_stderr
 from layerbench.models.generation import generate
 from layerbench.models.loading import ModelHandle
 from layerbench.models.residual import continuation_states, first_token_id, lens_logits
-from layerbench.paired import STDERR_RESAMPLES
+from layerbench.paired import STDERR_RESAMPLES, bootstrap_weights, weighted_auroc
 from layerbench.results.rows import mean_row, summary_row
 
 ANSWER_CUE = " So the answer is"
@@ -103,14 +103,10 @@ def auroc_with_stderr(scores: np.ndarray, positive: np.ndarray, questions: np.nd
     ids = np.unique(questions)
     if len(ids) < 2 or not np.isfinite(value):
         return value, float("nan")
-    members = [np.flatnonzero(questions == q) for q in ids]
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(STDERR_RESAMPLES):
-        chosen = np.concatenate([members[i] for i in rng.integers(len(ids), size=len(ids))])
-        draw = _auroc(scores[chosen], positive[chosen])
-        if np.isfinite(draw):
-            draws.append(draw)
+    # A drawn question brings all its paths: each path weighs as often as its question is drawn.
+    question_of_path = np.searchsorted(ids, questions)
+    draws = weighted_auroc(scores, positive, bootstrap_weights(len(ids), STDERR_RESAMPLES, seed)[:, question_of_path])
+    draws = draws[np.isfinite(draws)]
     return value, float(np.std(draws, ddof=1)) if len(draws) > 1 else float("nan")
 
 

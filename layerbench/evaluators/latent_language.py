@@ -31,7 +31,7 @@ import torch
 from layerbench.errors import UserError
 from layerbench.families import EvaluatorContext
 from layerbench.models.residual import last_token_states, lens_logits, lens_masses
-from layerbench.paired import STDERR_RESAMPLES
+from layerbench.paired import STDERR_RESAMPLES, bootstrap_weights
 from layerbench.results.rows import mean_row, summary_row
 
 TokenRule = Callable[[str, str], list[int]]  # (word, language) -> the token ids that begin it
@@ -197,13 +197,11 @@ def decision_stderr(target_leads: np.ndarray, layers: list[int], n_layers: int, 
     """The standard error of the decision depth (the first of ``layers`` where the target leads in most prompts, / L):
     the standard deviation of it over :data:`~layerbench.paired.STDERR_RESAMPLES` resamples of the prompts (``target_leads`` ``[layers, prompts]``
     booleans); a draw where the target leads in no layer for most prompts counts as deciding after the last layer (depth 1)."""
-    rng = np.random.default_rng(seed)
     n = target_leads.shape[1]
-    depths = np.empty(STDERR_RESAMPLES)
+    weights = bootstrap_weights(n, STDERR_RESAMPLES, seed)  # [B, prompts]
+    majority = (weights @ target_leads.T.astype(np.float64)) / n > 0.5  # [B, layers]
     positions = np.append(np.asarray(layers, float), n_layers) / n_layers
-    for draw in range(STDERR_RESAMPLES):
-        majority = target_leads[:, rng.integers(n, size=n)].mean(axis=1) > 0.5
-        depths[draw] = positions[int(np.argmax(majority)) if majority.any() else len(layers)]
+    depths = positions[np.where(majority.any(axis=1), np.argmax(majority, axis=1), len(layers))]
     return float(depths.std(ddof=1))
 
 
