@@ -69,12 +69,13 @@ def _with_best_layers(df: pd.DataFrame) -> pd.DataFrame:
 
 def row_kinds(rows: pd.DataFrame, mains: dict[str, str | None]) -> np.ndarray:
     """``headline``, ``main`` or ``diagnostic`` for each row of ``rows`` (columns task, metric, layer, higher_is_better), given each task's main metric."""
-    main = rows.task.map(mains)
+    # A task without a main metric (an interrupted run left only its label-free metrics) matches no metric ("\0").
+    main = rows.task.map(mains).fillna("\0")
     directed = rows.higher_is_better.notna().to_numpy()
     headline_metrics = {metric for metric, _ in HEADLINE_SUMMARIES}
-    best = (rows.metric == "best:" + main.fillna("\0")).to_numpy()
-    summary_headline = (rows.metric.isin(headline_metrics) & rows.layer.isna()).to_numpy() & directed
-    per_layer_main = ((rows.metric == main) & rows.layer.notna()).to_numpy() & directed
+    best = (rows.metric == "best:" + main).to_numpy(dtype=bool)
+    summary_headline = (rows.metric.isin(headline_metrics) & rows.layer.isna()).to_numpy(dtype=bool) & directed
+    per_layer_main = ((rows.metric == main) & rows.layer.notna()).to_numpy(dtype=bool) & directed
     return np.select([best | summary_headline, per_layer_main], ["headline", "main"], default="diagnostic")
 
 

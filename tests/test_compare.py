@@ -264,3 +264,13 @@ def test_a_group_without_any_value_has_no_best_layer():
     empty = rows(accuracy=[np.nan] * 4).assign(subset="none-left")
     best = best_layer(pd.concat([rows(), empty]))
     assert best.subset.tolist() == ["factual"] and best.best_layer.tolist() == [2]
+
+
+def test_a_base_task_left_with_only_label_free_metrics_is_compared_without_a_main_score():
+    """An interrupted run leaves a task's label-free metrics and not its scores: its rows are diagnostics, not a crash."""
+    only_metrics = rows(task="concept-borders")
+    only_metrics = only_metrics[only_metrics.metric.isin(["infonce", "effective_rank"])].astype({"metric": "string"})
+    base = pd.concat([rows().astype({"metric": "string"}), only_metrics], ignore_index=True)
+    report = compare_results(base, base.copy())
+    assert set(report[report.task == "concept-borders"].kind) == {"diagnostic"}
+    assert "headline" in set(report[report.task == "concept-capitals"].kind)
