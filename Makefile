@@ -69,11 +69,12 @@ leaderboard: venv
 	$(if $(filter results,$(RESULTS)),$(MAKE) site)
 
 # The whole leaderboard again from nothing, in one environment: every row recomputed into $(REBUILD) with an activation
-# cache of its own that starts empty (no state from an earlier engine or run is read). About 4-5 hours on 2 CPU cores;
+# cache of its own that starts empty (no state from an earlier engine or run is read). 2 h 10 min on a 2-core Intel Xeon (2026-12-02), longer on slower CPUs;
 # interrupted, it resumes where it stopped (run it again). When it has finished, it replaces results/ and builds the site.
 REBUILD ?= results-rebuild
 rebuild: venv
 	LAYERBENCH_ACTIVATION_CACHE=$(abspath $(REBUILD)-activations) $(MAKE) leaderboard RESULTS=$(REBUILD)
+	cp results/README.md results/.layerbench-reference $(REBUILD)/
 	rm -rf results && mv $(REBUILD) results && rm -rf $(REBUILD)-activations
 	$(MAKE) site
 

@@ -125,3 +125,17 @@ def test_the_readme_leaderboard_table_is_what_the_committed_results_give():
     for model, best in probe.groupby("model").best_value.mean().items():
         line = next(line for line in block.splitlines() if line.startswith(f"| {model.split('/')[-1]} ("))
         assert line.split(" | ")[1].startswith(f"{best:.3f} ("), (model, best, line)
+
+
+def test_every_committed_manifest_names_the_lock_and_one_platform():
+    """results/ is one build (make rebuild): every run manifest records the lock as committed, used in full, and the
+    same platform fingerprint; the site's model pages show both."""
+    from layerbench.fingerprint import file_sha256
+    from layerbench.results import read_manifests
+
+    manifests = [m for runs in read_manifests([ROOT / "results"]).values() for m in runs]
+    assert len(manifests) >= 4
+    assert {m.platform_id for m in manifests} != {None} and len({m.platform_id for m in manifests}) == 1
+    lock = file_sha256(ROOT / "requirements" / "lock.txt")[:12]
+    for m in manifests:
+        assert m.environment.lock and m.environment.lock["used"] and m.environment.lock["sha256"] == lock, m.run_id

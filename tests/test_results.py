@@ -134,20 +134,22 @@ def test_a_runner_restarted_in_the_same_run_reports_its_finished_task_done_and_a
 
 
 def test_manifests_written_before_the_typed_model_still_load_and_keep_their_fields():
-    """The committed results/ hold manifests from before the platform fingerprint, the lock and item rows: each loads as a
-    Manifest with those fields at their defaults, and a field the model does not type is kept when written again."""
+    """A manifest from before the platform fingerprint, the lock and item rows (SmolLM2's first committed run, kept as a
+    fixture since results/ was rebuilt) loads as a Manifest with those fields at their defaults, and a field the model
+    does not type is kept when written again."""
     import json
     from pathlib import Path
 
     from layerbench.results import Manifest, read_manifests
     from layerbench.results.manifest import parse_manifest
 
-    folder = Path(__file__).parent.parent / "results" / "smollm2-135m-q4"
+    folder = Path(__file__).parent / "fixtures" / "pre-fingerprint-results" / "smollm2-135m-q4"
     runs = read_manifests([folder])["smollm2-135m-q4"]
     assert runs and all(isinstance(m, Manifest) for m in runs) and [m.run_id for m in runs] == sorted(m.run_id for m in runs)
     oldest = runs[0]  # written before fingerprints
     assert oldest.model.name == "smollm2-135m-q4" and oldest.model.n_layers == 30 and oldest.platform_id is None
     assert oldest.environment.packages["torch"].startswith("2.13") and oldest.tasks
+    assert oldest.environment.lock is None
     assert any(run.tasks.get("concept-capitals") is not None and run.tasks["concept-capitals"].family == "probe" for run in runs)
     raw = json.loads(sorted(folder.glob("runs/*.json"))[0].read_text())
     again = json.loads(oldest.to_json())
