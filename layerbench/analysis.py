@@ -178,10 +178,12 @@ def summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None = None) -> 
     out = keys.merge(best.drop(columns=["subset", "split"]), on=TASK_KEY, how="left")
     # 95% intervals of the best and last layer's score from their rows' stderr; the gain's treats the two as independent,
     # which overstates its width (both layers are scored on the same items), so a gain whose interval excludes 0 is real.
+    # Where the best layer is the last, the gain is a layer against itself: 0, with no spread.
     best_se, last_se = out.pop("best_stderr").to_numpy(float), out.pop("last_stderr").to_numpy(float)
     out["best_value_low"], out["best_value_high"] = normal_interval(out.best_value, best_se)
     out["last_value_low"], out["last_value_high"] = normal_interval(out.last_value, last_se)
-    out["gain_low"], out["gain_high"] = normal_interval(out.gain, np.hypot(best_se, last_se))
+    itself = (out.best_layer == out.last_layer).fillna(False).to_numpy(bool)
+    out["gain_low"], out["gain_high"] = normal_interval(out.gain, np.where(itself, 0.0, np.hypot(best_se, last_se)))
     out["metric"] = out.task.map(mains)
     summaries = df[df.layer.isna()].sort_values("subset")
     if "note" not in summaries:  # rows built by hand, or read before the column existed

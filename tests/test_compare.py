@@ -50,6 +50,8 @@ def test_the_summary_carries_95_percent_intervals():
     assert (table.best_value_low, table.best_value_high) == pytest.approx((0.80 - 0.0196, 0.80 + 0.0196), abs=1e-4)
     assert (table.last_value_low, table.last_value_high) == pytest.approx((0.70 - 0.0196, 0.70 + 0.0196), abs=1e-4)
     assert table.gain_high - table.gain_low == pytest.approx(2 * 1.96 * np.hypot(0.01, 0.01), abs=1e-4)
+    at_last = summary(rows(stderr=0.01, accuracy=[0.5, 0.6, 0.7, 0.9])).iloc[0]  # the best layer is the last: no gain, and no spread to it
+    assert at_last.best_layer == at_last.last_layer and (at_last.gain, at_last.gain_low, at_last.gain_high) == (0.0, 0.0, 0.0)
     assert np.isnan(table.concept_depth_low)  # its summary row has no stderr: no interval, never a made-up one
     # Wilson's interval of 4 of 8 is 0.215..0.785 (textbook value); of 0 of 20 it still has width, up to z^2 / (n + z^2).
     low, high = wilson_interval(np.array([0.5, 0.0, 1.0]), np.array([8, 20, 20]))

@@ -111,7 +111,7 @@ def test_checks_run_each_distinct_prompt_once_and_give_every_query_its_own_promp
     settings = BackpatchSettings()
     names_of, found = answer_check(settings)
     checks = run_checks(smollm, queries, settings)
-    for check in ("first_hop", "relation_shortcut"):  # the most shared prompts (329 and 23 distinct of 594)
+    for check in ("first_hop", "relation_shortcut"):  # the most shared prompts (529 and 24 distinct of 794)
         alone = [found(generate(smollm, [prompt], settings.max_new_tokens)[0][0], names_of(q, entity))
                  for q, (prompt, entity) in ((q, check_prompts(q)[check]) for q in queries)]
         assert checks[check].tolist() == alone, check
@@ -145,6 +145,27 @@ def test_two_hop_query_prompts():
     assert checks["entity_shortcut"] == ("The currency of Tokyo is the", "e3")
     assert checks["relation_shortcut"][0] == "The currency of the country whose capital is X is the"
     assert q.answers("e3") == ["Japanese yen", "yen"]
+
+
+def test_the_packaged_set_adds_a_seeded_sample_of_province_chains_each_true_to_countryinfo():
+    from layerbench.data.packaged import _countries
+    from layerbench.data.two_hop import PROVINCE_CHAINS, _listed, _unaccented, packaged_two_hop_records
+
+    records, _ = packaged_two_hop_records()
+    provinces = [r for r in records if r["r1"] == "province-of"]
+    assert len(provinces) == PROVINCE_CHAINS == 200 and len(records) == 794
+    assert provinces == [r for r in packaged_two_hop_records()[0] if r["r1"] == "province-of"]  # the same sample every time
+    by_name = {c["name"]: c for c in _countries()[0]}
+    for r in provinces:
+        country = by_name[r["e2"]]
+        assert r["e1"] in _listed(country["provinces"]) and r["e3"] == country["capital"]
+        assert r["e1"] not in by_name and "(" not in r["e1"] and r["e1"] not in (r["e2"], r["e3"])
+    q = TwoHopQuery(**provinces[0])
+    assert q.source_prompt == f"The capital of the country where the province {q.e1} is located is"
+    assert check_prompts(q)["first_hop"] == (f"{q.e1} is a province of the country of", "e2")
+    assert len({r["e2"] for r in provinces}) > 80  # spread over many countries, not one country's provinces
+    assert _unaccented("Brasília") == ["Brasilia"] and _unaccented("Paris") == []  # a capital counts written either way
+    assert all(r["e3_aliases"] == _unaccented(r["e3"]) for r in provinces)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from layerbench.data import load_task_data
-from layerbench.evaluators.probe import concept_depth, cv_probe, encode_labels, jin2024_probe, probe_layers
+from layerbench.evaluators.probe import concept_depth, cv_fold_scores, cv_probe, encode_labels, jin2024_probe, probe_layers
 from layerbench.families.probe import ProbeSettings
 from layerbench.specs import get_task
 
@@ -58,6 +58,30 @@ def test_jin2024_protocol_equals_a_direct_scikit_learn_computation():
     assert ours["f1"][0] == f1_score(y_test, direct.predict(X_test))
     assert ours["auroc"][0] == roc_auc_score(y_test, direct.predict_proba(X_test)[:, 1])
     assert np.isnan(ours["accuracy"][1])
+
+
+def test_one_split_takes_its_standard_errors_from_resamples_of_its_test_items():
+    """jin2024's single split: each layer's accuracy stderr is the binomial sqrt(p(1-p)/T) of its T test items (the
+    bootstrap's closed form); a depth point a step in the curve fixes does not move, one between near-equal layers does."""
+    layers, y = synthetic_layers(n=400)
+    rows = probe_layers(layers, y, ProbeSettings(protocol="jin2024"))
+    accuracy = rows[rows.metric == "accuracy"].set_index("layer")
+    tested = round(0.4 * len(y))
+    for layer in (0, 1):
+        p = accuracy.value[layer]
+        assert accuracy.stderr[layer] == pytest.approx(np.sqrt(p * (1 - p) / tested), rel=0.1)
+    assert accuracy.stderr[2] == 0.0  # every test item right on every resample
+    summary = rows[rows.layer.isna()].set_index("metric")
+    assert summary.value["converging_layer"] == 2 and summary.stderr["converging_layer"] == 0.0  # 1.0 at layer 2 only, on every resample
+    assert summary.stderr["peak_accuracy"] == accuracy.stderr[2]
+    # Two noise layers and a weak one: where the curve converges is uncertain, and the spread says so.
+    flat = np.stack([layers[0], layers[1], layers[1] + 0.05 * np.random.default_rng(2).standard_normal(layers[1].shape)])
+    uncertain = probe_layers(flat, y, ProbeSettings(protocol="jin2024"), control=False).query("layer.isna()", engine="python").set_index("metric")
+    assert uncertain.stderr["converging_depth"] > 0.05
+    assert uncertain.stderr["converging_depth"] == pytest.approx(uncertain.stderr["converging_layer"] / 2)  # depth = layer / L, L = 2 here
+    # Five folds keep their spread over folds.
+    folds = probe_layers(layers, y, ProbeSettings()).query("metric == 'accuracy' and layer == 1")
+    assert folds.stderr.item() == pytest.approx(np.std(cv_fold_scores(layers[1], y)["accuracy"], ddof=1) / np.sqrt(5))
 
 
 @pytest.mark.parametrize(

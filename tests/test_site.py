@@ -133,8 +133,8 @@ def test_pages_load_sort_and_plot_in_headless_chromium(site):
         assert layout["plotRows"] > 0.7 * layout["height"], layout  # 0.77 for SmolLM2 when written
         assert layout["pre"] == 0 and layout["provenanceHeight"] < 0.1 * layout["height"], layout
         assert layout["runs"] and all((site / "models" / href).is_file() for href in layout["runs"])
-        fix_note = next(n for n in layout["notes"] if "backpatch-two-hop" in n["text"])
-        assert "fewer than the 20 a headline needs" in fix_note["text"]
+        undecided = next(n for n in layout["notes"] if "latent-language-translation" in n["text"])
+        assert "the target language leads in no layer for most prompts" in undecided["text"]
         assert all(not n["clipped"] and n["right"] <= 1300 for n in layout["notes"]), layout["notes"]
         page.locator("#tasks a.note-ref").first.click()  # a greyed-out row's link goes to its note
         assert page.evaluate("() => location.hash").startswith("#tasks-note-")
@@ -353,7 +353,8 @@ def test_the_index_says_which_runs_were_still_in_progress_and_model_pages_show_a
 
 
 def test_the_index_ranks_only_models_run_on_the_same_tasks_at_the_same_size(tmp_path):
-    """A copy of MiniLM run on 2 probe tasks (of 18: 9 under each protocol), one at 64 items, is listed apart with why; every headline cell says its n."""
+    """A copy of MiniLM run on 2 probe tasks (of 18: 9 under each protocol), one at 64 items, is listed apart with why; every headline cell says its n
+    and its interval, and a fix rate on fewer than 20 wrong queries is withheld."""
     from layerbench.results import ResultStore
 
     rows = load_results(RESULTS)
@@ -373,13 +374,21 @@ def test_the_index_ranks_only_models_run_on_the_same_tasks_at_the_same_size(tmp_
     for model in ("sentence-transformers/all-MiniLM-L6-v2", "smollm2-135m-q4", "gemma3-270m-base-q4", "multilingual-e5-small-q4"):
         assert model in ranked
     assert '<span class="n">9 tasks</span>' in ranked  # the probe means say what they average
-    # SmolLM2's fix rate rests on fewer than 20 wrong queries: withheld as a headline, with a note on its model page.
+    # Both decoders' fix rates rest on 20 wrong queries or more: each cell shows the rate, its interval and its n.
     from layerbench.analysis import summary
+    from layerbench.site.view import _withheld
 
-    table = summary(rows[rows.model == "smollm2-135m-q4"])
-    fix = table[table.task == "backpatch-two-hop"].iloc[0]
-    assert np.isnan(fix.oracle_fix_rate) and fix.oracle_fix_rate_n < 20 and "fewer than the 20 a headline needs" in fix.note
-    assert f'withheld <span class="n">n={int(fix.oracle_fix_rate_n)} &lt; 20</span>' in ranked  # the index cell says so, and on how few
+    decoders = rows[rows.model.isin(["smollm2-135m-q4", "gemma3-270m-base-q4"])]
+    for fix in summary(decoders).query("task == 'backpatch-two-hop' and protocol == 'layerbench'").itertuples():
+        assert fix.oracle_fix_rate_n >= 20 and fix.oracle_fix_rate_low < fix.oracle_fix_rate < fix.oracle_fix_rate_high
+        assert f'{fix.oracle_fix_rate:.3f} <span class="ci" title="95% interval">{fix.oracle_fix_rate_low:.3f}–{fix.oracle_fix_rate_high:.3f}</span> ' \
+               f'<span class="n">n={int(fix.oracle_fix_rate_n)}</span>' in ranked
+    # On fewer than 20 it is withheld as a headline, with a note on the model page, and the index cell says on how few.
+    few = decoders[(decoders.model == "smollm2-135m-q4") & (decoders.task == "backpatch-two-hop") & (decoders.protocol == "layerbench")]
+    few = few.assign(n=few.n.where(few.metric != "oracle_fix_rate", 9))
+    fix = summary(few).iloc[0]
+    assert np.isnan(fix.oracle_fix_rate) and fix.oracle_fix_rate_n == 9 and "fewer than the 20 a headline needs" in fix.note
+    assert _withheld(summary(few), "oracle_fix_rate") == "n=9 < 20"
 
 
 def test_two_revisions_of_one_model_are_two_rows_two_pages_and_two_curves(tmp_path):
@@ -412,3 +421,14 @@ def test_two_revisions_of_one_model_are_two_rows_two_pages_and_two_curves(tmp_pa
     figures = json.loads(re.search(r'<script type="application/json" id="figures">(.*?)</script>', task, re.S).group(1))
     names = [t["name"] for t in figures["t-accuracy"]["data"] if t.get("mode") == "lines+markers"]
     assert names == ["org/m@a (factual)", "org/m@b (factual)"]
+
+
+def test_an_index_cell_says_on_how_many_of_the_tasks_that_ran_its_mean_rests():
+    """A headline mean leaves out a task with no value (no layer decides, no concept beyond the baseline) and says so."""
+    from layerbench.site.view import _cell_interval, _cell_n
+
+    part = pd.DataFrame({"decision_depth": [1.0, 1.0, np.nan], "decision_depth_n": [158, 404, 404],
+                         "decision_depth_low": [1.0, 1.0, np.nan], "decision_depth_high": [1.0, 1.0, np.nan]})
+    assert _cell_n(part, "decision_depth") == "n=562, 2 of 3 tasks" and _cell_interval(part, "decision_depth") == (1.0, 1.0)
+    assert _cell_n(part.iloc[:2], "decision_depth") == "n=562"
+    assert _cell_n(part.iloc[2:], "decision_depth") is None

@@ -11,7 +11,8 @@ templates with one ``{}`` slot for its subject:
 
 So ``source_prompt = r2.template(r1.phrase(e1))``, and the checks of the paper
 are plain prompts built from the same templates (the back-patching evaluator builds them: ``layerbench.evaluators.backpatch.check_prompts``).
-The packaged set is built from countryinfo and gensim facts plus a short
+The packaged set is built from countryinfo and gensim facts (countries' capitals,
+regions, demonyms, currencies and provinces; US cities' states) plus a short
 hand-written list of well-known chains.
 """
 from __future__ import annotations
@@ -143,7 +144,14 @@ RELATIONS: dict[str, tuple[str, str]] = {
     "currency": ("The currency of {} is the", "the currency of {}"),
     "state-of-city": ("{} is a city in the state of", "the state where {} is located"),
     "state-capital": ("The capital of {} is", "the capital of {}"),
+    "province-of": ("{} is a province of the country of", "the country where the province {} is located"),
+    "country-capital": ("The capital of {} is", "the capital of {}"),
 }
+# A seeded sample of countryinfo's province -> country -> capital chains (4,296 after the filters of _province_chains). The
+# small decoders know few capitals' countries, and a capital's name alone gives away its continent or language (the entity
+# shortcut), so the other chains leave SmolLM2 9 wrong queries to fix, fewer than a headline fix rate needs; these 200 add
+# 14 (23 in all; benchmarks/two_hop_yield.py), each swept at about 16 s on 2 CPU cores.
+PROVINCE_CHAINS = 200
 
 _CONTINENTS = {"Asia": ["Asian"], "Europe": ["European"], "Africa": ["African"], "Americas": ["America", "American"], "Oceania": ["Australia", "Pacific"]}
 
@@ -206,6 +214,47 @@ def _country_aliases(record: dict[str, Any]) -> list[str]:
     return [s for s in spellings if isinstance(s, str) and len(s) >= 4 and s != record["name"]]
 
 
+def _listed(value: Any) -> list[str]:
+    """A countryinfo list field, stored as a JSON list or as its Python text ("['a', 'b']")."""
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return []
+    return [v for v in value if isinstance(v, str) and v] if isinstance(value, list) else []
+
+
+def _unaccented(name: str) -> list[str]:
+    """``[name without its accents]`` where that differs ("Brasilia" for "Brasília"), else ``[]``: a model may write either."""
+    import unicodedata
+
+    plain = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
+    return [plain] if plain != name else []
+
+
+def _province_chains(countries: list[dict[str, Any]], n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` province -> country -> capital queries, a seeded sample (in data order) of all of countryinfo's.
+
+    Left out: a province named as its country, its capital or any country ("Georgia" of the United States), and names
+    with a parenthesis ("Amurskaya (Blagoveshchensk)"), which no prompt would write.
+    """
+    import numpy as np
+
+    names = {country["name"] for country in countries}
+    chains = []
+    for country in countries:
+        name, capital = country["name"], country.get("capital") or ""
+        if not capital or not capital[0].isalpha():
+            continue
+        aliases = _country_aliases(country)
+        for province in _listed(country.get("provinces")):
+            if province in (capital, name) or province in names or "(" in province:
+                continue
+            chains.append(_query(province, "province-of", name, aliases, "country-capital", capital, _unaccented(capital)))
+    keep = np.sort(np.random.default_rng(seed).choice(len(chains), size=min(n, len(chains)), replace=False))
+    return [chains[i] for i in keep]
+
+
 def _query(e1: str, r1: str, e2: str, e2_aliases: list[str], r2: str, e3: str, e3_aliases: list[str]) -> dict[str, Any]:
     return dict(e1=e1, r1=r1, e2=e2, r2=r2, e3=e3, e2_aliases=e2_aliases, e3_aliases=e3_aliases,
                 r1_template=RELATIONS[r1][0], r1_phrase=RELATIONS[r1][1], r2_template=RELATIONS[r2][0])
@@ -237,6 +286,7 @@ def packaged_two_hop_records() -> tuple[list[dict[str, Any]], dict[str, str]]:
         capital = _STATE_CAPITALS.get(state)
         if capital and capital != city:
             records.append(_query(city, "state-of-city", state, [], "state-capital", capital, _STATE_ALIASES.get(capital, [])))
+    records += _province_chains(countries, PROVINCE_CHAINS)
     for e1, r1, t1, p1, e2, a2, r2, t2, e3, a3 in _HANDWRITTEN:
         records.append(dict(e1=e1, r1=r1, e2=e2, r2=r2, e3=e3, e2_aliases=a2, e3_aliases=a3, r1_template=t1, r1_phrase=p1, r2_template=t2))
     return records, {"countryinfo": country_version, "gensim": gensim_version}
@@ -256,8 +306,10 @@ def packaged_two_hop(n: int | None = None, seed: int = 0) -> TextDataset:
     Relation pairs: capital-of>continent, capital-of>demonym, capital-of>currency
     (countryinfo capitals and regions, gensim currencies and nationality
     adjectives), state-of-city>state-capital (gensim's city-in-state section and
-    the US state capitals), and the hand-written chains ("The wife of the
-    performer of the song Imagine was").
+    the US state capitals), province-of>country-capital (a seeded sample of
+    :data:`PROVINCE_CHAINS` of countryinfo's provinces: "The capital of the country
+    where the province Bourgogne is located is"), and the hand-written chains
+    ("The wife of the performer of the song Imagine was").
     """
     records, versions = packaged_two_hop_records()
     if n is not None:

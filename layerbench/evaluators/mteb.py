@@ -10,7 +10,7 @@ they run in ``jobs`` worker processes (:func:`layerbench.parallel.map_layers`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from functools import partial
 from typing import Any
 
@@ -70,21 +70,63 @@ def encoder_inputs(data: TextDataset) -> list[tuple[str, str | None]]:
     return [(text, None) for text in data.texts]
 
 
-def score_rows(scores: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def score_rows(scores: Mapping[str, list[dict[str, Any]]], bootstrapped: Collection[tuple[str, str]] = (), main: str | None = None) -> list[dict[str, Any]]:
     """mteb's ``TaskResult.scores`` as rows ``subset, split, metric, value, stderr``.
 
     Every numeric score becomes its own metric (nested dicts joined with
     dots); ``main_score`` is mteb's headline score. A score reported per
     experiment (classification) gets the standard error over experiments.
+    In the (subset, split) pairs of ``bootstrapped``, whose experiments are
+    bootstrap replicates (:func:`experiments_are_bootstraps`), a score with
+    one value per experiment (clustering's ``v_measures``, ``ami_scores``)
+    gets their standard deviation (ddof=1) as its standard error, and
+    ``main_score`` that of ``main``, the task's main score.
     """
     rows = []
     for split, entries in scores.items():
         for entry in entries:
+            subset = entry.get("hf_subset", "default")
             experiments = entry.get("scores_per_experiment") or []
+            replicates = _replicates(entry) if (subset, split) in bootstrapped else {}
+            if main in replicates:
+                replicates["main_score"] = replicates[main]
             for name, value in _flatten(entry):
-                spread: list[float] = [e[name] for e in experiments if isinstance(e, dict) and isinstance(e.get(name), (int, float))]
-                rows.append(dict(subset=entry.get("hf_subset", "default"), split=split, metric=name, value=float(value), stderr=stderr_of(np.asarray(spread))))
+                if name in replicates:
+                    stderr = float(np.std(replicates[name], ddof=1)) if len(replicates[name]) > 1 else math.nan
+                else:
+                    spread: list[float] = [e[name] for e in experiments if isinstance(e, dict) and isinstance(e.get(name), (int, float))]
+                    stderr = stderr_of(np.asarray(spread))
+                rows.append(dict(subset=subset, split=split, metric=name, value=float(value), stderr=stderr))
     return rows
+
+
+def _replicates(entry: Mapping[str, Any]) -> dict[str, list[float]]:
+    """A clustering entry's score of each experiment, all levels of a hierarchy together (as mteb averages them): metric ->
+    values, from ``v_measures`` and ``<metric>_scores`` (``{"Level 0": [...], ...}``)."""
+    out = {}
+    for key, levels in entry.items():
+        if isinstance(levels, Mapping) and (key == "v_measures" or key.endswith("_scores")):
+            values = [float(v) for level in levels.values() if isinstance(level, list) for v in level]
+            if values:
+                out["v_measure" if key == "v_measures" else key.removesuffix("_scores")] = values
+    return out
+
+
+def experiments_are_bootstraps(task: Any, documents: int) -> bool:
+    """Whether each experiment of an mteb clustering task is a bootstrap replicate of its score on ``documents`` texts.
+
+    mteb's clustering embeds the documents (all of them, unless ``max_fraction_of_documents_to_embed`` or
+    ``max_document_to_embed`` downsamples), then 10 times draws ``max_documents_per_cluster`` of them with
+    replacement and clusters the draw with k-means of a fixed seed. Where nothing is downsampled and a draw has as
+    many documents as there are (the packaged tasks set it so), each experiment is the score of a bootstrap resample,
+    and their standard deviation is the score's standard error: the spread of the score over other samples of as many
+    documents. A conservative one: the main score is the mean of the 10 replicates, which moves less between samples
+    than one replicate does (on MiniLM's BBC states the spread over disjoint samples was 0.57-0.74 of it;
+    tests/test_mteb.py). mteb's own defaults (4% of the documents embedded, 16,384 drawn from them) make draws of another size,
+    whose spread is not the score's, and their rows keep no standard error.
+    """
+    return (task.metadata.type == "Clustering" and getattr(task, "max_fraction_of_documents_to_embed", 0) is None
+            and getattr(task, "max_document_to_embed", 0) is None and getattr(task, "max_documents_per_cluster", None) == documents)
 
 
 def _flatten(entry: Mapping[str, Any], prefix: str = "") -> list[tuple[str, float]]:
@@ -111,7 +153,9 @@ def _layer_scores(states: np.ndarray, inputs: list[tuple[str, str | None]], norm
     (``metric``: the rows' name for it), from the predictions mteb keeps per item (:class:`PredictionRecorder`)."""
     with PredictionRecorder(task) as recorder:
         result = run_mteb(layer_encoder(states, inputs, normalize), task, splits, keep_predictions=True)
-    return [row for task_result in result.task_results for row in score_rows(task_result.scores)], recorder.items(metric)
+    bootstrapped = {key for key, documents in recorder.documents().items() if experiments_are_bootstraps(task, documents)}
+    rows = [row for task_result in result.task_results for row in score_rows(task_result.scores, bootstrapped, task.metadata.main_score)]
+    return rows, recorder.items(metric)
 
 
 def evaluate_mteb(context: EvaluatorContext) -> Scored:

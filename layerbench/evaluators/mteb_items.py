@@ -76,6 +76,10 @@ class PredictionRecorder:
         for name in self._WRAPPED:
             self.task.__dict__.pop(name, None)
 
+    def documents(self) -> dict[tuple[str, str], int]:
+        """(hf_subset, hf_split) -> how many rows the data split mteb evaluated there has (a clustering task's documents)."""
+        return {(subset, split): len(data_split) for subset, split, data_split, _ in self.records if hasattr(data_split, "__len__")}
+
     def items(self, metric: str) -> pd.DataFrame | None:
         """The recorded predictions as item records of ``metric`` (the rows' name for the task's main score), or None when
         the task's main score has no items (:func:`items_of`)."""

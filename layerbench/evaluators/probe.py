@@ -21,7 +21,10 @@ the jumping point (the first layer whose accuracy rises by at least
 layer within ``converge_epsilon`` of the best accuracy). Each point is found
 on every split's own accuracy curve (each fold, or each jin2024 split); the
 row's value is the mean over splits and its ``stderr`` the standard error
-over them, so a concept depth comes with its spread (one split has none).
+over them, so a concept depth comes with its spread. One split (jin2024's)
+has no spread over splits: its accuracy rows and depth points take their
+``stderr`` from resamples of its test items instead (the fitted probes kept,
+:func:`bootstrap_test_items`), which leaves out the training draw's share.
 ``peak_accuracy`` is the highest mean accuracy. The two thresholds are our
 reading of the paper's figures, not numbers the paper fixes.
 
@@ -325,6 +328,30 @@ def concept_depth(accuracy: np.ndarray, jump_delta: float = 0.1, converge_epsilo
     }
 
 
+def bootstrap_test_items(correct: np.ndarray, settings: ProbeSettings, layers: Sequence[int], seed: int = 0) -> dict[str, np.ndarray]:
+    """The spread of one split's scores over resamples of its test items, every layer on the same draw.
+
+    Args:
+        correct: ``[K, T]`` 1/0 whether layer k's probe got test item t right.
+        layers: the layer number of each of the K rows.
+
+    Returns:
+        ``accuracy``: ``[K]`` each layer's standard error (the standard deviation of its accuracy over
+        :data:`layerbench.paired.STDERR_RESAMPLES` resamples of the T items with replacement); ``peak_layer``,
+        ``jumping_layer``, ``converging_layer``: ``[B]`` the point on each resample's accuracy curve
+        (:func:`concept_depth`; NaN where a curve has no jump).
+    """
+    from layerbench import paired
+
+    weights = paired.bootstrap_weights(correct.shape[1], paired.STDERR_RESAMPLES, seed)
+    curves = weights @ correct.T / weights.sum(axis=1, keepdims=True)  # [B, K]
+    found = [concept_depth(curve, settings.jump_delta, settings.converge_epsilon, layers) for curve in curves]
+    out = {"accuracy": curves.std(axis=0, ddof=1)}
+    for point in ("peak", "jumping", "converging"):
+        out[f"{point}_layer"] = np.array([f[f"{point}_layer"] for f in found])
+    return out
+
+
 def _probe_layer(states: np.ndarray, y: np.ndarray, shuffled: np.ndarray | None, splits: Sequence[tuple[np.ndarray, np.ndarray]],
                  settings: ProbeSettings) -> tuple[dict[str, np.ndarray], np.ndarray | None, list[np.ndarray]]:
     """One layer's probe on ``states`` ``[N, D]``: score name -> ``[splits]``, the control task's ``[splits]`` accuracy (None without
@@ -384,6 +411,12 @@ def probe_layers_items(pooled: np.ndarray, y: np.ndarray, settings: ProbeSetting
             rows.append(mean_row("control_accuracy", layer, control_accuracy, higher_is_better=None) | {"n": len(y)})
             rows.append(mean_row("selectivity", layer, per_layer[index]["accuracy"] - control_accuracy, higher_is_better=True) | {"n": len(y)})
     frame = pd.DataFrame(rows)
+    held = [held_out_items(y, splits, decisions) for _, _, decisions in fitted]  # per layer
+    resampled: dict[str, np.ndarray] = {}
+    if len(splits) == 1:  # one split (jin2024's) has no spread over splits: its test items are resampled instead
+        points = bootstrap_test_items(np.stack([h["correct"] for h in held]), settings, layers, seed)
+        frame.loc[frame.metric == "accuracy", "stderr"] = points.pop("accuracy")
+        resampled = points
     accuracy = np.stack([scores["accuracy"] for scores in per_layer])  # [K, splits]
     curve = frame[frame.metric == "accuracy"].reset_index(drop=True)
     best_index = int(curve.value.idxmax())  # the best layer is read off the mean curve: a mean of each split's own maximum would be biased upwards
@@ -409,15 +442,17 @@ def probe_layers_items(pooled: np.ndarray, y: np.ndarray, settings: ProbeSetting
                 continue
             defined = values[~np.isnan(values)]
             value, err = mean_and_spread(defined) if len(defined) else (float("nan"), float("nan"))
+            if resampled and len(defined):
+                draws = resampled[f"{point}_layer"] / (n_layers if name.endswith("_depth") else 1)
+                err = float(np.nanstd(draws, ddof=1)) if np.isfinite(draws).sum() > 1 else float("nan")
             described.append(summary_row(name, value, stderr=err, n=len(y), higher_is_better=None))
     rows_out = pd.concat([frame, pd.DataFrame(described)], ignore_index=True)
     ids = list(ids) if ids is not None else [str(i) for i in range(len(y))]
     items = []
-    for layer, (_, _, decisions) in zip(layers, fitted):
-        held = held_out_items(y, splits, decisions)
-        items.append(pd.DataFrame({"metric": "accuracy", "statistic": "mean", "layer": layer, "item": np.asarray(ids, dtype=object)[held["index"]],
-                                   "value": held["correct"], "target": y[held["index"]].astype(np.float64), "prediction": held["prediction"].astype(np.float64),
-                                   "probability": held["probability"], "fold": held["fold"]}))
+    for layer, kept in zip(layers, held):
+        items.append(pd.DataFrame({"metric": "accuracy", "statistic": "mean", "layer": layer, "item": np.asarray(ids, dtype=object)[kept["index"]],
+                                   "value": kept["correct"], "target": y[kept["index"]].astype(np.float64), "prediction": kept["prediction"].astype(np.float64),
+                                   "probability": kept["probability"], "fold": kept["fold"]}))
     return Scored(rows_out, pd.concat(items, ignore_index=True))
 
 

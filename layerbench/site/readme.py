@@ -30,8 +30,8 @@ def markdown_table(data: view.SiteData) -> str:
     """The ranked models of the index (:func:`layerbench.site.view.index_rows`) as a Markdown table, smallest first.
 
     Columns: model (architecture, layers); probe and MTEB best and last layer's score (means over the family's tasks
-    under our protocol, each with its 95% interval where every task has one) and the best layer's depth; concept depth;
-    back-patching fix rate and IC AUROC, each with its n; the latent-language decision depth.
+    under our protocol, each with its 95% interval where every task has one) and the best layer's depth; concept depth,
+    back-patching fix rate, IC AUROC and the latent-language decision depth, each with its interval and its n.
     """
     rows = sorted((r for r in view.index_rows(data) if r["apart"] is None), key=lambda r: (r["parameters"] or 0, r["model"]))
     header = ("| model (architecture, layers) | probe best | probe last | probe best depth | MTEB best | MTEB last | MTEB best depth "
@@ -42,18 +42,18 @@ def markdown_table(data: view.SiteData) -> str:
         architecture = latest.model.model_type if latest and latest.model.model_type else "?"
         name = row["model"].split("/")[-1] + (f"@{row['revision']}" if row["revision"] else "")
         cells = [f"{name} ({architecture}, {row['layers']})", _score(row, "probe_best"), _score(row, "probe_last"), fmt(row.get("probe_depth"), 2),
-                 _score(row, "mteb_best"), _score(row, "mteb_last"), fmt(row.get("mteb_depth"), 2), _score(row, "concept_depth")]
-        for column in ("fix_rate", "ic_auroc"):
+                 _score(row, "mteb_best"), _score(row, "mteb_last"), fmt(row.get("mteb_depth"), 2)]
+        for column in ("concept_depth", "fix_rate", "ic_auroc", "decision_depth"):
             if row.get(column) == "withheld":  # too few items to rank by: the index says so in the cell
                 cells.append(f"withheld: {row[f'_n_{column}']}")
             else:
                 cells.append(f"{_score(row, column)}, {row[f'_n_{column}']}" if row.get(column) is not None else "—")
-        cells.append(fmt(row.get("decision_depth"), 2) + (f", {row['_n_decision_depth']}" if row.get("decision_depth") is not None else ""))
         lines.append("| " + " | ".join(cells) + " |")
     tasks = {r["_n_probe_best"] for r in rows} | {r["_n_mteb_best"] for r in rows}
     lines.append("")
     lines.append(f"Means over each family's tasks ({', '.join(sorted(t for t in tasks if t))}) under our protocol, 95% intervals in "
-                 "parentheses; fix rate and IC AUROC with the queries and paths they rest on.")
+                 "parentheses; concept depth, fix rate, IC AUROC and decision depth with the items, queries, paths and prompts they rest on "
+                 "(and on how many of the family's tasks, where some have none).")
     return "\n".join(lines)
 
 

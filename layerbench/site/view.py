@@ -162,12 +162,15 @@ def _aggregate(values: pd.Series, statistic: str) -> Any:
 
 
 def _cell_n(part: pd.DataFrame, field: str) -> str | None:
-    """What an index cell rests on: its tasks for a mean over tasks, its items for a headline summary (``<field>_n``)."""
+    """What an index cell rests on: its tasks for a mean over tasks, its items for a headline summary (``<field>_n``),
+    and ", k of m tasks" where m tasks ran but only k have the headline (the others' rows say why: no layer decides,
+    no concept beyond the baseline), so that a mean over fewer tasks says so."""
     defined = part[part[field].notna()]
     if defined.empty:
         return None
     if f"{field}_n" in defined:
-        return f"n={int(defined[f'{field}_n'].sum())}"
+        ran = int(part[f"{field}_n"].notna().sum())
+        return f"n={int(defined[f'{field}_n'].sum())}" + (f", {len(defined)} of {ran} tasks" if ran > len(defined) else "")
     return f"{len(defined)} task" + "s" * (len(defined) != 1)
 
 
