@@ -431,4 +431,5 @@ def test_an_index_cell_says_on_how_many_of_the_tasks_that_ran_its_mean_rests():
                          "decision_depth_low": [1.0, 1.0, np.nan], "decision_depth_high": [1.0, 1.0, np.nan]})
     assert _cell_n(part, "decision_depth") == "n=562, 2 of 3 tasks" and _cell_interval(part, "decision_depth") == (1.0, 1.0)
     assert _cell_n(part.iloc[:2], "decision_depth") == "n=562"
-    assert _cell_n(part.iloc[2:], "decision_depth") is None
+    assert _cell_n(part.iloc[2:], "decision_depth") == "0 of 1 task"  # it ran, and no layer decides: the index cell says "none"
+    assert _cell_n(part.iloc[2:].assign(decision_depth_n=np.nan), "decision_depth") is None  # it did not run

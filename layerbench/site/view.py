@@ -164,12 +164,12 @@ def _aggregate(values: pd.Series, statistic: str) -> Any:
 def _cell_n(part: pd.DataFrame, field: str) -> str | None:
     """What an index cell rests on: its tasks for a mean over tasks, its items for a headline summary (``<field>_n``),
     and ", k of m tasks" where m tasks ran but only k have the headline (the others' rows say why: no layer decides,
-    no concept beyond the baseline), so that a mean over fewer tasks says so."""
+    no concept beyond the baseline), so that a mean over fewer tasks says so; "0 of m tasks" where none has it."""
     defined = part[part[field].notna()]
+    ran = int(part[f"{field}_n"].notna().sum()) if f"{field}_n" in part else 0
     if defined.empty:
-        return None
+        return f"0 of {ran} task" + "s" * (ran != 1) if ran else None
     if f"{field}_n" in defined:
-        ran = int(part[f"{field}_n"].notna().sum())
         return f"n={int(defined[f'{field}_n'].sum())}" + (f", {len(defined)} of {ran} tasks" if ran > len(defined) else "")
     return f"{len(defined)} task" + "s" * (len(defined) != 1)
 
@@ -240,6 +240,8 @@ def index_rows(data: SiteData) -> list[dict[str, Any]]:
             withheld = _withheld(part, column["field"])
             if row[column["id"]] is None and withheld:
                 row[column["id"]], row[f"_n_{column['id']}"] = "withheld", withheld
+            elif row[column["id"]] is None and row[f"_n_{column['id']}"]:  # the tasks ran and none has a value (no layer decides): said, not left blank
+                row[column["id"]] = "none"
         out.append(row)
     return out
 
