@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from layerbench import load_model  # noqa: E402
 from layerbench.data.packaged import _countries  # noqa: E402
-from layerbench.data.two_hop import RELATIONS, _country_aliases, _listed, packaged_two_hop_records, parse_queries  # noqa: E402
+from layerbench.data.two_hop import RELATIONS, _country_aliases, _listed, packaged_two_hop_records, parse_queries, relation_pair  # noqa: E402
 from layerbench.evaluators.backpatch import run_checks  # noqa: E402
 from layerbench.families.backpatch import BackpatchSettings  # noqa: E402
 
@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     records = packaged_two_hop_records()[0] + (language_chains() if args.language_chain else [])
     queries = parse_queries(records, "two_hop_yield")
-    pairs = [f"{q.r1}>{q.r2}" if q.r1 in RELATIONS else "hand-written" for q in queries]
+    pairs = [relation_pair(r) for r in records]
     sizes = Counter(pairs)
     for name in args.model:
         handle = load_model(name, device="cpu")

@@ -215,12 +215,7 @@ def _country_aliases(record: dict[str, Any]) -> list[str]:
 
 
 def _listed(value: Any) -> list[str]:
-    """A countryinfo list field, stored as a JSON list or as its Python text ("['a', 'b']")."""
-    if isinstance(value, str):
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            return []
+    """The non-empty strings of a countryinfo list field (a JSON list: ``provinces``, ``languages``); ``[]`` where it is missing."""
     return [v for v in value if isinstance(v, str) and v] if isinstance(value, list) else []
 
 
@@ -253,6 +248,11 @@ def _province_chains(countries: list[dict[str, Any]], n: int, seed: int = 0) -> 
             chains.append(_query(province, "province-of", name, aliases, "country-capital", capital, _unaccented(capital)))
     keep = np.sort(np.random.default_rng(seed).choice(len(chains), size=min(n, len(chains)), replace=False))
     return [chains[i] for i in keep]
+
+
+def relation_pair(record: dict[str, Any]) -> str:
+    """A query's relation pair ``r1>r2`` (``capital-of>continent``), or ``handwritten`` for a hand-written chain."""
+    return f"{record['r1']}>{record['r2']}" if record["r1"] in RELATIONS else "handwritten"
 
 
 def _query(e1: str, r1: str, e2: str, e2_aliases: list[str], r2: str, e3: str, e3_aliases: list[str]) -> dict[str, Any]:
@@ -315,7 +315,7 @@ def packaged_two_hop(n: int | None = None, seed: int = 0) -> TextDataset:
     if n is not None:
         if not 1 <= n <= len(records):
             raise UserError(f"two-hop-queries: n must be between 1 and {len(records)}, got {n}")
-        pairs = [f"{r['r1']}>{r['r2']}" if r["r1"] in RELATIONS else "handwritten" for r in records]
+        pairs = [relation_pair(r) for r in records]
         records = [records[i] for i in stratified_indices(pairs, n, seed)]
     provenance = {"source": "packaged", "dataset": "two-hop-queries", "distributions": versions, "n": n, "seed": seed,
                   "licence": "countryinfo: MIT; gensim test data: LGPL-2.1; hand-written chains and US state capitals: layerbench (Apache-2.0)"}
