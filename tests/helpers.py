@@ -201,3 +201,31 @@ def their_process_tokens(token_str: str, tokenizer, lang: str) -> list[int]:
         if start_key in tokenizer.get_vocab():
             final_tokens.append(tokenizer.get_vocab()[start_key])
     return final_tokens
+
+
+def check_stack_resumes_bit_for_bit(handle: Any) -> None:
+    """The decoder stack started at each block from the full pass's state equals the full pass at every later layer, bit for
+    bit: on a batch of prompts (no padding) and on the next token decoded from the cache."""
+    import torch
+    from transformers import DynamicCache
+
+    from layerbench.models.residual import record_layers
+    from layerbench.models.stack import decoder_stack
+
+    stack = decoder_stack(handle)
+    assert stack is not None
+    model, n_layers = handle.model, handle.n_layers
+    torch.manual_seed(0)
+    vocab = model.config.vocab_size
+    ids = torch.randint(3, min(vocab, 5000), (3, 7))
+    with torch.no_grad(), record_layers(handle, list(range(n_layers + 1))) as recorded:
+        out = model(input_ids=ids, use_cache=True)
+        model(input_ids=out.logits[:, -1:].argmax(-1), cache=out.cache, use_cache=True)
+    for start in sorted({0, 1, n_layers // 2, n_layers - 1}):
+        cache = DynamicCache(config=model.config)
+        for call, positions in ((0, torch.arange(7)[None]), (1, torch.tensor([[7]]))):
+            states = recorded[start][call]
+            rotary = stack.position_embeddings(states, positions)
+            for block in range(start, n_layers):
+                states = stack.block(block, states, positions, cache, rotary)
+                assert torch.equal(states, recorded[block + 1][call]), (start, call, block)

@@ -15,6 +15,7 @@ from helpers import (
     check_consistency_rows,
     check_padding_invariance,
     check_prefix_token_rule,
+    check_stack_resumes_bit_for_bit,
     check_three_sites_in_one_pass,
     their_process_tokens,
 )
@@ -140,3 +141,7 @@ def test_the_authors_token_rule_and_readout_equal_their_notebooks_on_gemma(gemma
         np.testing.assert_allclose(ours[:, position, 0], last[:, latent_ids].sum(-1), atol=1e-5)
         their_entropy = (-last * torch.log2(last)).nansum(dim=-1)  # compute_entropy, with 0 log 0 taken as 0
         np.testing.assert_allclose(entropy[:, position], their_entropy, rtol=1e-3, atol=1e-3)
+
+
+def test_a_pass_resumed_at_a_block_equals_the_full_pass(gemma):
+    check_stack_resumes_bit_for_bit(gemma)

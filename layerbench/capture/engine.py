@@ -71,6 +71,8 @@ def counting_passes(handle: ModelHandle, stats: CaptureStats) -> Iterator[None]:
     The intervention families run the model themselves (prompts, patched
     continuations, every decoding step of a generation is one call); this is
     how their passes are counted, as the capture counts its batches.
+    Back-patching's decoding steps run block by block
+    (:mod:`layerbench.models.branching`), not as calls of the model, and are not counted.
     """
     calls = 0
 

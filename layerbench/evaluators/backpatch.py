@@ -27,8 +27,8 @@ every pair (``benchmarks/bench_backpatch.py`` checks this against the naive way)
 """
 from __future__ import annotations
 
-import copy
 import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,9 +41,13 @@ from layerbench.data.two_hop import CHECKS, PLACEHOLDER, TwoHopQuery, capitalize
 from layerbench.errors import UserError
 from layerbench.families import EvaluatorContext
 from layerbench.families.backpatch import BackpatchSettings
+from layerbench.models.branching import greedy_branches
 from layerbench.models.generation import generate, greedy_from_cache
+from layerbench.models.greedy import GreedyReadout
+from layerbench.models.kv_cache import growing_cache
 from layerbench.models.loading import ModelHandle
 from layerbench.models.residual import first_token_id, last_token_states, lens_statistics, one_position_logits, patch_positions, record_layers
+from layerbench.models.stack import decoder_stack
 from layerbench.results.rows import layer_row, mean_row, summary_row
 
 
@@ -131,14 +135,29 @@ def layer_pairs(n_layers: int, settings: BackpatchSettings) -> list[tuple[int, i
 
 
 def sweep_query(handle: ModelHandle, prompt: str, positions: dict[str, int], pairs: list[tuple[int, int]],
-                names: list[str], max_new_tokens: int, batch_size: int, substring: bool = False) -> dict[tuple[str, int, int], str]:
+                names: list[str], max_new_tokens: int, batch_size: int, substring: bool = False,
+                readout: GreedyReadout | None = None, tally: dict[str, int] | None = None) -> dict[tuple[str, int, int], str]:
     """Greedy continuations of ``prompt`` under every (position, ls, lt) patch.
+
+    One clean pass gives every source state and the prompt's cache. A patch at position ``p`` leaves every state
+    before ``p`` unchanged, so each batch of variants runs only positions ``p..T-1`` on a copy of the cached prefix,
+    and then decodes with :func:`~layerbench.models.branching.greedy_branches`: a new token's blocks below a row's
+    target layer are computed once per distinct generated prefix (where :func:`~layerbench.models.stack.decoder_stack`
+    knows the architecture), and the greedy token comes from :class:`~layerbench.models.greedy.GreedyReadout`.
+
+    A variant stops as soon as more tokens can no longer change its verdict, which :func:`settled` decides for both
+    protocols: once a name has appeared in the text, as a whole word followed by a non-word character (ours: no later
+    token can join that word, and a later token can only add text after it) or as a substring (Biran et al.'s, which
+    only grows); at EOS or ``max_new_tokens``, generation stops anyway. Every verdict is read from the text.
 
     Args:
         positions: name -> token index ``p`` to patch at.
         pairs: (source layer, target layer) pairs.
         names: the answer's label and aliases (decoding of a variant stops once one is settled).
+        batch_size: variants per prompt pass (the decoding runs every variant of the query in one batch).
         substring: names are found as substrings (Biran et al.), not as whole words.
+        readout: the greedy readout to reuse across queries (made here when None).
+        tally: counts of the decoding's work (:func:`~layerbench.models.branching.greedy_branches`), for benchmarks.
 
     Returns:
         ``{(position, ls, lt): continuation}``.
@@ -148,26 +167,53 @@ def sweep_query(handle: ModelHandle, prompt: str, positions: dict[str, int], pai
     length = ids.shape[1]
     n_layers = handle.n_layers
     with torch.no_grad(), record_layers(handle, list(range(n_layers + 1))) as recorded:
-        clean = model(input_ids=ids, use_cache=True)
+        clean = model(input_ids=ids, use_cache=True, **one_position_logits(model))
     states = torch.stack([recorded[layer][0][0] for layer in range(n_layers + 1)])  # [L+1, T, D]
-    extra = one_position_logits(model)
-    out: dict[tuple[str, int, int], str] = {}
+    stack = decoder_stack(handle)
+    readout = readout or GreedyReadout(handle)
+    keys: list[tuple[str, int, int]] = []
+    caches, logits, lowest = [], [], []
     for position, p in positions.items():
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start : start + batch_size]
             sources = torch.tensor([ls for ls, _ in chunk])
             targets = torch.tensor([lt for _, lt in chunk])
-            cache = None
-            if p > 0:  # the states before p are the clean ones: reuse their cache
-                cache = copy.deepcopy(clean.past_key_values)
-                if p < length:
-                    cache.crop(p - length)  # keep the first p positions
-                cache.batch_repeat_interleave(len(chunk))
+            cache = prefix_cache(model, clean.cache, p, len(chunk))  # the states before p are the clean ones
             with torch.no_grad(), patch_positions(handle, targets, 0, states[sources, p]):
-                result = model(input_ids=ids[:, p:].expand(len(chunk), -1), past_key_values=cache, use_cache=True, **extra)
-            texts = greedy_from_cache(handle, result.logits[:, -1], result.past_key_values, max_new_tokens, lambda t: settled(t, names, substring))
-            out |= {(position, ls, lt): text for (ls, lt), text in zip(chunk, texts)}
-    return out
+                result = model(input_ids=ids[:, p:].expand(len(chunk), -1), cache=cache, use_cache=True, **one_position_logits(model))
+            keys += [(position, ls, lt) for ls, lt in chunk]
+            caches.append(result.cache)
+            logits.append(result.logits[:, -1])
+            lowest.append(targets)
+    # Every variant of the query decodes in one batch: the blocks run on more rows at once (a CPU's matrix products
+    # cost less per row in larger batches), and rows of both positions share the blocks below their patch.
+    cache, first = joined_cache(model, caches), torch.cat(logits)
+    decided = lambda text: settled(text, names, substring)  # noqa: E731
+    with torch.no_grad():
+        if stack is None:
+            texts = greedy_from_cache(handle, first, cache, max_new_tokens, decided)
+        else:
+            texts = greedy_branches(handle, stack, readout, cache, first.argmax(-1), torch.cat(lowest), length, max_new_tokens, decided, tally)
+    return dict(zip(keys, texts))
+
+
+def joined_cache(model: Any, caches: list[Any]) -> Any:
+    """One growing cache (:mod:`~layerbench.models.kv_cache`) of the rows of ``caches`` in turn (all of one length)."""
+    if len(caches) == 1:
+        return caches[0]
+    joined = growing_cache(model)
+    for i, layer in enumerate(joined.layers):
+        layer.update(torch.cat([c.layers[i].keys for c in caches]), torch.cat([c.layers[i].values for c in caches]))
+    return joined
+
+
+def prefix_cache(model: Any, clean: Any, p: int, rows: int) -> Any:
+    """A growing cache (:mod:`~layerbench.models.kv_cache`) of ``rows`` copies of the clean cache's first ``p`` positions."""
+    cache = growing_cache(model)
+    if p > 0:
+        for layer, source in zip(cache.layers, clean.layers):
+            layer.update(source.keys[:, :, :p].expand(rows, -1, -1, -1), source.values[:, :, :p].expand(rows, -1, -1, -1))
+    return cache
 
 
 def _share_rows(metric: str, flags: np.ndarray, subset: str, layer: int | None = None, source_layer: int | None = None) -> dict:
@@ -239,6 +285,7 @@ def evaluate_backpatch(context: EvaluatorContext) -> pd.DataFrame:
     swept = np.flatnonzero(known if settings.sweep == "known-hops" else np.ones(len(queries), bool))
     rows.append(summary_row("swept_queries", len(swept), n=len(queries), higher_is_better=None, source_layer=None, subset="all"))
     pairs = layer_pairs(handle.n_layers, settings)
+    readout = GreedyReadout(handle)
     outcome: dict[tuple[str, int, int], list[bool]] = {}
     for i in tqdm(swept, desc=f"back-patching ({len(pairs)} layer pairs each)", unit="query", disable=progress_disabled(), leave=False):
         q, prompt = queries[i], prompts[i]
@@ -249,7 +296,7 @@ def evaluate_backpatch(context: EvaluatorContext) -> pd.DataFrame:
             positions["prompt-last"] = len(handle.tokenizer(prompt)["input_ids"]) - 1
         names = names_of(q, "e3")
         substring = settings.protocol == "biran2024"
-        for key, text in sweep_query(handle, prompt, positions, pairs, names, settings.max_new_tokens, settings.batch_size, substring).items():
+        for key, text in sweep_query(handle, prompt, positions, pairs, names, settings.max_new_tokens, settings.batch_size, substring, readout).items():
             outcome.setdefault(key, []).append(found(text, names))
     was_right = checks["composition"][swept]
     for position in settings.positions:

@@ -225,7 +225,7 @@ def continuation_states(handle: ModelHandle, prefix: str, continuations: list[st
     with padded_on(handle, "right") as tok:
         prefix_ids = tok(prefix, return_tensors="pt")["input_ids"].to(handle.device)
         with torch.no_grad():
-            cache = handle.model(input_ids=prefix_ids, use_cache=True).past_key_values
+            cache = handle.model(input_ids=prefix_ids, use_cache=True, **one_position_logits(handle.model)).cache
         for start in range(0, len(continuations), batch_size):
             chunk = continuations[start : start + batch_size]
             enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(handle.device)
@@ -234,7 +234,7 @@ def continuation_states(handle: ModelHandle, prefix: str, continuations: list[st
             mask = torch.cat([torch.ones(len(chunk), prefix_ids.shape[1], dtype=enc["attention_mask"].dtype, device=handle.device), enc["attention_mask"]], dim=1)
             last = enc["attention_mask"].sum(1) - 1  # right padding: the last real token of each continuation
             with torch.no_grad(), record_layers(handle, layers) as recorded:
-                handle.model(input_ids=enc["input_ids"], attention_mask=mask, past_key_values=batch_cache, use_cache=True)
+                handle.model(input_ids=enc["input_ids"], attention_mask=mask, cache=batch_cache, use_cache=True, **one_position_logits(handle.model))
             rows = torch.arange(len(chunk), device=last.device)
             parts.append(torch.stack([recorded[layer][0][rows, last] for layer in layers]).float().cpu())
     return torch.cat(parts, dim=1)
