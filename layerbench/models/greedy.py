@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from layerbench.errors import UserError
 from layerbench.models.loading import ModelHandle
+from layerbench.models.residual import lens_logits
 
 _BOUND = 4 * 2.0**-8  # the relative error bound of the module docstring
 # Below this many tokens the float32 product is as fast as the bfloat16 one and its passes over the logits (measured with
@@ -53,6 +54,7 @@ class GreedyReadout:
     """
 
     def __init__(self, handle: ModelHandle, prefilter: bool | None = None) -> None:
+        self.handle = handle
         anatomy = handle.anatomy
         if anatomy.unembedding is None:
             raise UserError(f"model '{handle.name}' has no unembedding (language-model head); greedy decoding needs one")
@@ -69,12 +71,10 @@ class GreedyReadout:
 
     def logits(self, states: torch.Tensor) -> torch.Tensor:
         """``[B, V]`` float32 logits of ``[B, D]`` raw last-layer states, as the model's own head computes them."""
-        with torch.no_grad():
-            h = states.to(self.weight.device, self.weight.dtype)
-            logits = self.head(self.norm(h) if self.norm is not None else h).float()
-            if self.softcap:
-                logits = torch.tanh(logits / self.softcap) * self.softcap
-            return logits
+        logits = lens_logits(self.handle, states)
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
 
     def tokens(self, states: torch.Tensor) -> torch.Tensor:
         """``[B]`` greedy tokens of ``[B, D]`` raw last-layer states (the lowest id among tied maxima, as ``argmax``)."""
