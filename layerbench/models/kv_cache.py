@@ -62,7 +62,34 @@ class _Buffers:
         self.length -= n
 
 
-class GrowingLayer(DynamicLayer):
+class _GrowingRows:
+    """Crop and row reordering on a layer's ``_Buffers`` (shared by both growing layers while they hold buffers)."""
+
+    buffers: _Buffers | None
+    keys: torch.Tensor
+    values: torch.Tensor
+    is_initialized: bool
+
+    def _crop_buffers(self, tokens_to_remove: int) -> None:
+        assert self.buffers is not None
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative number of tokens to remove, not {tokens_to_remove}")
+        if tokens_to_remove and self.is_initialized:
+            self.buffers.drop_last(-tokens_to_remove)
+            self.keys, self.values = self.buffers.filled()
+
+    def _select_rows(self, index: torch.Tensor) -> None:
+        assert self.buffers is not None
+        if self.buffers.length > 0:
+            self.buffers.rows(index.to(self.keys.device))
+            self.keys, self.values = self.buffers.filled()
+
+    def _repeat_rows(self, repeats: int) -> None:
+        if self.buffers is not None and self.buffers.length > 0:
+            self._select_rows(torch.arange(self.keys.shape[0], device=self.keys.device).repeat_interleave(repeats))
+
+
+class GrowingLayer(_GrowingRows, DynamicLayer):
     """A ``DynamicLayer`` whose ``update`` writes into spare capacity instead of concatenating (module docstring)."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -72,38 +99,29 @@ class GrowingLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        assert self.buffers is not None
         self.keys, self.values = self.buffers.append(key_states, value_states)
         return self.keys, self.values
 
     def crop(self, tokens_to_remove: int) -> None:
-        if tokens_to_remove > 0:
-            raise ValueError(f"crop takes a negative number of tokens to remove, not {tokens_to_remove}")
-        if tokens_to_remove and self.is_initialized:
-            self.buffers.drop_last(-tokens_to_remove)
-            self.keys, self.values = self.buffers.filled()
+        self._crop_buffers(tokens_to_remove)
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.get_seq_length() > 0:
-            self.buffers.rows(torch.arange(self.keys.shape[0], device=self.keys.device).repeat_interleave(repeats))
-            self.keys, self.values = self.buffers.filled()
+        self._repeat_rows(repeats)
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.get_seq_length() > 0:
-            self.buffers.rows(indices.to(self.keys.device))
-            self.keys, self.values = self.buffers.filled()
+        self._select_rows(indices)
 
 
-class GrowingSlidingWindowLayer(DynamicSlidingWindowLayer):
+class GrowingSlidingWindowLayer(_GrowingRows, DynamicSlidingWindowLayer):
     """A ``DynamicSlidingWindowLayer`` that grows in place while the sequence is shorter than its window (below it, the
     window layer keeps and returns every token, as a full layer does); from the window on, it is Hugging Face's layer."""
 
     cumulative_length: int
-    keys: torch.Tensor
-    values: torch.Tensor
 
     def __init__(self, sliding_window: int, **kwargs: Any) -> None:
         super().__init__(sliding_window=sliding_window, **kwargs)
-        self.buffers: _Buffers | None = _Buffers()
+        self.buffers = _Buffers()
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
@@ -120,26 +138,18 @@ class GrowingSlidingWindowLayer(DynamicSlidingWindowLayer):
     def crop(self, tokens_to_remove: int) -> None:
         if self.buffers is None:
             return super().crop(tokens_to_remove)
-        if tokens_to_remove > 0:
-            raise ValueError(f"crop takes a negative number of tokens to remove, not {tokens_to_remove}")
-        if tokens_to_remove and self.is_initialized:
-            self.buffers.drop_last(-tokens_to_remove)
-            self.keys, self.values = self.buffers.filled()
-            self.cumulative_length = self.buffers.length
+        self._crop_buffers(tokens_to_remove)
+        self.cumulative_length = self.buffers.length
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self.buffers is None:
             return super().batch_repeat_interleave(repeats)
-        if self.get_seq_length() > 0:
-            self.buffers.rows(torch.arange(self.keys.shape[0], device=self.keys.device).repeat_interleave(repeats))
-            self.keys, self.values = self.buffers.filled()
+        self._repeat_rows(repeats)
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.buffers is None:
             return super().batch_select_indices(indices)
-        if self.get_seq_length() > 0:
-            self.buffers.rows(indices.to(self.keys.device))
-            self.keys, self.values = self.buffers.filled()
+        self._select_rows(indices)
 
 
 def growing_cache(model: Any) -> DynamicCache:
