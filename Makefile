@@ -43,7 +43,7 @@ test: venv
 # Guard rails (run by .ci/run): ruff, the import rules in pyproject.toml (the CLI above the API above the
 # executors above the runner; building blocks never import upwards), and mypy on layerbench/.
 lint: venv
-	$(BIN)/ruff check layerbench tests benchmarks
+	$(BIN)/ruff check layerbench tests benchmarks docs
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 

@@ -30,16 +30,18 @@ import time
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from common import generate_before  # noqa: E402
+import numpy as np
+import torch
+from common import generate_before
 
-from layerbench import load_model  # noqa: E402
-from layerbench.data import load_packaged, load_task_data  # noqa: E402
-from layerbench.data.two_hop import CHECKS, mentions  # noqa: E402
-from layerbench.evaluators import backpatch  # noqa: E402
-from layerbench.evaluators.backpatch import (  # noqa: E402
+from layerbench import load_model
+from layerbench.data import load_packaged, load_task_data
+from layerbench.data.two_hop import mentions
+from layerbench.evaluators import backpatch
+from layerbench.evaluators.backpatch import (
+    CHECKS,
     answer_check,
+    check_prompts,
     e1_last_token,
     layer_pairs,
     lens_rows,
@@ -48,12 +50,12 @@ from layerbench.evaluators.backpatch import (  # noqa: E402
     settled,
     sweep_query,
 )
-from layerbench.families.backpatch import BackpatchSettings  # noqa: E402
-from layerbench.models.generation import greedy_from_cache  # noqa: E402
-from layerbench.models.greedy import GreedyReadout  # noqa: E402
-from layerbench.models.residual import one_position_logits, patch_positions, record_layers  # noqa: E402
-from layerbench.specs import get_task  # noqa: E402
-from layerbench.specs.protocols import get_protocol  # noqa: E402
+from layerbench.families.backpatch import BackpatchSettings
+from layerbench.models.generation import greedy_from_cache
+from layerbench.models.greedy import GreedyReadout
+from layerbench.models.residual import one_position_logits, patch_positions, record_layers
+from layerbench.specs import get_task
+from layerbench.specs.protocols import get_protocol
 
 
 def naive_variant(handle, prompt: str, p: int, ls: int, lt: int, max_new_tokens: int) -> str:
@@ -125,7 +127,7 @@ def side_by_side(handle, protocol: str, n_queries: int, seed: int = 0) -> None:
     profile["ours"]["checks"] = time.perf_counter() - began
     checks_differ = sum(int((checks[c] != checks_before[c]).sum()) for c in CHECKS)
 
-    prompts = [q.composed(capitalize=protocol != "biran2024") for q in queries]
+    prompts = [check_prompts(q, settings)["composition"][0] for q in queries]
     began = time.perf_counter()
     lens_rows(handle, queries, prompts, settings.batch_size)
     profile["before"]["lens readout"] = profile["ours"]["lens readout"] = time.perf_counter() - began  # the same code both ways
@@ -137,7 +139,7 @@ def side_by_side(handle, protocol: str, n_queries: int, seed: int = 0) -> None:
     readout = GreedyReadout(handle)
     tally: dict[str, int] = {}
     texts_differ = verdicts_differ = variants = 0
-    substring = protocol == "biran2024"
+    substring = settings.answer_match == "substring"
     for i in sample:
         q, prompt = queries[i], prompts[i]
         positions = {"e1-last": e1_last_token(handle, prompt, q.e1), "prompt-last": len(handle.tokenizer(prompt)["input_ids"]) - 1}

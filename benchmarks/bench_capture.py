@@ -25,12 +25,12 @@ import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import torch  # noqa: E402
-from common import capture_arguments, synchronize  # noqa: E402  (benchmarks/common.py, beside this script)
+import torch
+from common import capture_arguments, synchronize
 
-from layerbench import embed_layers, load_model  # noqa: E402
-from layerbench.capture import engine  # noqa: E402
-from layerbench.data import load_packaged  # noqa: E402
+from layerbench import embed_layers, load_model
+from layerbench.capture import engine
+from layerbench.data import load_packaged
 
 
 def bare_batches(handle, texts, max_length):

@@ -23,18 +23,18 @@ from collections.abc import Iterator
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from common import generate_before  # noqa: E402
+import numpy as np
+import pandas as pd
+import torch
+from common import generate_before
 
-from layerbench import load_model  # noqa: E402
-from layerbench.data import load_task_data  # noqa: E402
-from layerbench.evaluators import consistency  # noqa: E402
-from layerbench.families import EvaluatorContext  # noqa: E402
-from layerbench.models import generation  # noqa: E402
-from layerbench.specs import get_task  # noqa: E402
-from layerbench.specs.protocols import get_protocol  # noqa: E402
+from layerbench import load_model
+from layerbench.data import load_task_data
+from layerbench.evaluators import consistency
+from layerbench.families import EvaluatorContext
+from layerbench.models import generation
+from layerbench.specs import get_task
+from layerbench.specs.protocols import get_protocol
 
 
 class Profile:
@@ -87,7 +87,7 @@ def run_evaluator(handle, spec, data, generate_function, seed: int) -> tuple[pd.
         paths.append(result)
         return result
 
-    stage_of = lambda kwargs: "sampled paths" if kwargs.get("sample") else "greedy paths"  # noqa: E731
+    stage_of = lambda kwargs: "sampled paths" if kwargs.get("sample") else "greedy paths"
     patched = {"generate": lambda *a, **k: profile.timed(stage_of(k), recorded_generate)(*a, **k),
                "continuation_states": profile.timed("lens readout", consistency.continuation_states)}
     saved = {name: getattr(consistency, name) for name in patched}
@@ -153,9 +153,9 @@ def main() -> None:
         print_profile("ours  ", ours, ours_seconds, needed)
         same_paths = sum(a == b for x, y in zip(before_paths, ours_paths) for a, b in zip(x, y))
         total = sum(len(x) for x in before_paths)
-        values = lambda rows: rows.sort_values(["metric", "subset", "layer"], na_position="first")["value"].to_numpy()  # noqa: E731
+        values = lambda rows: rows.sort_values(["metric", "subset", "layer"], na_position="first")["value"].to_numpy()
         same_rows = np.array_equal(values(before_rows), values(ours_rows), equal_nan=True)
-        auroc = lambda rows: float(rows.loc[rows["metric"] == "ic_auroc", "value"].iloc[0])  # noqa: E731
+        auroc = lambda rows: float(rows.loc[rows["metric"] == "ic_auroc", "value"].iloc[0])
         print(f"  before / ours: {before_seconds / ours_seconds:.2f}x; identical paths {same_paths} of {total} prompts' sets; "
               f"rows identical: {same_rows}; IC AUROC {auroc(before_rows):.6f} before, {auroc(ours_rows):.6f} ours")
 

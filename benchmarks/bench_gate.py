@@ -27,13 +27,13 @@ from pathlib import Path
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from layerbench.cli import main  # noqa: E402
-from layerbench.compare import compare_results, gate_power, read_seed_noise  # noqa: E402
-from layerbench.models.perturb import noised_copy  # noqa: E402
-from layerbench.models.resolve import resolve_checkpoint  # noqa: E402
-from layerbench.results import load_items, load_results  # noqa: E402
+from layerbench.cli import main
+from layerbench.compare import compare_results, gate_power, read_seed_noise
+from layerbench.models.perturb import noised_copy
+from layerbench.models.resolve import resolve_checkpoint
+from layerbench.results import load_items, load_results
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "smollm2-135m-q4"

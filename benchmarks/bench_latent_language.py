@@ -20,13 +20,14 @@ from functools import partial
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from layerbench import load_model  # noqa: E402
-from layerbench.data import load_packaged  # noqa: E402
-from layerbench.evaluators.latent_language import prefix_token_ids, token_sets  # noqa: E402
-from layerbench.models.generation import padded_on  # noqa: E402
-from layerbench.models.residual import last_token_states, lens_masses, one_position_logits  # noqa: E402
+from layerbench import load_model
+from layerbench.data import load_packaged
+from layerbench.data.cldr import KINDS
+from layerbench.evaluators.latent_language import prefix_token_ids, token_sets
+from layerbench.models.generation import padded_on
+from layerbench.models.residual import last_token_states, lens_masses, one_position_logits
 
 LANGUAGES = ["en", "fr", "de", "es", "zh", "ja", "ru", "ko", "hi"]
 
@@ -76,7 +77,7 @@ def main() -> None:
     print(f"{len(texts)} translation prompts (every {step}th), batch {args.batch_size}, {torch.get_num_threads()} threads")
     for name in args.models.split(","):
         handle = load_model(name, device="cpu")
-        kept, sets, _ = token_sets(records, LANGUAGES, prefix_token_ids(handle.tokenizer), lambda kind: True)
+        kept, sets, _ = token_sets(records, LANGUAGES, prefix_token_ids(handle.tokenizer), KINDS)
         prompts = [texts[i] for i in kept]
         plain(handle, prompts[:4], args.batch_size)  # warm up
         t_plain = clock(partial(plain, handle, prompts, args.batch_size))

@@ -27,15 +27,15 @@ import time
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from layerbench import iter_token_states, load_model  # noqa: E402
-from layerbench.capture import capture_layers  # noqa: E402
-from layerbench.data import load_packaged  # noqa: E402
-from layerbench.data.augment import make_views  # noqa: E402
-from layerbench.metrics import list_metrics  # noqa: E402
-from layerbench.metrics.arrays import per_prompt_values  # noqa: E402
-from layerbench.metrics.suite import MetricPlan, evaluate_metrics  # noqa: E402
+from layerbench import iter_token_states, load_model
+from layerbench.capture import capture_layers
+from layerbench.data import load_packaged
+from layerbench.data.augment import make_views
+from layerbench.metrics import list_metrics
+from layerbench.metrics.arrays import per_prompt_values
+from layerbench.metrics.suite import MetricPlan, evaluate_metrics
 
 # ---- the loop, one small computation at a time ---------------------------------
 

@@ -29,14 +29,14 @@ import time
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from layerbench import capture_layers, load_model  # noqa: E402
-from layerbench.data import load_task_data  # noqa: E402
-from layerbench.data.mteb_tasks import model_meta, run_mteb  # noqa: E402
-from layerbench.evaluators.mteb import evaluate_mteb  # noqa: E402
-from layerbench.families import EvaluatorContext  # noqa: E402
-from layerbench.specs import all_tasks  # noqa: E402
+from layerbench import capture_layers, load_model
+from layerbench.data import load_task_data
+from layerbench.data.mteb_tasks import model_meta, run_mteb
+from layerbench.evaluators.mteb import evaluate_mteb
+from layerbench.families import EvaluatorContext
+from layerbench.specs import all_tasks
 
 
 def reencoding_encoder(handle, layer: int, pooling: str, max_length: int | None):

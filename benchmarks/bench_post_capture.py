@@ -28,18 +28,18 @@ from pathlib import Path
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from common import synchronize  # noqa: E402  (benchmarks/common.py, beside this script)
+import numpy as np
+import torch
+from common import synchronize
 
-import layerbench  # noqa: E402
-from layerbench import embed_layers, load_model  # noqa: E402
-from layerbench.capture.cache import ActivationCache  # noqa: E402
-from layerbench.data import load_packaged  # noqa: E402
-from layerbench.evaluators.probe import probe_layers  # noqa: E402
-from layerbench.families.probe import ProbeSettings  # noqa: E402
-from layerbench.metrics import anisotropy, dataset_entropy, lidar  # noqa: E402
-from layerbench.parallel import available_cores  # noqa: E402
+import layerbench
+from layerbench import embed_layers, load_model
+from layerbench.capture.cache import ActivationCache
+from layerbench.data import load_packaged
+from layerbench.evaluators.probe import probe_layers
+from layerbench.families.probe import ProbeSettings
+from layerbench.metrics import anisotropy, dataset_entropy, lidar
+from layerbench.parallel import available_cores
 
 LAYERS, WIDTH, TEXTS, SAMPLED, VIEWS = 33, 4096, 2000, 512, 8  # a 7B model (Llama 2 7B, Mistral 7B) on a 2,000-text task
 

@@ -26,18 +26,18 @@ import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from layerbench import load_model  # noqa: E402
-from layerbench.capture import capture_layers  # noqa: E402
-from layerbench.data import load_task_data  # noqa: E402
-from layerbench.evaluators.backpatch import evaluate_backpatch  # noqa: E402
-from layerbench.evaluators.consistency import evaluate_consistency, evaluate_xie2024  # noqa: E402
-from layerbench.evaluators.mteb import evaluate_mteb  # noqa: E402
-from layerbench.evaluators.probe import evaluate_probe  # noqa: E402
-from layerbench.families import EvaluatorContext  # noqa: E402
-from layerbench.specs import get_task  # noqa: E402
-from layerbench.specs.protocols import get_protocol  # noqa: E402
+from layerbench import load_model
+from layerbench.capture import capture_layers
+from layerbench.data import load_task_data
+from layerbench.evaluators.backpatch import evaluate_backpatch
+from layerbench.evaluators.consistency import evaluate_consistency, evaluate_xie2024
+from layerbench.evaluators.mteb import evaluate_mteb
+from layerbench.evaluators.probe import evaluate_probe
+from layerbench.families import EvaluatorContext
+from layerbench.specs import get_task
+from layerbench.specs.protocols import get_protocol
 
 
 def clock(fn):

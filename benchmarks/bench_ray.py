@@ -20,10 +20,10 @@ import time
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import layerbench  # noqa: E402
-from layerbench.results import KEY, load_results  # noqa: E402
+import layerbench
+from layerbench.results import KEY, load_results
 
 MODELS = ["sentence-transformers/all-MiniLM-L6-v2", "smollm2-135m-q4"]
 

@@ -24,11 +24,11 @@ import time
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-from common import capture_arguments, synchronize  # noqa: E402  (benchmarks/common.py, beside this script)
+from common import capture_arguments, synchronize
 
-from layerbench import load_model  # noqa: E402
-from layerbench.capture import capture_layers  # noqa: E402
-from layerbench.data import load_packaged  # noqa: E402
+from layerbench import load_model
+from layerbench.capture import capture_layers
+from layerbench.data import load_packaged
 
 SITES = ("residual", "normed", "mlp-input")
 

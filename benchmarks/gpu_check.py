@@ -18,12 +18,12 @@ import sys
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from layerbench import embed_layers, load_model  # noqa: E402
-from layerbench.capture import CaptureStats, capture_layers  # noqa: E402
-from layerbench.data import load_packaged  # noqa: E402
+from layerbench import embed_layers, load_model
+from layerbench.capture import CaptureStats, capture_layers
+from layerbench.data import load_packaged
 
 TEXTS = [
     "The capital of France is",

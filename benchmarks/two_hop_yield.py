@@ -17,11 +17,11 @@ from collections import Counter
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from layerbench import load_model  # noqa: E402
-from layerbench.data.packaged import _countries  # noqa: E402
-from layerbench.data.two_hop import RELATIONS, _country_aliases, _listed, packaged_two_hop_records, parse_queries, relation_pair  # noqa: E402
-from layerbench.evaluators.backpatch import run_checks  # noqa: E402
-from layerbench.families.backpatch import BackpatchSettings  # noqa: E402
+from layerbench import load_model
+from layerbench.data.packaged import _countries
+from layerbench.data.two_hop import RELATIONS, _country_aliases, _listed, packaged_two_hop_records, parse_queries, relation_pair
+from layerbench.evaluators.backpatch import run_checks
+from layerbench.families.backpatch import BackpatchSettings
 
 LANGUAGE = ("The official language of {} is", "the official language of {}")
 

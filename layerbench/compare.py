@@ -374,6 +374,6 @@ def describe_platforms(base: list[Manifest], candidate: list[Manifest]) -> str:
         return "platform: not recorded (no run manifests beside the rows)"
     if set(left) == set(right) and "unknown" not in left and len(left) == 1:
         return f"platform: both on {describe_platform(next(iter(left.values())))}: an unchanged model reproduces bit for bit"
-    describe = lambda found: "; ".join(describe_platform(f) for f in found.values())  # noqa: E731
+    describe = lambda found: "; ".join(describe_platform(f) for f in found.values())
     return (f"platforms differ: base on {describe(left)}, candidate on {describe(right)}: float32 kernels differ in the last bits "
             "there, so an unchanged model's scores move slightly (within the tolerance), not bit for bit")

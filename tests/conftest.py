@@ -49,10 +49,10 @@ def _share_the_cores() -> None:
 
 _share_the_cores()
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from layerbench import load_model  # noqa: E402
+from layerbench import load_model
 
 
 @pytest.fixture(scope="session")

@@ -114,7 +114,7 @@ def test_list_commands(capsys):
     assert code == 0 and "anisotropy" in out and "descriptive" in out
     code, out, _ = run_cli(capsys, "list", "families")
     assert code == 0 and [line.split()[0] for line in out.splitlines() if not line.startswith(" ")] == ["backpatch", "consistency", "label-free", "latent-language", "mteb", "probe"]
-    assert "settings: protocol='layerbench', folds=5" in out and "reads the model (causal LMs only)" in out
+    assert "settings: protocol='layerbench', split='stratified-k-fold', probe='standardized-l2', folds=5" in out and "reads the model (causal LMs only)" in out
     code, out, _ = run_cli(capsys, "run", "--help")
     assert code == 0 and "--batch-size" in out
 

@@ -21,6 +21,7 @@ from helpers import (
 )
 
 from layerbench.data import load_packaged
+from layerbench.data.cldr import KINDS
 from layerbench.errors import UserError
 from layerbench.evaluators.latent_language import token_sets, wendler2024_token_ids
 from layerbench.fingerprint import concatenation_sha256
@@ -114,12 +115,13 @@ def test_the_authors_token_rule_and_readout_equal_their_notebooks_on_gemma(gemma
     """Gemma 3's tokenizer is SentencePiece with byte fallback, as Llama 2's: their process_tokens gives the same ids, and their
     readout (hooks on model.model.layers, then norm and lm_head, a softmax, the sums) the same masses, at layers 1..L."""
     theirs_rule = wendler2024_token_ids(gemma.tokenizer)
-    for language, word in WORDS.items():
+    # A word that begins in ASCII: their byte token is the first non-ASCII byte's (the first \\x of the bytes' repr).
+    for language, word in [*WORDS.items(), ("zh", "T恤"), ("ru", "DNA-тест")]:
         assert sorted(theirs_rule(word, language)) == sorted(their_process_tokens(word, gemma.tokenizer, language)), word
     data = load_packaged("cldr-latent-language", {"kind": "translation", "targets": ["zh", "ru"]})
     records = [data.records[i] for i in (0, 1, 80, 81)]
     prompts = [data.texts[i] for i in (0, 1, 80, 81)]
-    kept, sets, _ = token_sets(records, ["en", "zh", "ru"], theirs_rule, lambda kind: True)
+    kept, sets, _ = token_sets(records, ["en", "zh", "ru"], theirs_rule, KINDS)
     assert kept
     ours, entropy = lens_masses(gemma, last_token_states(gemma, [prompts[i] for i in kept])[1:], [sets[i] for i in range(len(kept))])
     model = gemma.model

@@ -7,9 +7,9 @@ import torch
 from helpers import check_backpatch_rows, check_consistency_rows
 
 from layerbench.data import load_packaged
-from layerbench.data.two_hop import CHECKS, TwoHopQuery, mentions, parse_queries
+from layerbench.data.two_hop import TwoHopQuery, mentions, parse_queries
 from layerbench.errors import UserError
-from layerbench.evaluators.backpatch import answer_check, check_prompts, layer_pairs, queries_of, run_checks, settled, sweep_query
+from layerbench.evaluators.backpatch import CHECKS, answer_check, check_prompts, layer_pairs, queries_of, run_checks, settled, sweep_query
 from layerbench.evaluators.consistency import calibrated_answers, cut_path, internal_consistency
 from layerbench.families.backpatch import BackpatchSettings
 from layerbench.models.generation import generate
@@ -78,7 +78,7 @@ def test_patching_france_into_germany_moves_the_answer_towards_paris(smollm):
         smollm.model(input_ids=france)
     with torch.no_grad():
         clean = smollm.model(input_ids=germany).logits[0, -1]
-    margin = lambda logits: (logits[paris] - logits[berlin]).item()  # noqa: E731
+    margin = lambda logits: (logits[paris] - logits[berlin]).item()
     assert margin(clean) < 0  # unpatched: Berlin
     shifts = {}
     for layer in (25, 27, 29):  # at layer 20 the shift is still ~0: later layers read "Germany" from its own position

@@ -9,7 +9,7 @@ import pytest
 from helpers import check_prefix_token_rule
 
 from layerbench.data import load_packaged
-from layerbench.data.cldr import LANGUAGE_NAMES, concepts
+from layerbench.data.cldr import KINDS, LANGUAGE_NAMES, concepts
 from layerbench.errors import UserError
 from layerbench.evaluators.latent_language import LEAD_FLOOR, language_rows, token_sets
 
@@ -67,11 +67,73 @@ def test_prompts_are_dropped_by_the_filters_and_counted():
                {"kind": "cloze", "target_lang": "fr", "words": {"en": "cloud", "fr": "Cloud-9"}},
                {"kind": "translation", "target_lang": "fr", "words": {"en": "cloud", "fr": "wolke"}},
                {"kind": "translation", "target_lang": "fr", "words": {"en": "cloud", "fr": "???"}}]
-    kept, sets, dropped = token_sets(records, ["en", "fr"], rule, lambda kind: kind != "cloze")
+    kept, sets, dropped = token_sets(records, ["en", "fr"], rule, ["translation", "repetition"])
     assert kept == [0, 2] and [s.tolist() for s in sets[0]] == [[1, 2], [3]]
     assert dropped == Counter({("fr", "english-inside"): 1, ("fr", "shared-tokens"): 1, ("fr", "no-tokens"): 1})
     with pytest.raises(UserError, match="target language 'zh' is not among the languages read"):
-        token_sets([{"kind": "cloze", "target_lang": "zh", "words": {"en": "x", "zh": "y"}}], ["en", "fr"], rule, lambda kind: True)
+        token_sets([{"kind": "cloze", "target_lang": "zh", "words": {"en": "x", "zh": "y"}}], ["en", "fr"], rule, KINDS)
+
+
+def test_the_containment_filter_counts_first_under_the_authors_order():
+    """A prompt whose English word is inside its target word and whose token sets meet: ours counts it as shared tokens (the
+    containment filter last), the authors' order as English inside (Translation.ipynb drops those rows before it builds prompts);
+    the prompts kept are the same either way."""
+    def rule(word: str, language: str) -> list[int]:
+        return {"cloud": [1, 2], "Cloud-9": [2, 4], "nuage": [3]}[word]
+
+    records = [{"kind": "translation", "target_lang": "fr", "words": {"en": "cloud", "fr": "Cloud-9"}},
+               {"kind": "translation", "target_lang": "fr", "words": {"en": "cloud", "fr": "nuage"}}]
+    ours = token_sets(records, ["en", "fr"], rule, KINDS)
+    theirs = token_sets(records, ["en", "fr"], rule, ["translation", "repetition"], containment_first=True)
+    assert ours[0] == theirs[0] == [1]
+    assert ours[2] == Counter({("fr", "shared-tokens"): 1}) and theirs[2] == Counter({("fr", "english-inside"): 1})
+
+
+def _their_translation_kept(records: list[dict], rule) -> tuple[list[int], int]:
+    """Translation.ipynb cells 9 and 11, as written for one target language: drop the rows whose English word is inside the
+    target word, then in ``sample`` skip a row with no tokens or shared tokens. Returns the kept rows and the count dropped first."""
+    rows = [i for i, r in enumerate(records) if not r["words"]["en"].lower() in r["words"][r["target_lang"]].lower()]
+    kept = []
+    for i in rows:
+        target = records[i]["target_lang"]
+        out_ids, latent_ids = rule(records[i]["words"][target], target), rule(records[i]["words"]["en"], "en")
+        if len(out_ids) == 0 or len(latent_ids) == 0 or set(out_ids) & set(latent_ids):
+            continue
+        kept.append(i)
+    return kept, len(records) - len(rows)
+
+
+def test_the_wendler2024_filters_keep_and_count_what_the_authors_notebook_does(smollm):
+    """On the packaged translation prompts and SmolLM2's vocabulary, the authors' settings keep the rows their notebook keeps and
+    count as English-inside every row it drops in cell 9."""
+    from layerbench.evaluators.latent_language import wendler2024_token_ids
+    from layerbench.families.latent_language import FAMILY
+
+    settings = FAMILY.settings(**FAMILY.protocol("wendler2024").settings)
+    rule = wendler2024_token_ids(smollm.tokenizer)
+    data = load_packaged("cldr-latent-language", {"kind": "translation"})
+    kept, _, dropped = token_sets(data.records, list(settings.languages), rule, settings.containment_filter, settings.containment_first)
+    their_kept, their_inside = _their_translation_kept(data.records, rule)
+    assert kept == their_kept and their_inside > 0
+    assert sum(c for (_, reason), c in dropped.items() if reason == "english-inside") == their_inside
+
+
+def test_the_authors_cloze_cue_cuts_the_query_as_their_notebook_does():
+    """Cloze.ipynb cell 8: ``row.split("：")[0] + ': "'`` for Chinese, ``row.split(":")[0] + ': "'`` otherwise, on the query line
+    alone; the worked sentences above it are left as written. Chinese ends 答案: " (ours: 答案：" as Chinese writes it)."""
+    from layerbench.evaluators.latent_language import authors_cloze_query, prompt_as_read
+
+    data = load_packaged("cldr-latent-language", {"kind": "cloze", "targets": ["zh", "fr", "de", "ru"]})
+    for text, record in zip(data.texts, data.records):
+        head, _, query = text.rpartition("\n")
+        theirs = query.split("：")[0] + ': "' if record["target_lang"] == "zh" else query.split(":")[0] + ': "'
+        assert authors_cloze_query(text) == head + "\n" + theirs
+        assert prompt_as_read(text, "cloze", "as-written") == text
+        if record["target_lang"] == "zh":
+            assert text.endswith('答案："') and authors_cloze_query(text).endswith('答案: "')
+        else:
+            assert authors_cloze_query(text) == text  # their cut gives back our cue
+    assert prompt_as_read(data.texts[0], "translation", "authors") == data.texts[0]
 
 
 def test_rows_place_the_decision_and_the_english_detour_on_known_curves():
@@ -145,3 +207,21 @@ def test_a_run_writes_per_layer_per_language_rows_and_skips_an_encoder(tmp_path,
     notes = manifest["tasks"]["latent-language-cloze"]["variants"]["@wendler2024"]["evaluator_notes"]["prompts"]
     dropped = rows[(rows.protocol == "wendler2024") & rows.metric.str.startswith("dropped_") & (rows.subset == "all")].value.sum()
     assert notes["asked"] == 24 and notes["read"] + sum(notes["dropped"].values()) == 24 and sum(notes["dropped"].values()) == dropped
+
+
+def test_the_authors_token_rule_gives_its_ids_in_one_order_whatever_the_hash_seed():
+    """The masses sum the rule's token probabilities in the order given; an order taken from a set of strings changed with
+    PYTHONHASHSEED and moved the wendler2024 rows in their last bits from one run to the next."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import types; from layerbench.evaluators.latent_language import wendler2024_token_ids\n"
+            "words = ['nuage', 'Wolke', 'облако', 'nube', 'cloud']\n"
+            "vocab = {t: i for i, t in enumerate(sorted({w[:k] for w in words for k in range(1, len(w) + 1)} | {'▁' + w[:k] for w in words for k in range(1, 3)} | {'<0xD0>'}))}\n"
+            "rule = wendler2024_token_ids(types.SimpleNamespace(get_vocab=lambda: vocab))\n"
+            "print([rule(w, 'ru') for w in words])")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+            for seed in ("1", "2", "3")]
+    assert runs[0] == runs[1] == runs[2] and "[" in runs[0]
+    assert all(ids == sorted(ids) for ids in eval(runs[0]))

@@ -148,16 +148,20 @@ def test_xie2024_files_give_the_authors_prompts(offline_files):
 
 def test_hopping_too_late_rows_keep_their_prompts_and_aliases(offline_files):
     from layerbench.data.two_hop import parse_queries
+    from layerbench.families.backpatch import BackpatchSettings
+    from layerbench.specs.protocols import get_protocol
+
+    BIRAN = BackpatchSettings(**get_protocol("biran2024").settings)
 
     data = load_task_data(unpinned("biran2024-two-hop"))
     queries = parse_queries(data.records, "fixture")
     assert [q.composed(capitalize=False) for q in queries] == [
         "the currency of the country whose capital is Paris is", "the spouse of the performer of Imagine is",
         "the headquarters location of the company that produced Some Film is"]
-    checks = check_prompts(queries[0], "biran2024")
+    checks = check_prompts(queries[0], BIRAN)
     assert checks["first_hop"] == ("the country whose capital is Paris is", "e2")
     assert checks["relation_shortcut"] == ("the currency of the country whose capital", "e3")  # evaluate_dataset.py: r2(r1("")) without its last 4 characters
-    assert check_prompts(queries[2], "biran2024")["relation_shortcut"][0] == "the headquarters location of the company that produ"  # their [:-4], as written
+    assert check_prompts(queries[2], BIRAN)["relation_shortcut"][0] == "the headquarters location of the company that produ"  # their [:-4], as written
     assert queries[1].substring_answers("e2") == ["John Lennon", "Lennon"]  # utils.get_answers drops one-letter aliases
     assert check_prompts(queries[0])["composition"][0].startswith("The currency")  # ours capitalizes
 

@@ -173,7 +173,7 @@ def test_biran2024_checks_and_back_patching_verdicts_equal_the_authors(smollm):
     # The five checks (evaluate_dataset.py): prompts as written, substring answers.
     ours = run_checks(smollm, queries, settings)
     for check in ("first_hop", "second_hop", "composition", "entity_shortcut", "relation_shortcut"):
-        prompts = [check_prompts(q, "biran2024")[check] for q in queries]
+        prompts = [check_prompts(q, settings)[check] for q in queries]
         theirs = [contains(t, q.substring_answers(entity)) for t, q, (_, entity) in zip(_biran_generate(smollm, [p for p, _ in prompts]), queries, prompts)]
         assert list(ours[check]) == theirs, check
     # Back-patching (patch_activations.py with target "original"): block outputs, ls > lt.

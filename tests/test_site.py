@@ -279,7 +279,8 @@ def test_the_tasks_by_depth_heat_map_scales_each_task_between_its_worst_and_best
 
 
 def test_the_metrics_verdict_says_so_when_no_metric_beats_the_last_layer():
-    from layerbench.site.view import presentation, verdict
+    from layerbench.site.metrics_page import verdict
+    from layerbench.site.view import presentation
 
     def _verdict(summary_rows):
         return verdict(summary_rows, presentation()["pages"]["metrics"]["verdict"])
@@ -294,7 +295,8 @@ def test_the_metrics_verdict_says_so_when_no_metric_beats_the_last_layer():
 
 
 def test_a_gain_that_rounds_to_zero_never_beats_the_last_layer():
-    from layerbench.site.view import presentation, verdict
+    from layerbench.site.metrics_page import verdict
+    from layerbench.site.view import presentation
 
     row = dict(direction="higher is better", pairs=8, ceiling=0.05, beats_last="0/8")
     text = verdict([dict(row, metric="lidar", picked_gain=0.0003, per_model={"m1": 0.0004, "m2": 0.002})], presentation()["pages"]["metrics"]["verdict"])
@@ -376,7 +378,7 @@ def test_the_index_ranks_only_models_run_on_the_same_tasks_at_the_same_size(tmp_
     assert '<span class="n">9 tasks</span>' in ranked  # the probe means say what they average
     # Both decoders' fix rates rest on 20 wrong queries or more: each cell shows the rate, its interval and its n.
     from layerbench.analysis import summary
-    from layerbench.site.view import _withheld
+    from layerbench.site.index import IndexCell, index_cell
 
     decoders = rows[rows.model.isin(["smollm2-135m-q4", "gemma3-270m-base-q4"])]
     for fix in summary(decoders).query("task == 'backpatch-two-hop' and protocol == 'layerbench'").itertuples():
@@ -388,7 +390,7 @@ def test_the_index_ranks_only_models_run_on_the_same_tasks_at_the_same_size(tmp_
     few = few.assign(n=few.n.where(few.metric != "oracle_fix_rate", 9))
     fix = summary(few).iloc[0]
     assert np.isnan(fix.oracle_fix_rate) and fix.oracle_fix_rate_n == 9 and "fewer than the 20 a headline needs" in fix.note
-    assert _withheld(summary(few), "oracle_fix_rate") == "n=9 < 20"
+    assert index_cell(summary(few), "oracle_fix_rate", "mean") == IndexCell("withheld", n="n=9 < 20")
 
 
 def test_two_revisions_of_one_model_are_two_rows_two_pages_and_two_curves(tmp_path):
@@ -424,12 +426,15 @@ def test_two_revisions_of_one_model_are_two_rows_two_pages_and_two_curves(tmp_pa
 
 
 def test_an_index_cell_says_on_how_many_of_the_tasks_that_ran_its_mean_rests():
-    """A headline mean leaves out a task with no value (no layer decides, no concept beyond the baseline) and says so."""
-    from layerbench.site.view import _cell_interval, _cell_n
+    """A headline mean leaves out a task with no value (no layer decides, no concept beyond the baseline) and says so; a cell
+    is typed: a value, withheld, none (the tasks ran, none has one) or not run."""
+    from layerbench.site.index import IndexCell, index_cell
 
     part = pd.DataFrame({"decision_depth": [1.0, 1.0, np.nan], "decision_depth_n": [158, 404, 404],
                          "decision_depth_low": [1.0, 1.0, np.nan], "decision_depth_high": [1.0, 1.0, np.nan]})
-    assert _cell_n(part, "decision_depth") == "n=562, 2 of 3 tasks" and _cell_interval(part, "decision_depth") == (1.0, 1.0)
-    assert _cell_n(part.iloc[:2], "decision_depth") == "n=562"
-    assert _cell_n(part.iloc[2:], "decision_depth") == "0 of 1 task"  # it ran, and no layer decides: the index cell says "none"
-    assert _cell_n(part.iloc[2:].assign(decision_depth_n=np.nan), "decision_depth") is None  # it did not run
+    assert index_cell(part, "decision_depth", "mean") == IndexCell("value", 1.0, "n=562, 2 of 3 tasks", (1.0, 1.0))
+    assert index_cell(part.iloc[:2], "decision_depth", "mean").n == "n=562"
+    none = index_cell(part.iloc[2:], "decision_depth", "mean")  # it ran, and no layer decides: the cell says "none"
+    assert none == IndexCell("none", n="0 of 1 task") and none.shown == "none"
+    not_run = index_cell(part.iloc[2:].assign(decision_depth_n=np.nan), "decision_depth", "mean")
+    assert not_run == IndexCell("not run") and not_run.shown is None

@@ -5,6 +5,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from layerbench.data import load_task_data
@@ -206,6 +207,38 @@ def test_a_protocol_added_to_a_family_from_outside_runs_with_its_own_function_si
     assert (tmp_path / "results" / "sentence-transformers__all-MiniLM-L6-v2" / "concept-capitals@toy2025.parquet").is_file()
     ours = rows[(rows.protocol == "layerbench") & (rows.metric == "accuracy")]
     assert len(ours) == 7 and "toy2025_folds" not in set(rows[rows.protocol == "layerbench"].metric)
+
+
+def test_a_protocol_made_of_settings_alone_runs_them_with_no_code_of_its_own(tmp_path, monkeypatch):
+    """A protocol is its settings: one added with another split (probe) or another answer rule, prompt case and first layer
+    (back-patching), and no function, changes what the family's own evaluator does; nothing outside its record names it."""
+    import layerbench
+    from layerbench.data.two_hop import TwoHopQuery
+    from layerbench.evaluators.backpatch import answer_check, check_prompts, layer_pairs
+    from layerbench.evaluators.probe import probe_splits
+    from layerbench.families import Protocol, add_protocol, get_family, registry
+
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))  # the protocols added below end with the test
+    add_protocol("probe", Protocol("toy2026", settings={"split": "single-split", "test_size": 0.5, "repeats": 2}))
+    add_protocol("backpatch", Protocol("toy2027", settings={"answer_match": "substring", "prompt_case": "as-written", "first_layer": 2}))
+
+    toy, ours = get_family("probe").settings(protocol="toy2026"), get_family("probe").settings()
+    assert (toy.split, toy.test_size, toy.repeats, toy.probe) == ("single-split", 0.5, 2, "standardized-l2")
+    y = np.repeat([0, 1], 30)
+    assert [len(test) for _, test in probe_splits(y, toy)] == [30, 30] and [len(test) for _, test in probe_splits(y, ours)] == [12] * 5
+    layerbench.run("minilm-l6", tasks=["concept-capitals"], protocols=["layerbench", "toy2026"], limit=60, metrics=[], output=tmp_path / "results")
+    rows = layerbench.load_results(tmp_path / "results")
+    accuracy = rows[(rows.metric == "accuracy") & rows.layer.notna()].pivot(index="layer", columns="protocol", values="value")
+    assert accuracy.shape == (7, 2) and not np.allclose(accuracy["toy2026"], accuracy["layerbench"])
+
+    toy_bp, ours_bp = get_family("backpatch").settings(protocol="toy2027"), get_family("backpatch").settings()
+    query = TwoHopQuery(e1="Imagine", r1="performer", e2="John Lennon", r2="spouse", e3="Yoko Ono", r1_template="the performer of {} is", r1_phrase="the performer of {}",
+                        r2_template="the spouse of {} is", e3_aliases=["Yoko"])
+    assert check_prompts(query, toy_bp)["first_hop"][0] == "the performer of Imagine is" != check_prompts(query, ours_bp)["first_hop"][0]
+    for settings, verdict in ((toy_bp, True), (ours_bp, False)):
+        names_of, found = answer_check(settings)
+        assert found(" Yokohama, Japan", names_of(query, "e3")) is verdict  # "Yoko" inside a longer word: a substring, not a word
+    assert min(min(pair) for pair in layer_pairs(4, toy_bp)) == 2 and min(min(pair) for pair in layer_pairs(4, ours_bp)) == 0
 
 
 @pytest.mark.slow

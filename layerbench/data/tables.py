@@ -20,6 +20,13 @@ from layerbench.errors import UserError
 ROW_FORMATS: Builders[TextDataset] = Builders("row format")
 
 
+def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], where: str, fmt: str) -> None:
+    """A row format's check that ``frame`` has ``columns``: else a :class:`UserError` naming what it lacks and what it has."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise UserError(f"{where}: not the {fmt} format, it lacks {', '.join(missing)}; its fields: {', '.join(map(str, frame.columns))}")
+
+
 def _template_fields(text_field: str) -> list[str]:
     """The columns a ``text_field`` names: itself, or the ``{column}`` slots of a template."""
     if "{" not in text_field:

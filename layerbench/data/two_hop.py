@@ -29,10 +29,6 @@ from layerbench.data.packaged import _countries, gensim_analogy_pairs, packaged_
 from layerbench.data.tables import ROW_FORMATS
 from layerbench.errors import UserError
 
-CHECKS = ("first_hop", "second_hop", "composition", "entity_shortcut", "relation_shortcut")
-# Stands in for e1 in the relation-shortcut prompt: the composed relations with no entity to resolve.
-PLACEHOLDER = "X"
-
 
 def capitalized(text: str) -> str:
     return text[:1].upper() + text[1:]

@@ -9,12 +9,13 @@ greedily. ``ls > lt`` is back-patching; ``ls < lt`` (optional) forward patching.
 A query counts as answered when a label or alias of the answer appears,
 case-insensitively and as a whole word, in the greedy continuation.
 
-The ``biran2024`` protocol follows the authors' code instead: prompts as
-written (lowercase relation phrases), an answer found as a substring of the
-continuation among the label and the aliases longer than one character,
-source and target layers among the block outputs 1..L (their ``model.layers``
-0..L-1), and the oracle reported for the initially correct queries as well as
-the incorrect ones (``backpatch_success``, their "Backpatching success" table).
+Every protocol is its settings (:class:`~layerbench.families.backpatch.BackpatchSettings`):
+the ``biran2024`` record sets the authors' code's prompt case (as written), answer
+match (a substring of the continuation among the label and the aliases longer
+than one character), first layer (the block outputs 1..L, their ``model.layers``
+0..L-1) and relation-shortcut prompt. The oracle is reported for the initially
+correct queries as well as the incorrect ones (``backpatch_success``, their
+"Backpatching success" table).
 
 Cost: one clean forward per query gives every source state and the key/value
 cache. A patch at position ``p`` leaves every state before ``p`` unchanged,
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 
 from layerbench.config import progress_disabled
 from layerbench.data.dataset import TextDataset
-from layerbench.data.two_hop import CHECKS, PLACEHOLDER, TwoHopQuery, capitalized, contains, mentions, parse_queries
+from layerbench.data.two_hop import TwoHopQuery, capitalized, contains, mentions, parse_queries
 from layerbench.errors import UserError
 from layerbench.families import EvaluatorContext
 from layerbench.families.backpatch import BackpatchSettings
@@ -50,6 +51,10 @@ from layerbench.models.residual import first_token_id, last_token_states, lens_s
 from layerbench.models.stack import decoder_stack
 from layerbench.results.rows import layer_row, mean_row, summary_row
 
+CHECKS = ("first_hop", "second_hop", "composition", "entity_shortcut", "relation_shortcut")
+# Stands in for e1 in the relation-shortcut prompt: the composed relations with no entity to resolve.
+PLACEHOLDER = "X"
+
 
 def queries_of(data: TextDataset, task: str) -> list[TwoHopQuery]:
     """The two-hop queries of a task's data (its ``records``)."""
@@ -58,7 +63,7 @@ def queries_of(data: TextDataset, task: str) -> list[TwoHopQuery]:
     return parse_queries(data.records, f"task '{task}'")
 
 
-def check_prompts(query: TwoHopQuery, protocol: str = "layerbench") -> dict[str, tuple[str, str]]:
+def check_prompts(query: TwoHopQuery, settings: BackpatchSettings | None = None) -> dict[str, tuple[str, str]]:
     """The paper's five checks of a query: ``{check: (prompt, entity whose names count as correct)}``.
 
     ``first_hop``: r1 on e1 gives e2; ``second_hop``: r2 on e2 gives e3;
@@ -67,22 +72,20 @@ def check_prompts(query: TwoHopQuery, protocol: str = "layerbench") -> dict[str,
     ``relation_shortcut``: the composed relations without the entity give
     e3 (the answer comes from the relations alone).
 
-    ``layerbench`` capitalizes every prompt and puts a placeholder entity
-    in the relation shortcut. ``biran2024`` leaves prompts as written and,
-    where the query has r2's phrase, builds the relation shortcut as
-    their ``evaluate_dataset.py`` does: r2's phrase around r1's phrase with
-    an empty slot, its last four characters cut (" of ").
+    Prompts are capitalized or as written (``prompt_case``); the relation shortcut puts a placeholder entity in the slot,
+    or (``relation_shortcut: empty-slot``, where the query has r2's phrase) is built as Biran et al.'s
+    ``evaluate_dataset.py`` builds it: r2's phrase around r1's phrase with an empty slot, its last four characters cut (" of ").
     """
-    as_written = protocol == "biran2024"
-    capitalize = (lambda text: text) if as_written else capitalized
-    if as_written and query.r2_phrase is not None:
+    settings = settings or BackpatchSettings()
+    capitalize = capitalized if settings.prompt_case == "capitalized" else (lambda text: text)
+    if settings.relation_shortcut == "empty-slot" and query.r2_phrase is not None:
         relation = query.r2_phrase.format(query.r1_phrase.format(""))[:-4]
     else:
         relation = capitalize(query.r2_template.format(query.r1_phrase.format(PLACEHOLDER)))
     return {
         "first_hop": (capitalize(query.r1_template.format(query.e1)), "e2"),
         "second_hop": (capitalize(query.r2_template.format(query.e2)), "e3"),
-        "composition": (query.composed(capitalize=not as_written), "e3"),
+        "composition": (query.composed(capitalize=settings.prompt_case == "capitalized"), "e3"),
         "entity_shortcut": (capitalize(query.r2_template.format(query.e1)), "e3"),
         "relation_shortcut": (relation, "e3"),
     }
@@ -108,8 +111,8 @@ def settled(text: str, names: list[str], substring: bool = False) -> bool:
 
 
 def answer_check(settings: BackpatchSettings):
-    """``(names of an entity of a query, verdict of a text)`` under the settings' protocol: whole words over all names, or Biran et al.'s substrings."""
-    if settings.protocol == "biran2024":
+    """``(names of an entity of a query, verdict of a text)`` under ``answer_match``: whole words over all names, or Biran et al.'s substrings."""
+    if settings.answer_match == "substring":
         return (lambda q, entity: q.substring_answers(entity)), biran2024_contains
     return (lambda q, entity: q.answers(entity)), mentions
 
@@ -127,10 +130,9 @@ def e1_last_token(handle: ModelHandle, prompt: str, e1: str) -> int:
 def layer_pairs(n_layers: int, settings: BackpatchSettings) -> list[tuple[int, int]]:
     """(source, target) layer pairs of the sweep: ls > lt, plus ls < lt with forward patching; over every ``layer_step``-th layer and the last.
 
-    Ours ranges over layers 0..L (the embedding output included); ``biran2024`` over the block outputs 1..L.
+    From ``first_layer`` on: 0 (ours) includes the embedding output; 1 (Biran et al.'s) only the block outputs 1..L.
     """
-    first = 1 if settings.protocol == "biran2024" else 0
-    grid = sorted(set(range(first, n_layers + 1, settings.layer_step)) | {n_layers})
+    grid = sorted(set(range(settings.first_layer, n_layers + 1, settings.layer_step)) | {n_layers})
     return [(ls, lt) for lt in grid for ls in grid if ls > lt or (settings.forward_patching and ls < lt)]
 
 
@@ -188,7 +190,7 @@ def sweep_query(handle: ModelHandle, prompt: str, positions: dict[str, int], pai
     # Every variant of the query decodes in one batch: the blocks run on more rows at once (a CPU's matrix products
     # cost less per row in larger batches), and rows of both positions share the blocks below their patch.
     cache, first = joined_cache(model, caches), torch.cat(logits)
-    decided = lambda text: settled(text, names, substring)  # noqa: E731
+    decided = lambda text: settled(text, names, substring)
     with torch.no_grad():
         if stack is None:
             texts = greedy_from_cache(handle, first, cache, max_new_tokens, decided)
@@ -253,7 +255,7 @@ def run_checks(handle: ModelHandle, queries: list[TwoHopQuery], settings: Backpa
     names_of, found = answer_check(settings)
     results = {}
     for check in CHECKS:
-        prompts = [check_prompts(q, settings.protocol)[check] for q in queries]
+        prompts = [check_prompts(q, settings)[check] for q in queries]
         # Chains share hops ("The capital of France is" for every chain through France; 2,086 distinct prompts of the
         # 2,970 checks of the packaged set): each distinct prompt is generated once, in batches of prompts of one
         # length where possible, so that little of a batch is padding.
@@ -276,7 +278,7 @@ def evaluate_backpatch(context: EvaluatorContext) -> pd.DataFrame:
     settings: BackpatchSettings = spec.settings
     queries = queries_of(data, spec.name)
     names_of, found = answer_check(settings)
-    prompts = [q.composed(capitalize=settings.protocol != "biran2024") for q in queries]
+    prompts = [check_prompts(q, settings)["composition"][0] for q in queries]
     checks = run_checks(handle, queries, settings)
     rows = [_share_rows(f"{check}_correct" if "shortcut" not in check else check, checks[check], "all") for check in CHECKS]
     rows += lens_rows(handle, queries, prompts, settings.batch_size)
@@ -295,7 +297,7 @@ def evaluate_backpatch(context: EvaluatorContext) -> pd.DataFrame:
         if "prompt-last" in settings.positions:
             positions["prompt-last"] = len(handle.tokenizer(prompt)["input_ids"]) - 1
         names = names_of(q, "e3")
-        substring = settings.protocol == "biran2024"
+        substring = settings.answer_match == "substring"
         for key, text in sweep_query(handle, prompt, positions, pairs, names, settings.max_new_tokens, settings.batch_size, substring, readout).items():
             outcome.setdefault(key, []).append(found(text, names))
     was_right = checks["composition"][swept]

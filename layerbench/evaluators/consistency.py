@@ -259,7 +259,7 @@ XIE_PERMUTATIONS = 100  # eval_sc.py's NUM_PERMS: tie-breaking draws averaged
 
 def _query_block(record: dict | None, text: str) -> str:
     """An item's query block ``"{context}\nQ: {question}"``: from its record (the papers' files), else ``"Q: True or false: {text}"``."""
-    from layerbench.data.paper_files import query_block
+    from layerbench.data.consistency_files import query_block
 
     if record is not None and "question" in record:
         return query_block(record.get("context"), record["question"])

@@ -12,15 +12,15 @@ target language leads in most prompts) and the *English detour* (the peak
 English probability, its layer, and the layers where English is above the
 target language).
 
-Two protocols, each a function the family's record names:
-:func:`evaluate_latent_language` (ours) and :func:`evaluate_wendler2024` (the
-authors' notebooks); they differ in the token rule, the layers read and one
-filter (the family's settings docstring says how).
+One evaluator, :func:`evaluate_latent_language`, runs every protocol: ours
+and the authors' notebooks (``wendler2024``) differ only in settings (the token
+rule, the first layer read, the containment filter and its place, and the cloze
+cue; :class:`~layerbench.families.latent_language.LatentLanguageSettings`).
 """
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import lru_cache
 from typing import Any
 
@@ -106,30 +106,49 @@ def prefix_token_ids(tokenizer: Any) -> TokenRule:
 
 
 def wendler2024_token_ids(tokenizer: Any) -> TokenRule:
-    """The authors' ``process_tokens``: the vocabulary entries equal to a prefix of the word, with or without "▁", and for
-    Chinese and Russian the ``<0xXX>`` token of the word's first UTF-8 byte."""
+    """The authors' ``process_tokens`` (in id order): the vocabulary entries equal to a prefix of the word, with or without "▁", and for
+    Chinese and Russian the ``<0xXX>`` token of the word's first non-ASCII UTF-8 byte (their ``unicode_prefix_tokid`` reads the
+    first ``\\x`` escape of the bytes' repr; a word with none gets no byte token, where their code would raise)."""
     vocab = tokenizer.get_vocab()
 
     def ids(word: str, language: str) -> list[int]:
         prefixes = [word[:end] for end in range(1, len(word) + 1)]
-        found = [vocab[token] for token in set(["▁" + p for p in prefixes] + prefixes) if token in vocab]
+        found = {vocab[token] for token in ["▁" + p for p in prefixes] + prefixes if token in vocab}
         if language in ("zh", "ru"):
-            first = f"<0x{word.encode()[0]:02X}>"
+            byte = next((b for b in word.encode() if b >= 0x80), None)
+            first = f"<0x{byte:02X}>" if byte is not None else None
             if first in vocab:
-                found.append(vocab[first])
-        return found
+                found.add(vocab[first])
+        # In id order: the masses sum these tokens' probabilities, and an order taken from a set of strings changes with
+        # Python's hash seed, which moved the float32 sums in their last bits from one run to the next.
+        return sorted(found)
 
     return ids
 
 
-def token_sets(records: list[dict[str, Any]], languages: list[str], rule: TokenRule,
-               english_inside: Callable[[str], bool]) -> tuple[list[int], list[list[torch.Tensor]], Counter[tuple[str, str]]]:
+TOKEN_RULES: dict[str, Callable[[Any], TokenRule]] = {"byte-prefix": prefix_token_ids, "vocabulary-prefix": wendler2024_token_ids}
+
+
+def authors_cloze_query(prompt: str) -> str:
+    """A cloze prompt whose last line is cut as the authors' ``Cloze.ipynb`` cuts a row: at its first colon (the full-width
+    "：" in Chinese and, by the same rule, Japanese; ":" otherwise), followed by ``': "'``. ``答案："`` becomes ``答案: "``; a
+    cue that already ends ``: "`` ("Réponse : \"") is unchanged."""
+    head, newline, last = prompt.rpartition("\n")
+    colon = "：" if "：" in last else ":"
+    return head + newline + last.split(colon)[0] + ': "'
+
+
+def token_sets(records: list[dict[str, Any]], languages: list[str], rule: TokenRule, containment_kinds: Collection[str],
+               containment_first: bool = False) -> tuple[list[int], list[list[torch.Tensor]], Counter[tuple[str, str]]]:
     """Which prompts can be read, and each one's token set per language.
 
     A prompt is dropped when its target or English word has no token
     (``no-tokens``), when the two share a token (``shared-tokens``: the lens
-    could not tell them apart), or, where ``english_inside(kind)``, when the
-    English word is inside the target word (``english-inside``).
+    could not tell them apart), or, for a kind in ``containment_kinds``, when
+    the English word is inside the target word (``english-inside``). A prompt
+    that fails two filters counts under the first: the containment filter
+    comes last, or first with ``containment_first`` (the authors drop those
+    rows from their table before they build a prompt).
 
     Returns:
         The kept positions, their ``[K]`` token-id tensors (in the order of ``languages``), and the dropped
@@ -143,8 +162,9 @@ def token_sets(records: list[dict[str, Any]], languages: list[str], rule: TokenR
         if target not in languages:
             raise UserError(f"target language '{target}' is not among the languages read ({', '.join(languages)}); add it to the evaluator's languages")
         ids = {language: rule(words[language], language) for language in languages}
-        reason = ("no-tokens" if not ids[target] or not ids["en"] else "shared-tokens" if set(ids[target]) & set(ids["en"])
-                  else "english-inside" if english_inside(record["kind"]) and words["en"].lower() in words[target].lower() else None)
+        inside = record["kind"] in containment_kinds and words["en"].lower() in words[target].lower()
+        reason = ("english-inside" if containment_first and inside else "no-tokens" if not ids[target] or not ids["en"]
+                  else "shared-tokens" if set(ids[target]) & set(ids["en"]) else "english-inside" if inside else None)
         if reason:
             dropped[(target, reason)] += 1
             continue
@@ -234,20 +254,24 @@ def _summary_rows(p_target: np.ndarray, p_english: np.ndarray, target_leads: np.
     ]
 
 
-def read_languages(context: EvaluatorContext, rule: TokenRule, first_layer: int, english_inside: Callable[[str], bool]) -> pd.DataFrame:
-    """The rows of one latent-language task under a token rule, from layer ``first_layer`` on (the family's two protocols)."""
+def evaluate_latent_language(context: EvaluatorContext) -> pd.DataFrame:
+    """The rows of one latent-language task under its settings (the token rule, the first layer read, the containment
+    filter and its place, the cloze cue)."""
     handle, data, settings = context.handle, context.data, context.settings
     if data.records is None or any("words" not in r for r in data.records):
         raise UserError(f"task '{context.spec.name}': latent-language prompts need records with each language's words (data set 'cldr-latent-language')")
     languages = list(settings.languages)
-    kept, sets, dropped = token_sets(data.records, languages, rule, english_inside)
+    rule = TOKEN_RULES[settings.token_rule](handle.tokenizer)
+    kept, sets, dropped = token_sets(data.records, languages, rule, settings.containment_filter, settings.containment_first)
     asked = Counter(r["target_lang"] for r in data.records)
     context.notes["prompts"] = {"asked": len(data.records), "read": len(kept),
                                 "dropped": {f"{target}: {reason}": count for (target, reason), count in sorted(dropped.items())}}
     targets = [data.records[i]["target_lang"] for i in kept]
+    first_layer = settings.first_layer
     layers = list(range(first_layer, handle.n_layers + 1))
     if kept:
-        states = last_token_states(handle, [data.texts[i] for i in kept], settings.batch_size)[first_layer:]  # [K', P, D]
+        prompts = [prompt_as_read(data.texts[i], data.records[i]["kind"], settings.cloze_cue) for i in kept]
+        states = last_token_states(handle, prompts, settings.batch_size)[first_layer:]  # [K', P, D]
         mass, entropy = lens_masses(handle, states, sets)
         top = lens_logits(handle, states[-1]).argmax(-1).cpu()
         answered = np.array([int(top[p]) in set(sets[p][languages.index(t)].tolist()) for p, t in enumerate(targets)])
@@ -257,12 +281,7 @@ def read_languages(context: EvaluatorContext, rule: TokenRule, first_layer: int,
     return pd.DataFrame(language_rows(mass_np, entropy_np, targets, languages, layers, handle.n_layers, answered, dropped, asked))
 
 
-def evaluate_latent_language(context: EvaluatorContext) -> pd.DataFrame:
-    """Our protocol: every layer 0..L, the byte-prefix token rule (:func:`prefix_token_ids`), the containment filter for every kind."""
-    return read_languages(context, prefix_token_ids(context.handle.tokenizer), 0, lambda kind: True)
-
-
-def evaluate_wendler2024(context: EvaluatorContext) -> pd.DataFrame:
-    """The authors' notebooks: block outputs 1..L, their token rule (:func:`wendler2024_token_ids`), the containment filter for
-    translation and repetition (``Translation.ipynb``; ``Cloze.ipynb`` has none)."""
-    return read_languages(context, wendler2024_token_ids(context.handle.tokenizer), 1, lambda kind: kind != "cloze")
+def prompt_as_read(prompt: str, kind: str, cloze_cue: str) -> str:
+    """The prompt the model reads: as the data set wrote it, or a cloze prompt's cue as the authors cut it (``cloze_cue``
+    ``authors``: :func:`authors_cloze_query`)."""
+    return authors_cloze_query(prompt) if kind == "cloze" and cloze_cue == "authors" else prompt

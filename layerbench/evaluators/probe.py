@@ -1,7 +1,8 @@
 """Concept-depth probing (Jin et al. 2024, "Exploring Concept Depth"): where does a concept become linearly decodable?
 
 Per layer, a logistic-regression probe reads the pooled states and predicts
-the label. Two protocols:
+the label. A protocol is its settings (``split`` and ``probe`` of
+:class:`~layerbench.families.probe.ProbeSettings`); the two registered:
 
 - ``layerbench`` (default): stratified k-fold cross-validation (shuffled,
   seeded), features standardized on each training fold, L2-penalized logistic
@@ -45,7 +46,7 @@ A probe's accuracy means only what its baselines leave (Hewitt and Liang
 
 Items that share a ``group`` (a data set's records: the statements about one
 entity of a paired true/false design) are kept on one side of every
-``layerbench`` split, so that neither a probe nor the bag of words is scored
+k-fold split, so that neither a probe nor the bag of words is scored
 on an entity it saw with the opposite label.
 """
 from __future__ import annotations
@@ -105,19 +106,20 @@ def _scores(y_true: np.ndarray, scores: np.ndarray, n_classes: int) -> dict[str,
 def probe_splits(y: np.ndarray, settings: ProbeSettings, seed: int = 0, groups: Sequence[Any] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """The protocol's train/test splits of N items: ``[(train indices, test indices)]``.
 
-    ``layerbench``: stratified k-fold, shuffled with ``seed`` (grouped, when
-    ``groups`` ``[N]`` is given, so that a group is never on both sides).
-    ``jin2024``: the authors' ``train_test_split(test_size=0.4, random_state=42 + r)``
-    of the items grouped by class, for r < ``repeats``.
+    ``stratified-k-fold``: shuffled with ``seed`` (grouped, when ``groups``
+    ``[N]`` is given, so that a group is never on both sides).
+    ``single-split``: the authors' ``train_test_split(test_size=0.4, random_state=42 + r)``
+    of the items grouped by class, for r < ``repeats`` (``test_size`` and the first ``random_state`` are settings).
 
     Raises:
         UserError: a class has fewer items than folds.
     """
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    if settings.protocol == "jin2024":
+    if settings.split == "single-split":
         order = grouped_by_class(y)
-        return [(order[train], order[test]) for train, test in (_jin2024_split(len(y), 42 + r) for r in range(settings.repeats))]
+        return [(order[train], order[test])
+                for train, test in (_jin2024_split(len(y), settings.split_random_state + r, settings.test_size) for r in range(settings.repeats))]
     folds = settings.folds
     if np.bincount(y).min() < folds:
         raise UserError(f"{folds}-fold cross-validation needs at least {folds} examples of every class; the smallest class has {np.bincount(y).min()}")
@@ -133,7 +135,7 @@ def state_probe(settings: ProbeSettings) -> Any:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if settings.protocol == "jin2024":
+    if settings.probe == "sklearn-default":
         return LogisticRegression()
     return make_pipeline(StandardScaler(), LogisticRegression(C=settings.C, max_iter=settings.max_iter))
 
@@ -239,14 +241,14 @@ def cv_probe(X: np.ndarray, y: np.ndarray, folds: int = 5, C: float = 1.0, max_i
     return {name: mean_and_spread(v) for name, v in cv_fold_scores(X, y, folds, C, max_iter, seed).items()}
 
 
-def _jin2024_split(n: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
+def _jin2024_split(n: int, random_state: int, test_size: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
     """The authors' ``train_test_split(X, y, test_size=0.4, random_state=...)`` as (train, test) positions of N items.
 
     ``train_test_split`` draws positions from N and the seed alone, so splitting positions is splitting their X.
     """
     from sklearn.model_selection import train_test_split
 
-    train, test = train_test_split(np.arange(n), test_size=0.4, random_state=random_state)
+    train, test = train_test_split(np.arange(n), test_size=test_size, random_state=random_state)
     return train, test
 
 
@@ -258,7 +260,7 @@ def jin2024_probe(X: np.ndarray, y: np.ndarray, random_state: int = 42) -> dict[
     Returns:
         score name -> (test score, NaN): one split has no standard error.
     """
-    settings = ProbeSettings(protocol="jin2024")
+    settings = ProbeSettings(split="single-split", probe="sklearn-default")
     scores = split_scores(X, y, [_jin2024_split(len(y), random_state)], lambda: state_probe(settings))
     return {name: (float(values[0]), float("nan")) for name, values in scores.items()}
 
@@ -380,7 +382,7 @@ def probe_layers_items(pooled: np.ndarray, y: np.ndarray, settings: ProbeSetting
         layers: the layer number of each of the K rows (default ``0..K-1``); depth = layer / L.
         n_layers: L, the model's blocks (default: the last of ``layers``; give it when ``layers`` is a subset).
         texts: the N texts the model read; given, the bag-of-words baseline is fitted on them.
-        groups: ``[N]`` group of each item, kept on one side of every ``layerbench`` split.
+        groups: ``[N]`` group of each item, kept on one side of every k-fold split.
         control: also fit the control-task probe per layer (and report selectivity).
         jobs: worker processes the layers are probed in (:func:`layerbench.parallel.map_layers`); the rows do not depend on it.
         ids: ``[N]`` item ids (:func:`layerbench.results.items.item_ids`); default: positions.

@@ -12,11 +12,17 @@ class BackpatchSettings(ProtocolSettings):
     """Knobs of the ``backpatch`` family (multi-hop back-patching, Biran et al. 2024).
 
     Attributes:
-        protocol: ``layerbench`` (prompts capitalized, answers matched as whole
-            words, every layer 0..L as source and target) or ``biran2024``
-            (the authors' code: prompts as written, answers as substrings of
-            the label or an alias longer than one character, block outputs
-            1..L only, their relation-shortcut prompt).
+        protocol: ``layerbench`` or ``biran2024`` (the authors' code); the protocol's record sets the four settings below.
+        prompt_case: ``capitalized`` (ours: every prompt begins with a capital) or ``as-written`` (the authors': lowercase
+            relation phrases as the data writes them).
+        answer_match: ``whole-word`` (ours: the label or any alias, as a whole word, ignoring case) or ``substring`` (the
+            authors': the label or an alias longer than one character, as a substring of the stripped continuation with
+            newlines as spaces, ignoring case).
+        first_layer: the lowest source and target layer: 0 (ours: the embedding output and every block output) or 1 (the
+            authors': the block outputs 1..L, their ``model.layers`` 0..L-1).
+        relation_shortcut: the prompt of the relation-shortcut check: ``placeholder`` (ours: the composed relations around a
+            placeholder entity) or ``empty-slot`` (the authors' ``evaluate_dataset.py``: r2's phrase around r1's phrase with
+            an empty slot, its last four characters cut, where the query has r2's phrase; else ours).
         max_new_tokens: greedy tokens generated per check and per patched variant.
         positions: where states are patched: ``e1-last`` (the last token of the
             source entity) and/or ``prompt-last`` (the last token of the prompt).
@@ -29,6 +35,10 @@ class BackpatchSettings(ProtocolSettings):
         batch_size: patched variants per forward pass.
     """
 
+    prompt_case: Literal["capitalized", "as-written"] = "capitalized"
+    answer_match: Literal["whole-word", "substring"] = "whole-word"
+    first_layer: int = Field(default=0, ge=0)
+    relation_shortcut: Literal["placeholder", "empty-slot"] = "placeholder"
     max_new_tokens: int = Field(default=10, ge=1)
     positions: list[Literal["e1-last", "prompt-last"]] = Field(default=["e1-last", "prompt-last"], min_length=1)
     forward_patching: bool = False
@@ -50,7 +60,8 @@ FAMILY = register(Family(
     headline_intervals=(("oracle_fix_rate", "wilson"),),
     protocols=(Protocol(
         "biran2024", site="residual",
-        settings={"max_new_tokens": 10, "positions": ["e1-last", "prompt-last"], "layer_step": 1, "sweep": "known-hops"},
+        settings={"prompt_case": "as-written", "answer_match": "substring", "first_layer": 1, "relation_shortcut": "empty-slot",
+                  "max_new_tokens": 10, "positions": ["e1-last", "prompt-last"], "layer_step": 1, "sweep": "known-hops"},
         reference="Biran et al. 2024, Hopping Too Late; github.com/edenbiran/HoppingTooLate@dfc1ec6 src/patch_activations.py, "
                   "src/patched_generation.py, src/evaluate_dataset.py, src/classify_results.py, src/analyze_results.py, src/utils.py: "
                   "prompts as written (lowercase relation phrases), answers as substrings of the label and aliases longer than one "

@@ -1,6 +1,8 @@
 """The ``latent-language`` family: which language each layer "thinks" in, by the logit lens (Zhong et al. 2024, after Wendler et al. 2024)."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from layerbench.families.registry import Family, Protocol, ProtocolSettings, register
@@ -10,19 +12,21 @@ class LatentLanguageSettings(ProtocolSettings):
     """Knobs of the ``latent-language`` family.
 
     Attributes:
-        protocol: ``layerbench`` (every layer 0..L; a language's tokens are
-            those whose bytes begin any spelling of the word, with or without a
-            leading space, for any tokenizer; a prompt is read only when the
-            target word's tokens and the English word's are disjoint and the
-            English word is not inside the target word) or ``wendler2024`` (the
-            authors' notebooks: block outputs 1..L; a language's tokens are the
-            vocabulary entries equal to a prefix of the word, with or without
-            SentencePiece's "▁", plus the first UTF-8 byte's ``<0xXX>`` token for
-            Chinese and Russian; the same disjointness filter, and the
-            containment filter for translation and repetition only).
+        protocol: ``layerbench`` or ``wendler2024`` (the authors' notebooks); the protocol's record sets the settings below.
         languages: the languages whose probability is read at every layer (the
             prompt's target language and English always among them).
         batch_size: prompts per forward pass (one pass gives every layer).
+        token_rule: which tokens stand for a language's word: ``byte-prefix`` (ours: the tokens whose bytes begin any
+            spelling of the word, with or without a leading space, for any tokenizer) or ``vocabulary-prefix`` (the
+            authors' ``process_tokens``: vocabulary entries equal to a prefix of the word, with or without SentencePiece's
+            "▁", plus the ``<0xXX>`` token of the first non-ASCII byte for Chinese and Russian).
+        first_layer: the first layer read: 0 (the embedding output, ours) or 1 (the block outputs 1..L, the authors').
+        containment_filter: the prompt kinds dropped when the English word is inside the target word (ours: every kind;
+            the authors': translation and repetition, ``Translation.ipynb`` cell 9; ``Cloze.ipynb`` has none).
+        containment_first: a prompt that fails the containment filter and a token filter counts as ``english-inside``
+            (the authors drop those rows before building prompts) rather than under the token filter (ours).
+        cloze_cue: a cloze prompt as the data set writes it (``as-written``: ``答案："``) or with its last line cut as the
+            authors' ``Cloze.ipynb`` cuts a row (``authors``: at the first colon, then ``': "'``, so ``答案: "``).
 
     A language *leads* at a layer when its probability is above every other
     language's and at least 1% (below that, which language's crumbs are
@@ -34,6 +38,11 @@ class LatentLanguageSettings(ProtocolSettings):
 
     languages: list[str] = Field(default=["en", "fr", "de", "es", "zh", "ja", "ru", "ko", "hi"], min_length=2)
     batch_size: int = Field(default=16, ge=1)
+    token_rule: Literal["byte-prefix", "vocabulary-prefix"] = "byte-prefix"
+    first_layer: int = Field(default=0, ge=0)
+    containment_filter: list[Literal["translation", "repetition", "cloze"]] = ["translation", "repetition", "cloze"]
+    containment_first: bool = False
+    cloze_cue: Literal["as-written", "authors"] = "as-written"
 
     @field_validator("languages")
     @classmethod
@@ -55,13 +64,15 @@ FAMILY = register(Family(
     headlines=(("decision_depth", "decision_depth"), ("english_peak", "english_detour")),
     protocols=(Protocol(
         "wendler2024", site="residual",
-        evaluator="layerbench.evaluators.latent_language:evaluate_wendler2024",
+        settings={"token_rule": "vocabulary-prefix", "first_layer": 1, "containment_filter": ["translation", "repetition"],
+                  "containment_first": True, "cloze_cue": "authors"},
         reference="Wendler et al. 2024, Do Llamas Work in English? On the Latent Language of Multilingual Transformers; "
                   "github.com/epfl-dlab/llm-latent-language@d0e4f29 Translation.ipynb, Cloze.ipynb, llamawrapper.py: "
                   "prompts 'Français: \"x\" - 中文: \"' after 4 worked pairs (translation, repetition) or 2 worked cloze sentences; "
                   "the lens (final norm and unembedding) on the block outputs of layers 1..L at the last token; a language's tokens are "
-                  "the vocabulary entries equal to a prefix of the word with or without '▁', plus <0xXX> of its first byte for zh and ru; "
-                  "prompts whose target and English token sets meet are dropped, and in translation those whose English word is inside the "
-                  "target word; no filter on the model's own answer; entropy in bits",
+                  "the vocabulary entries equal to a prefix of the word with or without '▁', plus <0xXX> of its first non-ASCII byte for zh and "
+                  "ru; in translation, rows whose English word is inside the target word dropped first, then prompts whose target and "
+                  "English token sets meet; a cloze row cut at its first colon and ended ': \"'; no filter on the model's own answer; "
+                  "entropy in bits",
     ),),
 ))

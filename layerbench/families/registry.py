@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from layerbench.errors import UserError
 
@@ -69,12 +69,22 @@ OURS = Protocol("layerbench", reference="layerbench's defaults (README: where th
 class ProtocolSettings(Strict):
     """The settings of a family that has protocols: ``protocol`` is ours or one of the family's (:attr:`Family.protocols`).
 
-    The names are read from the registry when a spec is checked, so a protocol added to a family later
-    (:func:`add_protocol`) is accepted without touching the settings model.
+    A protocol is its settings: settings made with a protocol's name start from the settings its record fixes
+    (:attr:`Protocol.settings`), under any that are given, so settings named after a paper's protocol are that paper's
+    split, prompts and answer rule. Evaluators read the settings, never the name. The names are read from the registry when a spec
+    is checked, so a protocol added to a family later (:func:`add_protocol`) is accepted without touching the settings model.
     """
 
     protocol: str = OURS.name
     family_name: ClassVar[str | None] = None  # set by :func:`register`
+
+    @model_validator(mode="before")
+    @classmethod
+    def _the_protocol_fixes_its_settings(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or cls.family_name not in _FAMILIES or not isinstance(data.get("protocol"), str):
+            return data
+        protocol = _FAMILIES[cls.family_name].protocol(data["protocol"])
+        return {**protocol.settings, **data} if protocol is not None else data
 
     @field_validator("protocol")
     @classmethod

@@ -9,8 +9,8 @@ COLUMNS: dict[str, str] = {
     "model": "string",
     "revision": "string",
     "task": "string",
-    # How the task was measured (layerbench's default, or a paper's released code: jin2024,
-    # skean2024, biran2024, xie2024) and what a layer's vector is (residual, normed, mlp-input).
+    # How the task was measured (layerbench's default, or a paper's released code: the protocols of each family's
+    # record, layerbench.families) and what a layer's vector is (residual, normed, mlp-input).
     "protocol": "string",
     "site": "string",
     "subset": "string",

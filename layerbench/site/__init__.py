@@ -34,7 +34,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from layerbench.site import index as index_page
 from layerbench.site import render, view
+from layerbench.site.metrics_page import metrics_page
 
 __all__ = ["build_site"]
 
@@ -52,7 +54,7 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
     render.write_data(data.rows, out)
     pages = render.Renderer(out)
     index = data.schema["pages"]["index"]
-    models = view.index_rows(data)
+    models = index_page.index_rows(data)
     ranked, apart = [m for m in models if m["apart"] is None], [m for m in models if m["apart"] is not None]
     index_columns, groups = data.schema["index_columns"], data.schema["index_groups"]
     pages.render("index.html", "index.html", title=index["title"], sources=[str(p) for p in paths], n_rows=len(data.rows), models=models,
@@ -68,5 +70,5 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
     for task, page in task_pages.items():
         pages.render("task.html", f"tasks/{task}.html", **page)
     pages.render("tasks.html", "tasks.html", **task_index)
-    pages.render("metrics.html", "metrics.html", **view.metrics_page(data))
+    pages.render("metrics.html", "metrics.html", **metrics_page(data))
     return out / "index.html"

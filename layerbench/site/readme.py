@@ -8,32 +8,39 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 from layerbench.site import view
+from layerbench.site.index import IndexCell, index_rows
 from layerbench.site.render import fmt
 
 START = "<!-- leaderboard table: written by `make site` (python -m layerbench.site.readme README.md results); do not edit -->"
 END = "<!-- end of the leaderboard table -->"
 
 
-def _score(row: dict[str, Any], column: str) -> str:
+def _score(cell: IndexCell) -> str:
     """A cell "value (low–high)" to three decimals, its 95% interval where it has one; an em dash where there is no value."""
-    value = row.get(column)
-    if value is None:
+    if cell.status != "value":
         return "—"
-    interval = row.get(f"_ci_{column}")
-    return fmt(value, 3) + (f" ({fmt(interval[0], 3)}–{fmt(interval[1], 3)})" if interval else "")
+    return fmt(cell.value, 3) + (f" ({fmt(cell.interval[0], 3)}–{fmt(cell.interval[1], 3)})" if cell.interval else "")
+
+
+def _with_n(cell: IndexCell) -> str:
+    """A headline cell with what it rests on: "value (interval), n", "withheld: n=8 < 20", "none, 0 of 3 tasks", or an em dash."""
+    if cell.status == "withheld":  # too few items to rank by: the index says so in the cell
+        return f"withheld: {cell.n}"
+    if cell.status == "not run":
+        return "—"
+    return f"{_score(cell) if cell.status == 'value' else cell.shown}, {cell.n}"
 
 
 def markdown_table(data: view.SiteData) -> str:
-    """The ranked models of the index (:func:`layerbench.site.view.index_rows`) as a Markdown table, smallest first.
+    """The ranked models of the index (:func:`layerbench.site.index.index_rows`) as a Markdown table, smallest first.
 
     Columns: model (architecture, layers); probe and MTEB best and last layer's score (means over the family's tasks
     under our protocol, each with its 95% interval where every task has one) and the best layer's depth; concept depth,
     back-patching fix rate, IC AUROC and the latent-language decision depth, each with its interval and its n.
     """
-    rows = sorted((r for r in view.index_rows(data) if r["apart"] is None), key=lambda r: (r["parameters"] or 0, r["model"]))
+    rows = sorted((r for r in index_rows(data) if r["apart"] is None), key=lambda r: (r["parameters"] or 0, r["model"]))
     header = ("| model (architecture, layers) | probe best | probe last | probe best depth | MTEB best | MTEB last | MTEB best depth "
               "| concept depth | fix rate | IC AUROC | decision depth |")
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
@@ -41,15 +48,11 @@ def markdown_table(data: view.SiteData) -> str:
         latest = view.latest_manifest(data, row["model"], row["revision"])
         architecture = latest.model.model_type if latest and latest.model.model_type else "?"
         name = row["model"].split("/")[-1] + (f"@{row['revision']}" if row["revision"] else "")
-        cells = [f"{name} ({architecture}, {row['layers']})", _score(row, "probe_best"), _score(row, "probe_last"), fmt(row.get("probe_depth"), 2),
-                 _score(row, "mteb_best"), _score(row, "mteb_last"), fmt(row.get("mteb_depth"), 2)]
-        for column in ("concept_depth", "fix_rate", "ic_auroc", "decision_depth"):
-            if row.get(column) == "withheld":  # too few items to rank by: the index says so in the cell
-                cells.append(f"withheld: {row[f'_n_{column}']}")
-            else:
-                cells.append(f"{_score(row, column)}, {row[f'_n_{column}']}" if row.get(column) is not None else "—")
+        cells = [f"{name} ({architecture}, {row['layers']})", _score(row["probe_best"]), _score(row["probe_last"]), fmt(row["probe_depth"].value, 2),
+                 _score(row["mteb_best"]), _score(row["mteb_last"]), fmt(row["mteb_depth"].value, 2)]
+        cells += [_with_n(row[column]) for column in ("concept_depth", "fix_rate", "ic_auroc", "decision_depth")]
         lines.append("| " + " | ".join(cells) + " |")
-    tasks = {r["_n_probe_best"] for r in rows} | {r["_n_mteb_best"] for r in rows}
+    tasks = {r["probe_best"].n for r in rows} | {r["mteb_best"].n for r in rows}
     lines.append("")
     lines.append(f"Means over each family's tasks ({', '.join(sorted(t for t in tasks if t))}) under our protocol, 95% intervals in "
                  "parentheses; concept depth, fix rate, IC AUROC and decision depth with the items, queries, paths and prompts they rest on "

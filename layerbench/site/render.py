@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from layerbench.errors import UserError
+from layerbench.site.index import IndexCell
 from layerbench.site.view import PARTS
 
 
@@ -40,6 +41,7 @@ class Renderer:
         self.out = out
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(PARTS / "templates"), autoescape=True, undefined=jinja2.StrictUndefined)
         self.env.filters["fmt"] = fmt
+        self.env.tests["index_cell"] = lambda value: isinstance(value, IndexCell)
 
     def render(self, template: str, target: str, **context: Any) -> None:
         path = self.out / target

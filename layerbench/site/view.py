@@ -12,21 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
 from layerbench.analysis import (
-    HEADLINE_MIN_N,
     best_layer,
-    equivalent_metrics,
     layer_rows,
     main_metrics,
-    metric_pick_summary,
-    reference_signatures,
     summary,
-    task_signatures,
-    why_apart,
 )
 from layerbench.config import shipped_folder
 from layerbench.results import Manifest, load_results, model_slug, read_manifests
@@ -60,7 +53,7 @@ def table(table_id: str, declared: list[dict[str, Any]], rows: list[dict[str, An
     the row's first cell links to the k-th of the ``notes`` under the table (``row["_note"] = k``), each (k, text, [first
     cells of the rows it is on]), one per distinct text, wrapped at the page's width.
     """
-    shown = [c for i, c in enumerate(declared) if i == 0 or any(r.get(c["id"]) not in (None, "") for r in rows)]
+    shown = [c for i, c in enumerate(declared) if i == 0 or any(_filled(r.get(c["id"])) for r in rows)]
     notes: dict[str, list[str]] = {}
     first = shown[0]["id"] if shown else ""
     for column in (c for c in shown if c.get("footnote")):
@@ -81,6 +74,11 @@ def table(table_id: str, declared: list[dict[str, Any]], rows: list[dict[str, An
                 header.append({"about": "", "toggle": False, "shown": True, **group, "span": 1})
     return {"id": table_id, "columns": kept, "groups": header, "rows": rows, "decimals": decimals, "hidden": [g["id"] for g in header if not g["shown"]],
             "notes": [(k, text, on) for k, (text, on) in enumerate(notes.items(), 1)]}
+
+
+def _filled(value: Any) -> bool:
+    """Whether a cell has something to print: a value, or a typed cell (:class:`~layerbench.site.index.IndexCell`) whose tasks ran."""
+    return getattr(value, "shown", value) not in (None, "") or getattr(value, "n", None) is not None
 
 
 @dataclass
@@ -149,59 +147,6 @@ def of_model(frame: pd.DataFrame, model: str, revision: str | None) -> pd.DataFr
     return frame[(frame.model == model) & (frame.revision.isna() if revision is None else frame.revision == revision)]
 
 
-def _aggregate(values: pd.Series, statistic: str) -> Any:
-    """An index cell: the ``mean`` of the defined values, or ``count_positive`` as "k/n"; None when there are none."""
-    values = values.dropna().astype(float)
-    if values.empty:
-        return None
-    if statistic == "mean":
-        return fig.number(values.mean())
-    if statistic == "count_positive":
-        return f"{int((values > BEATS_MARGIN).sum())}/{len(values)}"
-    raise ValueError(f"schema.yaml: unknown statistic '{statistic}'; use mean or count_positive")
-
-
-def _cell_n(part: pd.DataFrame, field: str) -> str | None:
-    """What an index cell rests on: its tasks for a mean over tasks, its items for a headline summary (``<field>_n``),
-    and ", k of m tasks" where m tasks ran but only k have the headline (the others' rows say why: no layer decides,
-    no concept beyond the baseline), so that a mean over fewer tasks says so; "0 of m tasks" where none has it."""
-    defined = part[part[field].notna()]
-    ran = int(part[f"{field}_n"].notna().sum()) if f"{field}_n" in part else 0
-    if defined.empty:
-        return f"0 of {ran} task" + "s" * (ran != 1) if ran else None
-    if f"{field}_n" in defined:
-        return f"n={int(defined[f'{field}_n'].sum())}" + (f", {len(defined)} of {ran} tasks" if ran > len(defined) else "")
-    return f"{len(defined)} task" + "s" * (len(defined) != 1)
-
-
-def _withheld(part: pd.DataFrame, field: str) -> str | None:
-    """Why a headline cell has no value though the task ran: "n=8 < 20" where the summary withheld it for resting on
-    fewer items than its family's minimum (:data:`layerbench.analysis.HEADLINE_MIN_N`), else None."""
-    if field not in HEADLINE_MIN_N or f"{field}_n" not in part:
-        return None
-    held = part[part[field].isna() & part[f"{field}_n"].notna()]
-    return f"n={int(held[f'{field}_n'].sum())} < {HEADLINE_MIN_N[field]}" if not held.empty else None
-
-
-def _cell_interval(part: pd.DataFrame, field: str) -> tuple[float, float] | None:
-    """An index cell's 95% interval (low, high): its task's own (``<field>_low``, ``<field>_high``), or for a mean of
-    k tasks, mean -+ 1.96 sqrt(sum se_i^2) / k with each se_i its interval's half width / 1.96 (the tasks' items are
-    apart); None where a task of the mean has no interval (its rows carry no stderr)."""
-    if f"{field}_low" not in part:
-        return None
-    defined = part[part[field].notna()]
-    low, high = defined[f"{field}_low"].astype(float), defined[f"{field}_high"].astype(float)
-    if defined.empty or low.isna().any() or high.isna().any():
-        return None
-    if len(defined) == 1:
-        bounds = (low.iloc[0], high.iloc[0])
-    else:
-        half = float(np.sqrt((((high - low) / 2) ** 2).sum()) / len(defined))
-        mean = float(defined[field].astype(float).mean())
-        bounds = (mean - half, mean + half)
-    return float(bounds[0]), float(bounds[1])
-
-
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as dicts with plain Python values (numbers or None), for the templates; a row with a ``note`` is shown muted."""
     out = []
@@ -209,39 +154,6 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
         row = {k: (None if (not isinstance(v, str) and pd.isna(v)) else (v.item() if hasattr(v, "item") else v)) for k, v in record.items()}
         if row.get("note"):
             row["_class"] = "muted"
-        out.append(row)
-    return out
-
-
-def index_rows(data: SiteData) -> list[dict[str, Any]]:
-    """One index row per (model, revision): the schema's columns, each cell's n (``_n_<column>``), and ``apart``: why it is not ranked, else None."""
-    signatures = task_signatures(data.table, data.families, data.sizes)
-    reference = reference_signatures(signatures)
-    out = []
-    for (model, revision), group in data.table.groupby(["model", "revision"], dropna=False, sort=True):
-        revision = revision_of(revision)
-        latest = latest_manifest(data, model, revision)
-        row: dict[str, Any] = {"model": model, "_href_model": f"models/{model_slug(model, revision)}.html", "revision": revision,
-                               "parameters": latest.model.parameters if latest else None, "layers": int(of_model(data.rows, model, revision).n_layers.max()),
-                               "tasks": int(group.task.nunique()), "apart": why_apart(signatures[(model, revision)], reference)}
-        group = group.assign(family=group.task.map(lambda t: data.families.get(t, "other")))
-        for column in data.schema["index_columns"]:
-            if "field" not in column:
-                continue
-            part = group
-            if "family" in column:
-                part = part[part.family == column["family"]]
-            if "protocol" in column:
-                part = part[part.protocol == column["protocol"]]
-            row[column["id"]] = _aggregate(part[column["field"]], column["statistic"])
-            row[f"_n_{column['id']}"] = _cell_n(part, column["field"])
-            if column["statistic"] == "mean":
-                row[f"_ci_{column['id']}"] = _cell_interval(part, column["field"])
-            withheld = _withheld(part, column["field"])
-            if row[column["id"]] is None and withheld:
-                row[column["id"]], row[f"_n_{column['id']}"] = "withheld", withheld
-            elif row[column["id"]] is None and row[f"_n_{column['id']}"]:  # the tasks ran and none has a value (no layer decides): said, not left blank
-                row[column["id"]] = "none"
         out.append(row)
     return out
 
@@ -359,69 +271,3 @@ def task_pages(data: SiteData) -> tuple[dict[str, dict[str, Any]], dict[str, Any
     return pages, dict(title=schema["title"], task_table=table("tasks", schema["columns"], entries))
 
 
-def metrics_page(data: SiteData) -> dict[str, Any]:
-    """The metrics page: per label-free metric, how well it picks each (model, task)'s best layer, with figures and a verdict."""
-    schema = data.schema["pages"]["metrics"]
-    picks_of = metric_pick_summary(data.rows, data.mains)
-    # Metrics that order every model's and task's layers alike are one picker: one row, one bar, named by its group.
-    groups = equivalent_metrics(picks_of)
-    for group in groups:
-        for other in group[1:]:
-            del picks_of[other]
-    label = {group[0]: f"{group[0]} (= {', '.join(group[1:])})" for group in groups}
-    short = {group[0]: f"{group[0]} (+{len(group) - 1})" for group in groups}
-    directions = schema["directions"]
-    summary_rows, details = [], []
-    for name, picks in picks_of.items():
-        picks_layers = bool(picks.picks_layers.iloc[0])  # a descriptive metric has no best layer: it "picks" the last
-        direction = picks.direction.iloc[0]
-        summary_rows.append({"metric": label.get(name, name), "direction": directions["none" if direction is None else "higher" if direction else "lower"],
-                             "pairs": len(picks), "models": picks.model.nunique(), "spearman": fig.number(picks.spearman.mean()),
-                             "beats_last": f"{int((picks.gain > BEATS_MARGIN).sum())}/{len(picks)}" if picks_layers else None,
-                             "picked_gain": fig.number(picks.gain.mean()) if picks_layers else None, "ceiling": fig.number(picks.ceiling.mean()),
-                             "regret": fig.number((picks.ceiling - picks.gain).mean()) if picks_layers else None,
-                             "per_model": {m: float(g.gain.mean()) for m, g in picks.groupby("model")} if picks_layers else {}})
-        details += [{"metric": label.get(name, name), **r} for r in records(picks.drop(columns=["gain", "ceiling", "higher_is_better", "picks_layers", "direction"]))]
-    picks_of = {short.get(name, name): picks for name, picks in picks_of.items()}  # the charts' category names
-    figures: dict[str, Any] = {}
-    if picks_of:
-        models = sorted({m for p in picks_of.values() for m in p.model})
-        mean_of = {m: {n: (p[p.model == m].spearman.mean() if (p.model == m).any() else None) for n, p in picks_of.items()} for m in models}
-        figures["spearman"] = fig.grouped_bars(mean_of, schema["spearman_title"], schema["spearman_y_title"])
-        picking = [n for n, r in zip(picks_of, summary_rows) if r["picked_gain"] is not None]
-        gains = {m: {n: (picks_of[n][picks_of[n].model == m].gain.mean() if (picks_of[n].model == m).any() else None) for n in picking} for m in models}
-        ceiling = {m: float(pd.concat([p[p.model == m] for p in picks_of.values()]).drop_duplicates("task").ceiling.mean()) for m in models}
-        diamonds = [fig.markers(picking, [ceiling[m]] * len(picking), f"best layer: {m}", fig.PALETTE[i % len(fig.PALETTE)], "best - last", m)
-                    for i, m in enumerate(models)]
-        figures["gain"] = fig.grouped_bars(gains, schema["gain_title"], schema["gain_y_title"], diamonds)
-    pairs = max((r["pairs"] for r in summary_rows), default=0)
-    alike = [schema["equivalent"].format(names=", ".join(group[:-1]) + " and " + group[-1], pairs=pairs, relations=_relations(group)) for group in groups]
-    return dict(title=schema["title"], figures=figures, verdict=verdict(summary_rows, schema["verdict"]), models=sorted(data.rows.model.unique()), alike=alike,
-                plots=list(figures), metric_table=table("metrics", schema["columns"], summary_rows), detail_table=table("details", schema["detail_columns"], details))
-
-
-def _relations(group: list[str]) -> str:
-    """How the metrics of ``group`` derive from one another, from their registered descriptions ("" when none says)."""
-    from layerbench.metrics import get as get_metric
-
-    said = [f"{name} = {get_metric(name).description.split(':')[0]}" for name in group if get_metric(name).derived_from in group]
-    return f" ({'; '.join(said)})" if said else ""
-
-
-def verdict(summary_rows: list[dict[str, Any]], sentences: dict[str, str]) -> str:
-    """One honest paragraph on whether any label-free metric picks better layers than simply taking the last one (the schema's sentences)."""
-    if not summary_rows:
-        return sentences["empty"]
-    directed = [r for r in summary_rows if r["picked_gain"] is not None]
-    winners = sorted((r for r in directed if r["picked_gain"] > BEATS_MARGIN), key=lambda r: -r["picked_gain"])
-    pairs = max(r["pairs"] for r in summary_rows)
-    ceiling = f"{max((r['ceiling'] for r in summary_rows if r['ceiling'] is not None), default=0.0):+.3f}"
-    local = [f"{r['metric']} on {m} ({g:+.3f})" for r in directed for m, g in sorted(r["per_model"].items()) if g > BEATS_MARGIN]
-    on_some = sentences["on_some"].format(listed=", ".join(local)) if local else ""
-    if not winners:
-        best = max(directed, key=lambda r: r["picked_gain"]) if directed else None
-        gain = f"{best['picked_gain']:+.3f}" if best and abs(best["picked_gain"]) > BEATS_MARGIN else sentences["level"]
-        closest = sentences["closest"].format(metric=best["metric"], gain=gain) if best else ""
-        return sentences["none_beats"].format(pairs=pairs, closest=closest, on_some=on_some, ceiling=ceiling)
-    listed = ", ".join(sentences["winner"].format(metric=r["metric"], gain=f"{r['picked_gain']:+.3f}", beats_last=r["beats_last"]) for r in winners)
-    return sentences["some_beat"].format(pairs=pairs, winners=len(winners), directed=len(directed), listed=listed, ceiling=ceiling)

@@ -1,8 +1,5 @@
-"""Row formats of the data files the papers' repositories release, read as the authors' code reads them.
+"""Row formats of the data files the consistency family's paper releases, read as the authors' code reads them.
 
-- ``jin2024-strategyqa``: BIG-bench StrategyQA as Luckfort/CD ``dataset.py``
-  (``StrategyQA()``) builds its inputs: the question, a space, and the
-  explanation without its leading "Yes." / "No.".
 - ``xie2024-boolq``, ``xie2024-coinflip``, ``xie2024-fewshot``: the files of
   zhxieml/internal-consistency ``data/`` as ``src/datasets/fewshot_dataset.py``
   turns them into samples: a context, a "True or false: ..." question, a
@@ -17,36 +14,7 @@ from typing import Any
 import pandas as pd
 
 from layerbench.data.dataset import TextDataset
-from layerbench.data.tables import ROW_FORMATS
-from layerbench.errors import UserError
-
-
-def _require(frame: pd.DataFrame, columns: tuple[str, ...], where: str, fmt: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise UserError(f"{where}: not the {fmt} format, it lacks {', '.join(missing)}; its fields: {', '.join(map(str, frame.columns))}")
-
-
-@ROW_FORMATS.register("jin2024-strategyqa")
-def jin2024_strategyqa(frame: pd.DataFrame, where: str) -> TextDataset:
-    """StrategyQA (``examples`` of BIG-bench's task.json): text = input + " " + explanation; label 1 (Yes) or 0 (No); rows with neither are dropped."""
-    _require(frame, ("input", "target", "target_scores.Yes", "target_scores.No"), where, "BIG-bench StrategyQA")
-    texts, labels = [], []
-    for row in frame.to_dict("records"):
-        if row["target_scores.Yes"] == 1:
-            label = 1
-        elif row["target_scores.No"] == 1:
-            label = 0
-        else:
-            continue
-        explanation = str(row["target"])
-        for answer in ("Yes.", "No."):
-            if explanation.startswith(answer):
-                explanation = explanation[len(answer):].strip()
-                break
-        texts.append(f"{row['input']} {explanation}")
-        labels.append(label)
-    return TextDataset(texts, labels, {"format": "BIG-bench StrategyQA, as Luckfort/CD dataset.py reads it"})
+from layerbench.data.tables import ROW_FORMATS, require_columns
 
 
 def query_block(context: str | None, question: str) -> str:
@@ -63,7 +31,7 @@ def _xie_items(items: list[dict[str, Any]], fmt: str) -> TextDataset:
 @ROW_FORMATS.register("xie2024-boolq")
 def xie2024_boolq(frame: pd.DataFrame, where: str) -> TextDataset:
     """BoolQ rows ``question, answer, passage``: context = the passage, question = "True or false: " + the question capitalized + "?"."""
-    _require(frame, ("question", "answer", "passage"), where, "BoolQ")
+    require_columns(frame, ("question", "answer", "passage"), where, "BoolQ")
     items = []
     for row in frame.to_dict("records"):
         question = str(row["question"]).strip()
@@ -78,7 +46,7 @@ COIN_QUESTION = "True or false: Is the coin still heads up?"
 @ROW_FORMATS.register("xie2024-coinflip")
 def xie2024_coinflip(frame: pd.DataFrame, where: str) -> TextDataset:
     """BIG-bench coin flip rows ``question, answer`` (yes/no): context = the question up to " Is the coin still heads up?"."""
-    _require(frame, ("question", "answer"), where, "coin flip")
+    require_columns(frame, ("question", "answer"), where, "coin flip")
     items = [{"context": str(row["question"]).split(" Is the coin still heads up?")[0], "question": COIN_QUESTION, "answer": row["answer"] == "yes"}
              for row in frame.to_dict("records")]
     return _xie_items(items, "coin flip")
@@ -88,7 +56,7 @@ def xie2024_coinflip(frame: pd.DataFrame, where: str) -> TextDataset:
 def xie2024_fewshot(frame: pd.DataFrame, where: str) -> TextDataset:
     """ProntoQA / ProofWriter items ``test_example.*`` with their ``in_context_example<k>.*``: question = context, query = question."""
     fields = ("question", "query", "chain_of_thought", "answer")
-    _require(frame, tuple(f"test_example.{f}" for f in fields), where, "Xie et al. few-shot")
+    require_columns(frame, tuple(f"test_example.{f}" for f in fields), where, "Xie et al. few-shot")
     shots = sorted({c.split(".")[0] for c in frame.columns if c.startswith("in_context_example")}, key=lambda c: int(c.removeprefix("in_context_example")))
     items = []
     for row in frame.to_dict("records"):

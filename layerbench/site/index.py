@@ -1,0 +1,127 @@
+"""The index page's rows: one per (model, revision), with a typed :class:`IndexCell` per headline column of the schema."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from layerbench.analysis import HEADLINE_MIN_N, reference_signatures, task_signatures, why_apart
+from layerbench.results import model_slug
+from layerbench.site import figures as fig
+from layerbench.site.view import BEATS_MARGIN, SiteData, latest_manifest, of_model, revision_of
+
+
+@dataclass(frozen=True)
+class IndexCell:
+    """One headline cell of the index: what a model scores on a column, and what that rests on.
+
+    Attributes:
+        status: ``value``; ``withheld`` (the tasks ran, but the headline rests on fewer items than its family's minimum);
+            ``none`` (the tasks ran and none has the headline: no layer decides); ``not run`` (no task of the column ran).
+        value: the number (a mean over tasks) or "k/n" (``count_positive``); None unless ``status`` is ``value``.
+        n: what it rests on ("n=562, 2 of 3 tasks", "3 tasks"), why it is withheld ("n=8 < 20"), or how many tasks have
+            none ("0 of 3 tasks"); None where nothing ran.
+        interval: the 95% interval (low, high) of a mean, where every task of it has one.
+    """
+
+    status: Literal["value", "withheld", "none", "not run"]
+    value: float | str | None = None
+    n: str | None = None
+    interval: tuple[float, float] | None = None
+
+    @property
+    def shown(self) -> float | str | None:
+        """What the cell prints before its interval and n: the value, the words "withheld" or "none", or nothing."""
+        return self.value if self.status == "value" else None if self.status == "not run" else self.status
+
+
+def index_cell(part: pd.DataFrame, field: str, statistic: str) -> IndexCell:
+    """The cell of a column over one model's summary rows of the column's tasks (``part``)."""
+    value, n = _aggregate(part[field], statistic), _cell_n(part, field)
+    if value is not None:
+        return IndexCell("value", value, n, _cell_interval(part, field) if statistic == "mean" else None)
+    withheld = _withheld(part, field)
+    if withheld:
+        return IndexCell("withheld", n=withheld)
+    return IndexCell("none", n=n) if n else IndexCell("not run")
+
+
+def _aggregate(values: pd.Series, statistic: str) -> Any:
+    """An index cell: the ``mean`` of the defined values, or ``count_positive`` as "k/n"; None when there are none."""
+    values = values.dropna().astype(float)
+    if values.empty:
+        return None
+    if statistic == "mean":
+        return fig.number(values.mean())
+    if statistic == "count_positive":
+        return f"{int((values > BEATS_MARGIN).sum())}/{len(values)}"
+    raise ValueError(f"schema.yaml: unknown statistic '{statistic}'; use mean or count_positive")
+
+
+def _cell_n(part: pd.DataFrame, field: str) -> str | None:
+    """What an index cell rests on: its tasks for a mean over tasks, its items for a headline summary (``<field>_n``),
+    and ", k of m tasks" where m tasks ran but only k have the headline (the others' rows say why: no layer decides,
+    no concept beyond the baseline), so that a mean over fewer tasks says so; "0 of m tasks" where none has it."""
+    defined = part[part[field].notna()]
+    ran = int(part[f"{field}_n"].notna().sum()) if f"{field}_n" in part else 0
+    if defined.empty:
+        return f"0 of {ran} task" + "s" * (ran != 1) if ran else None
+    if f"{field}_n" in defined:
+        return f"n={int(defined[f'{field}_n'].sum())}" + (f", {len(defined)} of {ran} tasks" if ran > len(defined) else "")
+    return f"{len(defined)} task" + "s" * (len(defined) != 1)
+
+
+def _withheld(part: pd.DataFrame, field: str) -> str | None:
+    """Why a headline cell has no value though the task ran: "n=8 < 20" where the summary withheld it for resting on
+    fewer items than its family's minimum (:data:`layerbench.analysis.HEADLINE_MIN_N`), else None."""
+    if field not in HEADLINE_MIN_N or f"{field}_n" not in part:
+        return None
+    held = part[part[field].isna() & part[f"{field}_n"].notna()]
+    return f"n={int(held[f'{field}_n'].sum())} < {HEADLINE_MIN_N[field]}" if not held.empty else None
+
+
+def _cell_interval(part: pd.DataFrame, field: str) -> tuple[float, float] | None:
+    """An index cell's 95% interval (low, high): its task's own (``<field>_low``, ``<field>_high``), or for a mean of
+    k tasks, mean -+ 1.96 sqrt(sum se_i^2) / k with each se_i its interval's half width / 1.96 (the tasks' items are
+    apart); None where a task of the mean has no interval (its rows carry no stderr)."""
+    if f"{field}_low" not in part:
+        return None
+    defined = part[part[field].notna()]
+    low, high = defined[f"{field}_low"].astype(float), defined[f"{field}_high"].astype(float)
+    if defined.empty or low.isna().any() or high.isna().any():
+        return None
+    if len(defined) == 1:
+        bounds = (low.iloc[0], high.iloc[0])
+    else:
+        half = float(np.sqrt((((high - low) / 2) ** 2).sum()) / len(defined))
+        mean = float(defined[field].astype(float).mean())
+        bounds = (mean - half, mean + half)
+    return float(bounds[0]), float(bounds[1])
+
+
+def index_rows(data: SiteData) -> list[dict[str, Any]]:
+    """One index row per (model, revision): the model's columns, an :class:`IndexCell` per headline column of the schema, and
+    ``apart``: why it is not ranked, else None."""
+    signatures = task_signatures(data.table, data.families, data.sizes)
+    reference = reference_signatures(signatures)
+    out = []
+    for (model, revision), group in data.table.groupby(["model", "revision"], dropna=False, sort=True):
+        revision = revision_of(revision)
+        latest = latest_manifest(data, model, revision)
+        row: dict[str, Any] = {"model": model, "_href_model": f"models/{model_slug(model, revision)}.html", "revision": revision,
+                               "parameters": latest.model.parameters if latest else None, "layers": int(of_model(data.rows, model, revision).n_layers.max()),
+                               "tasks": int(group.task.nunique()), "apart": why_apart(signatures[(model, revision)], reference)}
+        group = group.assign(family=group.task.map(lambda t: data.families.get(t, "other")))
+        for column in data.schema["index_columns"]:
+            if "field" not in column:
+                continue
+            part = group
+            if "family" in column:
+                part = part[part.family == column["family"]]
+            if "protocol" in column:
+                part = part[part.protocol == column["protocol"]]
+            row[column["id"]] = index_cell(part, column["field"], column["statistic"])
+        out.append(row)
+    return out
