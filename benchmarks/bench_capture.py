@@ -29,16 +29,16 @@ import torch
 from common import capture_arguments, synchronize
 
 from layerbench import embed_layers, load_model
-from layerbench.capture import engine
+from layerbench.capture import batching
 from layerbench.data import load_packaged
 
 
 def bare_batches(handle, texts, max_length):
     """The padded batches embed_layers runs, built outside any timing."""
     batches = []
-    for chunk, _, _mask in engine.iter_batches(handle, texts, "auto", max_length):
+    for chunk, _, _mask in batching.iter_batches(handle, texts, "auto", max_length):
         ids = handle.tokenizer([texts[i] for i in chunk], truncation=True, max_length=max_length)["input_ids"]
-        batches.append(engine._pad(ids, handle.tokenizer.pad_token_id or 0, handle.device))
+        batches.append(batching._pad(ids, handle.tokenizer.pad_token_id or 0, handle.device))
     return batches
 
 

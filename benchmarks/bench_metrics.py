@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 from layerbench import iter_token_states, load_model
-from layerbench.capture import capture_layers
+from layerbench.capture import CaptureRequest, capture_layers
 from layerbench.data import load_packaged
 from layerbench.data.augment import make_views
 from layerbench.metrics import list_metrics
@@ -182,10 +182,10 @@ def main() -> None:
     view_texts = [v for per_text in make_views(texts, args.views, seed=0) for v in per_text]
 
     began = time.perf_counter()
-    pooled = capture_layers(handle, texts, "mean", cache=False).pooled
+    pooled = capture_layers(handle, CaptureRequest(texts, pooling="mean", cache=False)).pooled
     t_texts = time.perf_counter() - began
     began = time.perf_counter()
-    views = capture_layers(handle, view_texts, "mean", cache=False).pooled.reshape(handle.n_layers + 1, len(texts), args.views, -1)
+    views = capture_layers(handle, CaptureRequest(view_texts, pooling="mean", cache=False)).pooled.reshape(handle.n_layers + 1, len(texts), args.views, -1)
     t_views = time.perf_counter() - began
     # Token states for both suites (kept in memory here; a run never stores them).
     tokens = [None] * len(texts)

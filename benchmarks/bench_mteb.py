@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from layerbench import capture_layers, load_model
+from layerbench import CaptureRequest, capture_layers, load_model
 from layerbench.data import load_task_data
 from layerbench.data.mteb_tasks import model_meta, run_mteb
 from layerbench.evaluators.mteb import evaluate_mteb
@@ -51,7 +51,7 @@ def reencoding_encoder(handle, layer: int, pooling: str, max_length: int | None)
 
         def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs):
             texts = [text for batch in inputs for text in batch["text"]]
-            vectors = capture_layers(handle, texts, pooling, max_length=max_length, cache=False).pooled[layer]
+            vectors = capture_layers(handle, CaptureRequest(texts, pooling=pooling, max_length=max_length, cache=False)).pooled[layer]
             self.vectors.update(zip(texts, vectors))
             return vectors
 
@@ -81,7 +81,7 @@ def main() -> None:
             reference.append((time.perf_counter() - began, result.task_results[0].get_score(), encoder.vectors))
         began = time.perf_counter()
         ours_data = load_task_data(spec, limit=args.limit)  # the recording run is part of our cost
-        pooled = capture_layers(handle, ours_data.texts, "mean", max_length=spec.max_length, cache=False).pooled
+        pooled = capture_layers(handle, CaptureRequest(ours_data.texts, pooling="mean", max_length=spec.max_length, cache=False)).pooled
         rows = evaluate_mteb(EvaluatorContext(ours_data, spec, states={"clean": pooled})).rows
         ours = time.perf_counter() - began
         main_scores = rows[rows.metric == "main_score"].set_index("layer")["value"]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from layerbench.analysis import main_metrics
-from layerbench.manifest import describe_platform
+from layerbench.environment import describe_platform
 from layerbench.metrics import list_metrics
 from layerbench.results import load_results, read_manifests
 

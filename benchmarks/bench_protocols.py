@@ -29,7 +29,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch
 
 from layerbench import load_model
-from layerbench.capture import capture_layers
+from layerbench.capture import CaptureRequest, capture_layers
 from layerbench.data import load_task_data
 from layerbench.evaluators.backpatch import evaluate_backpatch
 from layerbench.evaluators.consistency import evaluate_consistency, evaluate_xie2024
@@ -101,7 +101,7 @@ def main() -> None:
     print("jin2024: concept-capitals,", args.probe_texts, "texts")
     spec = get_task("concept-capitals")
     data = load_task_data(spec, limit=args.probe_texts)
-    t_capture, captured = clock(lambda: capture_layers(handle, data.texts, "last", cache=False, sites=("residual", "mlp-input")))
+    t_capture, captured = clock(lambda: capture_layers(handle, CaptureRequest(data.texts, pooling="last", cache=False, sites=("residual", "mlp-input"))))
     t_ours, _ = clock(lambda: evaluate_probe(EvaluatorContext(data, spec, 0, states={"clean": captured.sites["residual"].pooled})))
     t_jin, _ = clock(lambda: evaluate_probe(EvaluatorContext(data, under("concept-capitals", "jin2024"), 0, states={"clean": captured.sites["mlp-input"].pooled}, layers=layers)))
     t_theirs, _ = clock(lambda: jin_one_at_a_time(handle, data.texts))
@@ -111,7 +111,7 @@ def main() -> None:
     print("skean2024: mteb-lee-sts, limit", args.mteb_limit)
     spec = get_task("mteb-lee-sts")
     data = load_task_data(spec, limit=args.mteb_limit)
-    t_capture, captured = clock(lambda: capture_layers(handle, data.texts, "mean", cache=False, sites=("residual", "normed")))
+    t_capture, captured = clock(lambda: capture_layers(handle, CaptureRequest(data.texts, pooling="mean", cache=False, sites=("residual", "normed"))))
     t_eval, _ = clock(lambda: evaluate_mteb(EvaluatorContext(data, under("mteb-lee-sts", "skean2024"), 0, states={"clean": captured.sites["normed"].pooled})))
     load, encode = skean_truncated(handle, data.texts)
     print(f"  {len(data.texts)} texts; capture, both sites, one pass {t_capture:7.1f} s | their capture, {handle.n_layers + 1} truncated models: "

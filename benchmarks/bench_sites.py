@@ -27,7 +27,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 from common import capture_arguments, synchronize
 
 from layerbench import load_model
-from layerbench.capture import capture_layers
+from layerbench.capture import CaptureRequest, capture_layers
 from layerbench.data import load_packaged
 
 SITES = ("residual", "normed", "mlp-input")
@@ -35,7 +35,7 @@ SITES = ("residual", "normed", "mlp-input")
 
 def timed(handle, texts, sites) -> float:
     began = time.perf_counter()
-    capture_layers(handle, texts, "mean", "auto", 64, cache=False, sites=sites)
+    capture_layers(handle, CaptureRequest(texts, pooling="mean", batch_size="auto", max_length=64, cache=False, sites=sites))
     synchronize(handle.device)
     return time.perf_counter() - began
 

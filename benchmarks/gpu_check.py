@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from layerbench import embed_layers, load_model
-from layerbench.capture import CaptureStats, capture_layers
+from layerbench.capture import CaptureRequest, CaptureStats, capture_layers
 from layerbench.data import load_packaged
 
 TEXTS = [
@@ -68,7 +68,7 @@ def check(name: str) -> bool:
     ok &= report("metrics on cuda (torch float64) vs numpy", metrics_on_cuda(fp32), 1e-8)
     early = load_model(name, device="cuda", dtype="float32")
     layers = [0, 1, early.n_layers // 2]
-    ok &= report(f"--layers {layers}: stopped pass vs whole pass", relative(capture_layers(early, TEXTS, cache=False, layers=layers).pooled, fp32[layers]), 0.0)
+    ok &= report(f"--layers {layers}: stopped pass vs whole pass", relative(capture_layers(early, CaptureRequest(TEXTS, cache=False, layers=layers)).pooled, fp32[layers]), 0.0)
     return ok
 
 

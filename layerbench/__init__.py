@@ -30,6 +30,7 @@ _EXPORTS = {
     "summary": "layerbench.analysis",
     "run": "layerbench.api",
     "capture_layers": "layerbench.capture",
+    "CaptureRequest": "layerbench.capture",
     "embed_layers": "layerbench.capture",
     "iter_token_states": "layerbench.capture",
     "ModelHandle": "layerbench.models",
@@ -37,14 +38,14 @@ _EXPORTS = {
     "load_results": "layerbench.results",
     "load_items": "layerbench.results",
 }
-__all__ = ["ModelHandle", "UserError", "best_layer", "capture_layers", "embed_layers", "iter_token_states", "layer_curve", "load_items", "load_model",
+__all__ = ["CaptureRequest", "ModelHandle", "UserError", "best_layer", "capture_layers", "embed_layers", "iter_token_states", "layer_curve", "load_items", "load_model",
            "load_results", "metrics", "run", "summary"]
 
 if TYPE_CHECKING:
     from layerbench import metrics
     from layerbench.analysis import best_layer, layer_curve, summary
     from layerbench.api import run
-    from layerbench.capture import capture_layers, embed_layers, iter_token_states
+    from layerbench.capture import CaptureRequest, capture_layers, embed_layers, iter_token_states
     from layerbench.models import ModelHandle, load_model
     from layerbench.results import load_items, load_results
 

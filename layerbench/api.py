@@ -13,9 +13,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from layerbench import preflight
+from layerbench.environment import environment
 from layerbench.errors import UserError
 from layerbench.families import get_family
-from layerbench.manifest import environment
 from layerbench.metrics.suite import MetricPlan
 from layerbench.models.loading import quantization_kwargs, resolve_device
 from layerbench.models.resolve import resolve_checkpoint

@@ -358,9 +358,9 @@ def verdict_line(report: pd.DataFrame) -> str:
 
 def describe_platforms(base: list[Manifest], candidate: list[Manifest]) -> str:
     """One line on whether the two result sets ran on the same platform, from their manifests' platform fingerprints
-    (:func:`layerbench.manifest.platform_fingerprint`): on one platform an unchanged model reproduces bit for bit; across
+    (:func:`layerbench.environment.platform_fingerprint`): on one platform an unchanged model reproduces bit for bit; across
     platforms float32 kernels move the last bits, and a threshold score by an item or so."""
-    from layerbench.manifest import describe_platform
+    from layerbench.environment import describe_platform
 
     def fingerprints(manifests: list[Manifest]) -> dict[str, dict[str, Any] | None]:
         found: dict[str, dict[str, Any] | None] = {}

@@ -23,13 +23,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from layerbench.capture import CaptureStats, capture_layers, counting_passes
+from layerbench.capture import CaptureStats
 from layerbench.choices import DEFAULT_SITE
 from layerbench.data import load_task_data
-from layerbench.data.augment import make_views, noise_prefix
-from layerbench.data.dataset import TextDataset, sample_indices
+from layerbench.data.dataset import TextDataset
 from layerbench.errors import UserError
-from layerbench.families import EvaluatorContext, get_family
+from layerbench.execution.scoring import EXECUTORS, EvaluatorInputs
+from layerbench.execution.task_capture import TaskCapture, TaskTexts, plan_capture, task_texts
+from layerbench.execution.variants import Variant, WorkItem
+from layerbench.families import Family, get_family
 from layerbench.fingerprint import hash_value
 from layerbench.metrics.suite import METRICS_VERSION, MetricPlan, evaluate_metrics
 from layerbench.models import ModelHandle
@@ -37,11 +39,11 @@ from layerbench.models.loading import load_checkpoint
 from layerbench.models.resolve import Checkpoint
 from layerbench.parallel import default_jobs
 from layerbench.results import ResultStore, complete_rows
-from layerbench.results.items import Scored, complete_items
+from layerbench.results.items import complete_items
 from layerbench.results.manifest import Environment, Manifest, ModelRecord, Part, Process, TaskRecord, VariantRecord
 from layerbench.run_config import RunConfig
 from layerbench.specs import TaskSpec
-from layerbench.specs.protocols import resolve_protocol, variant_suffix
+from layerbench.specs.protocols import resolve_protocol
 
 __all__ = ["ModelRunner", "RunSummary", "TaskPlan", "TaskTexts", "Variant", "WorkItem", "plan_task", "seed_everything", "task_config_hash", "task_texts",
            "task_variants"]
@@ -65,36 +67,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One way a task runs: under a protocol (the spec with the protocol's settings), at a capture site, with a pooling.
-
-    Attributes:
-        protocol: the protocol's name (the rows' ``protocol``).
-        spec: the task spec with the protocol's settings applied.
-        site: the capture site (the rows' ``site``).
-        pooling: ``mean``, ``last``, ``cls``, or ``model`` for the model's default.
-    """
-
-    protocol: str
-    spec: TaskSpec
-    site: str
-    pooling: str
-
-    @property
-    def suffix(self) -> str:
-        """The result files' suffix (:func:`layerbench.specs.protocols.variant_suffix`): empty for ours on the residual stream, else ``@<protocol>``, ``@normed``..."""
-        return variant_suffix(self.protocol, self.site)
-
-    @property
-    def label(self) -> str:
-        return f"{self.protocol} on {self.site}"
-
-    def capture_pooling(self, model_default: str) -> str:
-        """The pooling the capture uses: the variant's, or ``model_default`` (the checkpoint's registry default) for ``model``."""
-        return model_default if self.pooling == "model" else self.pooling
 
 
 def task_variants(spec: TaskSpec, config: RunConfig) -> tuple[list[Variant], list[str]]:
@@ -148,65 +120,12 @@ def task_config_hash(variant: Variant, config: RunConfig, checkpoint: Checkpoint
     return hash_value(identity)
 
 
-@dataclass(frozen=True)
-class TaskTexts:
-    """Every text one task's capture runs, as one list, and where each part of it lies.
-
-    The capture sees ``all``: the task's texts (N), their noisy copies (N
-    more, for the ``noise`` robustness variant), then V augmented views of
-    each of the S texts sampled for the metrics (S x V). The accessors cut a
-    site's pooled states ``[K, len(all), D]`` back into those parts.
-    """
-
-    data: TextDataset
-    noise: list[str]
-    sample: list[int]
-    n_views: int
-    views: list[str]
-
-    @property
-    def all(self) -> list[str]:
-        return self.data.texts + self.noise + self.views
-
-    def clean(self, pooled: np.ndarray) -> np.ndarray:
-        """``[K, N, D]``: the task's own texts."""
-        return pooled[:, : len(self.data)]
-
-    def noisy(self, pooled: np.ndarray) -> np.ndarray | None:
-        """``[K, N, D]``: the noisy copies, or None when the noise variant is not asked for."""
-        n = len(self.data)
-        return pooled[:, n : 2 * n] if self.noise else None
-
-    def view_states(self, pooled: np.ndarray) -> np.ndarray | None:
-        """``[K, S, V, D]``: the views of the metric sample, or None when no view metric is planned."""
-        if not self.n_views:
-            return None
-        return pooled[:, len(self.data) + len(self.noise) :].reshape(pooled.shape[0], len(self.sample), self.n_views, -1)
-
-
-def task_texts(data: TextDataset, config: RunConfig, plan: MetricPlan, noise: bool, metrics: bool) -> TaskTexts:
-    """The texts of one task's capture: its texts, their noisy copies if ``noise``, the views of the metric sample if ``metrics`` needs them."""
-    noisy = [noise_prefix(text, config.seed) + text for text in data.texts] if noise else []
-    sample = sample_indices(len(data), config.metric_samples, config.seed).tolist() if metrics and plan.needs_sample else []
-    n_views = plan.n_views if sample else 0
-    views = [v for per_text in make_views([data.texts[i] for i in sample], n_views, config.seed) for v in per_text] if n_views else []
-    return TaskTexts(data, noisy, sample, n_views, views)
-
-
 # The identity an item record shares with its score rows.
 _ITEM_IDENTITY = ("model", "revision", "task", "subset", "split", "run_id", "protocol", "site")
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-@dataclass(frozen=True)
-class WorkItem:
-    """One variant of a task to run now, and which of its parts (its scores, its label-free metrics)."""
-
-    variant: Variant
-    parts: tuple[Part, ...]
 
 
 @dataclass(frozen=True)
@@ -377,107 +296,75 @@ class ModelRunner:
     def execute(self, spec: TaskSpec, work: list[WorkItem], prefix: str) -> tuple[dict[tuple[str, Part], pd.DataFrame], TaskRecord]:
         """Data -> captures -> evaluators and metrics -> tidy rows per (variant suffix, part), and the task's manifest record.
 
-        One capture per pooling serves every variant and part of ``work``:
-        all their sites, the task's texts, their noisy copies, the augmented
-        views of the metric sample, and the per-prompt kernels on that
-        sample's token states go through the same batched forward passes
-        (:class:`TaskTexts`). A precision variant is one more capture of the
-        task's texts with the model loaded in that precision.
+        One capture per pooling serves every variant and part of ``work`` (:class:`~layerbench.task_capture.TaskCapture`);
+        each variant's scores come from the executor of what its family reads (:data:`~layerbench.scoring.EXECUTORS`),
+        its label-free metrics from the metric stage.
         """
-        handle, config, plan, stats = self.handle, self.config, self.plan, self.stats
+        handle, config = self.handle, self.config
         assert handle is not None  # run_task loads the model first
         began = time.perf_counter()
         family = get_family(spec.family)
         data = family.texts_for_model(load_task_data(spec, config.limit, config.seed), handle.checkpoint.prompts)
         seconds = {"data": time.perf_counter() - began}
-        reads_states = family.reads == "states"
-        pooling_of = {item.variant.suffix: item.variant.capture_pooling(handle.default_pooling) for item in work}
-        with_scores = any(Part.SCORES in item.parts for item in work)
-        robustness = [r for r in config.robustness if family.robustness] if with_scores and reads_states else []
-        texts = task_texts(data, config, plan, "noise" in robustness, any(Part.METRICS in item.parts for item in work))
-        sites_of: dict[str, list[str]] = {}  # pooling -> the sites captured with it (a model-reading family captures only for its metrics)
-        for item in work:
-            v = item.variant
-            if Part.METRICS in item.parts or reads_states:
-                sites_of.setdefault(pooling_of[v.suffix], [])
-                if v.site not in sites_of[pooling_of[v.suffix]]:
-                    sites_of[pooling_of[v.suffix]].append(v.site)
-        _log(
-            f"{prefix}: {len(data)} texts, " + (f"{len(config.layers)} of {handle.n_layers + 1} layers" if config.layers else f"{handle.n_layers + 1} layers") + "; "
-            + "; ".join(f"{item.variant.label} ({pooling_of[item.variant.suffix]} pooling)" for item in work)
-            + (f"; robustness variants {', '.join(robustness)}" if robustness else "")
-            + (f"; metrics on {len(texts.sample)} sampled texts, {texts.n_views} augmented views each" if texts.sample else "")
-        )
-        began = time.perf_counter()
-        passes_before, kernel_seconds = stats.forward_passes, stats.per_prompt_seconds
-        max_length = config.max_length or spec.max_length
-        captures = {
-            pooling: capture_layers(handle, texts.all, pooling, config.batch_size, max_length, cache=config.cache, stats=stats,
-                                    per_prompt=plan.kernels if texts.sample else None, per_prompt_texts=texts.sample, sites=sites, layers=config.layers or None)
-            for pooling, sites in sites_of.items()
-        }
-        precision = {
-            (r, pooling): capture_layers(self.variant_handles[r], data.texts, pooling, config.batch_size, max_length, cache=config.cache, stats=stats, sites=sites,
-                                         layers=config.layers or None)
-            for r in robustness if r in self.variant_handles for pooling, sites in sites_of.items()
-        }
-        t_kernels = stats.per_prompt_seconds - kernel_seconds  # token metrics, computed inside the capture
-        seconds["capture"] = time.perf_counter() - began - t_kernels
+        passes_before = self.stats.forward_passes
+        task = plan_capture(data, config, self.plan, family, work, handle.default_pooling, spec.max_length)
+        _log(f"{prefix}: {task.describe(len(data), handle.n_layers, config.layers)}")
+        seconds |= task.run(handle, self.variant_handles, config, self.stats)
         rows: dict[tuple[str, Part], pd.DataFrame] = {}
         record = TaskRecord(family=spec.family, main_score=spec.main_score, version=spec.version, n=len(data), data=data.provenance)
-        # A model on a GPU: the metrics compute there too, in torch. --metrics-device chooses (cpu: torch on the host); a CPU model: numpy.
-        metrics_device = config.metrics_device or (handle.device.type if handle.device.type != "cpu" else None)
         for item in work:
             v = item.variant
-            pooling = pooling_of[v.suffix]
-            identity: dict[str, Any] = dict(model=self.name, revision=self.revision, task=spec.name, subset=spec.subset, split=spec.split,
-                                            n_layers=handle.n_layers, run_id=self.run_id, protocol=v.protocol, site=v.site)
-            entry = VariantRecord(protocol=v.protocol, site=v.site, pooling=pooling)
+            identity = dict(model=self.name, revision=self.revision, task=spec.name, subset=spec.subset, split=spec.split,
+                            n_layers=handle.n_layers, run_id=self.run_id, protocol=v.protocol, site=v.site)
+            entry = VariantRecord(protocol=v.protocol, site=v.site, pooling=task.pooling_of[v.suffix])
             if Part.SCORES in item.parts:
-                evaluator = family.load_evaluator(v.protocol)  # the protocol's own function, else the family's evaluator
-                if evaluator is None:  # plan_task asks for scores only where the family has an evaluator
-                    raise ValueError(f"task '{spec.name}' has no evaluator for its scores")
-                began = time.perf_counter()
-                _log(f"{prefix}: {spec.family} evaluator, {v.label}, on {len(captures[pooling].sites[v.site].layers) if reads_states else handle.n_layers + 1} layers"
-                     + (f" in {self.jobs} worker processes" if reads_states and self.jobs > 1 else ""))
-                if reads_states:
-                    site = captures[pooling].sites[v.site]
-                    states = {"clean": texts.clean(site.pooled)}
-                    noisy = texts.noisy(site.pooled)
-                    if noisy is not None:
-                        states["noise"] = noisy
-                    states |= {r: precision[(r, pooling)].sites[v.site].pooled for r in robustness if (r, pooling) in precision}
-                    context = EvaluatorContext(data, v.spec, config.seed, states=states, layers=site.layers, n_layers=handle.n_layers, jobs=self.jobs)
-                    scores = evaluator(context)
-                else:
-                    context = EvaluatorContext(data, v.spec, config.seed, handle=handle, n_layers=handle.n_layers)
-                    with counting_passes(handle, stats):
-                        scores = evaluator(context)
-                entry.evaluator_notes = context.notes or None
-                if isinstance(scores, Scored):  # an evaluator that keeps item records (the gate pairs on them)
-                    if scores.items is not None:
-                        rows[(v.suffix, Part.ITEMS)] = complete_items(scores.items, **{k: identity[k] for k in _ITEM_IDENTITY})
-                    scores = scores.rows
-                rows[(v.suffix, Part.SCORES)] = complete_rows(scores, **identity)
-                seconds["evaluate"] = seconds.get("evaluate", 0.0) + time.perf_counter() - began
-                if robustness:
-                    entry.robustness = robustness
+                rows |= self.score(family, v, data, task, identity, entry, seconds, prefix)
             if Part.METRICS in item.parts:
-                began = time.perf_counter()
-                _log(f"{prefix}: {len(plan.metrics)} label-free metrics, {v.site} site")
-                site = captures[pooling].sites[v.site]
-                metric_rows, notes = evaluate_metrics(plan, texts.clean(site.pooled), site.per_prompt, texts.view_states(site.pooled), layers=site.layers,
-                                                      device=metrics_device)
-                rows[(v.suffix, Part.METRICS)] = complete_rows(metric_rows, **identity)
-                seconds["metrics"] = seconds.get("metrics", 0.0) + time.perf_counter() - began
-                entry.metrics = {"names": plan.names, "sampled_texts": len(texts.sample), "views_per_text": texts.n_views, "notes": notes}
-                for name, note in notes.items():
-                    _log(f"{prefix}: {name}: {note}")
+                rows |= self.metrics(v, task, identity, entry, seconds, prefix)
             entry.rows = {part.value: len(rows[(v.suffix, part)]) for part in Part if (v.suffix, part) in rows}
             record.variants[v.suffix or "default"] = entry
-        seconds["metrics"] = seconds.get("metrics", 0.0) + (t_kernels if texts.sample else 0.0)
-        record.forward_passes, record.seconds = stats.forward_passes - passes_before, seconds
+        seconds["metrics"] = seconds.get("metrics", 0.0) + task.kernel_seconds  # the kernels ran inside the capture's passes
+        record.forward_passes, record.seconds = self.stats.forward_passes - passes_before, seconds
         return rows, record
+
+    def score(self, family: Family, v: Variant, data: TextDataset, task: TaskCapture, identity: dict[str, Any], entry: VariantRecord,
+              seconds: dict[str, float], prefix: str) -> dict[tuple[str, Part], pd.DataFrame]:
+        """One variant's scores (and item records) from its protocol's evaluator, run by the executor of what the family reads."""
+        handle = self.handle
+        assert handle is not None
+        evaluator = family.load_evaluator(v.protocol)  # the protocol's own function, else the family's evaluator
+        if evaluator is None:  # plan_task asks for scores only where the family has an evaluator
+            raise ValueError(f"task '{v.spec.name}' has no evaluator for its scores")
+        began = time.perf_counter()
+        reads_states = family.reads == "states"
+        _log(f"{prefix}: {family.name} evaluator, {v.label}, on {len(task.site(v).layers) if reads_states else handle.n_layers + 1} layers"
+             + (f" in {self.jobs} worker processes" if reads_states and self.jobs > 1 else ""))
+        scored = EXECUTORS[family.reads](evaluator, EvaluatorInputs(data, v, self.config.seed, handle, task, self.jobs, self.stats))
+        entry.evaluator_notes = scored.notes or None
+        rows = {(v.suffix, Part.SCORES): complete_rows(scored.rows, **identity)}
+        if scored.items is not None:  # an evaluator that keeps item records (the gate pairs on them)
+            rows[(v.suffix, Part.ITEMS)] = complete_items(scored.items, **{k: identity[k] for k in _ITEM_IDENTITY})
+        seconds["evaluate"] = seconds.get("evaluate", 0.0) + time.perf_counter() - began
+        if task.robustness:
+            entry.robustness = task.robustness
+        return rows
+
+    def metrics(self, v: Variant, task: TaskCapture, identity: dict[str, Any], entry: VariantRecord, seconds: dict[str, float],
+                prefix: str) -> dict[tuple[str, Part], pd.DataFrame]:
+        """One variant's label-free metrics on its site's pooled states, views and per-prompt kernel values."""
+        handle, plan, texts = self.handle, self.plan, task.texts
+        assert handle is not None
+        began = time.perf_counter()
+        _log(f"{prefix}: {len(plan.metrics)} label-free metrics, {v.site} site")
+        # A model on a GPU: the metrics compute there too, in torch. --metrics-device chooses (cpu: torch on the host); a CPU model: numpy.
+        device = self.config.metrics_device or (handle.device.type if handle.device.type != "cpu" else None)
+        site = task.site(v)
+        metric_rows, notes = evaluate_metrics(plan, texts.clean(site.pooled), site.per_prompt, texts.view_states(site.pooled), layers=site.layers, device=device)
+        seconds["metrics"] = seconds.get("metrics", 0.0) + time.perf_counter() - began
+        entry.metrics = {"names": plan.names, "sampled_texts": len(texts.sample), "views_per_text": texts.n_views, "notes": notes}
+        for name, note in notes.items():
+            _log(f"{prefix}: {name}: {note}")
+        return {(v.suffix, Part.METRICS): complete_rows(metric_rows, **identity)}
 
     def record(self, spec: TaskSpec, plan: TaskPlan, work: list[WorkItem], rows: dict[tuple[str, Part], pd.DataFrame], record: TaskRecord) -> None:
         """Write a task's rows (item records first, with their scores' hash), then the manifest with the task's record merged in.

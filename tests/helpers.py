@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from layerbench import embed_layers
-from layerbench.capture import CaptureStats, capture_layers
+from layerbench.capture import CaptureRequest, CaptureStats, capture_layers
 from layerbench.families import EvaluatorContext
 
 # The 3-block configuration every tiny test model uses.
@@ -63,7 +63,7 @@ def platform_tolerance(rows: pd.DataFrame) -> np.ndarray:
 
 def same_platform(folder: Path) -> bool:
     """Whether every run manifest under ``folder`` was written on this machine's platform (its fingerprint id)."""
-    from layerbench.manifest import platform_fingerprint
+    from layerbench.environment import platform_fingerprint
 
     here = platform_fingerprint()["id"]
     ids = {(json.loads(p.read_text()).get("environment", {}).get("platform_fingerprint") or {}).get("id") for p in folder.rglob("runs/*.json")}
@@ -82,7 +82,7 @@ def check_padding_invariance(handle, pooling: str) -> None:
 def check_three_sites_in_one_pass(handle) -> None:
     """residual, normed and mlp-input captured together equal each captured alone, at a third of the passes."""
     together = CaptureStats()
-    captured = capture_layers(handle, TEXTS, "mean", cache=False, stats=together, sites=("residual", "normed", "mlp-input"))
+    captured = capture_layers(handle, CaptureRequest(TEXTS, pooling="mean", cache=False, sites=("residual", "normed", "mlp-input")), stats=together)
     alone = CaptureStats()
     for site in ("residual", "normed", "mlp-input"):
         single = embed_layers(handle, TEXTS, "mean", cache=False, stats=alone, site=site)

@@ -5,6 +5,8 @@
 - No evaluator compares a protocol's name: a protocol is its settings (``layerbench.families.registry.ProtocolSettings``).
 - Every module of the static site is at most 300 lines.
 - ``make lint`` covers every tracked Python folder.
+- The runner's ``execute`` is under 40 lines: a dispatch to the steps in ``layerbench/execution``.
+- ``capture_layers`` takes a request object.
 """
 from __future__ import annotations
 
@@ -83,3 +85,22 @@ def test_make_lint_covers_every_tracked_python_folder():
     ruff = next(line for line in makefile.splitlines() if "ruff check" in line)
     assert folders and folders <= set(ruff.split()), f"make lint's ruff misses {sorted(folders - set(ruff.split()))}"
     assert "RUF100" in (ROOT / "pyproject.toml").read_text()
+
+
+def test_the_runners_execute_is_a_dispatch_under_40_lines():
+    """``ModelRunner.execute`` plans the capture, runs it, and hands each variant to the executor of what its family reads
+    (``layerbench/execution``); the steps live there, not in one long function."""
+    tree = ast.parse((PACKAGE / "runner.py").read_text())
+    runner = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ModelRunner")
+    execute = next(n for n in runner.body if isinstance(n, ast.FunctionDef) and n.name == "execute")
+    assert execute.end_lineno is not None and execute.end_lineno - execute.lineno + 1 < 40
+
+
+def test_capture_layers_takes_a_request_object():
+    """``capture_layers(handle, request, stats)``: what to capture is one :class:`~layerbench.capture.CaptureRequest`."""
+    import inspect
+
+    from layerbench.capture import CaptureRequest, capture_layers
+
+    assert list(inspect.signature(capture_layers).parameters) == ["handle", "request", "stats"]
+    assert "texts" in {f.name for f in __import__("dataclasses").fields(CaptureRequest)}

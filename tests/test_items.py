@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import average_precision_score
 
-from layerbench.capture import capture_layers
+from layerbench.capture import CaptureRequest, capture_layers
 from layerbench.cli import main
 from layerbench.data import load_task_data
 from layerbench.errors import UserError
@@ -42,7 +42,7 @@ def test_item_ids_hash_the_texts_and_stay_unique():
 def test_mteb_items_recompute_mtebs_main_score_at_every_layer(minilm, name):
     spec = get_task(name)
     data = load_task_data(spec, limit=120)
-    pooled = capture_layers(minilm, data.texts, "mean", max_length=spec.max_length, cache=False).pooled
+    pooled = capture_layers(minilm, CaptureRequest(data.texts, pooling="mean", max_length=spec.max_length, cache=False)).pooled
     scored = evaluate_mteb(EvaluatorContext(data, spec, states={"clean": pooled}))
     main_score = scored.rows.query("metric == 'main_score'").set_index("layer").value
     items = scored.items
@@ -81,7 +81,7 @@ def test_a_scores_item_stderr_is_its_bootstrap_spread():
 def test_clustering_keeps_no_items(minilm):
     spec = get_task("mteb-bbc-clustering")
     data = load_task_data(spec, limit=60)
-    pooled = capture_layers(minilm, data.texts, "mean", max_length=spec.max_length, cache=False).pooled
+    pooled = capture_layers(minilm, CaptureRequest(data.texts, pooling="mean", max_length=spec.max_length, cache=False)).pooled
     assert evaluate_mteb(EvaluatorContext(data, spec, states={"clean": pooled[[3]]}, layers=[3])).items is None
 
 
@@ -91,7 +91,7 @@ def test_probe_items_are_each_items_held_out_prediction(minilm):
     mean is the accuracy row; the probability is of the true class and agrees with the prediction."""
     spec = get_task("concept-capitals")
     data = load_task_data(spec, limit=100)
-    pooled = capture_layers(minilm, data.texts, "last", cache=False).pooled
+    pooled = capture_layers(minilm, CaptureRequest(data.texts, pooling="last", cache=False)).pooled
     scored = evaluate_probe(EvaluatorContext(data, spec, states={"clean": pooled}))
     items, rows = scored.items, scored.rows
     assert items is not None and len(items) == 7 * 100 and set(items.fold) == set(range(5))

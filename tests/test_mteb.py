@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layerbench import capture_layers
+from layerbench import CaptureRequest, capture_layers
 from layerbench.data import load_task_data
 from layerbench.data.mteb_tasks import OFFLINE_TASKS, evaluation_items, get_mteb_task, model_meta, prompted_texts, run_mteb
 from layerbench.errors import UserError
@@ -78,7 +78,7 @@ def test_the_clustering_standard_error_is_conservative_against_disjoint_samples(
     from layerbench.data.mteb_tasks import _bbc
 
     _, bodies, topics, _ = _bbc(None, 0, None)
-    last = capture_layers(minilm, bodies, "mean", max_length=64, cache=False, layers=[6]).pooled[0]
+    last = capture_layers(minilm, CaptureRequest(bodies, pooling="mean", max_length=64, cache=False, layers=[6])).pooled[0]
     last = last / np.linalg.norm(last, axis=1, keepdims=True)
     order = np.random.default_rng(1).permutation(len(bodies))
     scores, stderrs = [], []
@@ -102,7 +102,7 @@ def test_minilm_last_layer_equals_mteb_on_the_sentence_transformer(minilm):
     # 150 of the 1,225 pairs, the same seeded subsample on both sides: mteb's STS evaluator encodes every pair's two
     # documents (2,450 encodes for all pairs, 45 s here), and the equality holds on any subsample.
     data = load_task_data(spec, limit=150)
-    pooled = capture_layers(minilm, data.texts, "mean", max_length=256, cache=False).pooled
+    pooled = capture_layers(minilm, CaptureRequest(data.texts, pooling="mean", max_length=256, cache=False)).pooled
     rows = evaluate_mteb(EvaluatorContext(data, spec, states={"clean": pooled})).rows
     ours = rows[(rows.metric == "main_score") & (rows.layer == 6)]["value"].item()
 
@@ -125,7 +125,7 @@ def test_every_layer_of_every_offline_task_costs_one_pass_per_unique_text(minilm
         data = load_task_data(spec, limit=60)
         assert data.texts and not unique & set(data.texts)
         unique |= set(data.texts)
-        pooled = capture_layers(minilm, data.texts, "mean", max_length=spec.max_length, cache=False, stats=stats).pooled
+        pooled = capture_layers(minilm, CaptureRequest(data.texts, pooling="mean", max_length=spec.max_length, cache=False), stats=stats).pooled
         rows = evaluate_mteb(EvaluatorContext(data, spec, states={"clean": pooled})).rows
         main = rows[rows.metric == "main_score"]
         assert len(main) == 7 and main["value"].notna().all()

@@ -60,19 +60,19 @@ def test_parse_layers_takes_numbers_and_inclusive_ranges():
 
 
 def test_a_layer_beyond_the_model_is_a_one_line_error(minilm):
-    from layerbench import capture_layers
+    from layerbench import CaptureRequest, capture_layers
 
     with pytest.raises(UserError, match="layer 7 asked for; the model has layers 0..6"):
-        capture_layers(minilm, ["a text"], layers=[2, 7], cache=False)
-    states = capture_layers(minilm, ["a text", "another"], layers=[2, 6], cache=False)
+        capture_layers(minilm, CaptureRequest(["a text"], layers=[2, 7], cache=False))
+    states = capture_layers(minilm, CaptureRequest(["a text", "another"], layers=[2, 6], cache=False))
     assert states.pooled.shape == (2, 2, 384) and list(states.sites["residual"].layers) == [2, 6]
-    np.testing.assert_array_equal(states.pooled, capture_layers(minilm, ["a text", "another"], cache=False).pooled[[2, 6]])
+    np.testing.assert_array_equal(states.pooled, capture_layers(minilm, CaptureRequest(["a text", "another"], cache=False)).pooled[[2, 6]])
 
 
 @pytest.mark.parametrize("model", ["minilm", "smollm"])
 def test_early_layers_stop_the_forward_pass_and_equal_the_full_one_bit_for_bit(model, request):
     """--layers 0,1,3: blocks after the third never run, and every site's states are the bits of the whole pass."""
-    from layerbench import capture_layers
+    from layerbench import CaptureRequest, capture_layers
     from layerbench.capture import CaptureStats
 
     handle = request.getfixturevalue(model)
@@ -81,12 +81,12 @@ def test_early_layers_stop_the_forward_pass_and_equal_the_full_one_bit_for_bit(m
     ran = []
     hooks = [block.register_forward_hook(lambda *_, i=i: ran.append(i)) for i, block in enumerate(handle.anatomy.blocks)]
     try:
-        early = capture_layers(handle, texts, layers=[0, 1, 3], cache=False, sites=sites, stats=CaptureStats())
+        early = capture_layers(handle, CaptureRequest(texts, layers=[0, 1, 3], cache=False, sites=sites), stats=CaptureStats())
     finally:
         for hook in hooks:
             hook.remove()
     assert sorted(set(ran)) == [0, 1, 2]  # blocks 1..3 of the capture's numbering
-    full = capture_layers(handle, texts, cache=False, sites=sites)
+    full = capture_layers(handle, CaptureRequest(texts, cache=False, sites=sites))
     for site in ("residual", "normed"):
         np.testing.assert_array_equal(early.sites[site].pooled, full.sites[site].pooled[[0, 1, 3]])
     np.testing.assert_array_equal(early.sites["mlp-input"].pooled, full.sites["mlp-input"].pooled[[0, 2]])  # mlp-input layers are 1..L

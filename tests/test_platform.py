@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from layerbench.compare import describe_platforms
-from layerbench.manifest import cpu_identity, describe_platform, environment, lock_pins, lock_status, platform_fingerprint
+from layerbench.environment import cpu_identity, describe_platform, environment, lock_pins, lock_status, platform_fingerprint
 
 ROOT = Path(__file__).parent.parent
 # The first lines of an Intel host's /proc/cpuinfo (one processor's block, then the next).

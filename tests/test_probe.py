@@ -175,11 +175,11 @@ def test_multiclass_labels_use_macro_f1_and_one_vs_rest_auroc():
 
 @pytest.mark.slow
 def test_smollm2_capital_probe_is_at_chance_at_the_embeddings_and_above_0_7_at_its_best(smollm):
-    from layerbench import capture_layers
+    from layerbench import CaptureRequest, capture_layers
 
     spec = get_task("concept-capitals")
     data = load_task_data(spec)
-    pooled = capture_layers(smollm, data.texts, "last", max_length=spec.max_length).pooled
+    pooled = capture_layers(smollm, CaptureRequest(data.texts, pooling="last", max_length=spec.max_length)).pooled
     rows = probe_layers(pooled, encode_labels(data.labels, spec.labels), spec.settings)
     accuracy = rows[rows.metric == "accuracy"].sort_values("layer")["value"].to_numpy()
     assert len(accuracy) == 31

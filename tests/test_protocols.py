@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import tokenizer_restored
 
-from layerbench.capture import capture_layers
+from layerbench.capture import CaptureRequest, capture_layers
 from layerbench.data import load_task_data
 from layerbench.data.two_hop import contains, parse_queries
 from layerbench.evaluators.consistency import median_calibration, weighted_mode, xie2024_prompts, xie2024_read, xie2024_sample, xie2024_scores
@@ -65,7 +65,7 @@ def test_skean2024_equals_a_truncated_model_in_states_and_mteb_scores(smollm):
 
     spec = under("mteb-lee-sts", "skean2024")
     data = load_task_data(spec, limit=30)
-    ours = capture_layers(smollm, data.texts, "mean", cache=False, sites=("normed",)).sites["normed"].pooled
+    ours = capture_layers(smollm, CaptureRequest(data.texts, pooling="mean", cache=False, sites=("normed",))).sites["normed"].pooled
     for layer in (0, 15):  # layer L of the normed site is Hugging Face's last entry (tests/test_sites.py)
         theirs = _truncated_model_vectors(smollm.checkpoint.path, smollm.tokenizer, data.texts, layer)
         assert relative(ours[layer], theirs) < 1e-4, layer
@@ -98,7 +98,7 @@ def test_jin2024_equals_the_authors_hooks_grouping_and_split(smollm):
     spec = under("concept-capitals", "jin2024")
     data = load_task_data(spec, limit=40)
     y = encode_labels(data.labels, spec.labels)
-    pooled = capture_layers(smollm, data.texts, "last", cache=False, sites=("mlp-input",)).sites["mlp-input"].pooled  # [L, N, D]
+    pooled = capture_layers(smollm, CaptureRequest(data.texts, pooling="last", cache=False, sites=("mlp-input",))).sites["mlp-input"].pooled  # [L, N, D]
     rows = evaluate_probe(EvaluatorContext(data, spec, 0, states={"clean": pooled}, layers=range(1, smollm.n_layers + 1))).rows
     # main.py: X = [every text of the first list, then the second], y = 0s then 1s.
     first = [t for t, c in zip(data.texts, y) if c == 0]

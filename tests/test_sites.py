@@ -23,7 +23,7 @@ from transformers import (
 )
 
 from layerbench import UserError, embed_layers
-from layerbench.capture import CaptureStats, capture_layers
+from layerbench.capture import CaptureRequest, CaptureStats, capture_layers
 from layerbench.capture.sites import check_sites, recording, site_layers, site_stacks
 from layerbench.models import get_anatomy
 
@@ -94,7 +94,7 @@ def test_the_cache_keeps_sites_apart(minilm, tmp_path):
     mlp = embed_layers(minilm, TEXTS, cache=tmp_path, stats=normed_stats, site="mlp-input")
     assert normed_stats.cache_hits == 0 and normed_stats.texts_computed == len(TEXTS)  # another site is another entry
     again = CaptureStats()
-    captured = capture_layers(minilm, TEXTS, cache=tmp_path, stats=again, sites=("residual", "mlp-input"))
+    captured = capture_layers(minilm, CaptureRequest(TEXTS, cache=tmp_path, sites=("residual", "mlp-input")), stats=again)
     assert again.forward_passes == 0 and again.cache_hits == 2 * len(TEXTS)
     np.testing.assert_array_equal(captured.sites["residual"].pooled, residual)
     np.testing.assert_array_equal(captured.sites["mlp-input"].pooled, mlp)

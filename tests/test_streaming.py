@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from layerbench import capture_layers
+from layerbench import CaptureRequest, capture_layers
 from layerbench.metrics import anisotropy, effective_rank, matrix_entropy, mean_norm
 from layerbench.metrics.streaming import streaming_pooled_metrics
 from layerbench.metrics.suite import MetricPlan, evaluate_metrics
@@ -41,8 +41,8 @@ def test_streaming_closed_forms(tmp_path):
 
 def test_a_capture_over_the_memory_budget_spills_to_float16_and_the_metrics_stream(minilm):
     texts = [f"Sentence number {i} is about {w}." for i, w in enumerate(["cats", "stocks", "rain", "music", "code"] * 8)]
-    in_memory = capture_layers(minilm, texts, "mean", cache=False).pooled
-    spilled = capture_layers(minilm, texts, "mean", cache=False, memory_budget=1).pooled
+    in_memory = capture_layers(minilm, CaptureRequest(texts, pooling="mean", cache=False)).pooled
+    spilled = capture_layers(minilm, CaptureRequest(texts, pooling="mean", cache=False, memory_budget=1)).pooled
     assert isinstance(spilled, np.memmap) and spilled.dtype == np.float16 and spilled.shape == in_memory.shape
     # The spill file is gone from the folder at once (the mapping holds the space): a long-lived worker piles up nothing.
     from layerbench.config import cache_dir
@@ -63,7 +63,7 @@ def test_the_activation_cache_can_live_at_an_fsspec_url(minilm):
 
     texts = ["The cache is shared.", "By every worker.", "Through one URL."]
     first, second = CaptureStats(), CaptureStats()
-    fresh = capture_layers(minilm, texts, "mean", cache="memory://layerbench-test/activations", stats=first).pooled
-    again = capture_layers(minilm, texts, "mean", cache="memory://layerbench-test/activations", stats=second).pooled
+    fresh = capture_layers(minilm, CaptureRequest(texts, pooling="mean", cache="memory://layerbench-test/activations"), stats=first).pooled
+    again = capture_layers(minilm, CaptureRequest(texts, pooling="mean", cache="memory://layerbench-test/activations"), stats=second).pooled
     assert first.texts_computed == 3 and second.cache_hits == 3 and second.forward_passes == 0
     np.testing.assert_array_equal(fresh, again)  # entries are float32: a hit is bit for bit the fresh states

@@ -32,8 +32,9 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,6 +64,14 @@ class Scored:
 
     rows: pd.DataFrame
     items: pd.DataFrame | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def as_scored(result: Scored | pd.DataFrame, notes: dict[str, Any] | None = None) -> Scored:
+    """An evaluator's result as :class:`Scored`: bare rows get no items; ``notes`` (what the manifest should say of the variant)
+    are added to the result's own."""
+    scored = result if isinstance(result, Scored) else Scored(result)
+    return replace(scored, notes={**scored.notes, **(notes or {})})
 
 
 def item_ids(*texts: Sequence[str]) -> list[str]:

@@ -72,7 +72,7 @@ class ModelRecord(_Open):
 
 
 class Environment(_Open):
-    """The software and machine (:func:`layerbench.manifest.environment`)."""
+    """The software and machine (:func:`layerbench.environment.environment`)."""
 
     python: str | None = None
     platform: str | None = None
