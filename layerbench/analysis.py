@@ -15,17 +15,11 @@ import numpy as np
 import pandas as pd
 
 from layerbench.errors import UserError
-from layerbench.families import all_families
+from layerbench.families import all_headlines
 
 GROUP = ["model", "revision", "task", "protocol", "site", "subset", "split", "metric"]
 # What one task's ranking is per: a model run of a task under one protocol at one site.
 TASK_KEY = ["model", "revision", "task", "protocol", "site"]
-# Summary rows the leaderboard shows per task when they exist, as (metric, column name): each family's headlines.
-HEADLINE_SUMMARIES = tuple(headline for family in all_families().values() for headline in family.headlines)
-# The fewest items a headline summary must rest on to be shown as one (each family's headline_min_n).
-HEADLINE_MIN_N = {metric: n for family in all_families().values() for metric, n in family.headline_min_n}
-# How each headline summary's 95% interval is drawn (each family's headline_intervals; ``normal`` where none is said).
-HEADLINE_INTERVALS = {metric: method for family in all_families().values() for metric, method in family.headline_intervals}
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
 
@@ -189,17 +183,18 @@ def summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None = None) -> 
     if "note" not in summaries:  # rows built by hand, or read before the column existed
         summaries = summaries.assign(note=pd.NA)
     notes = []
-    for metric, column in HEADLINE_SUMMARIES:
+    for headline in all_headlines():  # the families' headlines that summary rows give, read from the registry now
+        metric, column = headline.metric, headline.column
         values = summaries[summaries.metric == metric].drop_duplicates(TASK_KEY)[[*TASK_KEY, "value", "n", "stderr", "note"]]
-        few = values.n < HEADLINE_MIN_N.get(metric, 0)
+        few = values.n < (headline.min_n or 0)
         if few.any():  # too few items to rank by: the value is withheld and the note says on how few it rests
-            values = values.assign(note=values.note.where(~few, [f"{metric} {v:.2f} rests on {n} items, fewer than the {HEADLINE_MIN_N[metric]} "
+            values = values.assign(note=values.note.where(~few, [f"{metric} {v:.2f} rests on {n} items, fewer than the {headline.min_n} "
                                                                  "a headline needs" for v, n in zip(values.value, values.n)]),
                                    value=values.value.where(~few))
         out = out.merge(values[[*TASK_KEY, "value", "n", "stderr"]].rename(columns={"value": column, "n": f"{column}_n", "stderr": f"{column}_se"}),
                         on=TASK_KEY, how="left")
         out[column] = out[column].astype(float)
-        if HEADLINE_INTERVALS.get(metric) == "wilson":
+        if headline.interval == "wilson":
             out[f"{column}_low"], out[f"{column}_high"] = wilson_interval(out[column], out[f"{column}_n"].astype(float))
         else:
             out[f"{column}_low"], out[f"{column}_high"] = normal_interval(out[column], out[f"{column}_se"].astype(float))

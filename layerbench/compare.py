@@ -40,8 +40,9 @@ import numpy as np
 import pandas as pd
 
 from layerbench import paired
-from layerbench.analysis import HEADLINE_SUMMARIES, best_layer, main_metrics
+from layerbench.analysis import best_layer, main_metrics
 from layerbench.errors import UserError
+from layerbench.families import all_headlines
 from layerbench.results.items import item_matrix, item_targets, item_units
 from layerbench.results.manifest import Manifest
 
@@ -72,7 +73,7 @@ def row_kinds(rows: pd.DataFrame, mains: dict[str, str | None]) -> np.ndarray:
     # A task without a main metric (an interrupted run left only its label-free metrics) matches no metric ("\0").
     main = rows.task.map(mains).fillna("\0")
     directed = rows.higher_is_better.notna().to_numpy()
-    headline_metrics = {metric for metric, _ in HEADLINE_SUMMARIES}
+    headline_metrics = {headline.metric for headline in all_headlines()}
     best = (rows.metric == "best:" + main).to_numpy(dtype=bool)
     summary_headline = (rows.metric.isin(headline_metrics) & rows.layer.isna()).to_numpy(dtype=bool) & directed
     per_layer_main = ((rows.metric == main) & rows.layer.notna()).to_numpy(dtype=bool) & directed

@@ -1,7 +1,9 @@
 """Rules of the code's shape that an issue asked for, kept true by a test so that a later change cannot undo them unseen.
 
 - A paper's protocol is named only by the modules of its family (its record, its evaluator, its data files: a module
-  named after the family, in any package), in any spelling: ``jin2024``, ``JIN-2024``, ``jin_2024_strategyqa``.
+  named after the family, in any package), in any spelling: ``jin2024``, ``JIN-2024``, ``jin_2024_strategyqa``; the
+  site's schema and templates name none.
+- A family's headlines are declared once, in its record: the schema names none of their columns.
 - No evaluator compares a protocol's name: a protocol is its settings (``layerbench.families.registry.ProtocolSettings``).
 - Every module of the static site is at most 300 lines.
 - ``make lint`` covers every tracked Python folder.
@@ -39,8 +41,8 @@ def test_a_protocol_is_named_only_by_the_modules_of_its_family():
     for family in all_families().values():
         for protocol in family.protocols:
             pattern = _spelling(protocol.name)
-            for path in sorted(PACKAGE.rglob("*.py")):
-                if _of_family(path, family.name):
+            for path in [*sorted(PACKAGE.rglob("*.py")), *sorted((ROOT / "leaderboard").rglob("*.*"))]:
+                if _of_family(path, family.name) or path.suffix not in (".py", ".yaml", ".html", ".js", ".css"):
                     continue
                 for number, line in enumerate(path.read_text().splitlines(), 1):
                     if pattern.search(line):
@@ -104,3 +106,17 @@ def test_capture_layers_takes_a_request_object():
 
     assert list(inspect.signature(capture_layers).parameters) == ["handle", "request", "stats"]
     assert "texts" in {f.name for f in __import__("dataclasses").fields(CaptureRequest)}
+
+
+def test_a_headline_is_declared_once_in_its_family_and_the_schema_only_places_it():
+    """The index, the summary tables and the README read each headline (column, title, statistic, prose) from the registry;
+    ``leaderboard/schema.yaml`` says where a family's headlines go (its group), never which they are."""
+    import yaml
+
+    from layerbench.families import all_headlines
+
+    schema = yaml.safe_load((ROOT / "leaderboard" / "schema.yaml").read_text())
+    named = {c.get("id") for c in schema["index_columns"] + schema["summary_columns"]} | {c.get("field") for c in schema["index_columns"]}
+    headlines = {h.column for h in all_headlines()}
+    assert headlines and headlines.isdisjoint(named)
+

@@ -127,6 +127,58 @@ def test_the_readme_leaderboard_table_is_what_the_committed_results_give():
         assert line.split(" | ")[1].startswith(f"{best:.3f} ("), (model, best, line)
 
 
+def test_the_readme_table_shows_the_headline_cells_the_site_index_shows(tmp_path):
+    """Each headline column of the README's table is the site index's column of that title, cell for cell: the same value,
+    interval and n (or "withheld"/"none"), read from the built index.html apart from the code that writes the README."""
+    from html.parser import HTMLParser
+
+    from layerbench.site import build_site, readme
+
+    class Cells(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.table, self.rows, self.header, self.cell = None, [], [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                self.table = dict(attrs).get("id")
+            elif self.table == "models" and tag in ("td", "th") and "group" not in (dict(attrs).get("class") or ""):
+                self.cell = ""
+            elif self.table == "models" and tag == "tr":
+                self.rows.append([])
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th") and self.cell is not None:
+                self.rows[-1].append(" ".join(self.cell.split()))
+                self.cell = None
+            elif tag == "table":
+                self.table = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+
+    build_site([ROOT / "results"], tmp_path / "site")
+    parser = Cells()
+    parser.feed((tmp_path / "site" / "index.html").read_text())
+    header, *rows = [r for r in parser.rows if r]
+    block = README[README.index(readme.START):README.index(readme.END)].splitlines()
+    titles = [c.strip() for c in block[1].strip("|").split("|")]
+    compared = 0
+    for line in block[3:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        model = cells[0].split(" (")[0]
+        index_row = next(r for r in rows if r[0].split("/")[-1] == model)
+        for title in ("concept depth", "fix rate", "IC AUROC", "decision depth", "English detour"):
+            shown = index_row[header.index(title)]
+            words = re.sub(r"[(),:]", " ", cells[titles.index(title)]).split()
+            assert words == (["—"] if shown in ("", "—") else re.sub(r"[(),:]", " ", shown).split()), (model, title)
+            compared += 1
+    assert compared >= 20
+
+
 def test_every_committed_manifest_names_the_lock_and_one_platform():
     """results/ is one build (make rebuild): every run manifest records the lock as committed, used in full, and the
     same platform fingerprint; the site's model pages show both."""

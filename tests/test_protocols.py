@@ -321,27 +321,3 @@ def test_xie2024_read_position_and_scores_equal_extract_and_eval_sc(smollm):
         np.testing.assert_allclose(scored["ic"][:, v], aocs.numpy(), atol=1e-6)
         np.testing.assert_allclose(scored["score"][:, v], accs.numpy(), atol=1e-6)
 
-
-def test_no_module_outside_a_family_and_its_evaluator_names_a_paper_protocol():
-    """A paper's protocol lives in its family's module (its record) and that family's evaluator (its steps); every other
-    module reads protocols from the registry. File formats named after a paper's data (``jin2024-strategyqa``) are data, not protocols."""
-    import ast
-    import re
-    from pathlib import Path
-
-    from layerbench.families import all_families
-
-    root = Path(__file__).parent.parent / "layerbench"
-    names = [p.name for family in all_families().values() for p in family.protocols]
-    assert len(names) >= 4
-    modules = {name.split(":")[0] for family in all_families().values() for name in (family.evaluator, *(p.evaluator for p in family.protocols)) if name}
-    allowed = {root.parent / (module.replace(".", "/") + ".py") for module in modules}
-    pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, names)) + r")(?![\w-])")
-    found = []
-    for path in sorted(root.rglob("*.py")):
-        if path.parent == root / "families" or path in allowed:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and pattern.search(node.value):
-                found.append(f"{path.relative_to(root.parent)}:{node.lineno}: {pattern.search(node.value).group(0)}")
-    assert found == []

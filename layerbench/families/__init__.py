@@ -12,17 +12,20 @@ from layerbench.families.registry import (
     OURS,
     EvaluatorContext,
     Family,
+    Headline,
     Protocol,
     ProtocolSettings,
     Strict,
     add_protocol,
     all_families,
+    all_headlines,
     check_family_name,
     get_family,
     register,
 )
 
-__all__ = ["OURS", "EvaluatorContext", "Family", "Protocol", "ProtocolSettings", "Strict", "add_protocol", "all_families", "check_family_name", "get_family", "register"]
+__all__ = ["OURS", "EvaluatorContext", "Family", "Headline", "Protocol", "ProtocolSettings", "Strict", "add_protocol", "all_families", "all_headlines",
+           "check_family_name", "get_family", "register"]
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "registry":

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from layerbench.families.registry import Family, Protocol, ProtocolSettings, register
+from layerbench.families.registry import Family, Headline, Protocol, ProtocolSettings, register
 
 
 class BackpatchSettings(ProtocolSettings):
@@ -54,10 +54,13 @@ FAMILY = register(Family(
     reads="model",
     evaluator="layerbench.evaluators.backpatch:evaluate_backpatch",
     causal_lm_only=True,
-    headlines=(("oracle_fix_rate", "oracle_fix_rate"),),
-    # A rate over fewer wrong queries moves by more than 0.05 with one query: not a number to rank models by.
-    headline_min_n=(("oracle_fix_rate", 20),),
-    headline_intervals=(("oracle_fix_rate", "wilson"),),
+    headlines=(Headline(
+        "oracle_fix_rate", "fix rate", metric="oracle_fix_rate", rests_on="queries", interval="wilson",
+        # A rate over fewer wrong queries moves by more than 0.05 with one query: not a number to rank models by.
+        min_n=20,
+        about="The oracle fix rate: of the two-hop queries whose hops the model knows but whose composition it gets wrong, the share "
+              "that writing some later layer's state into an earlier one fixes (Biran et al. 2024); n = such queries.",
+    ),),
     protocols=(Protocol(
         "biran2024", site="residual",
         settings={"prompt_case": "as-written", "answer_match": "substring", "first_layer": 1, "relation_shortcut": "empty-slot",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from layerbench.families.registry import Family, Protocol, ProtocolSettings, Strict, register
+from layerbench.families.registry import Family, Headline, Protocol, ProtocolSettings, Strict, register
 
 
 class WorkedExample(Strict):
@@ -63,7 +63,11 @@ FAMILY = register(Family(
     reads="model",
     evaluator="layerbench.evaluators.consistency:evaluate_consistency",
     causal_lm_only=True,
-    headlines=(("ic_auroc", "ic_auroc"),),
+    headlines=(Headline(
+        "ic_auroc", "IC AUROC", metric="ic_auroc", rests_on="paths",
+        about="IC AUROC: how well the agreement of the layers' latent answers tells correct from incorrect reasoning paths "
+              "(Xie et al. 2024); n = paths.",
+    ),),
     classes=True,
     protocols=(Protocol(
         "xie2024", site="residual",

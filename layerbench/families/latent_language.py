@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from layerbench.families.registry import Family, Protocol, ProtocolSettings, register
+from layerbench.families.registry import Family, Headline, Protocol, ProtocolSettings, register
 
 
 class LatentLanguageSettings(ProtocolSettings):
@@ -61,7 +61,13 @@ FAMILY = register(Family(
     evaluator="layerbench.evaluators.latent_language:evaluate_latent_language",
     causal_lm_only=True,
     sources=("packaged",),
-    headlines=(("decision_depth", "decision_depth"), ("english_peak", "english_detour")),
+    headlines=(
+        Headline("decision_depth", "decision depth", metric="decision_depth", rests_on="prompts",
+                 about="The decision depth (where the target language first leads, mean over the three prompt kinds; \"2 of 3 tasks\" "
+                       "where in one no layer decides); n = prompts."),
+        Headline("english_detour", "English detour", metric="english_peak", rests_on="prompts",
+                 about="The English detour: the peak probability of the English answer on the way (Wendler et al. 2024); n = prompts."),
+    ),
     protocols=(Protocol(
         "wendler2024", site="residual",
         settings={"token_rule": "vocabulary-prefix", "first_layer": 1, "containment_filter": ["translation", "repetition"],

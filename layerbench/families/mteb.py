@@ -1,7 +1,7 @@
 """The ``mteb`` family: an mteb task evaluated on every layer's pooled states (Skean et al. 2025)."""
 from __future__ import annotations
 
-from layerbench.families.registry import Family, Protocol, ProtocolSettings, register
+from layerbench.families.registry import Family, Headline, Protocol, ProtocolSettings, register
 
 
 class MtebSettings(ProtocolSettings):
@@ -32,5 +32,7 @@ FAMILY = register(Family(
         reference="Skean et al. 2025, Layer by Layer; github.com/OFSkean/information_flow@a6ad508 "
                   "experiments/utils/model_definitions/mteb_automodel_wrapper.py, experiments/mteb-harness.py: "
                   "a model truncated to l blocks (final norm on every layer, layer 0 included), mean over real tokens",
+        # The paper's question: does some intermediate layer beat the last? (Our own gain is in the family's group.)
+        headlines=(Headline("gain", "MTEB gain"), Headline("gain", "layer beats last", statistic="count_positive")),
     ),),
 ))

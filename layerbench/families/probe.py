@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from layerbench.families.registry import Family, Protocol, ProtocolSettings, register
+from layerbench.families.registry import Family, Headline, Protocol, ProtocolSettings, register
 
 
 class ProbeSettings(ProtocolSettings):
@@ -65,7 +65,8 @@ FAMILY = register(Family(
     reads="states",
     evaluator="layerbench.evaluators.probe:evaluate_probe",
     robustness=True,
-    headlines=(("converging_depth", "concept_depth"),),
+    # The family's group on the index says what the depth is (leaderboard/schema.yaml: its best, last and gain columns too).
+    headlines=(Headline("concept_depth", "concept depth", metric="converging_depth"),),
     classes=True,
     preflight=f"{__name__}:check_limits",
     protocols=(Protocol(

@@ -24,13 +24,48 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from layerbench.errors import UserError
 
-__all__ = ["OURS", "EvaluatorContext", "Family", "Protocol", "ProtocolSettings", "Strict", "add_protocol", "all_families", "get_family", "register"]
+__all__ = ["OURS", "EvaluatorContext", "Family", "Headline", "Protocol", "ProtocolSettings", "Strict", "add_protocol", "all_families", "all_headlines",
+           "get_family", "register"]
 
 
 class Strict(BaseModel):
     """A settings model that refuses unknown fields (a misspelt knob is an error, not a silent default)."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One number a family (or a paper's protocol) shows per task on the leaderboard, declared once: the summary table
+    (:func:`layerbench.summary`), the site's index, the README's table and the regression gate read it from here.
+
+    Attributes:
+        column: the summary table's column, and the index column's id (under a paper protocol, ``column@protocol``).
+        title: the column's title ("fix rate"); under a paper protocol, the title and the protocol's name in parentheses.
+        about: what it is, in a sentence or two, for the index's header (the family's group says its headlines' prose).
+        metric: the summary row (``layer`` null) whose value it is (``oracle_fix_rate``); None: a column the summary
+            computes from the layer rows (``gain``).
+        statistic: how the index aggregates a model's tasks: ``mean``, or ``count_positive`` ("k/n" tasks above 0).
+        rests_on: what its ``n`` counts, for prose ("queries", "paths").
+        min_n: fewer items than this and the headline is withheld (a rate over a handful of queries moves by more
+            than 0.05 with one query: not a number to rank models by); None: no minimum.
+        interval: how its 95% interval is drawn: ``normal`` (value +- 1.96 x the row's ``stderr``; none without one) or
+            ``wilson`` (a share of ``n`` items: Wilson's score interval, which stays inside [0, 1] on few items).
+    """
+
+    column: str
+    title: str
+    about: str = ""
+    metric: str | None = None
+    statistic: Literal["mean", "count_positive"] = "mean"
+    rests_on: str = "items"
+    min_n: int | None = None
+    interval: Literal["normal", "wilson"] = "normal"
+
+    @property
+    def key(self) -> str:
+        """The index column's id under ours: the column, with the statistic where it is not the mean (``gain_count_positive``)."""
+        return self.column if self.statistic == "mean" else f"{self.column}_{self.statistic}"
 
 
 @dataclass(frozen=True)
@@ -52,6 +87,7 @@ class Protocol:
         reference: the paper, its repository at a commit, and the files read.
         evaluator: ``"module:function"`` that runs it, with the family evaluator's signature (None: the family's evaluator).
         family: the family it belongs to (set when it is added to one; None: ours, every family's).
+        headlines: what the leaderboard shows of the family's tasks under it: None, the family's headlines; else these.
     """
 
     name: str
@@ -61,6 +97,7 @@ class Protocol:
     reference: str = ""
     evaluator: str | None = None
     family: str | None = None
+    headlines: tuple[Headline, ...] | None = None
 
 
 OURS = Protocol("layerbench", reference="layerbench's defaults (README: where they differ from each paper, and why)")
@@ -158,18 +195,8 @@ class Family:
             texts a given model reads, ``(data, prompts) -> data`` where
             ``prompts`` is the model's prompt table (the e5 prefixes of an mteb
             task); None: every model reads the data's texts as they are.
-        headlines: summary metrics (rows with a null layer) that
-            :func:`layerbench.summary` and the leaderboard show per task, as
-            ``(metric, column)``: the converging depth of a probe task as ``concept_depth``.
-        classes: its evaluator reads the labels as classes, so a task needs at
-            least two (probing, internal consistency); otherwise labels are
-            whatever the family makes of them (a two-hop query's relation pair).
-        headline_min_n: ``(metric, n)``: a headline resting on fewer than n
-            items (its summary row's ``n``) is not shown as one; its note says why
-            (the back-patching fix rate over a handful of wrong queries).
-        headline_intervals: ``(metric, method)``: how a headline's 95% interval is drawn, ``wilson`` (a share of its
-            ``n`` items: Wilson's score interval, which stays inside [0, 1] on few items) or ``normal`` (the default:
-            value +- 1.96 x its row's ``stderr``; none where the row has no stderr).
+        headlines: what the leaderboard shows per task of the family (:class:`Headline`): the concept depth of a probe
+            task, the back-patching fix rate.
         protocols: the papers' protocols of this family (:class:`Protocol`), the first its paper's
             (``--protocol paper``); ours (:data:`OURS`) applies to every family.
         preflight: ``"module:function"`` that checks a task of the family before any model loads or text is read,
@@ -186,9 +213,7 @@ class Family:
     robustness: bool = False
     sources: tuple[str, ...] | None = None
     model_texts: str | None = None
-    headlines: tuple[tuple[str, str], ...] = ()
-    headline_min_n: tuple[tuple[str, int], ...] = ()
-    headline_intervals: tuple[tuple[str, Literal["wilson", "normal"]], ...] = ()
+    headlines: tuple[Headline, ...] = ()
     classes: bool = False
     protocols: tuple[Protocol, ...] = ()
     preflight: str | None = None
@@ -207,6 +232,11 @@ class Family:
     def protocol(self, name: str) -> Protocol | None:
         """The protocol ``name`` of this family (ours for ``layerbench``), or None when it has no such protocol."""
         return OURS if name == OURS.name else next((p for p in self.protocols if p.name == name), None)
+
+    def headlines_under(self, protocol: str) -> tuple[Headline, ...]:
+        """What the leaderboard shows of the family's tasks under ``protocol``: its record's headlines, else the family's."""
+        record = self.protocol(protocol)
+        return record.headlines if record is not None and record.headlines is not None else self.headlines
 
     def texts_for_model(self, data: Any, prompts: dict[str, str]) -> Any:
         """``data`` as a model with prompt table ``prompts`` reads it (``data`` itself when the family has no ``model_texts``)."""
@@ -266,6 +296,17 @@ def add_protocol(family: str, protocol: Protocol) -> Protocol:
         _FAMILIES[family] = record
         raise
     return get_family(family).protocols[-1]
+
+
+def all_headlines() -> list[Headline]:
+    """Every headline that a summary row gives (``metric`` set), of every family and protocol, once per metric, read now."""
+    found: dict[str, Headline] = {}
+    for family in all_families().values():
+        for protocol in (OURS, *family.protocols):
+            for headline in family.headlines_under(protocol.name):
+                if headline.metric is not None:
+                    found.setdefault(headline.metric, headline)
+    return list(found.values())
 
 
 def all_families() -> dict[str, Family]:

@@ -56,7 +56,7 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
     index = data.schema["pages"]["index"]
     models = index_page.index_rows(data)
     ranked, apart = [m for m in models if m["apart"] is None], [m for m in models if m["apart"] is not None]
-    index_columns, groups = data.schema["index_columns"], data.schema["index_groups"]
+    index_columns, groups = index_page.index_columns(data.schema), index_page.index_groups(data.schema)
     pages.render("index.html", "index.html", title=index["title"], sources=[str(p) for p in paths], n_rows=len(data.rows), models=models,
                  n_tasks=data.rows.task.nunique(), model_table=view.table("models", index_columns, ranked, groups, decimals=3),
                  apart_table=view.table("apart", [*index_columns[:1], *index["apart_columns"], *index_columns[1:]], apart, groups, decimals=3),

@@ -7,7 +7,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from layerbench.analysis import HEADLINE_MIN_N, reference_signatures, task_signatures, why_apart
+from layerbench.analysis import reference_signatures, task_signatures, why_apart
+from layerbench.families import Headline, all_families, all_headlines
 from layerbench.results import model_slug
 from layerbench.site import figures as fig
 from layerbench.site.view import BEATS_MARGIN, SiteData, latest_manifest, of_model, revision_of
@@ -75,11 +76,12 @@ def _cell_n(part: pd.DataFrame, field: str) -> str | None:
 
 def _withheld(part: pd.DataFrame, field: str) -> str | None:
     """Why a headline cell has no value though the task ran: "n=8 < 20" where the summary withheld it for resting on
-    fewer items than its family's minimum (:data:`layerbench.analysis.HEADLINE_MIN_N`), else None."""
-    if field not in HEADLINE_MIN_N or f"{field}_n" not in part:
+    fewer items than its family's minimum (:attr:`layerbench.families.Headline.min_n`), else None."""
+    minimum = next((h.min_n for h in all_headlines() if h.column == field and h.min_n), None)
+    if minimum is None or f"{field}_n" not in part:
         return None
     held = part[part[field].isna() & part[f"{field}_n"].notna()]
-    return f"n={int(held[f'{field}_n'].sum())} < {HEADLINE_MIN_N[field]}" if not held.empty else None
+    return f"n={int(held[f'{field}_n'].sum())} < {minimum}" if not held.empty else None
 
 
 def _cell_interval(part: pd.DataFrame, field: str) -> tuple[float, float] | None:
@@ -114,7 +116,7 @@ def index_rows(data: SiteData) -> list[dict[str, Any]]:
                                "parameters": latest.model.parameters if latest else None, "layers": int(of_model(data.rows, model, revision).n_layers.max()),
                                "tasks": int(group.task.nunique()), "apart": why_apart(signatures[(model, revision)], reference)}
         group = group.assign(family=group.task.map(lambda t: data.families.get(t, "other")))
-        for column in data.schema["index_columns"]:
+        for column in index_columns(data.schema):
             if "field" not in column:
                 continue
             part = group
@@ -125,3 +127,37 @@ def index_rows(data: SiteData) -> list[dict[str, Any]]:
             row[column["id"]] = index_cell(part, column["field"], column["statistic"])
         out.append(row)
     return out
+
+
+def index_columns(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """The index's columns: group by group (the schema's order), the schema's own columns of the group, then the headlines
+    of the group's ``family`` under ours, and for a group of ``protocols: paper`` every family's paper protocols' headlines
+    (:meth:`~layerbench.families.Family.headlines_under`), families in the schema's order. The headlines come from the
+    registry: the schema says only where they go."""
+    families = all_families()
+    ordered = [name for name in schema.get("families", []) if name in families] + [name for name in families if name not in schema.get("families", [])]
+    out = []
+    for group in schema["index_groups"]:
+        out += [c for c in schema["index_columns"] if c.get("group") == group["id"]]
+        if group.get("family") in families:
+            out += [_headline_column(h, group["id"], None) for h in families[group["family"]].headlines]
+        if group.get("protocols") == "paper":
+            out += [_headline_column(h, group["id"], p.name) for name in ordered for p in families[name].protocols
+                    for h in families[name].headlines_under(p.name)]
+    return out
+
+
+def index_groups(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """The schema's index groups; a group of a family with no ``about`` of its own says what its headlines are."""
+    families = all_families()
+    return [{**group, "about": " ".join(h.about for h in families[group["family"]].headlines if h.about)}
+            if "about" not in group and group.get("family") in families else group for group in schema["index_groups"]]
+
+
+def _headline_column(headline: Headline, group: str, protocol: str | None) -> dict[str, Any]:
+    """An index column of a headline: ours (``protocol`` None) or a paper protocol's, titled with the protocol's name in parentheses; ``headline``
+    keeps the record (what its n counts, for the README's sentence). Its tasks are those with the column (no ``family``
+    filter: a result folder's task whose manifest is missing still shows its headline)."""
+    return {"id": headline.key if protocol is None else f"{headline.key}@{protocol}", "title": headline.title if protocol is None else f"{headline.title} ({protocol})",
+            "group": group, "protocol": protocol or "layerbench", "field": headline.column, "statistic": headline.statistic,
+            "text": headline.statistic == "count_positive", "headline": headline}

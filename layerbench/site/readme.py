@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from layerbench.site import view
-from layerbench.site.index import IndexCell, index_rows
+from layerbench.site.index import IndexCell, index_columns, index_rows
 from layerbench.site.render import fmt
 
 START = "<!-- leaderboard table: written by `make site` (python -m layerbench.site.readme README.md results); do not edit -->"
@@ -37,12 +37,16 @@ def markdown_table(data: view.SiteData) -> str:
     """The ranked models of the index (:func:`layerbench.site.index.index_rows`) as a Markdown table, smallest first.
 
     Columns: model (architecture, layers); probe and MTEB best and last layer's score (means over the family's tasks
-    under our protocol, each with its 95% interval where every task has one) and the best layer's depth; concept depth,
-    back-patching fix rate, IC AUROC and the latent-language decision depth, each with its interval and its n.
+    under our protocol, each with its 95% interval where every task has one) and the best layer's depth; then every
+    family's headlines under our protocol as the index shows them (:func:`~layerbench.site.index.index_columns`: the
+    concept depth, the back-patching fix rate, IC AUROC, the latent-language decision depth and English detour), each
+    with its interval and its n.
     """
     rows = sorted((r for r in index_rows(data) if r["apart"] is None), key=lambda r: (r["parameters"] or 0, r["model"]))
-    header = ("| model (architecture, layers) | probe best | probe last | probe best depth | MTEB best | MTEB last | MTEB best depth "
-              "| concept depth | fix rate | IC AUROC | decision depth |")
+    ours = [column for column in index_columns(data.schema) if "headline" in column and column["protocol"] == "layerbench"]
+    rests_on = list(dict.fromkeys(column["headline"].rests_on for column in ours))
+    header = ("| model (architecture, layers) | probe best | probe last | probe best depth | MTEB best | MTEB last | MTEB best depth | "
+              + " | ".join(column["title"] for column in ours) + " |")
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
     for row in rows:
         latest = view.latest_manifest(data, row["model"], row["revision"])
@@ -50,12 +54,13 @@ def markdown_table(data: view.SiteData) -> str:
         name = row["model"].split("/")[-1] + (f"@{row['revision']}" if row["revision"] else "")
         cells = [f"{name} ({architecture}, {row['layers']})", _score(row["probe_best"]), _score(row["probe_last"]), fmt(row["probe_depth"].value, 2),
                  _score(row["mteb_best"]), _score(row["mteb_last"]), fmt(row["mteb_depth"].value, 2)]
-        cells += [_with_n(row[column]) for column in ("concept_depth", "fix_rate", "ic_auroc", "decision_depth")]
+        cells += [_with_n(row[column["id"]]) for column in ours]
         lines.append("| " + " | ".join(cells) + " |")
     tasks = {r["probe_best"].n for r in rows} | {r["mteb_best"].n for r in rows}
     lines.append("")
+    titles = [column["title"] for column in ours]
     lines.append(f"Means over each family's tasks ({', '.join(sorted(t for t in tasks if t))}) under our protocol, 95% intervals in "
-                 "parentheses; concept depth, fix rate, IC AUROC and decision depth with the items, queries, paths and prompts they rest on "
+                 f"parentheses; {', '.join(titles[:-1])} and {titles[-1]} with the {', '.join(rests_on[:-1])} and {rests_on[-1]} they rest on "
                  "(and on how many of the family's tasks, where some have none).")
     return "\n".join(lines)
 

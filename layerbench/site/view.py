@@ -22,6 +22,7 @@ from layerbench.analysis import (
     summary,
 )
 from layerbench.config import shipped_folder
+from layerbench.families import all_families, all_headlines
 from layerbench.results import Manifest, load_results, model_slug, read_manifests
 from layerbench.site import figures as fig
 from layerbench.specs.protocols import base_task, variant_suffix
@@ -79,6 +80,16 @@ def table(table_id: str, declared: list[dict[str, Any]], rows: list[dict[str, An
 def _filled(value: Any) -> bool:
     """Whether a cell has something to print: a value, or a typed cell (:class:`~layerbench.site.index.IndexCell`) whose tasks ran."""
     return getattr(value, "shown", value) not in (None, "") or getattr(value, "n", None) is not None
+
+
+def summary_columns(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """The columns of a task's summary table: the schema's, with ``{headlines: true}`` replaced by every headline's column that a
+    summary row gives (:func:`~layerbench.families.all_headlines`: its column and title, declared by its family)."""
+    order = {name: i for i, name in enumerate(schema.get("families", []))}
+    families = sorted(all_families().values(), key=lambda f: (order.get(f.name, len(order)), f.name))
+    seen = {h.metric for h in all_headlines()}
+    headlines = [{"id": h.column, "title": h.title} for f in families for h in f.headlines if h.metric in seen]
+    return [c for column in schema["summary_columns"] for c in (headlines if column.get("headlines") else [column])]
 
 
 @dataclass
@@ -181,7 +192,7 @@ def model_page(data: SiteData, row: dict[str, Any]) -> dict[str, Any]:
     runs = [m for m in data.manifests.get(model, []) if m.model.revision == revision]
     return dict(title=model, figures=figures, sections=sections, slug=model_slug(model, revision),
                 model={"parameters": latest.model.parameters if latest else None, "n_layers": row["layers"], "revision": revision},
-                task_table=table("tasks", pages["model"]["task_columns"] + data.schema["summary_columns"], task_rows),
+                task_table=table("tasks", pages["model"]["task_columns"] + summary_columns(data.schema), task_rows),
                 provenance={"fields": [(c["id"], c["title"]) for c in pages["model"]["provenance_fields"]],
                             "runs": [provenance_row(m, f"{model_slug(model, revision)}/runs/{m.run_id}.json") for m in reversed(runs)]},
                 manifest_files={f"models/{model_slug(model, revision)}/runs/{m.run_id}.json": m.to_json() for m in runs})
@@ -251,7 +262,7 @@ def task_page(data: SiteData, task: str, per_layer: pd.DataFrame) -> tuple[dict[
         r["_href_model"] = f"../models/{model_slug(r['model'], r['revision'])}.html"
     family = data.families.get(task, "other")
     page = dict(title=task, figures=figures, plots=plots, description=pages["task"]["description"].format(family=family, metric=main or "—"),
-                best_table=table("best", pages["task"]["best_columns"] + schema["summary_columns"], best))
+                best_table=table("best", pages["task"]["best_columns"] + summary_columns(schema), best))
     noted = int(mine.note.notna().sum())  # models whose headline for the task is withheld (no concept beyond the baselines)
     entry = {"task": task, "_href_task": f"tasks/{task}.html", "family": family, "metric": main, "models": len(mine[["model", "revision"]].drop_duplicates()),
              "best": fig.number(mine.best_value.max()), "headline": f"{len(mine) - noted}/{len(mine)}" if noted else None}
