@@ -32,6 +32,7 @@ from layerbench.errors import UserError
 from layerbench.families import EvaluatorContext
 from layerbench.models.residual import last_token_states, lens_logits, lens_masses
 from layerbench.paired import STDERR_RESAMPLES, bootstrap_weights
+from layerbench.results.items import Scored
 from layerbench.results.rows import mean_row, summary_row
 
 TokenRule = Callable[[str, str], list[int]]  # (word, language) -> the token ids that begin it
@@ -254,9 +255,9 @@ def _summary_rows(p_target: np.ndarray, p_english: np.ndarray, target_leads: np.
     ]
 
 
-def evaluate_latent_language(context: EvaluatorContext) -> pd.DataFrame:
+def evaluate_latent_language(context: EvaluatorContext) -> Scored:
     """The rows of one latent-language task under its settings (the token rule, the first layer read, the containment
-    filter and its place, the cloze cue)."""
+    filter and its place, the cloze cue), and a note for the manifest: the prompts asked, read, and dropped by reason."""
     handle, data, settings = context.handle, context.data, context.settings
     if data.records is None or any("words" not in r for r in data.records):
         raise UserError(f"task '{context.spec.name}': latent-language prompts need records with each language's words (data set 'cldr-latent-language')")
@@ -264,8 +265,8 @@ def evaluate_latent_language(context: EvaluatorContext) -> pd.DataFrame:
     rule = TOKEN_RULES[settings.token_rule](handle.tokenizer)
     kept, sets, dropped = token_sets(data.records, languages, rule, settings.containment_filter, settings.containment_first)
     asked = Counter(r["target_lang"] for r in data.records)
-    context.notes["prompts"] = {"asked": len(data.records), "read": len(kept),
-                                "dropped": {f"{target}: {reason}": count for (target, reason), count in sorted(dropped.items())}}
+    notes = {"prompts": {"asked": len(data.records), "read": len(kept),
+                         "dropped": {f"{target}: {reason}": count for (target, reason), count in sorted(dropped.items())}}}
     targets = [data.records[i]["target_lang"] for i in kept]
     first_layer = settings.first_layer
     layers = list(range(first_layer, handle.n_layers + 1))
@@ -278,7 +279,7 @@ def evaluate_latent_language(context: EvaluatorContext) -> pd.DataFrame:
         mass_np, entropy_np = mass.numpy().astype(np.float64), entropy.numpy().astype(np.float64)
     else:
         mass_np, entropy_np, answered = np.zeros((len(layers), 0, len(languages))), np.zeros((len(layers), 0)), np.zeros(0, bool)
-    return pd.DataFrame(language_rows(mass_np, entropy_np, targets, languages, layers, handle.n_layers, answered, dropped, asked))
+    return Scored(pd.DataFrame(language_rows(mass_np, entropy_np, targets, languages, layers, handle.n_layers, answered, dropped, asked)), notes=notes)
 
 
 def prompt_as_read(prompt: str, kind: str, cloze_cue: str) -> str:

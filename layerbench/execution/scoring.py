@@ -39,7 +39,7 @@ def score_states(evaluator: Callable[[EvaluatorContext], Any], inputs: Evaluator
     site = inputs.task.site(inputs.variant)
     context = EvaluatorContext(inputs.data, inputs.variant.spec, inputs.seed, states=inputs.task.states(inputs.variant), layers=site.layers,
                                n_layers=inputs.handle.n_layers, jobs=inputs.jobs)
-    return as_scored(evaluator(context), context.notes)
+    return as_scored(evaluator(context))
 
 
 def score_model(evaluator: Callable[[EvaluatorContext], Any], inputs: EvaluatorInputs) -> Scored:
@@ -47,7 +47,7 @@ def score_model(evaluator: Callable[[EvaluatorContext], Any], inputs: EvaluatorI
     context = EvaluatorContext(inputs.data, inputs.variant.spec, inputs.seed, handle=inputs.handle, n_layers=inputs.handle.n_layers)
     with counting_passes(inputs.handle, inputs.stats):
         result = evaluator(context)
-    return as_scored(result, context.notes)
+    return as_scored(result)
 
 
 # Family.reads -> its executor.

@@ -147,8 +147,9 @@ class EvaluatorContext:
         n_layers: the model's L (depth = layer / L), also when ``layers`` is a subset.
         jobs: worker processes the evaluator may spread layers over (its rows must not depend on it).
         handle: a family that reads ``model``: the loaded ``ModelHandle`` (patching, generation, the logit lens).
-        notes: what the evaluator wants the run manifest to say of this variant (items it dropped and why); the runner
-            copies it into the variant's record.
+
+    What the evaluator wants the run manifest to say of the variant (items it dropped and why) it returns, as
+    ``Scored(rows, items, notes)`` (:class:`layerbench.results.items.Scored`).
     """
 
     data: Any
@@ -159,7 +160,6 @@ class EvaluatorContext:
     n_layers: int | None = None
     jobs: int = 1
     handle: Any = None
-    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def settings(self) -> Any:
@@ -167,7 +167,7 @@ class EvaluatorContext:
         return self.spec.settings
 
 
-# ``evaluate(context) -> rows``: a pandas DataFrame of rows, or ``layerbench.results.Scored`` (rows and item records).
+# ``evaluate(context) -> rows``: a pandas DataFrame of rows, or ``layerbench.results.Scored`` (rows, item records, notes).
 Evaluator = Callable[[EvaluatorContext], Any]
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,8 @@ class Scored:
     ``rows`` are the evaluator's rows as before (``metric, layer, value, ...``);
     ``items`` has the columns of :data:`ITEM_COLUMNS` other than the identity
     that :func:`complete_items` adds (``subset`` and ``split`` may be left to it too).
-    An evaluator may still return bare rows: its scores are then compared unpaired.
+    An evaluator may still return bare rows: its scores are then compared unpaired. ``notes``: what the run manifest
+    should say of the variant (the prompts a filter dropped, by reason), copied into its record.
     """
 
     rows: pd.DataFrame
@@ -67,11 +68,9 @@ class Scored:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-def as_scored(result: Scored | pd.DataFrame, notes: dict[str, Any] | None = None) -> Scored:
-    """An evaluator's result as :class:`Scored`: bare rows get no items; ``notes`` (what the manifest should say of the variant)
-    are added to the result's own."""
-    scored = result if isinstance(result, Scored) else Scored(result)
-    return replace(scored, notes={**scored.notes, **(notes or {})})
+def as_scored(result: Scored | pd.DataFrame) -> Scored:
+    """An evaluator's result as :class:`Scored`: bare rows get no items and no notes."""
+    return result if isinstance(result, Scored) else Scored(result)
 
 
 def item_ids(*texts: Sequence[str]) -> list[str]:
