@@ -1,0 +1,166 @@
+"""Representational similarity of two sets of states of the same N texts: linear CKA, mutual k-NN alignment, CKNNA.
+
+Each measure compares ``X`` ``[N, D1]`` and ``Y`` ``[N, D2]`` (rows are the same texts in the same order; the widths may
+differ) and returns a float, 1 for representations that agree up to the measure's invariances. The ``*_matrix`` forms
+compare every layer of one stack ``[A, N, D1]`` with every layer of another ``[B, N, D2]`` and return ``[A, B]``, from
+per-layer summaries computed once (U-centred Gram matrices, k-NN lists), so a model's layer x layer map costs A Gram
+matrices and one matrix product, not A x B measures. Arithmetic is float64.
+
+Sources: the unbiased HSIC estimator of Song et al. 2012 (JMLR 13, eq. 5), CKA of Kornblith et al. 2019, mutual k-NN
+and CKNNA of Huh et al. 2024 (minyoungg/platonic-rep ``metrics.py``, whose formulas the tests re-implement).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from layerbench.metrics.arrays import to_numpy
+
+
+def _rows64(X: Any) -> np.ndarray:
+    return np.asarray(to_numpy(X), dtype=np.float64)
+
+
+def hsic_unbiased(K: np.ndarray, L: np.ndarray) -> float:
+    """Song et al.'s unbiased HSIC of two ``[N, N]`` kernel matrices (N >= 4), as written (no symmetry assumed).
+
+    With K~, L~ the matrices with their diagonals set to 0 and 1 the ones vector:
+    HSIC_1 = [tr(K~ L~) + (1'K~1)(1'L~1) / ((N-1)(N-2)) - 2/(N-2) 1'K~L~1] / (N(N-3)).
+    """
+    n = K.shape[0]
+    if n < 4:
+        raise ValueError(f"the unbiased HSIC needs at least 4 items, got {n}")
+    Kt, Lt = np.array(K, dtype=np.float64), np.array(L, dtype=np.float64)
+    np.fill_diagonal(Kt, 0.0)
+    np.fill_diagonal(Lt, 0.0)
+    value = np.sum(Kt * Lt.T) + Kt.sum() * Lt.sum() / ((n - 1) * (n - 2)) - 2.0 * np.sum(Kt @ Lt) / (n - 2)
+    return float(value / (n * (n - 3)))
+
+
+def hsic_biased(K: np.ndarray, L: np.ndarray) -> float:
+    """The biased HSIC of the original CKA: tr(K H L H) / (N-1)², with H = I - 11'/N the centring matrix."""
+    n = K.shape[0]
+    H = np.eye(n) - 1.0 / n
+    return float(np.trace(K @ H @ L @ H) / (n - 1) ** 2)
+
+
+def u_centered_gram(X: Any) -> np.ndarray:
+    """The U-centred linear Gram matrix ``[N, N]`` of ``X`` ``[N, D]`` (Székely and Rizzo 2014): for K = XX', zero on the
+    diagonal and, for i != j, K_ij - r_i/(N-2) - r_j/(N-2) + s/((N-1)(N-2)), with r the row sums of K~ (K, diagonal zeroed)
+    and s their total. Then ⟨U(K), U(L)⟩ / (N(N-3)) is the unbiased HSIC of K and L (:func:`hsic_unbiased`), so one
+    matrix per layer gives every pair's HSIC as an inner product."""
+    X = _rows64(X)
+    n = X.shape[0]
+    if n < 4:
+        raise ValueError(f"the unbiased HSIC needs at least 4 items, got {n}")
+    K = X @ X.T
+    np.fill_diagonal(K, 0.0)
+    rows = K.sum(axis=1)
+    U = K - rows[:, None] / (n - 2) - rows[None, :] / (n - 2) + rows.sum() / ((n - 1) * (n - 2))
+    np.fill_diagonal(U, 0.0)
+    return U
+
+
+def centered_gram(X: Any) -> np.ndarray:
+    """The doubly centred linear Gram matrix H X X' H ``[N, N]``: ⟨HKH, HLH⟩ / (N-1)² is the biased HSIC (:func:`hsic_biased`)."""
+    X = _rows64(X)
+    X = X - X.mean(axis=0)
+    return X @ X.T
+
+
+def _cosine_matrix(F: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """``[A, B]``: ⟨F_a, G_b⟩ / (||F_a|| ||G_b||) of flattened summaries (NaN where a norm is 0, a constant layer)."""
+    inner = F @ G.T
+    norms = np.sqrt(np.einsum("ij,ij->i", F, F))[:, None] * np.sqrt(np.einsum("ij,ij->i", G, G))[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norms > 0, inner / np.where(norms > 0, norms, 1.0), np.nan)
+
+
+def linear_cka(X: Any, Y: Any, unbiased: bool = True) -> float:
+    """Linear CKA of ``X`` ``[N, D1]`` and ``Y`` ``[N, D2]``: HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with K = XX', L = YY'.
+
+    ``unbiased`` (the default): Song et al.'s unbiased HSIC (platonic-rep's ``unbiased_cka``, the one ReSi reports), which
+    is near 0 for independent data at any N/D; else the biased form of Kornblith et al. 2019, which is not (two
+    independent Gaussian sets of 1,000 rows in 576 dimensions give about 0.5). Invariant to rotations and isotropic
+    scaling of either side; 1 for identical inputs. NaN where a side is constant.
+    """
+    return float(cka_matrix(_rows64(X)[None], _rows64(Y)[None], unbiased)[0, 0])
+
+
+def cka_matrix(Xs: Any, Ys: Any, unbiased: bool = True) -> np.ndarray:
+    """Linear CKA of every layer of ``Xs`` ``[A, N, D1]`` with every layer of ``Ys`` ``[B, N, D2]``: ``[A, B]``.
+
+    One U-centred (or centred) Gram matrix per layer (:func:`u_centered_gram`), then CKA = cos(U_a, U_b) over their
+    N² entries, ``[A, B]`` from one matrix product. Memory: (A + B) N² float64 (31 layers of 1,000 texts: 250 MB).
+    """
+    gram = u_centered_gram if unbiased else centered_gram
+    F = np.stack([gram(x).ravel() for x in Xs])
+    G = F if Ys is Xs else np.stack([gram(y).ravel() for y in Ys])
+    return _cosine_matrix(F, G)
+
+
+def knn_lists(X: Any, k: int = 10) -> np.ndarray:
+    """Each row's k nearest other rows ``[N, k]`` (int, in no particular order) by cosine similarity: the rows L2-normalized
+    as platonic-rep's ``compute_score`` does, inner products, the row itself excluded."""
+    X = _rows64(X)
+    n = X.shape[0]
+    if not 0 < k < n:
+        raise ValueError(f"k must be between 1 and N - 1 = {n - 1}, got {k}")
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    U = X / np.where(norms > 0, norms, 1.0)
+    S = U @ U.T
+    np.fill_diagonal(S, -np.inf)
+    return np.argpartition(-S, k - 1, axis=1)[:, :k]
+
+
+def mutual_knn(X: Any, Y: Any, k: int = 10) -> float:
+    """Mutual k-NN alignment (Huh et al. 2024): the mean over rows of |kNN_X(i) ∩ kNN_Y(i)| / k, in [0, 1]; about k/(N-1)
+    for unrelated representations, 1 when both sides have the same neighbourhoods."""
+    return float(mutual_knn_matrix(knn_lists(X, k)[None], knn_lists(Y, k)[None])[0, 0])
+
+
+def mutual_knn_matrix(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Mutual k-NN alignment of every pair of stored k-NN lists: ``A`` ``[La, N, k]``, ``B`` ``[Lb, N, k]`` -> ``[La, Lb]``.
+
+    Lists are what a model's run stores per layer (N x k integers), so a later model is compared with it without
+    recapturing it."""
+    La, n, k = A.shape
+    out = np.empty((La, B.shape[0]))
+    rows = np.arange(n)[:, None]
+    for a in range(La):
+        member = np.zeros((n, n), dtype=bool)
+        member[rows, A[a]] = True
+        out[a] = member[rows[None], B].sum(axis=(1, 2)) / (n * k)
+    return out
+
+
+def cknna(X: Any, Y: Any, k: int = 10) -> float:
+    """CKNNA (Huh et al. 2024): CKA restricted to the pairs that are mutual k nearest neighbours on both sides.
+
+    With K, L the Gram matrices of the L2-normalized rows and M_ij = 1 where j is among i's k nearest others under both:
+    S(K, L) = HSIC_1(M∘K, M∘L) (:func:`hsic_unbiased`), and CKNNA = S(K, L) / sqrt(S(K, K) S(L, L)), each S with the mask
+    of its own pair (for S(K, K) the k-NN mask of K alone), as platonic-rep's ``cknna`` computes it.
+    """
+    U, V = _unit(_rows64(X)), _unit(_rows64(Y))
+    K, L = U @ U.T, V @ V.T
+    mask_K, mask_L = _knn_mask(K, k), _knn_mask(L, k)
+    both = mask_K & mask_L
+    kl = hsic_unbiased(both * K, both * L)
+    kk, ll = hsic_unbiased(mask_K * K, mask_K * K), hsic_unbiased(mask_L * L, mask_L * L)
+    return float(kl / np.sqrt(kk * ll)) if kk * ll > 0 else float("nan")
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norms > 0, norms, 1.0)
+
+
+def _knn_mask(K: np.ndarray, k: int) -> np.ndarray:
+    """``[N, N]`` bool: j is among the k largest K_ij of row i, j != i."""
+    n = K.shape[0]
+    S = K.copy()
+    np.fill_diagonal(S, -np.inf)
+    mask = np.zeros((n, n), dtype=bool)
+    mask[np.arange(n)[:, None], np.argpartition(-S, k - 1, axis=1)[:, :k]] = True
+    return mask
