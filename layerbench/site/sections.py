@@ -79,7 +79,7 @@ def heatmap_sections(rows: pd.DataFrame, section: dict[str, Any], figures: dict[
             if cells.value.isna().all():  # no item in this group (e.g. no query the model got right unpatched)
                 empty.append(subset)
                 continue
-            plot = f"{prefix}-{task}-heat-{subset}"
+            plot = f"{prefix}-{task}-heat-{section['metric']}-{subset}"  # a task may have maps of several metrics
             figures[plot] = fig.source_target_heatmap(cells, f"{task}: {subset} (n={int(cells.n.iloc[0])})", section)
             plots.append(plot)
         sections.append({"id": f"{section['id']}-{task}", "title": section["title"].format(task=task), "plots": plots,
