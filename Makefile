@@ -102,6 +102,7 @@ bench: venv
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_ray.py
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_post_capture.py
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_gate.py
+	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_similarity.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache site test-artifacts

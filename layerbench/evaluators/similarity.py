@@ -24,34 +24,16 @@ import pandas as pd
 from layerbench.families import EvaluatorContext
 from layerbench.families.similarity import SimilaritySettings
 from layerbench.metrics.arrays import to_numpy
-from layerbench.metrics.similarity import cka_matrix, cknna, knn_lists, mutual_knn_matrix
+from layerbench.metrics.similarity import cka_of_grams, cknna, double_center, knn_lists, mutual_knn_matrix, u_center
 from layerbench.results.rows import layer_row, mean_row, summary_row
 
 
-def _u_center(K: np.ndarray) -> np.ndarray:
-    """U-centring of a symmetric kernel matrix (see :func:`layerbench.metrics.similarity.u_centered_gram`)."""
-    n = K.shape[0]
-    Kt = K.copy()
-    np.fill_diagonal(Kt, 0.0)
-    rows = Kt.sum(axis=1)
-    U = Kt - rows[:, None] / (n - 2) - rows[None, :] / (n - 2) + rows.sum() / ((n - 1) * (n - 2))
-    np.fill_diagonal(U, 0.0)
-    return U
-
-
-def _center(K: np.ndarray) -> np.ndarray:
-    return K - K.mean(axis=0) - K.mean(axis=1)[:, None] + K.mean()
-
-
 def _cka_pairs(grams: list[np.ndarray], pairs: list[tuple[int, int]], unbiased: bool) -> np.ndarray:
-    """CKA of each (a, b) pair of layers from their linear Gram matrices ``[N, N]``: ``[len(pairs)]``."""
-    centred = [(_u_center if unbiased else _center)(K) for K in grams]
-    out = np.empty(len(pairs))
-    for p, (a, b) in enumerate(pairs):
-        inner = np.sum(centred[a] * centred[b])
-        norm = np.sqrt(np.sum(centred[a] ** 2) * np.sum(centred[b] ** 2))
-        out[p] = inner / norm if norm > 0 else np.nan
-    return out
+    """CKA of the (a, b) pairs of layers only, from their linear Gram matrices ``[N, N]``: ``[len(pairs)]`` (a jackknife half
+    needs two curves, not the whole map)."""
+    centred = [(u_center if unbiased else double_center)(K).ravel() for K in grams]
+    norms = [np.sqrt(c @ c) for c in centred]
+    return np.array([centred[a] @ centred[b] / (norms[a] * norms[b]) if norms[a] * norms[b] > 0 else np.nan for a, b in pairs])
 
 
 def clamped(X: np.ndarray, q: float | None) -> np.ndarray:
@@ -74,7 +56,6 @@ def similarity_rows(pooled: np.ndarray, layers: list[int], n_layers: int, settin
     """The rows of one model's states ``[K, N, D]`` at ``layers`` (module docstring)."""
     K, n = pooled.shape[0], pooled.shape[1]
     X = [clamped(np.asarray(to_numpy(layer), dtype=np.float64), settings.clamp_quantile) for layer in pooled]
-    stack = np.stack(X)
     rows: list[dict[str, Any]] = []
     previous = [(i, i - 1) for i in range(1, K)]
     to_last = [(i, K - 1) for i in range(K)]
@@ -82,14 +63,14 @@ def similarity_rows(pooled: np.ndarray, layers: list[int], n_layers: int, settin
     shuffle = rng.permutation(n)
     if "cka" in settings.measures:
         grams = [x @ x.T for x in X]
-        grid = cka_matrix(stack, stack, settings.unbiased)
+        grid = cka_of_grams(grams, unbiased=settings.unbiased)
         rows += [layer_row("cka", layers[j], grid[i, j], n=n, higher_is_better=None, source_layer=layers[i]) for i in range(K) for j in range(K)]
         halves = [np.sort(rng.choice(n, size=n // 2, replace=False)) for _ in range(settings.half_samples)]
         spread = np.array([_cka_pairs([G[np.ix_(h, h)] for G in grams], previous + to_last, settings.unbiased) for h in halves])
         se = spread.std(axis=0, ddof=1)
         rows += [layer_row("cka_to_previous", layers[i], grid[i, j], n=n, stderr=se[p], higher_is_better=None) for p, (i, j) in enumerate(previous)]
         rows += [layer_row("cka_to_last", layers[i], grid[i, j], n=n, stderr=se[len(previous) + p], higher_is_better=None) for p, (i, j) in enumerate(to_last)]
-        null = _cka_pairs([*grams, grams[-1][np.ix_(shuffle, shuffle)]], [(i, K) for i in range(K)], settings.unbiased)
+        null = cka_of_grams(grams, [grams[-1][np.ix_(shuffle, shuffle)]], settings.unbiased)[:, 0]
         rows += [layer_row("cka_to_last_null", layers[i], null[i], n=n, higher_is_better=None) for i in range(K)]
         settled = settling_index(grid[:, -1], settings.settled_at)
         half_depths = [layers[settling_index(s[len(previous):], settings.settled_at)] / n_layers for s in spread]

@@ -45,28 +45,49 @@ def hsic_biased(K: np.ndarray, L: np.ndarray) -> float:
     return float(np.trace(K @ H @ L @ H) / (n - 1) ** 2)
 
 
-def u_centered_gram(X: Any) -> np.ndarray:
-    """The U-centred linear Gram matrix ``[N, N]`` of ``X`` ``[N, D]`` (Székely and Rizzo 2014): for K = XX', zero on the
-    diagonal and, for i != j, K_ij - r_i/(N-2) - r_j/(N-2) + s/((N-1)(N-2)), with r the row sums of K~ (K, diagonal zeroed)
-    and s their total. Then ⟨U(K), U(L)⟩ / (N(N-3)) is the unbiased HSIC of K and L (:func:`hsic_unbiased`), so one
-    matrix per layer gives every pair's HSIC as an inner product."""
-    X = _rows64(X)
-    n = X.shape[0]
+def u_center(K: np.ndarray) -> np.ndarray:
+    """The U-centring of a symmetric kernel matrix ``[N, N]`` (Székely and Rizzo 2014): zero on the diagonal and, for i != j,
+    K_ij - r_i/(N-2) - r_j/(N-2) + s/((N-1)(N-2)), with r the row sums of K~ (K, diagonal zeroed) and s their total. Then
+    ⟨U(K), U(L)⟩ / (N(N-3)) is the unbiased HSIC of K and L (:func:`hsic_unbiased`), so one matrix per layer gives every
+    pair's HSIC as an inner product. A new array; ``K`` is left as it is."""
+    n = K.shape[0]
     if n < 4:
         raise ValueError(f"the unbiased HSIC needs at least 4 items, got {n}")
-    K = X @ X.T
-    np.fill_diagonal(K, 0.0)
-    rows = K.sum(axis=1)
-    U = K - rows[:, None] / (n - 2) - rows[None, :] / (n - 2) + rows.sum() / ((n - 1) * (n - 2))
+    U = np.array(K, dtype=np.float64)
+    np.fill_diagonal(U, 0.0)
+    rows = U.sum(axis=1)
+    U -= rows[:, None] / (n - 2)
+    U -= rows[None, :] / (n - 2)
+    U += rows.sum() / ((n - 1) * (n - 2))
     np.fill_diagonal(U, 0.0)
     return U
 
 
-def centered_gram(X: Any) -> np.ndarray:
-    """The doubly centred linear Gram matrix H X X' H ``[N, N]``: ⟨HKH, HLH⟩ / (N-1)² is the biased HSIC (:func:`hsic_biased`)."""
+def double_center(K: np.ndarray) -> np.ndarray:
+    """H K H ``[N, N]`` with H = I - 11'/N: ⟨HKH, HLH⟩ / (N-1)² is the biased HSIC (:func:`hsic_biased`)."""
+    K = np.asarray(K, dtype=np.float64)
+    return K - K.mean(axis=0) - K.mean(axis=1)[:, None] + K.mean()
+
+
+def u_centered_gram(X: Any) -> np.ndarray:
+    """The U-centred linear Gram matrix ``[N, N]`` of ``X`` ``[N, D]``: :func:`u_center` of XX'."""
     X = _rows64(X)
-    X = X - X.mean(axis=0)
-    return X @ X.T
+    return u_center(X @ X.T)
+
+
+def cka_of_grams(grams_a: list[np.ndarray], grams_b: list[np.ndarray] | None = None, unbiased: bool = True) -> np.ndarray:
+    """Linear CKA of every pair of layers given their linear Gram matrices XX' ``[N, N]`` (``grams_b`` None: ``grams_a``
+    against itself): ``[A, B]``, the cosine of the centred matrices (:func:`u_center` or :func:`double_center`)."""
+    center = u_center if unbiased else double_center
+    F = np.empty((len(grams_a), grams_a[0].size))
+    for a, K in enumerate(grams_a):
+        F[a] = center(K).ravel()
+    if grams_b is None:
+        return _cosine_matrix(F, F)
+    G = np.empty((len(grams_b), grams_b[0].size))
+    for b, L in enumerate(grams_b):
+        G[b] = center(L).ravel()
+    return _cosine_matrix(F, G)
 
 
 def _cosine_matrix(F: np.ndarray, G: np.ndarray) -> np.ndarray:
@@ -92,12 +113,11 @@ def cka_matrix(Xs: Any, Ys: Any, unbiased: bool = True) -> np.ndarray:
     """Linear CKA of every layer of ``Xs`` ``[A, N, D1]`` with every layer of ``Ys`` ``[B, N, D2]``: ``[A, B]``.
 
     One U-centred (or centred) Gram matrix per layer (:func:`u_centered_gram`), then CKA = cos(U_a, U_b) over their
-    N² entries, ``[A, B]`` from one matrix product. Memory: (A + B) N² float64 (31 layers of 1,000 texts: 250 MB).
+    N² entries, ``[A, B]`` from one matrix product (:func:`cka_of_grams`). Memory: (A + B) N² float64 (31 layers of
+    1,000 texts: 250 MB).
     """
-    gram = u_centered_gram if unbiased else centered_gram
-    F = np.stack([gram(x).ravel() for x in Xs])
-    G = F if Ys is Xs else np.stack([gram(y).ravel() for y in Ys])
-    return _cosine_matrix(F, G)
+    grams = [_rows64(x) @ _rows64(x).T for x in Xs]
+    return cka_of_grams(grams, None if Ys is Xs else [_rows64(y) @ _rows64(y).T for y in Ys], unbiased)
 
 
 def knn_lists(X: Any, k: int = 10) -> np.ndarray:
