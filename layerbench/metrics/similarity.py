@@ -11,6 +11,7 @@ and CKNNA of Huh et al. 2024 (minyoungg/platonic-rep ``metrics.py``, whose formu
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -184,3 +185,48 @@ def _knn_mask(K: np.ndarray, k: int) -> np.ndarray:
     mask = np.zeros((n, n), dtype=bool)
     mask[np.arange(n)[:, None], np.argpartition(-S, k - 1, axis=1)[:, :k]] = True
     return mask
+
+
+@dataclass(frozen=True)
+class GramSketch:
+    """One layer's centred Gram matrix ``[N, N]`` kept as its ``r`` eigenpairs of largest magnitude: what a model's run
+    stores so that a later model's layers are compared with it by CKA without recapturing it.
+
+    U ≈ V diag(λ) V' (V ``[N, r]``, stored at float16; λ ``[r]``), with the exact ``norm`` = ||U||_F and ``residual`` =
+    ||U - V diag(λ) V'||_F / ||U||_F (the share of the matrix left out; float16 rounding of V is not in it).
+    """
+
+    vectors: np.ndarray
+    values: np.ndarray
+    norm: float
+    residual: float
+
+
+def sketch_gram(X: Any, rank: int = 64, unbiased: bool = True) -> GramSketch:
+    """The :class:`GramSketch` of ``X`` ``[N, D]``: the U-centred (or doubly centred) linear Gram matrix's ``rank`` eigenpairs
+    of largest |λ| (``numpy.linalg.eigh``), V at float16."""
+    X = _rows64(X)
+    U = (u_center if unbiased else double_center)(X @ X.T)
+    values, vectors = np.linalg.eigh(U)
+    keep = np.argsort(-np.abs(values))[: min(rank, len(values))]
+    total = float(np.sqrt(np.sum(values**2)))
+    left = float(np.sqrt(max(np.sum(values**2) - np.sum(values[keep] ** 2), 0.0)))
+    return GramSketch(vectors[:, keep].astype(np.float16), values[keep], total, left / total if total > 0 else 0.0)
+
+
+def cka_of_sketches(A: list[GramSketch], B: list[GramSketch]) -> tuple[np.ndarray, np.ndarray]:
+    """Linear CKA of every pair of sketched layers, and a bound on its error: ``([La, Lb], [La, Lb])``.
+
+    ⟨U_a, U_b⟩ ≈ Σ_ij λ_ai λ_bj (v_ai' v_bj)², over the exact norms. With E = U - Û, |⟨U_a, U_b⟩ - ⟨Û_a, Û_b⟩| =
+    |⟨E_a, U_b⟩ + ⟨Û_a, E_b⟩| ≤ ||E_a|| ||U_b|| + ||Û_a|| ||E_b||, so the CKA is off by at most ε_a + ε_b, the two
+    residuals (plus the float16 rounding of the vectors, measured in the tests).
+    """
+    value = np.empty((len(A), len(B)))
+    for a, sa in enumerate(A):
+        Va = sa.vectors.astype(np.float64)
+        for b, sb in enumerate(B):
+            overlap = (Va.T @ sb.vectors.astype(np.float64)) ** 2  # [ra, rb]
+            inner = sa.values @ overlap @ sb.values
+            value[a, b] = inner / (sa.norm * sb.norm) if sa.norm * sb.norm > 0 else np.nan
+    bound = np.array([[sa.residual + sb.residual for sb in B] for sa in A])
+    return value, bound
