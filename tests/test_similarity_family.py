@@ -67,3 +67,9 @@ def test_a_run_writes_the_maps_and_curves_of_a_real_model(tmp_path):
     assert (rows[rows.metric == "cka_to_last_null"].value.abs() < 0.1).all()
     table = layerbench.summary(rows)
     assert table.settling_depth.between(0, 1).all() and (table.settling_depth_n == 200).all()
+    # What the numbers are is in the manifest: the estimators, k, the clamp, the pooling, n, the dtypes.
+    import json
+
+    manifest = json.loads(next((tmp_path / "results" / "sentence-transformers__all-MiniLM-L6-v2" / "runs").glob("*.json")).read_text())
+    named = manifest["tasks"]["similarity-layers"]["variants"]["default"]["evaluator_notes"]["similarity"]
+    assert named["measures"]["cka"].startswith("linear CKA, unbiased") and named["texts"] == 200 and named["pooling"] == "mean"

@@ -25,6 +25,7 @@ from layerbench.families import EvaluatorContext
 from layerbench.families.similarity import SimilaritySettings
 from layerbench.metrics.arrays import to_numpy
 from layerbench.metrics.similarity import cka_of_grams, cknna, double_center, knn_lists, mutual_knn_matrix, u_center
+from layerbench.results.items import Scored
 from layerbench.results.rows import layer_row, mean_row, summary_row
 
 
@@ -98,8 +99,9 @@ def _agreements(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return member[np.arange(n)[:, None], b].sum(axis=1) / k
 
 
-def evaluate_similarity(context: EvaluatorContext) -> pd.DataFrame:
-    """The similarity rows of a task's clean states (robustness variants are not read: the maps compare layers, not inputs)."""
+def evaluate_similarity(context: EvaluatorContext) -> Scored:
+    """The similarity rows of a task's clean states (robustness variants are not read: the maps compare layers, not inputs),
+    and a note for the manifest naming what the numbers are: the estimators, k, the clamp, the pooling, n and the dtypes."""
     settings: SimilaritySettings = context.settings
     assert context.states is not None  # a family that reads states is given them
     pooled = context.states["clean"]
@@ -107,4 +109,9 @@ def evaluate_similarity(context: EvaluatorContext) -> pd.DataFrame:
     n_layers = context.n_layers if context.n_layers is not None else layers[-1]
     frame = pd.DataFrame(similarity_rows(pooled, layers, n_layers, settings))
     frame["source_layer"] = frame.get("source_layer", pd.Series(dtype="Int64")).astype("Int64")
-    return frame
+    estimators = {"cka": "linear CKA, " + ("unbiased HSIC (Song et al. 2012)" if settings.unbiased else "biased HSIC (Kornblith et al. 2019)"),
+                  "mutual_knn": f"mutual {settings.k}-NN alignment, cosine (Huh et al. 2024)", "cknna": f"CKNNA, k = {settings.k} (Huh et al. 2024)"}
+    notes = {"similarity": {"measures": {m: estimators[m] for m in settings.measures}, "clamp_quantile": settings.clamp_quantile,
+                            "pooling": context.spec.pooling, "texts": int(pooled.shape[1]), "states_dtype": str(getattr(pooled, "dtype", "")),
+                            "arithmetic": "float64", "half_samples": settings.half_samples, "settled_at": settings.settled_at}}
+    return Scored(frame, notes=notes)
