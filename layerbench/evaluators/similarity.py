@@ -24,17 +24,9 @@ import pandas as pd
 from layerbench.families import EvaluatorContext
 from layerbench.families.similarity import SimilaritySettings
 from layerbench.metrics.arrays import to_numpy
-from layerbench.metrics.similarity import cka_of_grams, cknna, double_center, knn_lists, mutual_knn_matrix, u_center
+from layerbench.metrics.similarity import cka_of_gram_pairs, cka_of_grams, cknna, knn_agreements, knn_lists, mutual_knn_matrix
 from layerbench.results.items import Scored
 from layerbench.results.rows import layer_row, mean_row, summary_row
-
-
-def _cka_pairs(grams: list[np.ndarray], pairs: list[tuple[int, int]], unbiased: bool) -> np.ndarray:
-    """CKA of the (a, b) pairs of layers only, from their linear Gram matrices ``[N, N]``: ``[len(pairs)]`` (a jackknife half
-    needs two curves, not the whole map)."""
-    centred = [(u_center if unbiased else double_center)(K).ravel() for K in grams]
-    norms = [np.sqrt(c @ c) for c in centred]
-    return np.array([centred[a] @ centred[b] / (norms[a] * norms[b]) if norms[a] * norms[b] > 0 else np.nan for a, b in pairs])
 
 
 def clamped(X: np.ndarray, q: float | None) -> np.ndarray:
@@ -67,7 +59,7 @@ def similarity_rows(pooled: np.ndarray, layers: list[int], n_layers: int, settin
         grid = cka_of_grams(grams, unbiased=settings.unbiased)
         rows += [layer_row("cka", layers[j], grid[i, j], n=n, higher_is_better=None, source_layer=layers[i]) for i in range(K) for j in range(K)]
         halves = [np.sort(rng.choice(n, size=n // 2, replace=False)) for _ in range(settings.half_samples)]
-        spread = np.array([_cka_pairs([G[np.ix_(h, h)] for G in grams], previous + to_last, settings.unbiased) for h in halves])
+        spread = np.array([cka_of_gram_pairs([G[np.ix_(h, h)] for G in grams], previous + to_last, settings.unbiased) for h in halves])
         se = spread.std(axis=0, ddof=1)
         rows += [layer_row("cka_to_previous", layers[i], grid[i, j], n=n, stderr=se[p], higher_is_better=None) for p, (i, j) in enumerate(previous)]
         rows += [layer_row("cka_to_last", layers[i], grid[i, j], n=n, stderr=se[len(previous) + p], higher_is_better=None) for p, (i, j) in enumerate(to_last)]
@@ -82,21 +74,13 @@ def similarity_rows(pooled: np.ndarray, layers: list[int], n_layers: int, settin
         grid = mutual_knn_matrix(lists, lists)
         rows += [layer_row("mutual_knn", layers[j], grid[i, j], n=n, higher_is_better=None, source_layer=layers[i]) for i in range(K) for j in range(K)]
         for name, pairs in (("mutual_knn_to_previous", previous), ("mutual_knn_to_last", to_last)):
-            rows += [mean_row(name, layers[i], _agreements(lists[i], lists[j]), higher_is_better=None) for i, j in pairs]
+            rows += [mean_row(name, layers[i], knn_agreements(lists[i], lists[j]), higher_is_better=None) for i, j in pairs]
         unrelated = np.argsort(shuffle)[lists[-1][shuffle]]  # the last layer's neighbour lists of shuffled rows, in the shuffled labels
-        rows += [mean_row("mutual_knn_to_last_null", layers[i], _agreements(lists[i], unrelated), higher_is_better=None) for i in range(K)]
+        rows += [mean_row("mutual_knn_to_last_null", layers[i], knn_agreements(lists[i], unrelated), higher_is_better=None) for i in range(K)]
     if "cknna" in settings.measures:
         rows += [layer_row("cknna_to_last", layers[i], cknna(X[i], X[-1], settings.k), n=n, higher_is_better=None) for i in range(K)]
         rows += [layer_row("cknna_to_last_null", layers[i], cknna(X[i], X[-1][shuffle], settings.k), n=n, higher_is_better=None) for i in range(K)]
     return [r | {"subset": "all"} for r in rows]
-
-
-def _agreements(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per text, |kNN_a(i) ∩ kNN_b(i)| / k for two ``[N, k]`` neighbour lists: ``[N]``."""
-    n, k = a.shape
-    member = np.zeros((n, n), dtype=bool)
-    member[np.arange(n)[:, None], a] = True
-    return member[np.arange(n)[:, None], b].sum(axis=1) / k
 
 
 def evaluate_similarity(context: EvaluatorContext) -> Scored:

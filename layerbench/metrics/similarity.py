@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from layerbench.metrics.arrays import to_numpy
+from layerbench.metrics.arrays import to_numpy, unit_rows
 
 
 def _rows64(X: Any) -> np.ndarray:
@@ -79,16 +79,25 @@ def u_centered_gram(X: Any) -> np.ndarray:
 def cka_of_grams(grams_a: list[np.ndarray], grams_b: list[np.ndarray] | None = None, unbiased: bool = True) -> np.ndarray:
     """Linear CKA of every pair of layers given their linear Gram matrices XX' ``[N, N]`` (``grams_b`` None: ``grams_a``
     against itself): ``[A, B]``, the cosine of the centred matrices (:func:`u_center` or :func:`double_center`)."""
+    F = _centred_rows(grams_a, unbiased)
+    return _cosine_matrix(F, F if grams_b is None else _centred_rows(grams_b, unbiased))
+
+
+def cka_of_gram_pairs(grams: list[np.ndarray], pairs: list[tuple[int, int]], unbiased: bool = True) -> np.ndarray:
+    """Linear CKA of the (a, b) pairs of layers only, from their linear Gram matrices ``[N, N]``: ``[len(pairs)]`` (what a
+    curve needs, without the whole map of :func:`cka_of_grams`)."""
+    F = _centred_rows(grams, unbiased)
+    norms = [np.sqrt(row @ row) for row in F]
+    return np.array([F[a] @ F[b] / (norms[a] * norms[b]) if norms[a] * norms[b] > 0 else np.nan for a, b in pairs])
+
+
+def _centred_rows(grams: list[np.ndarray], unbiased: bool) -> np.ndarray:
+    """``[len(grams), N²]``: each Gram matrix centred (:func:`u_center` or :func:`double_center`) and flattened."""
     center = u_center if unbiased else double_center
-    F = np.empty((len(grams_a), grams_a[0].size))
-    for a, K in enumerate(grams_a):
+    F = np.empty((len(grams), grams[0].size))
+    for a, K in enumerate(grams):
         F[a] = center(K).ravel()
-    if grams_b is None:
-        return _cosine_matrix(F, F)
-    G = np.empty((len(grams_b), grams_b[0].size))
-    for b, L in enumerate(grams_b):
-        G[b] = center(L).ravel()
-    return _cosine_matrix(F, G)
+    return F
 
 
 def _cosine_matrix(F: np.ndarray, G: np.ndarray) -> np.ndarray:
@@ -128,11 +137,31 @@ def knn_lists(X: Any, k: int = 10) -> np.ndarray:
     n = X.shape[0]
     if not 0 < k < n:
         raise ValueError(f"k must be between 1 and N - 1 = {n - 1}, got {k}")
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    U = X / np.where(norms > 0, norms, 1.0)
-    S = U @ U.T
+    U = unit_rows(X)
+    return _nearest_others(U @ U.T, k)
+
+
+def _nearest_others(S: np.ndarray, k: int) -> np.ndarray:
+    """``[N, k]``: the positions of the k largest entries of each row of the similarity matrix ``S`` ``[N, N]``, its
+    diagonal (the row itself) excluded; ``S`` is left as it is."""
+    S = S.copy()
     np.fill_diagonal(S, -np.inf)
     return np.argpartition(-S, k - 1, axis=1)[:, :k]
+
+
+def _membership(lists: np.ndarray) -> np.ndarray:
+    """``[N, N]`` bool from neighbour lists ``[N, k]``: entry (i, j) is whether j is among i's neighbours."""
+    n = lists.shape[0]
+    member = np.zeros((n, n), dtype=bool)
+    member[np.arange(n)[:, None], lists] = True
+    return member
+
+
+def knn_agreements(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Per row, |A_i ∩ B_i| / k for two neighbour lists ``[N, k]`` of the same rows: ``[N]``; their mean is the mutual
+    k-NN alignment (:func:`mutual_knn`), and their spread its standard error."""
+    n, k = A.shape
+    return _membership(A)[np.arange(n)[:, None], B].sum(axis=1) / k
 
 
 def mutual_knn(X: Any, Y: Any, k: int = 10) -> float:
@@ -148,11 +177,9 @@ def mutual_knn_matrix(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     recapturing it."""
     La, n, k = A.shape
     out = np.empty((La, B.shape[0]))
-    rows = np.arange(n)[:, None]
+    rows = np.arange(n)[None, :, None]
     for a in range(La):
-        member = np.zeros((n, n), dtype=bool)
-        member[rows, A[a]] = True
-        out[a] = member[rows[None], B].sum(axis=(1, 2)) / (n * k)
+        out[a] = _membership(A[a])[rows, B].sum(axis=(1, 2)) / (n * k)
     return out
 
 
@@ -163,7 +190,7 @@ def cknna(X: Any, Y: Any, k: int = 10) -> float:
     S(K, L) = HSIC_1(M∘K, M∘L) (:func:`hsic_unbiased`), and CKNNA = S(K, L) / sqrt(S(K, K) S(L, L)), each S with the mask
     of its own pair (for S(K, K) the k-NN mask of K alone), as platonic-rep's ``cknna`` computes it.
     """
-    U, V = _unit(_rows64(X)), _unit(_rows64(Y))
+    U, V = unit_rows(_rows64(X)), unit_rows(_rows64(Y))
     K, L = U @ U.T, V @ V.T
     mask_K, mask_L = _knn_mask(K, k), _knn_mask(L, k)
     both = mask_K & mask_L
@@ -172,19 +199,9 @@ def cknna(X: Any, Y: Any, k: int = 10) -> float:
     return float(kl / np.sqrt(kk * ll)) if kk * ll > 0 else float("nan")
 
 
-def _unit(X: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.where(norms > 0, norms, 1.0)
-
-
 def _knn_mask(K: np.ndarray, k: int) -> np.ndarray:
     """``[N, N]`` bool: j is among the k largest K_ij of row i, j != i."""
-    n = K.shape[0]
-    S = K.copy()
-    np.fill_diagonal(S, -np.inf)
-    mask = np.zeros((n, n), dtype=bool)
-    mask[np.arange(n)[:, None], np.argpartition(-S, k - 1, axis=1)[:, :k]] = True
-    return mask
+    return _membership(_nearest_others(K, k))
 
 
 @dataclass(frozen=True)
