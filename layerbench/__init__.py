@@ -12,6 +12,8 @@ Python API::
     layerbench.best_layer(df)                                           # best layer per model and task
     layerbench.layer_curve(df, "concept-capitals", "accuracy")          # one curve against depth
     layerbench.summary(df)                                              # one row per model and task
+    df[df.other_model.notna()]                                          # layer similarity across models (similarity tasks)
+    layerbench.load_sketches("my-results")                              # each similarity run's per-layer sketches
 """
 from __future__ import annotations
 
@@ -37,9 +39,10 @@ _EXPORTS = {
     "load_model": "layerbench.models",
     "load_results": "layerbench.results",
     "load_items": "layerbench.results",
+    "load_sketches": "layerbench.results",
 }
 __all__ = ["CaptureRequest", "ModelHandle", "UserError", "best_layer", "capture_layers", "embed_layers", "iter_token_states", "layer_curve", "load_items", "load_model",
-           "load_results", "metrics", "run", "summary"]
+           "load_results", "load_sketches", "metrics", "run", "summary"]
 
 if TYPE_CHECKING:
     from layerbench import metrics
@@ -47,7 +50,7 @@ if TYPE_CHECKING:
     from layerbench.api import run
     from layerbench.capture import CaptureRequest, capture_layers, embed_layers, iter_token_states
     from layerbench.models import ModelHandle, load_model
-    from layerbench.results import load_items, load_results
+    from layerbench.results import load_items, load_results, load_sketches
 
 
 def __getattr__(name: str) -> Any:

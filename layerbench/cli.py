@@ -301,8 +301,11 @@ def compare(base, candidate, tolerance, z, tasks, report) -> None:
     """
     from pathlib import Path
 
-    from layerbench.compare import compare_results, describe_platforms, format_report, read_seed_noise
+    import pandas as pd
+
+    from layerbench.compare import compare_results, describe_platforms, format_report, layer_moves, read_seed_noise
     from layerbench.results import load_items, load_results, read_manifests
+    from layerbench.results.sketches import load_sketches
 
     base_rows, candidate_rows = load_results(base), load_results(candidate)
     # Item records pair the rows; a folder without them (runs before they existed) is compared unpaired, and the report says so.
@@ -312,10 +315,13 @@ def compare(base, candidate, tolerance, z, tasks, report) -> None:
     labels = [f"{path} ({', '.join(sorted(set(frame.model)))})" + (f"; compared: {', '.join(sorted(compared))}" if compared and compared != set(frame.model) else "")
               for path, frame in ((base, base_rows), (candidate, candidate_rows))]
     manifests = [[m for runs in read_manifests([Path(folder)]).values() for m in runs] for folder in (base, candidate)]
-    text = format_report(rows, tolerance, z, base_label=labels[0], candidate_label=labels[1], platforms=describe_platforms(*manifests))
+    chosen = list(split_names(tasks))
+    base_sketches, candidate_sketches = ([s for s in load_sketches(folder) if not chosen or s.task in chosen] for folder in (base, candidate))
+    moves = layer_moves(base_sketches, candidate_sketches, tolerance)
+    text = format_report(rows, tolerance, z, base_label=labels[0], candidate_label=labels[1], platforms=describe_platforms(*manifests), moves=moves)
     click.echo(text)
     if report:
-        rows.to_csv(report, index=False)
+        pd.concat([rows, moves], ignore_index=True).to_csv(report, index=False)
         Path(report).with_suffix(".summary.txt").write_text(text + "\n")
     if (rows.verdict == "regression").any():
         raise click.exceptions.Exit(1)

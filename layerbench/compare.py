@@ -29,6 +29,10 @@ the one-sided level of ``z`` standard deviations (z = 2: 2.3%):
   the baseline as :data:`NOISE_FILE`). Unknown terms count as zero.
 
 Every row says which test it had (``test``), its one-sided ``p`` and the smallest drop that would count (``detectable``).
+
+Where both runs kept layer sketches of a similarity task (the quick suite's ``similarity-quick``), the report adds
+each layer's similarity between base and candidate (:func:`layer_moves`): which layers a fine-tune, a merge or damage
+moved. Those rows are diagnostic: they never gate.
 """
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ from layerbench.families import all_headlines
 from layerbench.results.items import item_matrix, item_targets, item_units
 from layerbench.results.manifest import Manifest
 
-ROW = ["task", "protocol", "site", "subset", "split", "metric", "layer", "source_layer"]
+ROW = ["task", "protocol", "site", "subset", "split", "metric", "layer", "source_layer", "other_model"]
 # The run-to-run spread of every row, measured over seeds, kept in the baseline's folder (not a parquet: it is not result rows).
 NOISE_FILE = "seed-noise.csv"
 KINDS = ("headline", "main", "diagnostic")
@@ -60,12 +64,12 @@ def _with_best_layers(df: pd.DataFrame) -> pd.DataFrame:
     rows = pd.DataFrame({
         "model": best.model, "revision": best.revision, "task": best.task, "protocol": best.protocol, "site": best.site,
         "subset": best.subset, "split": best.split,
-        "metric": "best:" + best.metric, "layer": pd.NA, "source_layer": pd.NA, "value": best.best_value,
+        "metric": "best:" + best.metric, "layer": pd.NA, "source_layer": pd.NA, "other_model": pd.NA, "value": best.best_value,
         "stderr": np.nan, "higher_is_better": True, "n": -1,
     })
     # The best value is the best by the metric's direction: "higher is better" holds once a lower-is-better metric is the best.
     rows["higher_is_better"] = df.drop_duplicates("metric").set_index("metric").higher_is_better.reindex(best.metric).to_numpy()
-    return pd.concat([df, rows.astype({"higher_is_better": "boolean", "layer": "Int64", "source_layer": "Int64"})], ignore_index=True)
+    return pd.concat([df, rows.astype({"higher_is_better": "boolean", "layer": "Int64", "source_layer": "Int64", "other_model": "string"})], ignore_index=True)
 
 
 def row_kinds(rows: pd.DataFrame, mains: dict[str, str | None]) -> np.ndarray:
@@ -109,10 +113,12 @@ def read_seed_noise(folder: str | Path) -> pd.DataFrame | None:
         noise = pd.read_csv(path, dtype={"revision": "string"})
     except (OSError, ValueError) as exc:
         raise UserError(f"corrupt seed-noise file '{path}' ({str(exc).splitlines()[0]}); measure it again with `layerbench noise`") from None
+    if "other_model" not in noise:  # measured before rows across models existed
+        noise["other_model"] = pd.NA
     missing = {"model", *ROW, "seed_sd"} - set(noise.columns)
     if missing:
         raise UserError(f"seed-noise file '{path}' lacks column(s) {', '.join(sorted(missing))}; measure it again with `layerbench noise`")
-    return noise.astype({"layer": "Int64", "source_layer": "Int64"})
+    return noise.astype({"layer": "Int64", "source_layer": "Int64", "other_model": "string"})
 
 
 def compare_results(base: pd.DataFrame, candidate: pd.DataFrame, tolerance: float = 0.01, z: float = 2.0, tasks: list[str] | None = None,
@@ -288,6 +294,63 @@ def _verdicts(report: pd.DataFrame, index: pd.Index, p_worse: np.ndarray, p_bett
     report.loc[index, "test"], report.loc[index, "items"], report.loc[index, "note"] = test, n, pd.NA
 
 
+MOVES = ("cka", "mutual_knn")
+
+
+def layer_moves(base: list[Any], candidate: list[Any], tolerance: float) -> pd.DataFrame:
+    """Each layer's similarity between the base's and the candidate's states of the same texts, as diagnostic report rows.
+
+    Args:
+        base, candidate: the two runs' stored sketches (:func:`layerbench.results.sketches.load_sketches`), matched by
+            (model, task, protocol, site), or across models when each holds one model.
+        tolerance: a layer counts as moved (verdict ``changed``) where a similarity is below 1 by more than this.
+
+    Returns:
+        Report rows (the columns of :func:`compare_results`): metric ``<measure>_to_base`` (``cka``: the CKA of the two
+        Gram sketches, ``mutual_knn``: the mutual k-NN alignment of the two lists), ``base`` 1 (a layer against itself),
+        ``candidate`` the similarity, ``change`` its distance from 1, kind ``diagnostic``; empty when no pair matches.
+    """
+    from layerbench.across_models import checkpoint_similarity
+
+    key = lambda s: (s.model, s.task, s.protocol, s.site)
+    by_model = {key(s) for s in base} & {key(s) for s in candidate}
+    if by_model:
+        pairs = [(b, c) for b in base for c in candidate if key(b) == key(c)]
+    else:
+        pairs = [(b, c) for b in base for c in candidate if len({s.model for s in base}) == 1 == len({s.model for s in candidate})
+                 and key(b)[1:] == key(c)[1:]]
+    frames = []
+    for b, c in pairs:
+        if b.comparable(c) is not None:
+            continue
+        moved = checkpoint_similarity(b, c)
+        for measure in MOVES:
+            frames.append(pd.DataFrame({"model": b.model, "task": b.task, "protocol": b.protocol, "site": b.site, "subset": "all", "split": "all",
+                                        "metric": f"{measure}_to_base", "layer": moved.layer, "base": 1.0, "candidate": moved[measure]}))
+    if not frames:
+        return pd.DataFrame()
+    rows = pd.concat(frames, ignore_index=True)
+    rows["change"] = rows.candidate - rows.base
+    rows["kind"], rows["verdict"], rows["test"] = "diagnostic", np.where(-rows.change > tolerance, "changed", "within-noise"), "none"
+    return rows.astype({"layer": "Int64"})
+
+
+def format_moves(moves: pd.DataFrame, show: int = 8) -> list[str]:
+    """The report's lines on which layers the candidate moved most (:func:`layer_moves`), least similar first."""
+    if moves.empty:
+        return []
+    lines = ["", "layers moved (diagnostic, never gating): each layer's similarity to the base's same layer on the same texts (1 = unchanged)"]
+    for (model, task), part in moves.groupby(["model", "task"], sort=True):
+        table = part.pivot_table(index="layer", columns="metric", values="candidate").sort_values("cka_to_base")
+        unchanged = bool(np.allclose(table.to_numpy(float), 1.0, atol=1e-6))
+        lines.append(f"{model}, {task}: " + ("unchanged at every layer (1 to 1e-6)" if unchanged else
+                     f"least similar layers first; lowest CKA {table.cka_to_base.iloc[0]:.4f} at layer {table.index[0]}, "
+                     f"median {table.cka_to_base.median():.4f} over {len(table)} layers"))
+        if not unchanged:
+            lines.append(table.head(show).to_string(float_format=lambda v: f"{v:.4f}"))
+    return lines
+
+
 def gate_power(report: pd.DataFrame) -> pd.DataFrame:
     """The gate's power per task: the smallest drop of its best-layer main score (and, the median over layers, of its per-layer main score) that counts.
 
@@ -304,10 +367,11 @@ def gate_power(report: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_report(report: pd.DataFrame, tolerance: float, z: float, base_label: str = "base", candidate_label: str = "candidate", show: int = 30,
-                  platforms: str | None = None) -> str:
+                  platforms: str | None = None, moves: pd.DataFrame | None = None) -> str:
     """The readable report: what was compared, the headline regressions first, then per-layer ones, improvements, the gate's power, and a verdict.
 
     ``platforms``: a line saying whether the two runs' platform fingerprints match (:func:`describe_platforms`).
+    ``moves``: each layer's similarity between the runs (:func:`layer_moves`), listed after the gate's power.
     """
     gated = report[report.kind != "diagnostic"]
     counts = gated.verdict.value_counts()
@@ -341,6 +405,7 @@ def format_report(report: pd.DataFrame, tolerance: float, z: float, base_label: 
     if not power.empty:
         lines += ["", "power: the smallest drop that would count, per task (best-layer main score; median over layers), and the test it had:",
                   power.to_string(**fmt)]
+    lines += format_moves(moves if moves is not None else pd.DataFrame())
     lines += ["", verdict_line(report)]
     return "\n".join(lines)
 

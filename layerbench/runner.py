@@ -40,7 +40,8 @@ from layerbench.models.resolve import Checkpoint
 from layerbench.parallel import default_jobs
 from layerbench.results import ResultStore, complete_rows
 from layerbench.results.items import complete_items
-from layerbench.results.manifest import Environment, Manifest, ModelRecord, Part, Process, TaskRecord, VariantRecord
+from layerbench.results.manifest import COMPANIONS, Environment, Manifest, ModelRecord, Part, Process, TaskRecord, VariantRecord
+from layerbench.results.sketches import complete_sketches
 from layerbench.run_config import RunConfig
 from layerbench.specs import TaskSpec
 from layerbench.specs.protocols import resolve_protocol
@@ -120,8 +121,9 @@ def task_config_hash(variant: Variant, config: RunConfig, checkpoint: Checkpoint
     return hash_value(identity)
 
 
-# The identity an item record shares with its score rows.
+# The identity an item record (a layer sketch) shares with its score rows.
 _ITEM_IDENTITY = ("model", "revision", "task", "subset", "split", "run_id", "protocol", "site")
+_SKETCH_IDENTITY = ("model", "revision", "task", "protocol", "site", "n_layers", "run_id")
 
 
 def _log(message: str) -> None:
@@ -344,6 +346,8 @@ class ModelRunner:
         rows = {(v.suffix, Part.SCORES): complete_rows(scored.rows, **identity)}
         if scored.items is not None:  # an evaluator that keeps item records (the gate pairs on them)
             rows[(v.suffix, Part.ITEMS)] = complete_items(scored.items, **{k: identity[k] for k in _ITEM_IDENTITY})
+        if scored.sketches is not None:  # per-layer summaries that later models and checkpoints are compared with
+            rows[(v.suffix, Part.SKETCHES)] = complete_sketches(scored.sketches, **{k: identity[k] for k in _SKETCH_IDENTITY})
         seconds["evaluate"] = seconds.get("evaluate", 0.0) + time.perf_counter() - began
         if task.robustness:
             entry.robustness = task.robustness
@@ -367,16 +371,17 @@ class ModelRunner:
         return {(v.suffix, Part.METRICS): complete_rows(metric_rows, **identity)}
 
     def record(self, spec: TaskSpec, plan: TaskPlan, work: list[WorkItem], rows: dict[tuple[str, Part], pd.DataFrame], record: TaskRecord) -> None:
-        """Write a task's rows (item records first, with their scores' hash), then the manifest with the task's record merged in.
+        """Write a task's rows (item records and sketches first, with their scores' hash), then the manifest with the task's record merged in.
 
-        Stored scores always have the items they were computed from, or none when the evaluator keeps none: then an older
-        run's items are removed, not left beside scores they do not belong to. The manifest is rewritten after every task,
+        Stored scores always have the items (sketches) they were computed from, or none when the evaluator keeps none: then an older
+        run's are removed, not left beside scores they do not belong to. The manifest is rewritten after every task,
         so an interrupted run still documents what it finished.
         """
-        for (suffix, part), frame in sorted(rows.items(), key=lambda entry: entry[0][1] != Part.ITEMS):
-            self.store.write_task(frame, self.name, self.revision, spec.name, plan.hashes[(suffix, Part.SCORES if part == Part.ITEMS else part)], part, suffix)
-            if part == Part.SCORES and (suffix, Part.ITEMS) not in rows:
-                self.store.remove_task(self.name, self.revision, spec.name, Part.ITEMS, suffix)
+        for (suffix, part), frame in sorted(rows.items(), key=lambda entry: entry[0][1] not in COMPANIONS):
+            self.store.write_task(frame, self.name, self.revision, spec.name, plan.hashes[(suffix, Part.SCORES if part in COMPANIONS else part)], part, suffix)
+            for companion in COMPANIONS if part == Part.SCORES else ():
+                if (suffix, companion) not in rows:
+                    self.store.remove_task(self.name, self.revision, spec.name, companion, suffix)
         for item in work:
             record.variants[item.variant.suffix or "default"].config_hashes = {part.value: plan.hashes[(item.variant.suffix, part)] for part in item.parts}
         previous = self.manifest.tasks.get(spec.name)

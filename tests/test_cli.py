@@ -145,13 +145,13 @@ def test_quick_suite_on_both_packaged_models_then_resume_and_overwrite(capsys, t
     out_dir = tmp_path / "results"
     shutil.copytree(quick_run[0], out_dir)  # the session's quick-suite run (tests/conftest.py), copied: this test writes
     out = quick_run[1]
-    assert "6 task(s) run" in out
+    assert "8 task(s) run" in out
     df = load_results(out_dir)
     assert set(df["model"]) == {"sentence-transformers/all-MiniLM-L6-v2", "smollm2-135m-q4"}
-    assert set(df["task"]) == {"bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts"}
+    assert set(df["task"]) == {"bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts", "similarity-quick"}
     n_metrics = len(list_metrics())
     label_free = df[df.metric.isin([m.name for m in list_metrics()])]
-    assert label_free.groupby("model").size().to_dict() == {"sentence-transformers/all-MiniLM-L6-v2": 3 * n_metrics * 7, "smollm2-135m-q4": 3 * n_metrics * 31}
+    assert label_free.groupby("model").size().to_dict() == {"sentence-transformers/all-MiniLM-L6-v2": 4 * n_metrics * 7, "smollm2-135m-q4": 4 * n_metrics * 31}
     assert (out_dir / "smollm2-135m-q4" / "metrics" / "bbc-news-layer-stats.parquet").is_file()
     assert (out_dir / "smollm2-135m-q4" / "concept-capitals.parquet").is_file() and (out_dir / "smollm2-135m-q4" / "mteb-lee-sts.parquet").is_file()
     headlines = label_free[label_free.task == "bbc-news-layer-stats"]
@@ -189,7 +189,7 @@ def test_quick_suite_on_both_packaged_models_then_resume_and_overwrite(capsys, t
     # The same config again, the model named by its full name this time:
     # every task is skipped and no forward pass runs.
     code, out, _ = run_cli(capsys, "run", "-m", "sentence-transformers/all-MiniLM-L6-v2", "--suite", "quick", "-o", str(out_dir), "--quiet")
-    assert code == 0 and "0 task(s) run, 3 skipped, 0 forward passes" in out
+    assert code == 0 and "0 task(s) run, 4 skipped, 0 forward passes" in out
 
     # Another config over existing results is refused, and the results survive.
     before = (out_dir / "sentence-transformers__all-MiniLM-L6-v2" / "metrics" / "bbc-news-layer-stats.parquet").read_bytes()
@@ -197,7 +197,7 @@ def test_quick_suite_on_both_packaged_models_then_resume_and_overwrite(capsys, t
     assert code == 2 and "from another config; pass --update to replace what changed, --overwrite to redo everything" in err
     assert (out_dir / "sentence-transformers__all-MiniLM-L6-v2" / "metrics" / "bbc-news-layer-stats.parquet").read_bytes() == before
     code, out, _ = run_cli(capsys, "run", "-m", "minilm-l6", "--suite", "quick", "--limit", "32", "-o", str(out_dir), "--overwrite", "--quiet")
-    assert code == 0 and "3 task(s) run" in out
+    assert code == 0 and "4 task(s) run" in out
     redone = load_results(out_dir / "sentence-transformers__all-MiniLM-L6-v2")
     # Every row over the task's texts has the new limit (token and view metrics read the suite's 16 sampled texts).
     over_all_texts = redone.metric.isin([m.name for m in list_metrics() if m.input_kind == "pooled"] + ["accuracy", "peak_accuracy"])
@@ -462,7 +462,11 @@ def test_the_gate_passes_an_unchanged_model_and_fails_a_noised_one(quick_run, tm
     assert not outside.any(), same[outside].head().to_string()
     if same_platform(baseline):
         assert ((same.change == 0) | same.change.isna()).all()
-    power = {line.split()[0]: float(line.split()[4]) for line in out[out.index("power:"):].splitlines()[2:] if line.strip() and not line.startswith("PASS")}
+        assert "smollm2-135m-q4, similarity-quick: unchanged at every layer" in out, out
+    moves = same[same.metric.isin(["cka_to_base", "mutual_knn_to_base"])]  # which layers moved: diagnostic, each layer near 1
+    assert len(moves) == 2 * 31 and set(moves.kind) == {"diagnostic"} and (moves.candidate > 0.99).all()
+    power_table = out[out.index("power:"):].split("\n\n")[0]
+    power = {line.split()[0]: float(line.split()[4]) for line in power_table.splitlines()[2:]}
     assert power["concept-capitals"] <= 0.06 and power["mteb-lee-sts"] <= 0.06, out
     noised = noised_copy(Path(resolve_checkpoint("smollm2-135m-q4").path), tmp_path / "smollm2-noised", scale=0.5)
     code, _, err = run_cli(capsys, "run", "-m", str(noised), "--suite", "quick", "--no-metrics", "-o", str(tmp_path / "noised"), "--quiet")
@@ -472,3 +476,5 @@ def test_the_gate_passes_an_unchanged_model_and_fails_a_noised_one(quick_run, tm
     report = pd.read_csv(tmp_path / "noised.csv")
     headline = report[report.kind == "headline"]
     assert (headline.verdict == "regression").any() and out.index("regressions") < out.index("power:")
+    moved = report[report.metric == "cka_to_base"]
+    assert "least similar layers first" in out and (moved.verdict == "changed").sum() >= 10, out

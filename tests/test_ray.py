@@ -73,7 +73,7 @@ def ray_run(ray_cluster, tmp_path_factory):
 def test_the_quick_suite_on_ray_gives_the_rows_of_an_in_process_run(ray_run, quick_run):
     out, on_ray = ray_run
     local = quick_run[0]  # the session's in-process run of the same suite (tests/conftest.py)
-    quick = ["bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts"]
+    quick = ["bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts", "similarity-quick"]
     assert on_ray.status == {model: dict.fromkeys(quick, "done") for model in MODELS}
     _assert_same_rows(_rows(local), _rows(out))
     # A finished job is never redone: the same run again skips every job.
@@ -93,7 +93,7 @@ def test_a_worker_killed_mid_job_is_retried_and_nothing_is_lost_or_duplicated(ra
     for manifest in summary.manifests:
         # The restarted worker picked up the manifest of the one that died: every task is recorded once.
         recorded = json.loads(manifest.read_text())
-        assert recorded["status"] == "complete" and set(recorded["tasks"]) == {"bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts"}
+        assert recorded["status"] == "complete" and set(recorded["tasks"]) == {"bbc-news-layer-stats", "concept-capitals", "mteb-lee-sts", "similarity-quick"}
 
 
 def test_ray_is_optional(monkeypatch):

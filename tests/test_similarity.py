@@ -140,7 +140,7 @@ def test_bad_inputs_say_what_is_wrong():
 
 def test_a_gram_sketch_gives_cka_within_its_stated_bound_and_exactly_at_full_rank():
     """A later model is compared with a stored layer's sketch: its r largest eigenpairs (float16 vectors) and exact norm.
-    At full rank only float16 rounding is left; at low rank the error stays within the sum of the two residuals."""
+    At full rank only float16 rounding is left; at low rank the error stays within arcsin of the two residuals, summed."""
     from layerbench.metrics.similarity import cka_of_sketches, sketch_gram
 
     rng = np.random.default_rng(7)
@@ -148,6 +148,7 @@ def test_a_gram_sketch_gives_cka_within_its_stated_bound_and_exactly_at_full_ran
     stack = np.stack([z @ rng.normal(size=(6, 20)) + s * rng.normal(size=(60, 20)) for s in (0.2, 1.0, 2.0)])
     exact = cka_matrix(stack, stack)
     full, _ = cka_of_sketches([sketch_gram(x, 60) for x in stack], [sketch_gram(x, 60) for x in stack])
+    assert np.allclose(np.diag(full), 1.0)  # a layer against its own sketch: 1, as the full CKA
     assert np.abs(full - exact).max() < 2e-3  # float16 vectors
     sketches = [sketch_gram(x, 4) for x in stack]
     assert all(0 < s.residual < 1 for s in sketches) and sketches[0].vectors.dtype == np.float16

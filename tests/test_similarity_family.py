@@ -31,7 +31,7 @@ def _stack(seed: int = 0, n: int = 200) -> np.ndarray:
 
 def test_rows_on_a_stack_with_known_similarities():
     settings = SimilaritySettings(clamp_quantile=None, half_samples=10)
-    rows = similarity_rows(_stack(), [0, 1, 2, 3, 4], 4, settings)
+    rows = similarity_rows(list(_stack()), [0, 1, 2, 3, 4], 4, settings)
     value = {(r["metric"], r["layer"], r.get("source_layer")): r["value"] for r in rows}
     assert value[("cka", 1, 0)] == pytest.approx(1.0) and value[("cka", 0, 1)] == pytest.approx(1.0)
     assert all(value[("cka", j, j)] == pytest.approx(1.0) for j in range(5))
@@ -57,11 +57,43 @@ def test_the_settling_index_and_the_clamp():
 
 @pytest.mark.slow
 def test_a_run_writes_the_maps_and_curves_of_a_real_model(tmp_path):
-    """MiniLM on 200 of the mixed sentences: a symmetric map with ones on the diagonal, curves, nulls, the headline."""
+    """MiniLM and SmolLM2 on 200 of the mixed sentences: a symmetric map with ones on the diagonal, curves, nulls, the
+    headline; the sketches each run keeps give the rows across the two models and the page that draws them; compared with
+    itself, a run's layers are unchanged."""
     import layerbench
 
-    layerbench.run("minilm-l6", tasks=["similarity-layers"], limit=200, metrics=[], output=tmp_path / "results")
-    rows = layerbench.load_results(tmp_path / "results")
+    layerbench.run(["minilm-l6", "smollm2-135m-q4"], tasks=["similarity-layers"], limit=200, metrics=[], output=tmp_path / "results")
+    everything = layerbench.load_results(tmp_path / "results")
+    across, rows = everything[everything.other_model.notna()], everything[everything.other_model.isna()]
+    rows = rows[rows.model == "sentence-transformers/all-MiniLM-L6-v2"]
+    assert set(across.other_model) == {"sentence-transformers/all-MiniLM-L6-v2", "smollm2-135m-q4"}
+    pair = across[(across.model == "smollm2-135m-q4") & (across.metric == "cka")]
+    assert len(pair) == 31 * 7 and pair.value.between(-0.1, 1.0001).all()
+    best = across[across.metric == "mutual_knn_best_match"]
+    null = across[across.metric == "mutual_knn_best_match_null"]
+    assert len(best) == 31 + 7 and best.value.mean() > 3 * null.value.mean()  # far above what shuffled texts reach
+    # The sketched map against the exact CKA of the same states (the activation cache gives them back without a pass).
+    from layerbench import CaptureRequest, capture_layers, load_model
+    from layerbench.data import load_task_data
+    from layerbench.evaluators.similarity import prepared_layers
+    from layerbench.metrics.similarity import cka_matrix
+    from layerbench.specs import get_task
+
+    texts = load_task_data(get_task("similarity-layers"), 200, 0).texts  # the run's 200
+    stacks = [np.stack(prepared_layers(capture_layers(load_model(m), CaptureRequest(texts, "mean", max_length=64)).pooled, SimilaritySettings()))
+              for m in ("smollm2-135m-q4", "minilm-l6")]
+    sketched = pair.pivot(index="layer", columns="source_layer", values="value").to_numpy(float)
+    assert np.abs(sketched - cka_matrix(*stacks)).max() < 0.03
+    from click.testing import CliRunner
+
+    from layerbench.cli import app
+    from layerbench.site import build_site
+
+    same = CliRunner().invoke(app, ["compare", str(tmp_path / "results"), str(tmp_path / "results")])
+    assert same.exit_code == 0 and same.output.count("unchanged at every layer") == 2, same.output
+    build_site([tmp_path / "results"], tmp_path / "site")
+    page = (tmp_path / "site" / "across.html").read_text()
+    assert page.count('class="plot"') == 3 and "all-MiniLM-L6-v2 x smollm2-135m-q4 (cka)" in page
     cka = rows[rows.metric == "cka"].pivot(index="source_layer", columns="layer", values="value").to_numpy(float)
     assert cka.shape == (7, 7) and np.allclose(cka, cka.T, atol=1e-9) and np.allclose(np.diag(cka), 1.0)
     assert (rows[rows.metric == "cka_to_last_null"].value.abs() < 0.1).all()

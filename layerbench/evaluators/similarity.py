@@ -13,6 +13,10 @@ clamped at its 95th percentile of magnitude first (``clamp_quantile``, as platon
   pairing of the same texts gives (about 0 for unbiased CKA and CKNNA, k/(N-1) for mutual k-NN).
 - summary: ``settling_depth``, the first layer from which every later layer's CKA to the last is at least
   ``settled_at``, over L; its standard error from the same halves.
+
+Beside the rows, the run keeps each layer's k-NN lists and Gram sketch (``sketch_rank`` eigenpairs; :mod:`layerbench.results.sketches`),
+from which :mod:`layerbench.across_models` compares the model with every other model run on the same texts, and
+``layerbench compare`` a checkpoint with its base, without capturing either again.
 """
 from __future__ import annotations
 
@@ -24,9 +28,10 @@ import pandas as pd
 from layerbench.families import EvaluatorContext
 from layerbench.families.similarity import SimilaritySettings
 from layerbench.metrics.arrays import to_numpy
-from layerbench.metrics.similarity import cka_of_gram_pairs, cka_of_grams, cknna, knn_agreements, knn_lists, mutual_knn_matrix
+from layerbench.metrics.similarity import cka_of_gram_pairs, cka_of_grams, cknna, knn_agreements, knn_lists, mutual_knn_matrix, sketch_gram
 from layerbench.results.items import Scored
 from layerbench.results.rows import layer_row, mean_row, summary_row
+from layerbench.results.sketches import sketch_frame, texts_id
 
 
 def clamped(X: np.ndarray, q: float | None) -> np.ndarray:
@@ -45,10 +50,20 @@ def settling_index(to_last: np.ndarray, settled_at: float) -> int:
     return int(below[-1] + 1) if len(below) else 0
 
 
-def similarity_rows(pooled: np.ndarray, layers: list[int], n_layers: int, settings: SimilaritySettings) -> list[dict[str, Any]]:
-    """The rows of one model's states ``[K, N, D]`` at ``layers`` (module docstring)."""
-    K, n = pooled.shape[0], pooled.shape[1]
-    X = [clamped(np.asarray(to_numpy(layer), dtype=np.float64), settings.clamp_quantile) for layer in pooled]
+def prepared_layers(pooled: Any, settings: SimilaritySettings) -> list[np.ndarray]:
+    """Each layer of the states ``[K, N, D]`` as float64 ``[N, D]``, clamped (:func:`clamped`): what every measure reads."""
+    return [clamped(np.asarray(to_numpy(layer), dtype=np.float64), settings.clamp_quantile) for layer in pooled]
+
+
+def neighbour_lists(X: list[np.ndarray], settings: SimilaritySettings) -> np.ndarray:
+    """``[K, N, k]``: each layer's k-NN lists (:func:`~layerbench.metrics.similarity.knn_lists`)."""
+    return np.stack([knn_lists(x, settings.k) for x in X])
+
+
+def similarity_rows(X: list[np.ndarray], layers: list[int], n_layers: int, settings: SimilaritySettings, lists: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """The rows of one model's prepared layers ``K x [N, D]`` (:func:`prepared_layers`) at ``layers`` (module docstring);
+    ``lists``: their k-NN lists where already made (:func:`neighbour_lists`)."""
+    K, n = len(X), X[0].shape[0]
     rows: list[dict[str, Any]] = []
     previous = [(i, i - 1) for i in range(1, K)]
     to_last = [(i, K - 1) for i in range(K)]
@@ -70,7 +85,7 @@ def similarity_rows(pooled: np.ndarray, layers: list[int], n_layers: int, settin
         rows.append(summary_row("settling_depth", layers[settled] / n_layers, n=n, stderr=float(np.std(half_depths, ddof=1)), higher_is_better=None))
         rows.append(summary_row("settling_layer", layers[settled], n=n, higher_is_better=None))
     if "mutual_knn" in settings.measures:
-        lists = np.stack([knn_lists(x, settings.k) for x in X])  # [K, N, k]
+        lists = neighbour_lists(X, settings) if lists is None else lists  # [K, N, k]
         grid = mutual_knn_matrix(lists, lists)
         rows += [layer_row("mutual_knn", layers[j], grid[i, j], n=n, higher_is_better=None, source_layer=layers[i]) for i in range(K) for j in range(K)]
         for name, pairs in (("mutual_knn_to_previous", previous), ("mutual_knn_to_last", to_last)):
@@ -91,11 +106,18 @@ def evaluate_similarity(context: EvaluatorContext) -> Scored:
     pooled = context.states["clean"]
     layers = list(context.layers) if context.layers is not None else list(range(pooled.shape[0]))
     n_layers = context.n_layers if context.n_layers is not None else layers[-1]
-    frame = pd.DataFrame(similarity_rows(pooled, layers, n_layers, settings))
+    X = prepared_layers(pooled, settings)
+    lists = neighbour_lists(X, settings) if "mutual_knn" in settings.measures or settings.sketch_rank else None
+    frame = pd.DataFrame(similarity_rows(X, layers, n_layers, settings, lists))
     frame["source_layer"] = frame.get("source_layer", pd.Series(dtype="Int64")).astype("Int64")
     estimators = {"cka": "linear CKA, " + ("unbiased HSIC (Song et al. 2012)" if settings.unbiased else "biased HSIC (Kornblith et al. 2019)"),
                   "mutual_knn": f"mutual {settings.k}-NN alignment, cosine (Huh et al. 2024)", "cknna": f"CKNNA, k = {settings.k} (Huh et al. 2024)"}
     notes = {"similarity": {"measures": {m: estimators[m] for m in settings.measures}, "clamp_quantile": settings.clamp_quantile,
                             "pooling": context.spec.pooling, "texts": int(pooled.shape[1]), "states_dtype": str(getattr(pooled, "dtype", "")),
-                            "arithmetic": "float64", "half_samples": settings.half_samples, "settled_at": settings.settled_at}}
-    return Scored(frame, notes=notes)
+                            "arithmetic": "float64", "half_samples": settings.half_samples, "settled_at": settings.settled_at,
+                            "sketch_rank": settings.sketch_rank}}
+    sketches = None
+    if settings.sketch_rank and lists is not None:
+        grams = [sketch_gram(x, settings.sketch_rank, settings.unbiased) for x in X]
+        sketches = sketch_frame(layers, lists, grams, texts_id(list(context.data.texts)), settings.unbiased, settings.clamp_quantile)
+    return Scored(frame, notes=notes, sketches=sketches)

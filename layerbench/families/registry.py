@@ -202,6 +202,8 @@ class Family:
         preflight: ``"module:function"`` that checks a task of the family before any model loads or text is read,
             ``(spec, limit) -> [problem, ...]`` (the spec under its variant's protocol; ``limit`` the run's ``--limit``);
             None: nothing to check.
+        across_models: ``"module:function"`` that rewrites a task's rows across models from what every model's run
+            stored, ``(output, task) -> [path, ...]``; called after every run of one of the family's tasks. None: none.
     """
 
     name: str
@@ -217,6 +219,7 @@ class Family:
     classes: bool = False
     protocols: tuple[Protocol, ...] = ()
     preflight: str | None = None
+    across_models: str | None = None
 
     def load_evaluator(self, protocol: str = OURS.name) -> Evaluator | None:
         """The function that runs the family's tasks under ``protocol`` (the protocol's own, else the family's evaluator), imported now
@@ -237,6 +240,11 @@ class Family:
         """What the leaderboard shows of the family's tasks under ``protocol``: its record's headlines, else the family's."""
         record = self.protocol(protocol)
         return record.headlines if record is not None and record.headlines is not None else self.headlines
+
+    def write_across_models(self, output: Any, task: str) -> list[str]:
+        """Rewrite ``task``'s rows across models under ``output`` (:attr:`across_models`); nothing for a family without them."""
+        write = _imported(self.across_models)
+        return list(write(output, task)) if write is not None else []
 
     def texts_for_model(self, data: Any, prompts: dict[str, str]) -> Any:
         """``data`` as a model with prompt table ``prompts`` reads it (``data`` itself when the family has no ``model_texts``)."""

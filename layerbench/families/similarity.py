@@ -28,6 +28,11 @@ class SimilaritySettings(ProtocolSettings):
             decoder states carry a few massive activations (SmolLM2's dimension 507 holds 98% of the variance across texts
             at layer 15) that would otherwise make every middle layer look the same.
         seed: the null's shuffle and the halves.
+        sketch_rank: each layer's centred Gram matrix is kept as its this many largest eigenpairs (float16 vectors,
+            :class:`~layerbench.metrics.similarity.GramSketch`), with its k-NN lists, so that later models and checkpoints
+            are compared with this one without capturing it again (:mod:`layerbench.across_models`); 0: keep none. 128:
+            on the committed models' layers (1,000 texts) the sketched CKA is at most 0.037 off the full one (mean 0.010),
+            64 gives 0.039 at half the size; 276 kB per layer.
     """
 
     measures: list[Literal["cka", "mutual_knn", "cknna"]] = Field(default=["cka", "mutual_knn"], min_length=1)
@@ -37,6 +42,7 @@ class SimilaritySettings(ProtocolSettings):
     half_samples: int = Field(default=50, ge=2)
     clamp_quantile: float | None = Field(default=0.95, gt=0, le=1)
     seed: int = 0
+    sketch_rank: int = Field(default=128, ge=0)
 
 
 FAMILY = register(Family(
@@ -46,6 +52,7 @@ FAMILY = register(Family(
     settings=SimilaritySettings,
     reads="states",
     evaluator="layerbench.evaluators.similarity:evaluate_similarity",
+    across_models="layerbench.across_models:write_across_models",
     headlines=(Headline(
         "settling_depth", "settling depth", metric="settling_depth", rests_on="texts",
         about="The settling depth: the relative depth from which every layer's linear CKA (unbiased) to the last layer is at least 0.5, "

@@ -207,10 +207,10 @@ def _knn_mask(K: np.ndarray, k: int) -> np.ndarray:
 @dataclass(frozen=True)
 class GramSketch:
     """One layer's centred Gram matrix ``[N, N]`` kept as its ``r`` eigenpairs of largest magnitude: what a model's run
-    stores so that a later model's layers are compared with it by CKA without recapturing it.
+    stores so that a later model's layers (or a later checkpoint's) are compared with it by CKA without recapturing it.
 
-    U ≈ V diag(λ) V' (V ``[N, r]``, stored at float16; λ ``[r]``), with the exact ``norm`` = ||U||_F and ``residual`` =
-    ||U - V diag(λ) V'||_F / ||U||_F (the share of the matrix left out; float16 rounding of V is not in it).
+    U ≈ Û = V diag(λ) V' (V ``[N, r]``, stored at float16; λ ``[r]``), with the exact ``norm`` = ||U||_F and ``residual`` =
+    ε = ||U - Û||_F / ||U||_F (the share of the matrix left out; float16 rounding of V is not in it).
     """
 
     vectors: np.ndarray
@@ -219,7 +219,7 @@ class GramSketch:
     residual: float
 
 
-def sketch_gram(X: Any, rank: int = 64, unbiased: bool = True) -> GramSketch:
+def sketch_gram(X: Any, rank: int = 128, unbiased: bool = True) -> GramSketch:
     """The :class:`GramSketch` of ``X`` ``[N, D]``: the U-centred (or doubly centred) linear Gram matrix's ``rank`` eigenpairs
     of largest |λ| (``numpy.linalg.eigh``), V at float16."""
     X = _rows64(X)
@@ -231,19 +231,39 @@ def sketch_gram(X: Any, rank: int = 64, unbiased: bool = True) -> GramSketch:
     return GramSketch(vectors[:, keep].astype(np.float16), values[keep], total, left / total if total > 0 else 0.0)
 
 
-def cka_of_sketches(A: list[GramSketch], B: list[GramSketch]) -> tuple[np.ndarray, np.ndarray]:
+def sketch_inner(A: list[GramSketch], B: list[GramSketch], rows: np.ndarray | None = None, rows_b: np.ndarray | None = None) -> np.ndarray:
+    """``[La, Lb]``: ⟨Û_a, Û_b⟩ = Σ_ij λ_ai λ_bj (v_ai' v_bj)² of every pair of sketched layers, from one matrix product of the
+    stacked vectors. ``rows``: the texts (positions) both sides are restricted to (Û[rows, rows], a half of the texts);
+    ``rows_b``: B's texts in another order (a shuffle, for a null), A's in ``rows``' order or their own."""
+    def stacked(sketches: list[GramSketch], where: np.ndarray | None) -> np.ndarray:
+        V = np.concatenate([s.vectors for s in sketches], axis=1).astype(np.float64)  # [N, L * r]
+        return V if where is None else V[where]
+
+    Va, Vb = stacked(A, rows), stacked(B, rows if rows_b is None else rows_b)
+    overlap = (Va.T @ Vb) ** 2  # [La * ra, Lb * rb]
+    ra, rb = A[0].vectors.shape[1], B[0].vectors.shape[1]
+    if any(s.vectors.shape[1] != ra for s in A) or any(s.vectors.shape[1] != rb for s in B):
+        raise ValueError("the sketches of one model must share their rank")
+    la, lb = np.stack([s.values for s in A]), np.stack([s.values for s in B])  # [La, ra], [Lb, rb]
+    return np.einsum("ar,arbs,bs->ab", la, overlap.reshape(len(A), ra, len(B), rb), lb)
+
+
+def cka_of_sketches(A: list[GramSketch], B: list[GramSketch], rows_b: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Linear CKA of every pair of sketched layers, and a bound on its error: ``([La, Lb], [La, Lb])``.
 
-    ⟨U_a, U_b⟩ ≈ Σ_ij λ_ai λ_bj (v_ai' v_bj)², over the exact norms. With E = U - Û, |⟨U_a, U_b⟩ - ⟨Û_a, Û_b⟩| =
-    |⟨E_a, U_b⟩ + ⟨Û_a, E_b⟩| ≤ ||E_a|| ||U_b|| + ||Û_a|| ||E_b||, so the CKA is off by at most ε_a + ε_b, the two
-    residuals (plus the float16 rounding of the vectors, measured in the tests).
+    The value is the CKA of the sketches themselves, cos(Û_a, Û_b) = ⟨Û_a, Û_b⟩ / (||Û_a|| ||Û_b||) (:func:`sketch_inner`),
+    so a layer against its own sketch gives 1 exactly, as the full CKA does. Û is U's best rank-r part and U - Û is
+    orthogonal to it, so the angle between U and Û is arcsin(ε); angles obey the triangle inequality and the cosine is
+    1-Lipschitz in the angle, hence |cos(Û_a, Û_b) - CKA(U_a, U_b)| ≤ arcsin ε_a + arcsin ε_b, the bound returned (float16
+    rounding of the vectors aside, measured in the tests). Measured on the four committed models' layers (1,000 texts,
+    r = 128): at most 0.037 off, mean 0.011, where the bound says 0.35-0.65 (the left-out tails are nearly orthogonal).
+    ``rows_b``: B's texts in another order (a seeded shuffle gives the null).
     """
-    value = np.empty((len(A), len(B)))
-    for a, sa in enumerate(A):
-        Va = sa.vectors.astype(np.float64)
-        for b, sb in enumerate(B):
-            overlap = (Va.T @ sb.vectors.astype(np.float64)) ** 2  # [ra, rb]
-            inner = sa.values @ overlap @ sb.values
-            value[a, b] = inner / (sa.norm * sb.norm) if sa.norm * sb.norm > 0 else np.nan
-    bound = np.array([[sa.residual + sb.residual for sb in B] for sa in A])
-    return value, bound
+    inner = sketch_inner(A, B, rows_b=rows_b)
+    square_a = np.maximum(np.diag(sketch_inner(A, A)), 0.0)
+    square_b = np.maximum(np.diag(sketch_inner(B, B)), 0.0) if B is not A else square_a
+    scale = np.sqrt(square_a[:, None] * square_b[None, :])  # sqrt(x * x) is x exactly: a sketch against itself gives 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = np.where(scale > 0, inner / np.where(scale > 0, scale, 1.0), np.nan)
+    angle = np.arcsin(np.clip([s.residual for s in A], 0, 1))[:, None] + np.arcsin(np.clip([s.residual for s in B], 0, 1))[None, :]
+    return value, angle

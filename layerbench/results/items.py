@@ -60,12 +60,14 @@ class Scored:
     ``items`` has the columns of :data:`ITEM_COLUMNS` other than the identity
     that :func:`complete_items` adds (``subset`` and ``split`` may be left to it too).
     An evaluator may still return bare rows: its scores are then compared unpaired. ``notes``: what the run manifest
-    should say of the variant (the prompts a filter dropped, by reason), copied into its record.
+    should say of the variant (the prompts a filter dropped, by reason), copied into its record. ``sketches``: per-layer
+    summaries kept for later comparisons (:func:`layerbench.results.sketches.sketch_frame`), stored beside the scores.
     """
 
     rows: pd.DataFrame
     items: pd.DataFrame | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    sketches: pd.DataFrame | None = None
 
 
 def as_scored(result: Scored | pd.DataFrame) -> Scored:

@@ -20,11 +20,21 @@ from layerbench.errors import UserError
 
 class Part(str, Enum):
     """The parts a task's results come in, each its own file, hash and resume: the evaluator's ``scores``, the label-free
-    ``metrics``, and the scores' per-item records (``items``, written with the scores)."""
+    ``metrics``, and two companions written with the scores: their per-item records (``items``) and the per-layer
+    ``sketches`` a similarity run keeps for comparisons across models and checkpoints (:mod:`layerbench.results.sketches`);
+    and one derived from every model's sketches, not written by a model's run: a similarity task's rows against the other
+    models (``across``, :mod:`layerbench.across_models`)."""
 
     SCORES = "scores"
     METRICS = "metrics"
     ITEMS = "items"
+    SKETCHES = "sketches"
+    ACROSS = "across"
+
+
+# The parts an evaluator returns beside its scores, written first, with the scores' config hash, and removed when a
+# run's scores come without them.
+COMPANIONS = (Part.ITEMS, Part.SKETCHES)
 
 
 class _Open(BaseModel):

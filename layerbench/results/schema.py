@@ -1,4 +1,4 @@
-"""The tidy result row: one per (model, revision, task, protocol, site, subset, split, metric, layer, source_layer)."""
+"""The tidy result row: one per (model, revision, task, protocol, site, subset, split, metric, layer, source_layer, other_model)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -21,6 +21,8 @@ COLUMNS: dict[str, str] = {
     # Interventions only: the layer a patched state was taken from (``layer`` is
     # where it was written); <NA> for every row that reads a single layer.
     "source_layer": "Int64",
+    # Similarity across models only: the model whose layer ``source_layer`` is (``layer`` is this model's); <NA> elsewhere.
+    "other_model": "string",
     "n_layers": "int64",
     "depth": "float64",
     "value": "float64",
@@ -33,9 +35,9 @@ COLUMNS: dict[str, str] = {
     "note": "string",
 }
 
-KEY = ["model", "revision", "task", "protocol", "site", "subset", "split", "metric", "layer", "source_layer"]
+KEY = ["model", "revision", "task", "protocol", "site", "subset", "split", "metric", "layer", "source_layer", "other_model"]
 # Columns an evaluator may leave out (and files written before they existed lack), with what fills them.
-OPTIONAL = {"source_layer": pd.NA, "protocol": "layerbench", "site": "residual", "note": pd.NA}
+OPTIONAL = {"source_layer": pd.NA, "other_model": pd.NA, "protocol": "layerbench", "site": "residual", "note": pd.NA}
 
 
 def complete_rows(

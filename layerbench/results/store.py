@@ -5,6 +5,8 @@ Layout::
     <output>/<model slug>/<task>.parquet          the evaluator's scores of one task
     <output>/<model slug>/metrics/<task>.parquet  the label-free metrics on that task's data
     <output>/<model slug>/items/<task>.parquet    per-item records of the task's scores (:mod:`layerbench.results.items`)
+    <output>/<model slug>/sketches/<task>.parquet per-layer sketches of a similarity task (:mod:`layerbench.results.sketches`)
+    <output>/<model slug>/across/<task>.parquet   a similarity task's rows against every other model (:mod:`layerbench.across_models`)
     <output>/<model slug>/runs/<run_id>.json      the manifest of each run
 
 A task run under another protocol or capture site than the default
@@ -38,13 +40,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from layerbench.errors import UserError
-from layerbench.results.manifest import Manifest, Part, parse_manifest
+from layerbench.results.manifest import COMPANIONS, Manifest, Part, parse_manifest
 from layerbench.results.schema import OPTIONAL, check_columns, conform
 from layerbench.storage import write_whole
 
 _HASH_KEY = b"layerbench.config_hash"
 # Where each part's files lie under a model's folder; item records go with the scores they were computed for.
-_FOLDERS: dict[str, str | None] = {Part.SCORES.value: None, Part.METRICS.value: "metrics", Part.ITEMS.value: "items"}
+_FOLDERS: dict[str, str | None] = {Part.SCORES.value: None, Part.METRICS.value: "metrics", Part.ITEMS.value: "items", Part.SKETCHES.value: "sketches",
+                                  Part.ACROSS.value: "across"}
 
 
 def model_slug(model: str, revision: str | None) -> str:
@@ -114,7 +117,7 @@ class ResultStore:
     def write_task(self, rows: pd.DataFrame, model: str, revision: str | None, task: str, config_hash: str, part: str = Part.SCORES,
                    variant: str = "") -> str | Path:
         """Write one task part's rows atomically, tagged with the config hash that made them (``items``: rows already conformed to the item schema)."""
-        table = pa.Table.from_pandas(rows if part == Part.ITEMS else conform(rows), preserve_index=False)
+        table = pa.Table.from_pandas(rows if part in COMPANIONS else conform(rows), preserve_index=False)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), _HASH_KEY: config_hash.encode()})
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
@@ -188,9 +191,9 @@ def load_results(path: str | Path) -> pd.DataFrame:
 
     Returns:
         Columns ``model, revision, task, protocol, site, subset, split, metric,
-        layer, source_layer, n_layers, depth, value, stderr, n, higher_is_better,
-        run_id``, one row per (model, revision, task, protocol, site, subset,
-        split, metric, layer, source_layer).
+        layer, source_layer, other_model, n_layers, depth, value, stderr, n, higher_is_better,
+        run_id, note``, one row per (model, revision, task, protocol, site, subset,
+        split, metric, layer, source_layer, other_model).
 
     Raises:
         UserError: ``path`` does not exist, holds no results, or a file is corrupt.
@@ -198,7 +201,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
     fs, root = _filesystem(path)
     if not fs.exists(root):
         raise UserError(f"no results at '{path}'")
-    files = [root] if fs.isfile(root) else sorted(f for f in fs.glob(f"{root}/**/*.parquet") if f"/{_FOLDERS['items']}/" not in f[len(root):])
+    companions = tuple(f"/{_FOLDERS[part.value]}/" for part in COMPANIONS)  # not result rows
+    files = [root] if fs.isfile(root) else sorted(f for f in fs.glob(f"{root}/**/*.parquet") if not any(c in f[len(root):] for c in companions))
     if not files:
         raise UserError(f"no result files (*.parquet) under '{path}'; run `layerbench run` first")
     frames = []

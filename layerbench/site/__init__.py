@@ -7,6 +7,7 @@
     site/models/<slug>/runs/   the manifest (JSON) of each run that wrote the model's results
     site/tasks.html            one row per task; site/tasks/<task>.html overlays every model's curve
     site/metrics.html          how well each label-free metric predicts the best layer
+    site/across.html           layer similarity across models: each model's best match in another, every pair's map
     site/data/results.{csv,parquet}
     site/assets/               plotly.min.js (from the plotly package), site.js, site.css
 
@@ -34,8 +35,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from layerbench.site import index as index_page
 from layerbench.site import render, view
+from layerbench.site.across_page import across_page
 from layerbench.site.metrics_page import metrics_page
 
 __all__ = ["build_site"]
@@ -51,7 +55,7 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
     data = view.read_site(paths)
     out = Path(output)
     render.copy_assets(out / "assets")
-    render.write_data(data.rows, out)
+    render.write_data(pd.concat([data.rows, data.across], ignore_index=True), out)
     pages = render.Renderer(out)
     index = data.schema["pages"]["index"]
     models = index_page.index_rows(data)
@@ -71,4 +75,5 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
         pages.render("task.html", f"tasks/{task}.html", **page)
     pages.render("tasks.html", "tasks.html", **task_index)
     pages.render("metrics.html", "metrics.html", **metrics_page(data))
+    pages.render("across.html", "across.html", **across_page(data))
     return out / "index.html"

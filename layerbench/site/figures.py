@@ -31,9 +31,10 @@ def curve_figure(title: str, traces: list[dict[str, Any]], y_title: str, x_title
         "legend": legend, "hovermode": "closest"}}
 
 
-def with_selector(figure: dict[str, Any], options: list[tuple[str, list[int], str]]) -> dict[str, Any]:
-    """``figure`` showing one option's traces at a time, the option named on the y axis and in the title; with more than one
-    option, ``figure["selector"]`` lists them for the page's drop-down (``site.js`` puts a ``<select>`` above the plot).
+def with_selector(figure: dict[str, Any], options: list[tuple[str, list[int], str]], name_axis: bool = True) -> dict[str, Any]:
+    """``figure`` showing one option's traces at a time, the option named in the title (and on the y axis, unless not
+    ``name_axis``); with more than one option, ``figure["selector"]`` lists them for the page's drop-down (``site.js``
+    puts a ``<select>`` above the plot).
 
     Args:
         options: (label, indices of the traces it shows, figure title), the first shown when the page opens.
@@ -43,7 +44,8 @@ def with_selector(figure: dict[str, Any], options: list[tuple[str, list[int], st
     for i, one in enumerate(figure["data"]):
         one["visible"] = i in shown
     figure["layout"]["title"]["text"] = title
-    figure["layout"]["yaxis"]["title"]["text"] = label
+    if name_axis:
+        figure["layout"]["yaxis"]["title"]["text"] = label
     if len(options) > 1:
         figure["selector"] = [{"label": name, "visible": [i in indices for i in range(n)], "title": heading} for name, indices, heading in options]
     return figure

@@ -97,13 +97,14 @@ class SiteData:
     """The rows and what the site knows about them: each task's family and main score, the summary table, each task's size."""
 
     paths: list[Path]
-    rows: pd.DataFrame  # every row, a task named with its variant suffix (``<task>@<protocol>``)
+    rows: pd.DataFrame  # every row of one model, a task named with its variant suffix (``<task>@<protocol>``)
     manifests: dict[str, list[Manifest]]
     schema: dict[str, Any]
     families: dict[str, str]
     mains: dict[str, str | None]
     table: pd.DataFrame  # layerbench.summary of the rows
     sizes: dict[tuple[str, str | None, str], int]  # (model, revision, task) -> its items
+    across: pd.DataFrame  # the rows of one model against another (``other_model`` set): the page across models
 
 
 def read_site(paths: list[Path]) -> SiteData:
@@ -112,6 +113,7 @@ def read_site(paths: list[Path]) -> SiteData:
     rows = rows.drop_duplicates(subset=[c for c in rows.columns if c != "run_id"], keep="last")
     # Each (task, protocol, site) is its own entry on the site, named as its result file is.
     rows = rows.assign(task=[t + variant_suffix(p, s) for t, p, s in zip(rows.task, rows.protocol, rows.site)])
+    across, rows = rows[rows.other_model.notna()].reset_index(drop=True), rows[rows.other_model.isna()].reset_index(drop=True)
     manifests = read_manifests(paths)
     info: dict[str, dict[str, str]] = {}
     for runs in manifests.values():
@@ -121,7 +123,7 @@ def read_site(paths: list[Path]) -> SiteData:
     tasks = sorted(rows.task.unique())
     families = {t: info.get(base_task(t), {}).get("family", "other") for t in tasks}
     mains = main_metrics(rows, {t: info.get(base_task(t), {}).get("main_score") for t in tasks})
-    return SiteData(paths, rows, manifests, presentation(), families, mains, summary(rows, mains), task_items(rows, manifests, mains))
+    return SiteData(paths, rows, manifests, presentation(), families, mains, summary(rows, mains), task_items(rows, manifests, mains), across)
 
 
 def revision_of(value: Any) -> str | None:
