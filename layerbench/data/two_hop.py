@@ -203,11 +203,9 @@ _HANDWRITTEN: list[tuple[str, str, str, str, str, list[str], str, str, str, list
 
 
 def _country_aliases(record: dict[str, Any]) -> list[str]:
-    try:
-        spellings = ast.literal_eval(record.get("altSpellings") or "[]")
-    except (ValueError, SyntaxError):
-        spellings = []
-    return [s for s in spellings if isinstance(s, str) and len(s) >= 4 and s != record["name"]]
+    """A country's other names a model may answer with (countryinfo's ``altSpellings``, a JSON list): those of at least four
+    letters (not the two-letter codes), other than its name."""
+    return [s for s in _listed(record.get("altSpellings")) if len(s) >= 4 and s != record["name"]]
 
 
 def _listed(value: Any) -> list[str]:

