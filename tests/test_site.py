@@ -438,3 +438,23 @@ def test_an_index_cell_says_on_how_many_of_the_tasks_that_ran_its_mean_rests():
     assert none == IndexCell("none", n="0 of 1 task") and none.shown == "none"
     not_run = index_cell(part.iloc[2:].assign(decision_depth_n=np.nan), "decision_depth", "mean")
     assert not_run == IndexCell("not run") and not_run.shown is None
+
+
+def test_a_model_whose_run_stopped_before_a_task_is_listed_apart_with_the_task():
+    """A decoder stopped before back-patching has no back-patching rows, as an encoder has none: its manifests say which
+    tasks the stopped run meant to run and no run recorded, and the index lists it apart with them."""
+    from types import SimpleNamespace
+
+    from layerbench.results.manifest import Manifest
+    from layerbench.site.index import unfinished_reason
+
+    def manifest(run_id: str, status: str, planned: list[str], recorded: list[str]) -> Manifest:
+        return Manifest.model_validate({"run_id": run_id, "status": status, "model": {"name": "m"}, "config": {"tasks": planned},
+                                        "tasks": {t: {"family": "probe"} for t in recorded}})
+
+    stopped = manifest("r2", "interrupted", ["concept-capitals", "backpatch-two-hop", "similarity-layers"], ["concept-capitals"])
+    later = manifest("r3", "complete", ["similarity-layers"], ["similarity-layers"])
+    data = SimpleNamespace(manifests={"m": [stopped, later]})
+    assert unfinished_reason(data, "m", None) == "unfinished: a run stopped before backpatch-two-hop"
+    finished = manifest("r4", "complete", ["backpatch-two-hop"], ["backpatch-two-hop"])
+    assert unfinished_reason(SimpleNamespace(manifests={"m": [stopped, later, finished]}), "m", None) is None

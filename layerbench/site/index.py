@@ -103,6 +103,17 @@ def _cell_interval(part: pd.DataFrame, field: str) -> tuple[float, float] | None
     return float(bounds[0]), float(bounds[1])
 
 
+def unfinished_reason(data: SiteData, model: str, revision: str | None) -> str | None:
+    """Why a model's results are unfinished, from its manifests alone: the tasks that an interrupted or failed run meant to
+    run (its resolved ``config.tasks``) and that no run of the model recorded (a decoder stopped before back-patching would
+    otherwise look like an encoder, which has none); None when there are none."""
+    runs = [m for m in data.manifests.get(model, []) if m.model.revision == revision]
+    recorded = {task for m in runs for task in m.tasks}
+    planned = [task for m in runs if m.status in ("interrupted", "failed") for task in (m.config.get("tasks") or [])]
+    missing = sorted(set(planned) - recorded)
+    return f"unfinished: a run stopped before {', '.join(missing)}" if missing else None
+
+
 def index_rows(data: SiteData) -> list[dict[str, Any]]:
     """One index row per (model, revision): the model's columns, an :class:`IndexCell` per headline column of the schema, and
     ``apart``: why it is not ranked, else None."""
@@ -114,7 +125,8 @@ def index_rows(data: SiteData) -> list[dict[str, Any]]:
         latest = latest_manifest(data, model, revision)
         row: dict[str, Any] = {"model": model, "_href_model": f"models/{model_slug(model, revision)}.html", "revision": revision,
                                "parameters": latest.model.parameters if latest else None, "layers": int(of_model(data.rows, model, revision).n_layers.max()),
-                               "tasks": int(group.task.nunique()), "apart": why_apart(signatures[(model, revision)], reference)}
+                               "tasks": int(group.task.nunique()),
+                               "apart": "; ".join(filter(None, [unfinished_reason(data, model, revision), why_apart(signatures[(model, revision)], reference)])) or None}
         group = group.assign(family=group.task.map(lambda t: data.families.get(t, "other")))
         for column in index_columns(data.schema):
             if "field" not in column:
