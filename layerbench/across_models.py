@@ -28,22 +28,13 @@ import numpy as np
 import pandas as pd
 
 from layerbench.fingerprint import hash_value
-from layerbench.metrics.similarity import GramSketch, cka_of_sketches, knn_agreements, mutual_knn_matrix
+from layerbench.metrics.similarity import cka_of_sketches, knn_agreements, mutual_knn_matrix
 from layerbench.results.manifest import Part
 from layerbench.results.rows import layer_row, summary_row
 from layerbench.results.schema import complete_rows
 from layerbench.results.sketches import LayerSketches, load_sketches
 from layerbench.results.store import ResultStore
 from layerbench.specs.protocols import variant_suffix
-
-
-def _restricted_cka(a: GramSketch, b: GramSketch, rows: np.ndarray) -> float:
-    """CKA of two sketches restricted to the texts ``rows`` (Û[rows, rows], not centred again): one half's value."""
-    Va, Vb = a.vectors[rows].astype(np.float64), b.vectors[rows].astype(np.float64)
-    inner = a.values @ ((Va.T @ Vb) ** 2) @ b.values
-    norm_a = a.values @ ((Va.T @ Va) ** 2) @ a.values
-    norm_b = b.values @ ((Vb.T @ Vb) ** 2) @ b.values
-    return float(inner / np.sqrt(norm_a * norm_b)) if norm_a * norm_b > 0 else float("nan")
 
 
 def shuffled_lists(lists: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -62,22 +53,20 @@ def pair_rows(a: LayerSketches, b: LayerSketches, cka: np.ndarray, cka_null: np.
     depth_b = b.depths
     for name, grid, null in (("cka", cka, cka_null), ("mutual_knn", knn, knn_null)):
         rows += [layer_row(name, la, grid[i, j], n=n, higher_is_better=None, source_layer=lb) for i, la in enumerate(a.layers) for j, lb in enumerate(b.layers)]
-        for i, la in enumerate(a.layers):
-            if np.all(np.isnan(grid[i])):
-                continue
-            j = int(np.nanargmax(grid[i]))
+        matches = [(i, int(np.nanargmax(grid[i]))) for i in range(len(a.layers)) if not np.all(np.isnan(grid[i]))]  # (A layer, its best B layer)
+        for i, j in matches:
             if name == "cka":
-                spread = [_restricted_cka(a.grams[i], b.grams[j], h) for h in halves]
+                spread = [cka_of_sketches([a.grams[i]], [b.grams[j]], rows=h)[0][0, 0] for h in halves]
                 stderr = float(np.nanstd(spread, ddof=1)) if len(halves) > 1 else float("nan")
             else:
                 stderr = float(np.std(knn_agreements(a.knn[i], b.knn[j]), ddof=1) / np.sqrt(n))
+            la = a.layers[i]
             rows.append(layer_row(f"{name}_best_match", la, grid[i, j], n=n, stderr=stderr, higher_is_better=None))
             rows.append(layer_row(f"{name}_best_match_depth", la, depth_b[j], n=n, higher_is_better=None))
             rows.append(layer_row(f"{name}_best_match_null", la, float(np.nanmax(null[i])), n=n, higher_is_better=None))
-        best = np.array([depth_b[int(np.nanargmax(g))] for g in grid if not np.all(np.isnan(g))])
-        if len(best):  # how far, on average, a layer's best match lies from its own relative depth
-            own = a.depths[[i for i, g in enumerate(grid) if not np.all(np.isnan(g))]]
-            rows.append(summary_row(f"{name}_best_match_depth_gap", float(np.mean(np.abs(best - own))), n=n, higher_is_better=None))
+        if matches:  # how far, on average, a layer's best match lies from its own relative depth
+            gaps = [abs(depth_b[j] - a.depths[i]) for i, j in matches]
+            rows.append(summary_row(f"{name}_best_match_depth_gap", float(np.mean(gaps)), n=n, higher_is_better=None))
     return [r | {"subset": "all", "other_model": b.model} for r in rows]
 
 

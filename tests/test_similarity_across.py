@@ -82,6 +82,18 @@ def test_rows_across_models_find_the_layer_that_holds_the_same_factors(tmp_path)
     assert write_across_models(tmp_path, "sim") == []
 
 
+def test_a_pairs_rows_do_not_depend_on_the_other_models_stored(tmp_path):
+    """Each pair's shuffle and halves are seeded alone: adding a third model leaves the first two's rows bit for bit."""
+    from layerbench.across_models import across_rows
+
+    for name, seed in (("a", 1), ("b", 2), ("c", 3)):
+        _store(tmp_path, name, _model(seed))
+    a, b, c = load_sketches(tmp_path)
+    two, three = across_rows([a, b], half_samples=5), across_rows([a, b, c], half_samples=5)
+    mine = three[0][three[0].other_model == "b"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(two[0], mine)
+
+
 def test_a_shuffled_list_relabels_its_neighbours():
     X = _model(1)[3]
     lists = knn_lists(X, 5)[None]

@@ -115,10 +115,6 @@ def complete_items(items: pd.DataFrame, *, model: str, revision: str | None, tas
     return conform_items(frame)
 
 
-def _item_files(fs: object, root: str) -> list[str]:
-    return sorted(fs.glob(f"{root}/*/{ITEMS_FOLDER}/*.parquet")) + sorted(fs.glob(f"{root}/{ITEMS_FOLDER}/*.parquet"))  # type: ignore[attr-defined]
-
-
 def load_items(path: str | Path, missing_ok: bool = False) -> pd.DataFrame:
     """Every item record under a results folder as one tidy DataFrame (:data:`ITEM_COLUMNS`).
 
@@ -132,12 +128,13 @@ def load_items(path: str | Path, missing_ok: bool = False) -> pd.DataFrame:
     """
     import pyarrow as pa
 
-    from layerbench.results.store import _filesystem
+    from layerbench.results.manifest import Part
+    from layerbench.results.store import _filesystem, part_files
 
     fs, root = _filesystem(path)
     if not fs.exists(root):
         raise UserError(f"no results at '{path}'")
-    files = _item_files(fs, root)
+    files = part_files(fs, root, Part.ITEMS)
     if not files:
         if missing_ok:
             return conform_items(pd.DataFrame(columns=list(ITEM_COLUMNS)))

@@ -34,7 +34,6 @@ SKETCH_COLUMNS: dict[str, str] = {
     "rank": "int64", "gram_vectors": "object", "gram_values": "object", "gram_norm": "float64", "gram_residual": "float64",
     "unbiased": "bool", "clamp_quantile": "float64", "run_id": "string",
 }
-SKETCHES_FOLDER = "sketches"
 
 
 def texts_id(texts: list[str]) -> str:
@@ -131,12 +130,13 @@ def load_sketches(path: str | Path, task: str | None = None) -> list[LayerSketch
     """
     import pyarrow as pa
 
-    from layerbench.results.store import _filesystem
+    from layerbench.results.manifest import Part
+    from layerbench.results.store import _filesystem, part_files
 
     fs, root = _filesystem(path)
     if not fs.exists(root):
         raise UserError(f"no results at '{path}'")
-    files = sorted(fs.glob(f"{root}/*/{SKETCHES_FOLDER}/*.parquet")) + sorted(fs.glob(f"{root}/{SKETCHES_FOLDER}/*.parquet"))
+    files = part_files(fs, root, Part.SKETCHES)
     found = []
     for file in files:
         name = file.rsplit("/", 1)[-1].removesuffix(".parquet")

@@ -67,6 +67,13 @@ def _filesystem(root: str | Path) -> tuple[Any, str]:
     return fs, path.rstrip("/")
 
 
+def part_files(fs: Any, root: str, part: Part) -> list[str]:
+    """The files of one part kept in its own folder (``items``, ``sketches``, ``across``) under ``root``: a results folder
+    (``<model>/<folder>/*.parquet``) or one model's folder (``<folder>/*.parquet``)."""
+    folder = _FOLDERS[Part(part).value]
+    return sorted(fs.glob(f"{root}/*/{folder}/*.parquet")) + sorted(fs.glob(f"{root}/{folder}/*.parquet"))
+
+
 def _is_local(fs: Any) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
