@@ -159,7 +159,16 @@ def summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None = None) -> 
     ``last_value``, ``gain`` and each headline with its 95% interval,
     ``<column>_low`` and ``<column>_high`` (:func:`normal_interval` from the
     rows' stderr, or :func:`wilson_interval` for a share such as the fix rate;
-    NaN where the rows have no stderr); ``note`` says
+    NaN where the rows have no stderr). ``best_value`` and ``gain`` are the naive
+    maximum, the layer chosen and scored on the same items (biased upward: the
+    winner's curse); beside them the selection-honest best (:mod:`layerbench.honest_best`:
+    the layer chosen on half the items and scored on the other half, over many
+    halvings), read from the ``honest_*`` rows: ``honest_best_value``,
+    ``honest_best_layer`` (picked most often), ``honest_best_depth``,
+    ``honest_gain`` (over the last layer, on the same held-out halves), the
+    value's and the gain's 95% intervals, ``honest_best_value_n`` (its items; 0
+    where the task has a naive best but no item records) and ``honest_note``
+    (why there is none). ``note`` says
     why a headline is missing (a probe task whose best layer does not beat
     its baselines has no concept depth; a fix rate on fewer than 20 wrong
     queries is withheld), else null.
@@ -179,6 +188,7 @@ def summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None = None) -> 
     itself = (out.best_layer == out.last_layer).fillna(False).to_numpy(bool)
     out["gain_low"], out["gain_high"] = normal_interval(out.gain, np.where(itself, 0.0, np.hypot(best_se, last_se)))
     out["metric"] = out.task.map(mains)
+    out = _with_honest_best(out, df, best)
     summaries = df[df.layer.isna()].sort_values("subset")
     if "note" not in summaries:  # rows built by hand, or read before the column existed
         summaries = summaries.assign(note=pd.NA)
@@ -204,6 +214,31 @@ def summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None = None) -> 
     found = pd.concat(notes).drop_duplicates(TASK_KEY) if notes else pd.DataFrame(columns=[*TASK_KEY, "note"])
     out = out.merge(found, on=TASK_KEY, how="left")
     return out.sort_values(["model", "task", "protocol", "site"]).reset_index(drop=True)
+
+
+HONEST_COLUMNS = {"honest_best": "honest_best_value", "honest_best_layer": "honest_best_layer", "honest_best_depth": "honest_best_depth",
+                  "honest_gain": "honest_gain"}
+NO_ITEMS_NOTE = "no item records for this task: the naive maximum only, not chosen on other items than it is scored on"
+
+
+def _with_honest_best(out: pd.DataFrame, df: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+    """``out`` (summary rows) with the selection-honest best of each task's ranked subset and split, read from its
+    ``honest_*`` rows (:mod:`layerbench.honest_best`): ``honest_best_value``, ``honest_best_layer``, ``honest_best_depth``,
+    ``honest_gain``, the values' and the gain's 95% intervals, ``honest_best_value_n`` (its items; 0 where a task with a
+    naive best has no records) and ``honest_note`` (why there is none)."""
+    ranked = best[[*TASK_KEY, "subset", "split"]]
+    rows = df[df.layer.isna() & df.metric.isin(list(HONEST_COLUMNS))].merge(ranked, on=[*TASK_KEY, "subset", "split"])
+    for metric, column in HONEST_COLUMNS.items():
+        part = rows[rows.metric == metric].drop_duplicates(TASK_KEY)[[*TASK_KEY, "value", "stderr", "n"]]
+        out = out.merge(part.rename(columns={"value": column, "stderr": f"{column}_se", "n": f"{column}_n"}), on=TASK_KEY, how="left")
+        out[column] = out[column].astype(float)
+    for column in ("honest_best_value", "honest_gain"):
+        out[f"{column}_low"], out[f"{column}_high"] = normal_interval(out[column], out[f"{column}_se"].astype(float))
+    out = out.drop(columns=[f"{c}_se" for c in HONEST_COLUMNS.values()] + [f"{c}_n" for c in HONEST_COLUMNS.values() if c != "honest_best_value"])
+    missing = out.best_value.notna() & out.honest_best_value.isna()
+    out["honest_best_value_n"] = out.honest_best_value_n.astype(float).where(~missing, 0.0)
+    out["honest_note"] = pd.Series([NO_ITEMS_NOTE if m else None for m in missing], index=out.index, dtype=object)
+    return out
 
 
 def metric_predicts_best_layer(df: pd.DataFrame, metric: str, mains: Mapping[str, str | None] | None = None) -> pd.DataFrame:
@@ -305,11 +340,14 @@ def metric_pick_summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None
 
     Returns:
         metric name -> :func:`metric_predicts_best_layer`'s rows plus ``gain`` (the main score at the picked layer minus the
-        last layer's) and ``ceiling`` (the best layer's minus the last's), both signed so that positive is better whatever
-        the task's direction; ``picks_layers``: whether the metric has a direction (a descriptive one picks no layer).
+        last layer's) and ``ceiling`` (the best layer's minus the last's: the selection-honest gain, :mod:`layerbench.honest_best`,
+        where the task has item records, else the naive one, ``naive_ceiling``), all signed so that positive is better
+        whatever the task's direction; ``picks_layers``: whether the metric has a direction (a descriptive one picks no layer).
     """
     from layerbench.metrics import list_metrics
 
+    keys = ["model", "task", "protocol", "site"]
+    honest = df[df.layer.isna() & (df.metric == "honest_gain")].drop_duplicates(keys).set_index(keys).value
     present = set(df.metric)
     out = {}
     for info in list_metrics():
@@ -319,8 +357,10 @@ def metric_pick_summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None
         if picks.empty:
             continue
         sign = np.where(picks.higher_is_better.astype(bool), 1.0, -1.0)  # the main score's own direction
-        out[info.name] = picks.assign(gain=sign * (picks.picked_score - picks.last_score), ceiling=sign * (picks.best_score - picks.last_score),
-                                      picks_layers=info.higher_is_better is not None, direction=info.higher_is_better)
+        naive = sign * (picks.best_score - picks.last_score)
+        held_out = honest.reindex(pd.MultiIndex.from_frame(picks[keys])).to_numpy(float)
+        out[info.name] = picks.assign(gain=sign * (picks.picked_score - picks.last_score), ceiling=np.where(np.isnan(held_out), naive, held_out),
+                                      naive_ceiling=naive, picks_layers=info.higher_is_better is not None, direction=info.higher_is_better)
     return out
 
 

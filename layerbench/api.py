@@ -147,7 +147,7 @@ def run(models: RunConfig | str | Sequence[str], /, **options: Any) -> RunSummar
         from layerbench.ray_executor import run_on_ray
 
         run_on_ray(models, specs, checkpoints, config, plan, run_id, env, summary)
-        return _across_models(specs, summary)
+        return _derived_parts(specs, summary)
     for m_index, model in enumerate(models, 1):
         runner = ModelRunner(checkpoints[model], config, plan, run_id, env, f"model {m_index}/{len(models)}")
         summary.status[model] = {}
@@ -164,12 +164,18 @@ def run(models: RunConfig | str | Sequence[str], /, **options: Any) -> RunSummar
         runner.finish()
         summary.forward_passes += runner.stats.forward_passes
         summary.manifests += [p for p in runner.manifests if p not in summary.manifests]
-    return _across_models(specs, summary)
+    return _derived_parts(specs, summary)
 
 
-def _across_models(specs: list[TaskSpec], summary: RunSummary) -> RunSummary:
-    """After the models ran: rewrite the rows across models of the tasks whose family has them (similarity), from what
-    every model in the output stored (:mod:`layerbench.across_models`)."""
+def _derived_parts(specs: list[TaskSpec], summary: RunSummary) -> RunSummary:
+    """After the models ran, the parts derived from what they stored: the selection-honest best layer of every task with
+    item records (:mod:`layerbench.honest_best`), and the rows across models of the tasks whose family has them
+    (similarity, :mod:`layerbench.across_models`), from what every model in the output stored."""
+    from layerbench.honest_best import write_honest_best
+
+    written = write_honest_best(summary.output)
+    if written:
+        print(f"selection-honest best layers rewritten for {len(written)} task variants", file=sys.stderr)
     for spec in specs:
         written = get_family(spec.family).write_across_models(summary.output, spec.name)
         if written:

@@ -45,7 +45,8 @@ class Headline:
         about: what it is, in a sentence or two, for the index's header (the family's group says its headlines' prose).
         metric: the summary row (``layer`` null) whose value it is (``oracle_fix_rate``); None: a column the summary
             computes from the layer rows (``gain``).
-        statistic: how the index aggregates a model's tasks: ``mean``, or ``count_positive`` ("k/n" tasks above 0).
+        statistic: how the index aggregates a model's tasks: ``mean``, or ``count_beyond_zero`` ("k/n": the tasks whose
+            95% interval lies above 0, ``<column>_low > 0``; a value above 0 by noise alone is not counted).
         rests_on: what its ``n`` counts, for prose ("queries", "paths").
         min_n: fewer items than this and the headline is withheld (a rate over a handful of queries moves by more
             than 0.05 with one query: not a number to rank models by); None: no minimum.
@@ -57,14 +58,14 @@ class Headline:
     title: str
     about: str = ""
     metric: str | None = None
-    statistic: Literal["mean", "count_positive"] = "mean"
+    statistic: Literal["mean", "count_beyond_zero"] = "mean"
     rests_on: str = "items"
     min_n: int | None = None
     interval: Literal["normal", "wilson"] = "normal"
 
     @property
     def key(self) -> str:
-        """The index column's id under ours: the column, with the statistic where it is not the mean (``gain_count_positive``)."""
+        """The index column's id under ours: the column, with the statistic where it is not the mean (``honest_gain_count_beyond_zero``)."""
         return self.column if self.statistic == "mean" else f"{self.column}_{self.statistic}"
 
 

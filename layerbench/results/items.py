@@ -126,8 +126,6 @@ def load_items(path: str | Path, missing_ok: bool = False) -> pd.DataFrame:
     Raises:
         UserError: ``path`` does not exist; it holds no item records (unless ``missing_ok``); an item file is corrupt.
     """
-    import pyarrow as pa
-
     from layerbench.results.manifest import Part
     from layerbench.results.store import _filesystem, part_files
 
@@ -140,14 +138,22 @@ def load_items(path: str | Path, missing_ok: bool = False) -> pd.DataFrame:
             return conform_items(pd.DataFrame(columns=list(ITEM_COLUMNS)))
         raise UserError(f"no item records under '{path}' (<model>/{ITEMS_FOLDER}/*.parquet); runs made before item records existed have none: "
                         "re-run the tasks with --overwrite")
-    frames = []
-    for file in files:
-        try:
-            with fs.open(file, "rb") as handle:
-                frames.append(conform_items(pd.read_parquet(handle)))
-        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
-            raise UserError(f"corrupt item file '{file}' ({str(exc).splitlines()[0]}); delete it and re-run that task with --overwrite") from None
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([read_item_file(fs, file) for file in files], ignore_index=True)
+
+
+def read_item_file(fs: Any, file: str) -> pd.DataFrame:
+    """One task variant's item records from ``file`` on the fsspec file system ``fs``, conformed to :data:`ITEM_COLUMNS`.
+
+    Raises:
+        UserError: the file is corrupt (the message says to delete it and re-run the task).
+    """
+    import pyarrow as pa
+
+    try:
+        with fs.open(file, "rb") as handle:
+            return conform_items(pd.read_parquet(handle))
+    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+        raise UserError(f"corrupt item file '{file}' ({str(exc).splitlines()[0]}); delete it and re-run that task with --overwrite") from None
 
 
 def item_units(items: pd.DataFrame) -> pd.Series:

@@ -23,13 +23,15 @@ class Part(str, Enum):
     ``metrics``, and two companions written with the scores: their per-item records (``items``) and the per-layer
     ``sketches`` a similarity run keeps for comparisons across models and checkpoints (:mod:`layerbench.results.sketches`);
     and one derived from every model's sketches, not written by a model's run: a similarity task's rows against the other
-    models (``across``, :mod:`layerbench.across_models`)."""
+    models (``across``, :mod:`layerbench.across_models`); and one derived from the item records: each task's
+    selection-honest best layer (``honest``, :mod:`layerbench.honest_best`)."""
 
     SCORES = "scores"
     METRICS = "metrics"
     ITEMS = "items"
     SKETCHES = "sketches"
     ACROSS = "across"
+    HONEST = "honest"
 
 
 # The parts an evaluator returns beside its scores, written first, with the scores' config hash, and removed when a

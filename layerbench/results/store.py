@@ -47,7 +47,7 @@ from layerbench.storage import write_whole
 _HASH_KEY = b"layerbench.config_hash"
 # Where each part's files lie under a model's folder; item records go with the scores they were computed for.
 _FOLDERS: dict[str, str | None] = {Part.SCORES.value: None, Part.METRICS.value: "metrics", Part.ITEMS.value: "items", Part.SKETCHES.value: "sketches",
-                                  Part.ACROSS.value: "across"}
+                                  Part.ACROSS.value: "across", Part.HONEST.value: "honest"}
 
 
 def model_slug(model: str, revision: str | None) -> str:
@@ -68,7 +68,7 @@ def _filesystem(root: str | Path) -> tuple[Any, str]:
 
 
 def part_files(fs: Any, root: str, part: Part) -> list[str]:
-    """The files of one part kept in its own folder (``items``, ``sketches``, ``across``) under ``root``: a results folder
+    """The files of one part kept in its own folder (``items``, ``sketches``, ``across``, ``honest``) under ``root``: a results folder
     (``<model>/<folder>/*.parquet``) or one model's folder (``<folder>/*.parquet``)."""
     folder = _FOLDERS[Part(part).value]
     return sorted(fs.glob(f"{root}/*/{folder}/*.parquet")) + sorted(fs.glob(f"{root}/{folder}/*.parquet"))

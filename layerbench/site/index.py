@@ -11,7 +11,7 @@ from layerbench.analysis import reference_signatures, task_signatures, why_apart
 from layerbench.families import Headline, all_families, all_headlines
 from layerbench.results import model_slug
 from layerbench.site import figures as fig
-from layerbench.site.view import BEATS_MARGIN, SiteData, latest_manifest, of_model, revision_of
+from layerbench.site.view import BEATS_MARGIN, SiteData, latest_manifest, of_model, records, revision_of
 
 
 @dataclass(frozen=True)
@@ -21,16 +21,19 @@ class IndexCell:
     Attributes:
         status: ``value``; ``withheld`` (the tasks ran, but the headline rests on fewer items than its family's minimum);
             ``none`` (the tasks ran and none has the headline: no layer decides); ``not run`` (no task of the column ran).
-        value: the number (a mean over tasks) or "k/n" (``count_positive``); None unless ``status`` is ``value``.
+        value: the number (a mean over tasks) or "k/n" (``count_beyond_zero``); None unless ``status`` is ``value``.
         n: what it rests on ("n=562, 2 of 3 tasks", "3 tasks"), why it is withheld ("n=8 < 20"), or how many tasks have
             none ("0 of 3 tasks"); None where nothing ran.
         interval: the 95% interval (low, high) of a mean, where every task of it has one.
+        naive: beside a selection-honest best or gain, the naive one (the layer chosen and scored on the same items),
+            averaged over the same tasks, printed in small type; None elsewhere.
     """
 
     status: Literal["value", "withheld", "none", "not run"]
     value: float | str | None = None
     n: str | None = None
     interval: tuple[float, float] | None = None
+    naive: float | None = None
 
     @property
     def shown(self) -> float | str | None:
@@ -38,27 +41,47 @@ class IndexCell:
         return self.value if self.status == "value" else None if self.status == "not run" else self.status
 
 
-def index_cell(part: pd.DataFrame, field: str, statistic: str) -> IndexCell:
-    """The cell of a column over one model's summary rows of the column's tasks (``part``)."""
-    value, n = _aggregate(part[field], statistic), _cell_n(part, field)
+def summary_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """:func:`records` of summary rows (:func:`layerbench.summary`) with each task's best as the pages show it: the
+    selection-honest best and gain (chosen on half the items, scored on the other half) as typed cells with their 95%
+    intervals and the naive maximum beside them, and the honest pick's layer and depth; a task without item records keeps
+    its naive best, and its ``honest_note`` says so."""
+    out = records(frame)
+    for row in out:
+        if row.get("honest_best_value") is None:
+            continue
+        row["best_value"] = IndexCell("value", row["honest_best_value"], interval=(row["honest_best_value_low"], row["honest_best_value_high"]),
+                                      naive=row["best_value"])
+        row["gain"] = IndexCell("value", row["honest_gain"], interval=(row["honest_gain_low"], row["honest_gain_high"]), naive=row["gain"])
+        row["best_layer"], row["best_depth"] = row["honest_best_layer"], row["honest_best_depth"]
+    return out
+
+
+def index_cell(part: pd.DataFrame, field: str, statistic: str, naive_field: str | None = None) -> IndexCell:
+    """The cell of a column over one model's summary rows of the column's tasks (``part``); ``naive_field``: the column whose
+    mean over the same tasks the cell shows beside its value (the naive best beside the selection-honest one)."""
+    value, n = _aggregate(part, field, statistic), _cell_n(part, field)
     if value is not None:
-        return IndexCell("value", value, n, _cell_interval(part, field) if statistic == "mean" else None)
+        naive = fig.number(part.loc[part[field].notna(), naive_field].astype(float).mean()) if naive_field else None
+        return IndexCell("value", value, n, _cell_interval(part, field) if statistic == "mean" else None, naive)
     withheld = _withheld(part, field)
     if withheld:
         return IndexCell("withheld", n=withheld)
     return IndexCell("none", n=n) if n else IndexCell("not run")
 
 
-def _aggregate(values: pd.Series, statistic: str) -> Any:
-    """An index cell: the ``mean`` of the defined values, or ``count_positive`` as "k/n"; None when there are none."""
-    values = values.dropna().astype(float)
-    if values.empty:
+def _aggregate(part: pd.DataFrame, field: str, statistic: str) -> Any:
+    """An index cell: the ``mean`` of the defined values of ``field``, or ``count_beyond_zero`` as "k/n" (the tasks whose
+    95% interval, ``<field>_low``, lies above 0, and by at least what the pages print); None when there are none."""
+    defined = part[part[field].notna()]
+    if defined.empty:
         return None
     if statistic == "mean":
-        return fig.number(values.mean())
-    if statistic == "count_positive":
-        return f"{int((values > BEATS_MARGIN).sum())}/{len(values)}"
-    raise ValueError(f"schema.yaml: unknown statistic '{statistic}'; use mean or count_positive")
+        return fig.number(defined[field].astype(float).mean())
+    if statistic == "count_beyond_zero":
+        low = defined[f"{field}_low"].astype(float)
+        return f"{int(((low > 0) & (defined[field].astype(float) > BEATS_MARGIN)).sum())}/{len(defined)}"
+    raise ValueError(f"schema.yaml: unknown statistic '{statistic}'; use mean or count_beyond_zero")
 
 
 def _cell_n(part: pd.DataFrame, field: str) -> str | None:
@@ -136,7 +159,9 @@ def index_rows(data: SiteData) -> list[dict[str, Any]]:
                 part = part[part.family == column["family"]]
             if "protocol" in column:
                 part = part[part.protocol == column["protocol"]]
-            row[column["id"]] = index_cell(part, column["field"], column["statistic"])
+            if "over" in column:
+                part = part[part[column["over"]].notna()]
+            row[column["id"]] = index_cell(part, column["field"], column["statistic"], column.get("naive_field"))
         out.append(row)
     return out
 
@@ -172,4 +197,4 @@ def _headline_column(headline: Headline, group: str, protocol: str | None) -> di
     filter: a result folder's task whose manifest is missing still shows its headline)."""
     return {"id": headline.key if protocol is None else f"{headline.key}@{protocol}", "title": headline.title if protocol is None else f"{headline.title} ({protocol})",
             "group": group, "protocol": protocol or "layerbench", "field": headline.column, "statistic": headline.statistic,
-            "text": headline.statistic == "count_positive", "headline": headline}
+            "text": headline.statistic == "count_beyond_zero", "headline": headline}

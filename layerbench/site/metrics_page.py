@@ -32,7 +32,7 @@ def metrics_page(data: SiteData) -> dict[str, Any]:
                              "picked_gain": fig.number(picks.gain.mean()) if picks_layers else None, "ceiling": fig.number(picks.ceiling.mean()),
                              "regret": fig.number((picks.ceiling - picks.gain).mean()) if picks_layers else None,
                              "per_model": {m: float(g.gain.mean()) for m, g in picks.groupby("model")} if picks_layers else {}})
-        details += [{"metric": label.get(name, name), **r} for r in records(picks.drop(columns=["gain", "ceiling", "higher_is_better", "picks_layers", "direction"]))]
+        details += [{"metric": label.get(name, name), **r} for r in records(picks.drop(columns=["gain", "ceiling", "naive_ceiling", "higher_is_better", "picks_layers", "direction"]))]
     picks_of = {short.get(name, name): picks for name, picks in picks_of.items()}  # the charts' category names
     figures: dict[str, Any] = {}
     if picks_of:

@@ -18,10 +18,12 @@ END = "<!-- end of the leaderboard table -->"
 
 
 def _score(cell: IndexCell) -> str:
-    """A cell "value (low–high)" to three decimals, its 95% interval where it has one; an em dash where there is no value."""
+    """A cell "value (low–high)" to three decimals, its 95% interval where it has one, and the naive maximum after it
+    ("[naive 0.834]") beside a selection-honest best; an em dash where there is no value."""
     if cell.status != "value":
         return "—"
-    return fmt(cell.value, 3) + (f" ({fmt(cell.interval[0], 3)}–{fmt(cell.interval[1], 3)})" if cell.interval else "")
+    return (fmt(cell.value, 3) + (f" ({fmt(cell.interval[0], 3)}–{fmt(cell.interval[1], 3)})" if cell.interval else "")
+            + (f" [naive {fmt(cell.naive, 3)}]" if cell.naive is not None else ""))
 
 
 def _with_n(cell: IndexCell) -> str:
@@ -56,11 +58,14 @@ def markdown_table(data: view.SiteData) -> str:
                  _score(row["mteb_best"]), _score(row["mteb_last"]), fmt(row["mteb_depth"].value, 2)]
         cells += [_with_n(row[column["id"]]) for column in ours]
         lines.append("| " + " | ".join(cells) + " |")
-    tasks = {r["probe_best"].n for r in rows} | {r["mteb_best"].n for r in rows}
+    tasks = {r["probe_last"].n for r in rows} | {r["mteb_last"].n for r in rows}  # task counts (the best cells count items)
     lines.append("")
     titles = [column["title"] for column in ours]
-    lines.append(f"Means over each family's tasks ({', '.join(sorted(t for t in tasks if t))}) under our protocol, 95% intervals in "
-                 f"parentheses; {', '.join(titles[:-1])} and {titles[-1]} with the {', '.join(rests_on[:-1])} and {rests_on[-1]} they rest on "
+    lines.append(f"Means over each family's tasks with item records ({', '.join(sorted(t for t in tasks if t))}) under our protocol, 95% "
+                 "intervals in parentheses. The best layer is chosen on half of each task's items and scored on the other half (50 "
+                 "halvings, both ways; `layerbench.honest_best`), its depth is that of the layer picked most often, and the naive "
+                 "maximum (the layer chosen and scored on the same items, biased upward) follows in brackets; "
+                 f"{', '.join(titles[:-1])} and {titles[-1]} with the {', '.join(rests_on[:-1])} and {rests_on[-1]} they rest on "
                  "(and on how many of the family's tasks, where some have none).")
     return "\n".join(lines)
 

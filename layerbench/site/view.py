@@ -187,7 +187,9 @@ def model_page(data: SiteData, row: dict[str, Any]) -> dict[str, Any]:
     pages = data.schema["pages"]
     figures: dict[str, Any] = {}
     sections = model_sections(of_model(data.rows, model, revision), data.families, data.mains, data.schema, figures, "m")
-    task_rows = records(of_model(data.table, model, revision).assign(family=lambda t: t.task.map(lambda x: data.families.get(x, "other"))))
+    from layerbench.site.index import summary_records
+
+    task_rows = summary_records(of_model(data.table, model, revision).assign(family=lambda t: t.task.map(lambda x: data.families.get(x, "other"))))
     for r in task_rows:
         r["_href_task"] = f"../tasks/{r['task']}.html"
     latest = latest_manifest(data, model, revision)
@@ -259,7 +261,9 @@ def task_page(data: SiteData, task: str, per_layer: pd.DataFrame) -> tuple[dict[
                                                       legend_below=True)
             plots.append(f"t-{metric}")
     mine = data.table[data.table.task == task]
-    best = records(mine)
+    from layerbench.site.index import summary_records
+
+    best = summary_records(mine)
     for r in best:
         r["_href_model"] = f"../models/{model_slug(r['model'], r['revision'])}.html"
     family = data.families.get(task, "other")
@@ -267,7 +271,7 @@ def task_page(data: SiteData, task: str, per_layer: pd.DataFrame) -> tuple[dict[
                 best_table=table("best", pages["task"]["best_columns"] + summary_columns(schema), best))
     noted = int(mine.note.notna().sum())  # models whose headline for the task is withheld (no concept beyond the baselines)
     entry = {"task": task, "_href_task": f"tasks/{task}.html", "family": family, "metric": main, "models": len(mine[["model", "revision"]].drop_duplicates()),
-             "best": fig.number(mine.best_value.max()), "headline": f"{len(mine) - noted}/{len(mine)}" if noted else None}
+             "best": fig.number(mine.honest_best_value.combine_first(mine.best_value).max()), "headline": f"{len(mine) - noted}/{len(mine)}" if noted else None}
     if noted and noted == len(mine):
         entry["_class"] = "muted"
     return page, entry
