@@ -14,7 +14,7 @@ DEMO_OUTPUT ?= demo-results
 # Where the CPU build of torch comes from when the lock is compiled: this project's machines keep it on disk, elsewhere PyTorch's CPU index.
 TORCH_SOURCE ?= $(if $(wildcard /opt/wheels/torch-*+cpu-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
-.PHONY: demo test lint bench site results leaderboard rebuild baseline venv lock clean fetch-models check-models
+.PHONY: demo demo-site docs test lint bench site results leaderboard rebuild baseline venv lock clean fetch-models check-models
 
 venv: $(VENV)/.installed
 
@@ -48,7 +48,28 @@ lock: venv
 
 demo: venv
 	$(BIN)/layerbench run --model sentence-transformers/all-MiniLM-L6-v2 --model smollm2-135m-q4 --suite default --output $(DEMO_OUTPUT)
-	@echo "Results: $(DEMO_OUTPUT)/<model>/<task>.parquet (probe and mteb scores per layer), $(DEMO_OUTPUT)/<model>/metrics/<task>.parquet (label-free metrics), manifests in $(DEMO_OUTPUT)/<model>/runs/"
+	$(MAKE) --no-print-directory demo-site
+	@echo ""
+	@echo "Results: $(DEMO_OUTPUT)/<model>/<task>.parquet (scores per layer), $(DEMO_OUTPUT)/<model>/metrics/ (label-free metrics), manifests in $(DEMO_OUTPUT)/<model>/runs/"
+	@echo "Next:"
+	@echo "  open $(DEMO_SITE)/index.html                                  # the leaderboard of the demo (make demo-site rebuilds it)"
+	@echo "  $(BIN)/layerbench compare results $(DEMO_OUTPUT)                 # the regression gate: the demo against the committed results"
+	@echo "  $(BIN)/python -c \"import layerbench; print(layerbench.summary(layerbench.load_results('$(DEMO_OUTPUT)')))\"   # in pandas"
+
+# The leaderboard site of the demo's results (make demo builds it at its end): open $(DEMO_SITE)/index.html.
+DEMO_SITE ?= demo-site
+demo-site: venv
+	$(BIN)/layerbench leaderboard $(DEMO_OUTPUT) -o $(DEMO_SITE)
+
+# The documentation (docs/, mkdocs.yml) into docs-site/, offline and strict: a broken link, a missing page or a
+# docstring the API reference cannot read fails it (CI runs it).
+docs: venv $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@echo "documentation written: docs-site/index.html"
+
+$(VENV)/.docs-installed: requirements/docs.txt $(VENV)/.installed
+	$(PIP) --no-deps -r requirements/docs.txt
+	touch $@
 
 test: venv
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python -m pytest -n auto --maxprocesses 4
@@ -67,6 +88,7 @@ site: venv
 	$(BIN)/layerbench leaderboard results -o site
 	$(BIN)/python -m layerbench.site.readme README.md results
 	$(BIN)/python docs/readme_figure.py site models/gemma3-270m-base-q4.html m-depth-heatmap docs/figures/gemma3-tasks-by-depth.png
+	$(BIN)/python docs/readme_figure.py site index.html models docs/figures/leaderboard-index.png 1400
 
 # The committed reference results and the site built from them, with one command: the default suite under our
 # protocol and each paper's on the eight offline models (MiniLM, MPNet, multilingual-e5-small, EmbeddingGemma, SmolLM2,

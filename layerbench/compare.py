@@ -127,15 +127,17 @@ def compare_results(base: pd.DataFrame, candidate: pd.DataFrame, tolerance: floa
     """Every shared row of ``base`` and ``candidate``, with its kind, change, noise and verdict.
 
     Args:
-        base, candidate: result rows (``load_results``). Matched by model on
+        base: result rows (``load_results``) of the base run.
+        candidate: result rows of the candidate run. Matched by model on
             the models both hold (the others are left out); two sets of one
             different model each are matched across models (a new checkpoint against the old).
         tolerance: the smallest drop that counts, in the metric's own units.
         z: how many standard deviations of the difference (standard errors and seed spread) a drop must exceed.
         tasks: only these tasks.
         noise: the baseline's run-to-run spread (:func:`seed_noise`); None: standard errors only.
-        base_items, candidate_items: the two runs' item records (:func:`layerbench.results.items.load_items`); where both
+        base_items: the base run's item records (:func:`layerbench.results.items.load_items`); where both runs
             hold a gated score's items on the same items, its rows get a paired test. None: every row unpaired.
+        candidate_items: the candidate run's item records.
         seed: the paired bootstrap's seed.
 
     Returns:

@@ -113,7 +113,10 @@ def honest_best(statistic: str, values: np.ndarray, target: np.ndarray | None, h
     """The cross-fitted best of one score curve (module docstring), from its per-item values.
 
     Args:
-        statistic, values, target, higher: as :func:`cross_fit` (``values`` ``[L, N]``, the layers in ``layers`` order, ascending).
+        statistic: as :func:`cross_fit`.
+        values: ``[L, N]`` per-item values (``[L, S, N]`` for ``max_average_precision``), the layers in ``layers`` order, ascending.
+        target: as :func:`cross_fit`.
+        higher: as :func:`cross_fit`.
         layers: the L layer numbers.
         halvings: random halvings the estimate averages.
         resamples: bootstrap resamples behind the standard errors (0: none, NaN).

@@ -35,7 +35,8 @@ def mcnemar(base: np.ndarray, candidate: np.ndarray) -> tuple[float, float, int,
     """The exact McNemar test of paired 1/0 outcomes, one-sided each way.
 
     Args:
-        base, candidate: ``[N]`` outcomes (1 right, 0 wrong) of the same items.
+        base: ``[N]`` outcomes (1 right, 0 wrong) of the items in the base run.
+        candidate: ``[N]`` outcomes of the same items in the candidate run.
 
     Returns:
         ``(p_worse, p_better, b, c)``: b items right in the base and wrong in the candidate, c the other way;

@@ -113,8 +113,14 @@ def check_backpatch_rows(handle) -> None:
 
     data = load_packaged("two-hop-queries", {"n": 6, "seed": 3})
     stats = CaptureStats()
-    with counting_passes(handle, stats):
+    import warnings
+
+    with counting_passes(handle, stats), warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
         rows = complete_rows(evaluate_backpatch(EvaluatorContext(data, spec, 0, handle=handle)), model="m", revision=None, task="bp", subset="s", split="test", n_layers=L, run_id="r")
+    # No library warning reaches a user that the current API avoids (transformers' past_key_values -> cache rename).
+    stale = [str(w.message) for w in said if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert not stale, stale
     # The run counts the passes the evaluator made: at least one clean and one patched pass per query and position.
     assert stats.forward_passes >= 6 * 3
     patched = rows[rows.metric == "patched_correct"]

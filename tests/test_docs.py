@@ -1,6 +1,6 @@
-"""The README says what the code does: its task tables match `layerbench list tasks`, its snippets run, and a slice of the
-committed results/ comes back when rerun: within the measured cross-platform tolerance on any x86-64 machine, bit for bit on
-the platform that made it."""
+"""The README and the documentation (docs/) say what the code does: the task tables match `layerbench list tasks`, the
+snippets run, the README's links resolve and it stays short, and a slice of the committed results/ comes back when rerun:
+within the measured cross-platform tolerance on any x86-64 machine, bit for bit on the platform that made it."""
 from __future__ import annotations
 
 import contextlib
@@ -16,6 +16,8 @@ from layerbench.cli import main
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
+# The README, then every documentation page: where the text lives that the tests below check (each fact in one place).
+DOCS = "\n".join([README, *(page.read_text() for page in sorted((ROOT / "docs").rglob("*.md")))])
 
 
 def _listed_tasks() -> dict[str, str]:
@@ -33,9 +35,9 @@ def _listed_tasks() -> dict[str, str]:
 
 
 def _readme_task_rows() -> dict[str, str]:
-    """The first README table row of each task (its row in a task table; later tables report results), as task -> its last cell (the size)."""
+    """The first table row of each task in the README and docs (its row in a task table; later tables report results), as task -> its last cell (the size)."""
     rows = {}
-    for line in README.splitlines():
+    for line in DOCS.splitlines():
         match = re.match(r"\| `([a-z0-9][a-z0-9_.-]*)` \|.*\| ([^|]+) \|$", line)
         if match:
             rows.setdefault(match.group(1), match.group(2).strip())
@@ -56,11 +58,11 @@ def test_the_readme_names_the_cache_variables_as_the_code_reads_them():
     from layerbench import config
 
     source = Path(config.__file__).read_text()
-    assert "LAYERBENCH_ACTIVATION_CACHE" in source and "`$LAYERBENCH_ACTIVATION_CACHE`, default `$LAYERBENCH_CACHE/activations`" in README
+    assert "LAYERBENCH_ACTIVATION_CACHE" in source and "`$LAYERBENCH_ACTIVATION_CACHE`, default `$LAYERBENCH_CACHE/activations`" in DOCS
 
 
 def _python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    return re.findall(r"```python\n(.*?)```", DOCS, flags=re.S)
 
 
 @pytest.mark.slow
@@ -195,3 +197,58 @@ def test_every_committed_manifest_names_the_lock_and_one_platform():
     lock = file_sha256(ROOT / "requirements" / "lock.txt")[:12]
     for m in manifests:
         assert m.environment.lock and m.environment.lock["used"] and m.environment.lock["sha256"] == lock, m.run_id
+
+
+def test_make_demo_builds_its_site_and_ends_with_the_next_commands():
+    """`make demo` ends where a user looks next: the site of its results, the gate against the committed ones, pandas."""
+    import subprocess
+
+    planned = subprocess.run(["make", "-n", "demo"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "layerbench leaderboard demo-results -o demo-site" in planned
+    for step in ("open demo-site/index.html", "layerbench compare results demo-results", "layerbench.load_results('demo-results')"):
+        assert step in planned, step
+
+
+def test_the_readme_is_a_front_door_whose_links_resolve():
+    """At most 250 lines, and every link it holds leads somewhere: a file of the repository, and where it names an anchor,
+    a heading (or an ``<a id>``) of that page, slugged as the documentation site slugs it."""
+    from markdown.extensions.toc import slugify
+
+    assert len(README.splitlines()) <= 250, len(README.splitlines())
+    links = re.findall(r"\]\(([^)\s]+)\)", README)
+    assert len(links) >= 15
+    for link in links:
+        if link.startswith(("http://", "https://")):
+            continue
+        path, _, anchor = link.partition("#")
+        target = ROOT / path if path else ROOT / "README.md"
+        assert target.exists(), f"README links to {link}: no such file"
+        if anchor:
+            text = target.read_text()
+            anchors = {slugify(h.replace("`", ""), "-") for h in re.findall(r"^#{1,6} (.*)$", text, flags=re.M)} | set(re.findall(r'<a id="([^"]+)"', text))
+            assert anchor in anchors, f"README links to {link}: no such heading"
+
+
+def test_the_readme_findings_are_what_the_committed_results_give():
+    """Each number of the README's paragraph under the table, computed here from results/ (layerbench.summary)."""
+    import layerbench
+
+    table = layerbench.summary(layerbench.load_results(ROOT / "results"))
+    ours = table[(table.protocol == "layerbench") & table.honest_best_value.notna()]
+    original = ["gemma3-270m-base-q4", "multilingual-e5-small-q4", "sentence-transformers/all-MiniLM-L6-v2", "smollm2-135m-q4"]
+    probe = ours[ours.task.str.startswith("concept-")]
+    curse = (probe.best_value - probe.honest_best_value).groupby(probe.model).mean()
+    assert f"by {curse[original].mean():.3f} on average on the probe tasks of the\nfour original models (SmolLM2 {curse['smollm2-135m-q4']:.3f})" in README
+    from layerbench.site import view
+    from layerbench.site.index import index_rows
+
+    apart = {row["model"] for row in index_rows(view.read_site([ROOT / "results"])) if row["apart"]}
+    ranked = ~ours.model.isin(apart)  # the README table's models
+    beats = (probe[ranked].honest_gain_low > 0).groupby(probe[ranked].model).sum()
+    naive = (probe[ranked].gain > 0.0005).groupby(probe[ranked].model).sum()
+    assert f"on {beats.min()} to {beats.max()} of\nthe 9 probe tasks per model (naively on {naive.min()} or {naive.max()})" in README
+    mteb = ours[ours.task.str.startswith("mteb-")]
+    depth = mteb.groupby("model").honest_best_depth.mean()
+    assert f"EmbeddingGemma at depth {depth['google/embeddinggemma-300m']:.2f} against its base family's Gemma 3 at {depth['gemma3-270m-base-q4']:.2f}" in README
+    retrieval = mteb[(mteb.model == "smollm2-135m-q4") & (mteb.task == "mteb-bbc-retrieval")].iloc[0]
+    assert f"retrieval +{retrieval.honest_gain:.3f}, 95% interval {retrieval.honest_gain_low:.3f} to {retrieval.honest_gain_high:.3f}" in README

@@ -192,9 +192,26 @@ def test_pages_load_sort_and_plot_in_headless_chromium(site):
         assert sticky["scrolled"] > 100 and abs(sticky["left"] - sticky["wrapLeft"]) < 2, sticky
         page.screenshot(path=str(ARTIFACTS / "site_index_scrolled.png"), full_page=False)
 
-        # Every plot can be taken away as SVG (the button added to Plotly's toolbar) and PNG (its camera).
+        # A model page reads at 1,400 pixels: the page never scrolls sideways; its task table, rounded as the index is (three
+        # decimals, intervals in small type), scrolls inside its own box where it is wider, the task column staying in view.
+        page.set_viewport_size({"width": 1400, "height": 900})
         page.goto(base + "models/smollm2-135m-q4.html")
         page.wait_for_load_state("load")
+        model = page.evaluate("""() => {
+            const table = document.getElementById('tasks'), wrap = table.parentElement;
+            const numbers = Array.from(table.querySelectorAll('tbody td[data-value]')).map(td => td.firstChild.textContent.trim())
+                .filter(text => /^-?[0-9.]+$/.test(text) && text.includes('.'));
+            wrap.scrollLeft = wrap.scrollWidth;
+            const first = table.querySelector('tbody td:first-child').getBoundingClientRect();
+            return {page: document.documentElement.scrollWidth, window: window.innerWidth, wrap: wrap.clientWidth, table: table.scrollWidth,
+                    overflow: getComputedStyle(wrap).overflowX, left: first.left, wrapLeft: wrap.getBoundingClientRect().left, numbers};
+        }""")
+        assert model["page"] <= model["window"] and model["wrap"] <= model["window"], model
+        assert model["table"] <= model["wrap"] or (model["overflow"] == "auto" and abs(model["left"] - model["wrapLeft"]) < 2), model
+        assert model["numbers"] and all(len(text.split(".")[1]) <= 3 for text in model["numbers"]), model["numbers"][:20]
+        page.screenshot(path=str(ARTIFACTS / "site_model_page.png"), full_page=False)
+
+        # Every plot can be taken away as SVG (the button added to Plotly's toolbar) and PNG (its camera).
         titles = page.evaluate("() => Array.from(document.querySelector('.plot .modebar').querySelectorAll('.modebar-btn')).map(a => a.getAttribute('data-title'))")
         assert "Download plot as SVG" in titles and "Download plot as a PNG" in titles and "Share chart..." not in titles, titles
         browser.close()

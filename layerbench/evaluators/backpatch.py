@@ -269,7 +269,7 @@ def evaluate_backpatch(context: EvaluatorContext) -> pd.DataFrame:
     """Checks, logit-lens rows and the back-patching sweep of a two-hop task.
 
     Returns:
-        Rows (see the README's back-patching section): the checks' shares and
+        Rows (see docs/families/interventions.md): the checks' shares and
         the oracle fix rate at ``layer = -1``; lens rows per layer; one
         ``patched_correct`` row per (position and group, ls, lt) with
         ``layer = lt`` and ``source_layer = ls``.

@@ -10,7 +10,7 @@ and the summary metrics the leaderboard headlines for its tasks.
 
 Adding a family is one module in this package that calls :func:`register`
 (modules here are imported when the package is), and task YAML files that
-name it; see the README's "Adding a task family".
+name it; see docs/tasks.md, "Adding a task family".
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ class Protocol:
     headlines: tuple[Headline, ...] | None = None
 
 
-OURS = Protocol("layerbench", reference="layerbench's defaults (README: where they differ from each paper, and why)")
+OURS = Protocol("layerbench", reference="layerbench's defaults (docs/protocols.md: where they differ from each paper, and why)")
 
 
 class ProtocolSettings(Strict):

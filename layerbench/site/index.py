@@ -48,6 +48,9 @@ def summary_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     its naive best, and its ``honest_note`` says so."""
     out = records(frame)
     for row in out:
+        for column in ("best_layer", "last_layer", "honest_best_layer", "n_layers"):  # layer numbers (float where a task has none) print as integers
+            if isinstance(row.get(column), float):
+                row[column] = int(row[column])
         if row.get("honest_best_value") is None:
             continue
         row["best_value"] = IndexCell("value", row["honest_best_value"], interval=(row["honest_best_value_low"], row["honest_best_value_high"]),

@@ -196,7 +196,7 @@ def model_page(data: SiteData, row: dict[str, Any]) -> dict[str, Any]:
     runs = [m for m in data.manifests.get(model, []) if m.model.revision == revision]
     return dict(title=model, figures=figures, sections=sections, slug=model_slug(model, revision),
                 model={"parameters": latest.model.parameters if latest else None, "n_layers": row["layers"], "revision": revision},
-                task_table=table("tasks", pages["model"]["task_columns"] + summary_columns(data.schema), task_rows),
+                task_table=table("tasks", pages["model"]["task_columns"] + summary_columns(data.schema), task_rows, decimals=3),
                 provenance={"fields": [(c["id"], c["title"]) for c in pages["model"]["provenance_fields"]],
                             "runs": [provenance_row(m, f"{model_slug(model, revision)}/runs/{m.run_id}.json") for m in reversed(runs)]},
                 manifest_files={f"models/{model_slug(model, revision)}/runs/{m.run_id}.json": m.to_json() for m in runs})
@@ -268,7 +268,7 @@ def task_page(data: SiteData, task: str, per_layer: pd.DataFrame) -> tuple[dict[
         r["_href_model"] = f"../models/{model_slug(r['model'], r['revision'])}.html"
     family = data.families.get(task, "other")
     page = dict(title=task, figures=figures, plots=plots, description=pages["task"]["description"].format(family=family, metric=main or "—"),
-                best_table=table("best", pages["task"]["best_columns"] + summary_columns(schema), best))
+                best_table=table("best", pages["task"]["best_columns"] + summary_columns(schema), best, decimals=3))
     noted = int(mine.note.notna().sum())  # models whose headline for the task is withheld (no concept beyond the baselines)
     entry = {"task": task, "_href_task": f"tasks/{task}.html", "family": family, "metric": main, "models": len(mine[["model", "revision"]].drop_duplicates()),
              "best": fig.number(mine.honest_best_value.combine_first(mine.best_value).max()), "headline": f"{len(mine) - noted}/{len(mine)}" if noted else None}
