@@ -4,6 +4,7 @@ within the measured cross-platform tolerance on any x86-64 machine, bit for bit 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import re
 from pathlib import Path
@@ -18,6 +19,14 @@ ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
 # The README, then every documentation page: where the text lives that the tests below check (each fact in one place).
 DOCS = "\n".join([README, *(page.read_text() for page in sorted((ROOT / "docs").rglob("*.md")))])
+
+
+@functools.lru_cache(maxsize=1)
+def _committed_site():
+    """The site's reading of results/ (rows, manifests, summary), read once for the tests that check the README against it."""
+    from layerbench.site import view
+
+    return view.read_site([ROOT / "results"])
 
 
 def _listed_tasks() -> dict[str, str]:
@@ -117,9 +126,9 @@ def test_the_readme_leaderboard_table_is_what_the_committed_results_give():
     """The README's table is written from results/ (make site), never typed: it equals what they give now, and its
     probe column equals layerbench.summary's mean over the probe tasks, computed here apart from the site code."""
     import layerbench
-    from layerbench.site import readme, view
+    from layerbench.site import readme
 
-    data = view.read_site([ROOT / "results"])
+    data = _committed_site()
     assert readme.updated_readme(README, readme.markdown_table(data)) == README, "README's leaderboard table is stale: run make site"
     table = layerbench.summary(layerbench.load_results(ROOT / "results"))
     probe = table[(table.protocol == "layerbench") & table.task.str.startswith("concept-") & table.honest_best_value.notna()]
@@ -239,10 +248,9 @@ def test_the_readme_findings_are_what_the_committed_results_give():
     probe = ours[ours.task.str.startswith("concept-")]
     curse = (probe.best_value - probe.honest_best_value).groupby(probe.model).mean()
     assert f"by {curse[original].mean():.3f} on average on the probe tasks of the\nfour original models (SmolLM2 {curse['smollm2-135m-q4']:.3f})" in README
-    from layerbench.site import view
     from layerbench.site.index import index_rows
 
-    apart = {row["model"] for row in index_rows(view.read_site([ROOT / "results"])) if row["apart"]}
+    apart = {row["model"] for row in index_rows(_committed_site()) if row["apart"]}
     ranked = ~ours.model.isin(apart)  # the README table's models
     beats = (probe[ranked].honest_gain_low > 0).groupby(probe[ranked].model).sum()
     naive = (probe[ranked].gain > 0.0005).groupby(probe[ranked].model).sum()
