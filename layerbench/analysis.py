@@ -216,8 +216,13 @@ def summary(df: pd.DataFrame, mains: Mapping[str, str | None] | None = None) -> 
     return out.sort_values(["model", "task", "protocol", "site"]).reset_index(drop=True)
 
 
-HONEST_COLUMNS = {"honest_best": "honest_best_value", "honest_best_layer": "honest_best_layer", "honest_best_depth": "honest_best_depth",
-                  "honest_gain": "honest_gain"}
+# The honest_* summary rows (layerbench.honest_best) as summary columns: row metric -> {row column: summary column}.
+HONEST_COLUMNS = {
+    "honest_best": {"value": "honest_best_value", "stderr": "honest_best_value_se", "n": "honest_best_value_n"},
+    "honest_best_layer": {"value": "honest_best_layer"},
+    "honest_best_depth": {"value": "honest_best_depth"},
+    "honest_gain": {"value": "honest_gain", "stderr": "honest_gain_se"},
+}
 NO_ITEMS_NOTE = "no item records for this task: the naive maximum only, not chosen on other items than it is scored on"
 
 
@@ -228,15 +233,13 @@ def _with_honest_best(out: pd.DataFrame, df: pd.DataFrame, best: pd.DataFrame) -
     naive best has no records) and ``honest_note`` (why there is none)."""
     ranked = best[[*TASK_KEY, "subset", "split"]]
     rows = df[df.layer.isna() & df.metric.isin(list(HONEST_COLUMNS))].merge(ranked, on=[*TASK_KEY, "subset", "split"])
-    for metric, column in HONEST_COLUMNS.items():
-        part = rows[rows.metric == metric].drop_duplicates(TASK_KEY)[[*TASK_KEY, "value", "stderr", "n"]]
-        out = out.merge(part.rename(columns={"value": column, "stderr": f"{column}_se", "n": f"{column}_n"}), on=TASK_KEY, how="left")
-        out[column] = out[column].astype(float)
+    for metric, names in HONEST_COLUMNS.items():
+        part = rows[rows.metric == metric].drop_duplicates(TASK_KEY)[[*TASK_KEY, *names]].rename(columns=names)
+        out = out.merge(part.astype({name: float for name in names.values()}), on=TASK_KEY, how="left")
     for column in ("honest_best_value", "honest_gain"):
-        out[f"{column}_low"], out[f"{column}_high"] = normal_interval(out[column], out[f"{column}_se"].astype(float))
-    out = out.drop(columns=[f"{c}_se" for c in HONEST_COLUMNS.values()] + [f"{c}_n" for c in HONEST_COLUMNS.values() if c != "honest_best_value"])
+        out[f"{column}_low"], out[f"{column}_high"] = normal_interval(out[column], out.pop(f"{column}_se"))
     missing = out.best_value.notna() & out.honest_best_value.isna()
-    out["honest_best_value_n"] = out.honest_best_value_n.astype(float).where(~missing, 0.0)
+    out["honest_best_value_n"] = out.honest_best_value_n.where(~missing, 0.0)
     out["honest_note"] = pd.Series([NO_ITEMS_NOTE if m else None for m in missing], index=out.index, dtype=object)
     return out
 

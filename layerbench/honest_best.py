@@ -32,11 +32,11 @@ import pandas as pd
 
 from layerbench import paired
 from layerbench.fingerprint import hash_value
-from layerbench.results.items import ITEMS_FOLDER, item_matrix, item_targets, item_units, read_item_file
+from layerbench.results.items import item_arrays, read_item_file
 from layerbench.results.manifest import Part
 from layerbench.results.rows import summary_row
 from layerbench.results.schema import complete_rows
-from layerbench.results.store import ResultStore, _filesystem, part_files
+from layerbench.results.store import ResultStore, _filesystem, part_files, part_folder, stored_hash_of
 from layerbench.specs.protocols import variant_suffix
 
 HALVINGS = 50  # random halvings behind a point estimate (each used both ways: 100 picks)
@@ -151,12 +151,11 @@ def honest_rows(items: pd.DataFrame, scores: pd.DataFrame, seed: int = 0) -> pd.
         if curve.empty or curve.higher_is_better.isna().all():
             continue
         higher = bool(curve.higher_is_better.dropna().iloc[0])
-        layers = sorted(int(layer) for layer in group.layer.dropna().unique())
-        units = sorted(set(item_units(group)))
-        values = item_matrix(group, layers, units)
-        if np.isnan(values).any() or len(units) < 4:
+        arrays = item_arrays(group)
+        if arrays is None or len(arrays[1]) < 4:
             continue
-        best = honest_best(str(statistic), values, item_targets(group, layers[0], units), higher, layers, seed=seed)
+        layers, units, values, target = arrays
+        best = honest_best(str(statistic), values, target, higher, layers, seed=seed)
         n_layers = int(curve.n_layers.iloc[0])
         note = (f"the {metric} layer chosen on a random half of the {len(units)} items and scored on the other half, both ways, "
                 f"{best.picks // 2} halvings; layer {best.layer} picked in {best.layer_share:.0%} of them")
@@ -183,36 +182,43 @@ def write_honest_best(output: Any, check_only: bool = False) -> list[str]:
         return []
     written = []
     for file in part_files(fs, root, Part.ITEMS):
-        items = read_item_file(fs, file)
-        if items.empty:
-            continue
-        first = items.iloc[0]
-        model, revision, task = str(first.model), None if pd.isna(first.revision) else str(first.revision), str(first.task)
-        variant = variant_suffix(str(first.protocol), str(first.site))
-        made_from = hash_value([store.stored_hash(model, revision, task, Part.ITEMS, variant), METHOD_VERSION])
-        if store.stored_hash(model, revision, task, Part.HONEST, variant) == made_from:
+        # Whether the derived file is in step is read from the two files' metadata: an unchanged folder reads no records
+        # (this runs after every `layerbench run`).
+        derived = _beside(file, Part.HONEST)
+        made_from = hash_value([stored_hash_of(fs, file), METHOD_VERSION])
+        if stored_hash_of(fs, derived) == made_from:
             continue
         if check_only:
-            written.append(str(store.task_path(model, revision, task, Part.HONEST, variant)))
+            written.append(derived)
             continue
-        scores_path = str(store.task_path(model, revision, task, Part.SCORES, variant))
-        if not fs.isfile(scores_path):
+        items = read_item_file(fs, file)
+        scores_path = _beside(file, Part.SCORES)
+        if items.empty or not fs.isfile(scores_path):
             continue
         with fs.open(scores_path, "rb") as handle:
-            scores = pd.read_parquet(handle)
-        rows = honest_rows(items, scores)
+            rows = honest_rows(items, pd.read_parquet(handle))
         if rows.empty:
             continue
-        written.append(str(store.write_task(rows, model, revision, task, made_from, Part.HONEST, variant)))
+        first = items.iloc[0]
+        model, revision = str(first.model), None if pd.isna(first.revision) else str(first.revision)
+        variant = variant_suffix(str(first.protocol), str(first.site))
+        written.append(str(store.write_task(rows, model, revision, str(first.task), made_from, Part.HONEST, variant)))
     for derived in part_files(fs, root, Part.HONEST):
-        folder, name = derived.rsplit("/", 2)[0], derived.rsplit("/", 1)[1]
-        if not fs.isfile(f"{folder}/{ITEMS_FOLDER}/{name}"):
+        if not fs.isfile(_beside(derived, Part.ITEMS)):
             if check_only:
                 written.append(derived)
                 continue
             print(f"{derived}: its item records are gone; removed", file=sys.stderr)
             fs.rm_file(derived)
     return written
+
+
+def _beside(file: str, part: Part) -> str:
+    """The file of another part of the same task variant as ``file`` (``<model>/<folder>/<task><variant>.parquet``, or the
+    scores' ``<model>/<task><variant>.parquet``), for ``file`` of a part kept in its own folder."""
+    model_folder, name = file.rsplit("/", 2)[0], file.rsplit("/", 1)[1]
+    folder = part_folder(part)
+    return f"{model_folder}/{name}" if folder is None else f"{model_folder}/{folder}/{name}"
 
 
 def converging_layers_by_fold(correct: np.ndarray, fold: np.ndarray, layers: list[int], epsilon: float = 0.01) -> tuple[np.ndarray, np.ndarray]:

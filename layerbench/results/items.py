@@ -181,6 +181,19 @@ def item_targets(items: pd.DataFrame, layer: int, units: list[str]) -> np.ndarra
     return first.target.reindex(units).to_numpy(np.float64)
 
 
+def item_arrays(items: pd.DataFrame) -> tuple[list[int], list[str], np.ndarray, np.ndarray | None] | None:
+    """One score's records (one metric, statistic, subset and split) as arrays: ``(layers, units, values, target)``, the
+    layers ascending, the units (:func:`item_units`) sorted, ``values`` ``[L, N]`` (``[L, S, N]`` with S scorers,
+    :func:`item_matrix`) and ``target`` ``[N]`` as the first layer's records give it (:func:`item_targets`); None where
+    some layer lacks some item (the layers' scores would rest on different items)."""
+    layers = sorted(int(layer) for layer in items.layer.dropna().unique())
+    units = sorted(set(item_units(items)))
+    values = item_matrix(items, layers, units)
+    if np.isnan(values).any():
+        return None
+    return layers, units, values, item_targets(items, layers[0], units)
+
+
 def item_stderr(items: pd.DataFrame, seed: int = 0) -> dict[int, float]:
     """Each layer's standard error of the score its item records make (one metric, subset and split): the standard
     deviation of the score over :data:`layerbench.paired.STDERR_RESAMPLES` resamples of the items with replacement, each recomputed by
@@ -190,12 +203,10 @@ def item_stderr(items: pd.DataFrame, seed: int = 0) -> dict[int, float]:
 
     if items.empty or items.statistic.nunique() != 1 or items.metric.nunique() != 1:
         return {}
-    layers = sorted(int(layer) for layer in items.layer.dropna().unique())
-    units = sorted(set(item_units(items)))
-    values = item_matrix(items, layers, units)
-    target = item_targets(items, layers[0], units)
-    if np.isnan(values).any():
+    arrays = item_arrays(items)
+    if arrays is None:
         return {}
+    layers, units, values, target = arrays
     weights = paired.bootstrap_weights(len(units), paired.STDERR_RESAMPLES, seed)
     scores = paired.weighted_statistic(str(items.statistic.iloc[0]), values, target, weights)  # [B, L]
     return {layer: float(np.nanstd(scores[:, i], ddof=1)) for i, layer in enumerate(layers)}

@@ -67,11 +67,29 @@ def _filesystem(root: str | Path) -> tuple[Any, str]:
     return fs, path.rstrip("/")
 
 
+def part_folder(part: Part) -> str | None:
+    """The folder under a model's results that holds ``part``'s files (None: the model's folder itself, for the scores)."""
+    return _FOLDERS[Part(part).value]
+
+
 def part_files(fs: Any, root: str, part: Part) -> list[str]:
     """The files of one part kept in its own folder (``items``, ``sketches``, ``across``, ``honest``) under ``root``: a results folder
     (``<model>/<folder>/*.parquet``) or one model's folder (``<folder>/*.parquet``)."""
-    folder = _FOLDERS[Part(part).value]
+    folder = part_folder(part)
     return sorted(fs.glob(f"{root}/*/{folder}/*.parquet")) + sorted(fs.glob(f"{root}/{folder}/*.parquet"))
+
+
+def stored_hash_of(fs: Any, path: str) -> str | None:
+    """The config hash a result file at ``path`` on ``fs`` was written with (its parquet schema's metadata, the rows
+    unread); None where there is no such file or it is unreadable (a corrupt file is as good as none: it is made again)."""
+    try:
+        if not fs.isfile(path):
+            return None
+        with fs.open(path, "rb") as handle:
+            meta = pq.read_schema(handle).metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    return meta.get(_HASH_KEY, b"").decode() or None
 
 
 def _is_local(fs: Any) -> bool:
@@ -102,15 +120,7 @@ class ResultStore:
 
     def stored_hash(self, model: str, revision: str | None, task: str, part: str = Part.SCORES, variant: str = "") -> str | None:
         """Config hash of a finished task part, or None when it has not run (or its file is unreadable)."""
-        path = self.task_path(model, revision, task, part, variant)
-        try:
-            if not self.fs.isfile(str(path)):
-                return None
-            with self.fs.open(str(path), "rb") as handle:
-                meta = pq.read_schema(handle).metadata or {}
-        except (OSError, pa.ArrowException):
-            return None  # a corrupt file is as good as none: the task runs again
-        return meta.get(_HASH_KEY, b"").decode() or None
+        return stored_hash_of(self.fs, str(self.task_path(model, revision, task, part, variant)))
 
     def stored_run_ids(self, model: str, revision: str | None, task: str, part: str = Part.SCORES, variant: str = "") -> set[str]:
         """The run ids in a stored task part's rows (empty when it has not run, or its file is unreadable)."""
