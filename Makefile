@@ -54,6 +54,7 @@ demo: venv
 	@echo "Next:"
 	@echo "  open $(DEMO_SITE)/index.html                                  # the leaderboard of the demo (make demo-site rebuilds it)"
 	@echo "  $(BIN)/layerbench compare results $(DEMO_OUTPUT)                 # the regression gate: the demo against the committed results"
+	@echo "  $(BIN)/layerbench pick $(DEMO_OUTPUT) --model smollm2-135m-q4     # which layer without labels, learned from the other model"
 	@echo "  $(BIN)/python -c \"import layerbench; print(layerbench.summary(layerbench.load_results('$(DEMO_OUTPUT)')))\"   # in pandas"
 
 # The leaderboard site of the demo's results (make demo builds it at its end): open $(DEMO_SITE)/index.html.

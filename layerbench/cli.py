@@ -357,6 +357,51 @@ def leaderboard(results, output) -> None:
     click.echo(f"site written: {index} (open it in a browser, or serve {output}/ from any static host)")
 
 
+@app.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--model", "-m", default=None, help="Pick for this model's tasks (a layer per task, and one for the model).")
+@click.option("--task", "-t", default=None, help="Pick for this task only.")
+@click.option("--method", default=None, help="The rule that picks (`layerbench pick RESULTS` scores them all) [default: learned-depth].")
+@click.option("--protocol", default="layerbench", show_default=True, help="The protocol whose curves are read.")
+@click.option("--output", "-o", default="layer-selection", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the CSV files (scores, scores by family, picks).")
+def pick(results, model, task, method, protocol, output) -> None:
+    """Which layer, with no labels: recommend a layer per model and task from label-free metrics alone.
+
+    With no --model or --task: score every method against each (model, task)'s best layer and print the table.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    from layerbench import selection
+    from layerbench.results import load_results
+
+    rows = pd.concat([load_results(p) for p in results], ignore_index=True)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    if model is None and task is None:
+        result = selection.evaluate(rows, protocol=protocol, methods=[method, "last", "oracle"] if method else None)
+        table = result.summary.merge(pd.DataFrame([{"method": m.name, "kind": m.kind, "source": m.source} for m in selection.all_methods().values()]),
+                                     on="method", how="left")
+        table.to_csv(out / "scores.csv", index=False)
+        result.by_family.to_csv(out / "scores-by-family.csv", index=False)
+        result.picks.to_csv(out / "picks.csv", index=False)
+        click.echo(selection.format_summary(table))
+        click.echo(f"{result.picks[['model', 'task']].drop_duplicates().shape[0]} (model, task) curves of {result.picks.model.nunique()} models; "
+                   f"regret: the oracle's score (the honest best layer) minus the picked layer's; gain: over the last layer; 95% bootstrap "
+                   f"intervals over models and tasks.\nwritten {out}/scores.csv, scores-by-family.csv, picks.csv")
+        return
+    picks = selection.recommend(rows, model=model, task=task, method=method or selection.DEFAULT_METHOD, protocol=protocol)
+    picks.to_csv(out / "picks.csv", index=False)
+    click.echo(f"rule: {picks.rule.iloc[0]}")
+    click.echo(selection.format_picks(picks))
+    for row in selection.model_layer(picks).itertuples():
+        click.echo(f"{row.model}: layer {row.layer} of {int(picks[picks.model == row.model].last_layer.max())} (depth {row.depth:.2f}), "
+                   f"the median depth of its {row.curves} task picks")
+    click.echo(f"written {out}/picks.csv")
+
+
 @list_.command(name="families")
 def list_families() -> None:
     """Task families: name, what the evaluator reads, settings (with defaults), description."""

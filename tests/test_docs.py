@@ -142,6 +142,24 @@ def test_the_readme_leaderboard_table_is_what_the_committed_results_give():
         assert line is None or line.split(" | ")[1].startswith(f"{best:.3f} ("), (model, best, line)
 
 
+def test_the_readme_layer_selection_table_is_what_the_committed_results_give():
+    """The README's layer-selection table is written from results/ too; its last-layer row equals the mean regret of the
+    last layer computed here from layerbench.summary alone (the honest best, else the naive one, minus the last score)."""
+    import layerbench
+    from layerbench.site import readme
+
+    data = _committed_site()
+    assert readme.updated_blocks(README, data) == README, "README's tables are stale: run make site"
+    table = layerbench.summary(layerbench.load_results(ROOT / "results"))
+    scored = table[(table.protocol == "layerbench") & (table.task.str.startswith("concept-") | table.task.str.startswith("mteb-"))
+                   & table.last_value.notna()]
+    oracle = scored.honest_best_value.fillna(scored.best_value)
+    block = README[README.index(readme.SELECTION_START):README.index(readme.SELECTION_END)]
+    last = next(line for line in block.splitlines() if line.startswith("| last |"))
+    assert last.split(" | ")[1].startswith(f"{(oracle - scored.last_value).mean():+.3f} ("), (last, len(scored))
+    assert f"{len(scored)} (model, task) curves" in block
+
+
 def test_the_readme_table_shows_the_headline_cells_the_site_index_shows(tmp_path):
     """Each headline column of the README's table is the site index's column of that title, cell for cell: the same value,
     interval and n (or "withheld"/"none"), read from the built index.html apart from the code that writes the README."""

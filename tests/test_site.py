@@ -282,6 +282,27 @@ def test_each_task_page_marks_every_models_best_layer_on_relative_depth(site):
         assert star["x"][0] == curve["x"][curve["y"].index(star["y"][0])]
 
 
+def test_the_layer_selection_page_scores_every_method_and_the_index_shows_each_models_pick(site):
+    """The page "Layer selection without labels": the methods' regret with intervals per family, each model's picked
+    against its best layers by depth, the picks as CSV; the index shows each model's label-free pick under its layers."""
+    from layerbench import selection
+
+    html = (site / "layer-selection.html").read_text()
+    assert "Layer selection without labels" in html and 'href="layer-selection.html"' in (site / "metrics.html").read_text()
+    figures = _figures(site / "layer-selection.html")
+    regret = figures["regret"]["data"]
+    assert [t["name"] for t in regret] == ["all", "mteb", "probe"] and all("error_y" in t for t in regret)
+    assert {"learned-depth", "li2025", "valeriani2023", "cheng2025", "learned-lomo", "learned-lofo", "last", "oracle"} <= set(regret[0]["x"])
+    assert [o["label"] for o in figures["depth"]["selector"]][:2] == ["learned-depth", "learned-lomo"]
+    picks = pd.read_csv(site / "data" / "layer-selection.csv")
+    last = picks[picks.method == "last"]
+    assert (last.picked_layer == last.last_layer).all() and (last.gain == 0).all()
+    mine = picks[(picks.method == selection.DEFAULT_METHOD) & (picks.model == "smollm2-135m-q4")]
+    layer = int(selection.model_layer(mine).layer.iloc[0])
+    row = re.search(r'<a href="models/smollm2-135m-q4.html">smollm2-135m-q4</a>.*?</tr>', (site / "index.html").read_text(), re.S).group(0)
+    assert f"pick {layer}</span>" in row
+
+
 def test_the_tasks_by_depth_heat_map_scales_each_task_between_its_worst_and_best_layer():
     from layerbench.site.figures import depth_heatmap
 

@@ -8,7 +8,8 @@
     site/tasks.html            one row per task; site/tasks/<task>.html overlays every model's curve
     site/metrics.html          how well each label-free metric predicts the best layer
     site/across.html           layer similarity across models: each model's best match in another, every pair's map
-    site/data/results.{csv,parquet}
+    site/layer-selection.html  which layer with no labels: every label-free method's regret against the best layer
+    site/data/results.{csv,parquet}, layer-selection.csv (every method's pick on every curve)
     site/assets/               plotly.min.js (from the plotly package), site.js, site.css
 
 Everything a page needs is in the folder, so it opens from ``file://`` and
@@ -41,6 +42,7 @@ from layerbench.site import index as index_page
 from layerbench.site import render, view
 from layerbench.site.across_page import across_page
 from layerbench.site.metrics_page import metrics_page
+from layerbench.site.selection_page import selection_page
 
 __all__ = ["build_site"]
 
@@ -76,4 +78,7 @@ def build_site(results: list[str | Path], output: str | Path) -> Path:
     pages.render("tasks.html", "tasks.html", **task_index)
     pages.render("metrics.html", "metrics.html", **metrics_page(data))
     pages.render("across.html", "across.html", **across_page(data))
+    pages.render("selection.html", "layer-selection.html", **selection_page(data))
+    if not data.selection.picks.empty:  # every method's pick on every curve, for pandas
+        data.selection.picks.to_csv(out / "data" / "layer-selection.csv", index=False)
     return out / "index.html"

@@ -147,3 +147,34 @@ def markers(xs: list[str], ys: list[float], name: str, color: str, hover: str, s
     """Open diamonds at ``(xs, ys)``: a reference value of ``series`` (a model) drawn over grouped bars."""
     return {"type": "scatter", "mode": "markers", "name": name, "x": xs, "y": [number(y) for y in ys],
             "marker": {"symbol": "diamond-open", "size": 9, "color": color}, "hovertemplate": hover + ": %{y:.3f}<extra>" + series + "</extra>"}
+
+
+def interval_bars(values: dict[str, dict[str, tuple[float, float, float]]], title: str, y_title: str) -> dict[str, Any]:
+    """Bars grouped by category with 95% intervals as error bars: ``values`` maps a series (a task family) to category
+    (a method) -> (value, low, high)."""
+    figure = grouped_bars({series: {c: v[0] for c, v in by.items()} for series, by in values.items()}, title, y_title)
+    for one, by in zip(figure["data"], values.values()):
+        one["error_y"] = {"type": "data", "symmetric": False, "array": [number(v[2] - v[0]) for v in by.values()],
+                          "arrayminus": [number(v[0] - v[1]) for v in by.values()], "thickness": 1, "width": 2}
+    return figure
+
+
+def picked_against_best(points: dict[str, pd.DataFrame], title: str, x_title: str, y_title: str) -> dict[str, Any]:
+    """One model's picked layers against its best ones on the depth axis, a trace per (option, model), with a drop-down of
+    the options (the methods): ``points`` maps an option to rows ``model, task, best_depth, picked_depth``."""
+    traces: list[dict[str, Any]] = []
+    options: list[tuple[str, list[int], str]] = []
+    for option, frame in points.items():
+        shown = []
+        for i, (model, rows) in enumerate(frame.groupby("model", sort=True)):
+            shown.append(len(traces))
+            traces.append({"type": "scatter", "mode": "markers", "name": model, "x": [number(v) for v in rows.best_depth],
+                           "y": [number(v) for v in rows.picked_depth], "text": rows.task.tolist(), "marker": {"color": PALETTE[i % len(PALETTE)], "size": 8},
+                           "hovertemplate": "%{text}: best %{x:.2f}, picked %{y:.2f}<extra>" + model + "</extra>"})
+        options.append((option, shown, f"{title}: {option}"))
+    diagonal = {"type": "scatter", "mode": "lines", "name": "picked = best", "x": [0, 1], "y": [0, 1], "line": {"dash": "dot", "color": "#999"},
+                "hoverinfo": "skip"}
+    figure = curve_figure(title, [*traces, diagonal], y_title, x_title)
+    figure["layout"]["yaxis"]["range"] = [-0.02, 1.02]
+    figure = with_selector(figure, [(label, [*shown, len(traces)], heading) for label, shown, heading in options], name_axis=False)
+    return figure

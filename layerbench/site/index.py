@@ -10,6 +10,7 @@ import pandas as pd
 from layerbench.analysis import reference_signatures, task_signatures, why_apart
 from layerbench.families import Headline, all_families, all_headlines
 from layerbench.results import model_slug
+from layerbench.selection import DEFAULT_METHOD, model_layer
 from layerbench.site import figures as fig
 from layerbench.site.view import BEATS_MARGIN, SiteData, latest_manifest, of_model, records, revision_of
 
@@ -145,6 +146,9 @@ def index_rows(data: SiteData) -> list[dict[str, Any]]:
     ``apart``: why it is not ranked, else None."""
     signatures = task_signatures(data.table, data.families, data.sizes)
     reference = reference_signatures(signatures)
+    picks = data.selection.picks
+    picked = model_layer(picks[picks.method == DEFAULT_METHOD]) if not picks.empty else pd.DataFrame(columns=["model", "layer", "depth"])
+    picked = dict(zip(picked.model, picked.layer))
     out = []
     for (model, revision), group in data.table.groupby(["model", "revision"], dropna=False, sort=True):
         revision = revision_of(revision)
@@ -153,6 +157,8 @@ def index_rows(data: SiteData) -> list[dict[str, Any]]:
                                "parameters": latest.model.parameters if latest else None, "layers": int(of_model(data.rows, model, revision).n_layers.max()),
                                "tasks": int(group.task.nunique()),
                                "apart": "; ".join(filter(None, [unfinished_reason(data, model, revision), why_apart(signatures[(model, revision)], reference)])) or None}
+        # The layers, with the layer picked without labels under them (layerbench.selection's default method).
+        row["layers_cell"] = IndexCell("value", row["layers"], f"pick {int(picked[model])}") if model in picked else row["layers"]
         group = group.assign(family=group.task.map(lambda t: data.families.get(t, "other")))
         for column in index_columns(data.schema):
             if "field" not in column:

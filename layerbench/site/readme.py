@@ -1,7 +1,7 @@
-"""The README's leaderboard table, written from result folders: the numbers the site's index shows, as Markdown.
+"""The README's leaderboard and layer-selection tables, written from result folders: the numbers the site shows, as Markdown.
 
-``python -m layerbench.site.readme README.md results`` rewrites the block between :data:`START` and :data:`END`
-(``make site`` runs it); ``tests/test_docs.py`` checks that the committed README equals what the committed
+``python -m layerbench.site.readme README.md results`` rewrites the blocks between :data:`START` and :data:`END` and
+between :data:`SELECTION_START` and :data:`SELECTION_END` (``make site`` runs it); ``tests/test_docs.py`` checks that the committed README equals what the committed
 ``results/`` give, so no number in the table is typed by hand.
 """
 from __future__ import annotations
@@ -15,6 +15,11 @@ from layerbench.site.render import fmt
 
 START = "<!-- leaderboard table: written by `make site` (python -m layerbench.site.readme README.md results); do not edit -->"
 END = "<!-- end of the leaderboard table -->"
+SELECTION_START = "<!-- layer selection table: written by `make site` (python -m layerbench.site.readme README.md results); do not edit -->"
+SELECTION_END = "<!-- end of the layer selection table -->"
+# The methods the README's layer-selection table lists (the site lists them all), in order of regret.
+README_METHODS = ("oracle", "learned-depth", "learned-lomo", "learned-lofo", "last", "middle", "li2025", "valeriani2023", "cheng2025", "lidar-max",
+                  "dime-max", "infonce-min", "intrinsic_dimension-min")
 
 
 def _score(cell: IndexCell) -> str:
@@ -70,16 +75,44 @@ def markdown_table(data: view.SiteData) -> str:
     return "\n".join(lines)
 
 
-def updated_readme(text: str, table: str) -> str:
-    """``text`` with the block between :data:`START` and :data:`END` replaced by ``table``.
+def selection_table(data: view.SiteData) -> str:
+    """The layer-selection methods of :data:`README_METHODS` scored on the result folders (the site's "Layer selection
+    without labels" page, :attr:`~layerbench.site.view.SiteData.selection`) as a Markdown table, with the page's verdict."""
+    from layerbench.selection.report import column_interval
+    from layerbench.site.selection_page import verdict
+
+    result = data.selection
+    if result.picks.empty:
+        return "No result folder has label-free metrics and task scores at every layer."
+    overall = result.summary.set_index("method")
+    family = result.by_family.set_index(["family", "method"]).regret
+    families = sorted(result.by_family.family.unique())
+    lines = ["| method | regret (95% CI) | gain over the last layer (95% CI) | " + " | ".join(f"{f} regret" for f in families) + " | beats the last |",
+             "|---|---|---|" + "---|" * len(families) + "---|"]
+    for method in sorted((m for m in README_METHODS if m in overall.index), key=lambda m: overall.loc[m, "regret"]):
+        row = overall.loc[method]
+        lines.append(f"| {method} | {column_interval(row, 'regret')} | {column_interval(row, 'gain')} | " + " | ".join(f"{family[(f, method)]:+.3f}" for f in families)
+                     + f" | {int(row.beats_last)}/{int(row.curves)} |")
+    lines += ["", verdict(result.summary, result.by_family, data.schema["pages"]["selection"]["verdict"])]
+    return "\n".join(lines)
+
+
+def updated_readme(text: str, table: str, start_marker: str = START, end_marker: str = END) -> str:
+    """``text`` with the block between ``start_marker`` and ``end_marker`` (default: the leaderboard table's) replaced by ``table``.
 
     Raises:
         ValueError: the markers are missing or out of order.
     """
-    start, end = text.find(START), text.find(END)
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
-        raise ValueError(f"the README has no block between '{START}' and '{END}'")
-    return text[: start + len(START)] + "\n" + table + "\n" + text[end:]
+        raise ValueError(f"the README has no block between '{start_marker}' and '{end_marker}'")
+    return text[: start + len(start_marker)] + "\n" + table + "\n" + text[end:]
+
+
+def updated_blocks(text: str, data: view.SiteData) -> str:
+    """``text`` with both generated blocks (the leaderboard table, the layer-selection table) rewritten from ``data``."""
+    text = updated_readme(text, markdown_table(data))
+    return updated_readme(text, selection_table(data), SELECTION_START, SELECTION_END)
 
 
 def main(argv: list[str]) -> int:
@@ -88,10 +121,10 @@ def main(argv: list[str]) -> int:
         return 2
     readme = Path(argv[0])
     text = readme.read_text()
-    new = updated_readme(text, markdown_table(view.read_site([Path(p) for p in argv[1:]])))
+    new = updated_blocks(text, view.read_site([Path(p) for p in argv[1:]]))
     if new != text:
         readme.write_text(new)
-        print(f"updated the leaderboard table in {readme}")
+        print(f"updated the leaderboard and layer-selection tables in {readme}")
     return 0
 
 

@@ -9,6 +9,7 @@ from ``leaderboard/schema.yaml``; the figures from :mod:`layerbench.site.figures
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,14 @@ class SiteData:
     table: pd.DataFrame  # layerbench.summary of the rows
     sizes: dict[tuple[str, str | None, str], int]  # (model, revision, task) -> its items
     across: pd.DataFrame  # the rows of one model against another (``other_model`` set): the page across models
+
+    @cached_property
+    def selection(self) -> Any:
+        """Every label-free layer-selection method on every scored (model, task) curve of our protocol, scored
+        (:func:`layerbench.selection.evaluate`), computed once for the pages that show it."""
+        from layerbench.selection import evaluate
+
+        return evaluate(self.rows, mains=self.mains, families=self.families, summary=self.table)
 
 
 def read_site(paths: list[Path]) -> SiteData:
