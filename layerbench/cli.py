@@ -382,12 +382,10 @@ def pick(results, model, task, method, protocol, output) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if model is None and task is None:
         result = selection.evaluate(rows, protocol=protocol, methods=[method, "last", "oracle"] if method else None)
-        table = result.summary.merge(pd.DataFrame([{"method": m.name, "kind": m.kind, "source": m.source} for m in selection.all_methods().values()]),
-                                     on="method", how="left")
-        table.to_csv(out / "scores.csv", index=False)
+        result.summary.to_csv(out / "scores.csv", index=False)
         result.by_family.to_csv(out / "scores-by-family.csv", index=False)
         result.picks.to_csv(out / "picks.csv", index=False)
-        click.echo(selection.format_summary(table))
+        click.echo(selection.format_summary(result.summary))
         click.echo(f"{result.picks[['model', 'task']].drop_duplicates().shape[0]} (model, task) curves of {result.picks.model.nunique()} models; "
                    f"regret: the oracle's score (the honest best layer) minus the picked layer's; gain: over the last layer; 95% bootstrap "
                    f"intervals over models and tasks.\nwritten {out}/scores.csv, scores-by-family.csv, picks.csv")

@@ -34,7 +34,8 @@ class Selection:
 
     Attributes:
         picks: :func:`score_picks` rows, one per (scored curve, method).
-        summary: :func:`selection_summary` per method, sorted by regret.
+        summary: :func:`selection_summary` per method, sorted by regret, with each method's ``kind``, ``source`` and
+            ``description`` (:class:`Method`).
         by_family: :func:`selection_summary` per (family, method).
         spearman: :func:`metric_spearman` per (curve, metric).
     """
@@ -70,7 +71,8 @@ def evaluate(rows: pd.DataFrame, *, protocol: str | None = "layerbench", methods
     honest = summary if summary is not None else summarize(rows, mains)
     result = score_picks(picks, table, honest)
     spearman = metric_spearman(table)
-    overall = _with_spearman(selection_summary(result), spearman, chosen, [])
+    described = pd.DataFrame([{"method": m.name, "kind": m.kind, "source": m.source, "description": m.description} for m in chosen])
+    overall = _with_spearman(selection_summary(result), spearman, chosen, []).merge(described, on="method", how="left")
     by_family = _with_spearman(selection_summary(result, by=("family", "method")), spearman, chosen, ["family"])
     return Selection(result, overall.sort_values(["regret", "method"]).reset_index(drop=True), by_family, spearman)
 

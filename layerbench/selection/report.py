@@ -20,7 +20,7 @@ def format_summary(table: pd.DataFrame) -> str:
     lines = [f"{'method':32} {'kind':9} {'regret (95% CI)':26} {'gain over last (95% CI)':26} {'within 0.01':>11} {'beats last':>10} {'Spearman':>8}"]
     for row in table.itertuples():
         lines.append(f"{row.method:32} {row.kind or '':9} {interval_text(row.regret, row.regret_low, row.regret_high):26} "
-                     f"{interval_text(row.gain, row.gain_low, row.gain_high):26} {row.near_oracle:>11.0%} {f'{row.beats_last}/{row.curves}':>10} {'' if row.spearman != row.spearman else f'{row.spearman:+.2f}':>8}")
+                     f"{interval_text(row.gain, row.gain_low, row.gain_high):26} {row.near_oracle:>11.0%} {f'{row.beats_last}/{row.curves}':>10} {'' if pd.isna(row.spearman) else f'{row.spearman:+.2f}':>8}")
     return "\n".join(lines)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from layerbench.selection import DEFAULT_METHOD, all_methods
+from layerbench.selection import DEFAULT_METHOD
 from layerbench.selection.report import column_interval
 from layerbench.selection.scoring import NEAR_ORACLE
 from layerbench.site import figures as fig
@@ -23,14 +23,8 @@ def selection_page(data: SiteData) -> dict[str, Any]:
     if result.picks.empty:
         return dict(title=schema["title"], intro=schema["intro"], verdict=schema["empty"], figures={}, plots=[], method_table=None, family_table=None,
                     detail_table=None)
-    about = {m.name: m for m in all_methods().values()}
-    described = [{**row, "kind": about[row["method"]].kind if row["method"] in about else None,
-                  "source": about[row["method"]].source if row["method"] in about else None,
-                  "description": about[row["method"]].description if row["method"] in about else None,
-                  "regret_cell": column_interval(row, "regret"), "gain_cell": column_interval(row, "gain"), "within": f"{row['near_oracle']:.0%}",
-                  "beats": f"{row['beats_last']}/{row['curves']}"} for row in records(result.summary)]
-    by_family = [{**row, "regret_cell": column_interval(row, "regret"), "gain_cell": column_interval(row, "gain"), "within": f"{row['near_oracle']:.0%}",
-                  "beats": f"{row['beats_last']}/{row['curves']}"} for row in records(result.by_family.sort_values(["family", "regret"]))]
+    described = [_with_cells(row) for row in records(result.summary)]
+    by_family = [_with_cells(row) for row in records(result.by_family.sort_values(["family", "regret"]))]
     order = result.summary.method.tolist()
     series = {"all": result.summary.set_index("method")} | {f: g.set_index("method") for f, g in result.by_family.groupby("family", sort=True)}
     figures = {name: fig.interval_bars({s: {m: (float(f.loc[m, name]), float(f.loc[m, f"{name}_low"]), float(f.loc[m, f"{name}_high"]))
@@ -47,6 +41,13 @@ def selection_page(data: SiteData) -> dict[str, Any]:
                 method_table=table("methods", schema["columns"], described, decimals=3),
                 family_table=table("families", schema["family_columns"], by_family, decimals=3),
                 detail_table=table("picks", schema["detail_columns"], records(detail), decimals=3))
+
+
+def _with_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """A summary row with the text cells its table shows: regret and gain with their intervals, the share within
+    :data:`NEAR_ORACLE` of the oracle, and "k/n" curves where the pick beats the last layer."""
+    return {**row, "regret_cell": column_interval(row, "regret"), "gain_cell": column_interval(row, "gain"), "within": f"{row['near_oracle']:.0%}",
+            "beats": f"{row['beats_last']}/{row['curves']}"}
 
 
 def verdict(overall: pd.DataFrame, by_family: pd.DataFrame, sentences: dict[str, str]) -> str:
